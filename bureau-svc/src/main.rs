@@ -1,0 +1,6 @@
+//! bureau-svc: built in its own issue; this binary only says so until then.
+
+fn main() -> std::process::ExitCode {
+    eprintln!("bureau-svc is not built yet; run `cargo run` for the development stack.");
+    std::process::ExitCode::FAILURE
+}

@@ -1,0 +1,167 @@
+//! A stand-in for the WeChat fiscal e-bill API (api.weixin.qq.com), which WeChat does not
+//! offer. It behaves like WeChat for every endpoint the project uses, serves the payer's
+//! authorization page and card package, pushes events to callback URLs, and has a control API
+//! under `/sandbox/` for tests and demos (see README.md).
+
+mod api;
+mod bills;
+pub mod config;
+mod control;
+mod faults;
+mod fields;
+mod invoice;
+mod pages;
+mod push;
+mod server;
+mod stats;
+mod tokens;
+mod world;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use fiscalbill_common::clock::{Clock, OffsetClock};
+
+pub use config::{AccountConfig, SandboxConfig};
+pub use faults::{FaultAction, FaultRule};
+
+/// The sandbox's shared state; cheap to clone.
+#[derive(Clone)]
+pub struct Sandbox {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: SandboxConfig,
+    public_url: String,
+    clock: OffsetClock,
+    world: Mutex<world::World>,
+    /// Sends pushes to callback URLs.
+    http: reqwest::Client,
+    /// Wakes those waiting for a push to finish.
+    push_done: tokio::sync::Notify,
+}
+
+impl Sandbox {
+    fn new(config: SandboxConfig, public_url: String) -> Self {
+        fiscalbill_common::tls::install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(config.push_timeout_ms))
+            .no_proxy()
+            .build()
+            .expect("push HTTP client builds");
+        let mut world = world::World::default();
+        for account in &config.accounts {
+            world.accounts.insert(account.appid.clone(), account.clone());
+        }
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                public_url,
+                clock: OffsetClock::default(),
+                world: Mutex::new(world),
+                http,
+                push_done: tokio::sync::Notify::new(),
+            }),
+        }
+    }
+
+    fn world(&self) -> MutexGuard<'_, world::World> {
+        self.inner.world.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Sandbox time: the system clock plus every advance.
+    pub fn now(&self) -> i64 {
+        self.inner.clock.now()
+    }
+
+    pub fn public_url(&self) -> &str {
+        &self.inner.public_url
+    }
+
+    fn config(&self) -> &SandboxConfig {
+        &self.inner.config
+    }
+}
+
+/// A sandbox listening on a socket.
+pub struct RunningSandbox {
+    pub sandbox: Sandbox,
+    pub local_addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningSandbox {
+    /// The base URL for WeChat API clients and browsers.
+    pub fn base_url(&self) -> &str {
+        self.sandbox.public_url()
+    }
+
+    /// Stops accepting connections and waits for the server task.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for RunningSandbox {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// Binds `config.listen` and serves the sandbox until stopped.
+pub async fn start(config: SandboxConfig) -> std::io::Result<RunningSandbox> {
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let local_addr = listener.local_addr()?;
+    let public_url =
+        config.public_url.clone().unwrap_or_else(|| format!("http://{local_addr}")).trim_end_matches('/').to_owned();
+    let sandbox = Sandbox::new(config, public_url);
+    let router = control::router(sandbox.clone()).merge(api::router(sandbox.clone()));
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(server::serve(listener, router, async {
+        let _ = rx.await;
+    }));
+    tracing::info!(%local_addr, "wechat sandbox listening");
+    Ok(RunningSandbox { sandbox, local_addr, shutdown: Some(tx), task: Some(task) })
+}
+
+/// Dev-only demo accounts: a finance bureau and a collection unit (with an App), used when no
+/// configuration names any. Never use these values outside a sandbox.
+pub fn demo_accounts(callback_base: Option<&str>) -> Vec<AccountConfig> {
+    let account = |appid: &str, secret: &str, name: &str| AccountConfig {
+        appid: appid.to_owned(),
+        secret: fiscalbill_common::Secret::new(secret),
+        name: name.to_owned(),
+        original_id: None,
+        callback_url: None,
+        callback_token: None,
+        encoding_aes_key: None,
+        push_mode: fiscalbill_common::callback::PushMode::Safe,
+        push_format: fiscalbill_common::callback::PushFormat::Xml,
+        service_account: None,
+        token_lifetime_secs: 7200,
+        daily_quota: Default::default(),
+    };
+    let mut bureau = account("wxb0000000000000b1", "sandbox-bureau-secret-0001", "Sandbox Finance Bureau");
+    let mut unit = account("wxc0000000000000c1", "sandbox-unit-secret-00001", "Sandbox Hospital");
+    let mut app = account("wxa0000000000000a1", "sandbox-app-secret-000001", "Sandbox Hospital App");
+    app.service_account = Some(unit.appid.clone());
+    if let Some(base) = callback_base {
+        bureau.callback_url = Some(format!("{base}/wechat/callback/{}", bureau.appid));
+        unit.callback_url = Some(format!("{base}/wechat/callback/{}", unit.appid));
+    }
+    for account in [&mut bureau, &mut unit] {
+        account.callback_token = Some(fiscalbill_common::Secret::new("sandboxToken"));
+        account.encoding_aes_key = Some(fiscalbill_common::Secret::new("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"));
+    }
+    vec![bureau, unit, app]
+}

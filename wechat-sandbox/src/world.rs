@@ -1,0 +1,203 @@
+//! The sandbox's in-memory world: accounts, tokens, orders, templates, media, card packages,
+//! statistics, faults and pushes. One mutex guards it; no lock is held across an await.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+use crate::config::AccountConfig;
+use crate::faults::FaultRule;
+use crate::push::PushRecord;
+use crate::stats::CallStats;
+
+/// A WeChat error answer: HTTP 200 with `errcode` and `errmsg` (a ` rid: ...` is appended on
+/// the wire).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WxError {
+    pub errcode: i64,
+    pub errmsg: String,
+}
+
+impl WxError {
+    pub fn new(errcode: i64, errmsg: impl Into<String>) -> Self {
+        Self { errcode, errmsg: errmsg.into() }
+    }
+
+    /// 72031 naming the field, as WeChat does.
+    pub fn field_empty(field: &str) -> Self {
+        Self::new(72031, format!("invalid params, {field} is empty"))
+    }
+
+    pub fn field_invalid(field: &str) -> Self {
+        Self::new(72031, format!("invalid params, {field} is invalid"))
+    }
+
+    pub fn data_format() -> Self {
+        Self::new(47001, "data format error")
+    }
+}
+
+pub type WxResult = Result<Map<String, Value>, WxError>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenKind {
+    /// From cgi-bin/token.
+    Basic,
+    /// From cgi-bin/stable_token.
+    Stable,
+}
+
+#[derive(Clone, Debug)]
+pub struct IssuedToken {
+    pub appid: String,
+    pub kind: TokenKind,
+    pub expires_at: i64,
+    /// Set when a newer token replaced this one: valid until then (the 5-minute overlap, or
+    /// at once for forced or sandbox-invalidated tokens).
+    pub replaced_until: Option<i64>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Ticket {
+    pub value: String,
+    pub expires_at: i64,
+}
+
+#[derive(Clone, Debug)]
+pub struct SpApp {
+    pub s_pappid: String,
+    pub invoice_url: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct AuthLink {
+    pub id: String,
+    pub s_pappid: String,
+    /// The account that requested the link; the payer authorizes under it.
+    pub appid: String,
+    pub order_id: String,
+    pub money: i64,
+    pub source: String,
+    pub redirect_url: Option<String>,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// What happened to an order (per s_pappid, authorizing appid and order_id).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OrderState {
+    Authorized { openid: String, at: i64 },
+    Declined { openid: String, at: i64 },
+    Rejected { reason: String, url: Option<String>, at: i64 },
+}
+
+pub type OrderKey = (String, String, String);
+
+#[derive(Clone, Debug)]
+pub struct Template {
+    pub card_id: String,
+    pub owner: String,
+    pub payee: String,
+    pub logo_url: String,
+    pub created_at: i64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Media {
+    pub owner: String,
+    pub pdf: Bytes,
+    pub sha256: String,
+    pub expires_at: i64,
+}
+
+/// A bill in a user's card package.
+#[derive(Clone, Debug)]
+pub struct CardBill {
+    pub code: String,
+    pub card_id: String,
+    pub issuer: String,
+    pub appid: String,
+    pub order_id: String,
+    pub openid: String,
+    pub fee: i64,
+    pub title: String,
+    pub billing_time: i64,
+    pub billing_no: String,
+    pub billing_code: String,
+    pub pdf: Bytes,
+    pub pdf_sha256: String,
+    pub status: fiscalbill_common::wechat::types::ReimburseStatus,
+    pub inserted_at: i64,
+}
+
+#[derive(Default)]
+pub struct World {
+    pub accounts: BTreeMap<String, AccountConfig>,
+    pub tokens: HashMap<String, IssuedToken>,
+    pub stable_tokens: HashMap<String, String>,
+    pub tickets: HashMap<String, Ticket>,
+    /// Calls per (appid, endpoint name, sandbox day).
+    pub daily_calls: HashMap<(String, &'static str, i64), u64>,
+    /// Times of force_refresh stable_token calls per appid.
+    pub forced_refreshes: HashMap<String, Vec<i64>>,
+    pub sp_apps: HashMap<String, SpApp>,
+    pub links: HashMap<String, AuthLink>,
+    pub orders: HashMap<OrderKey, OrderState>,
+    pub templates: HashMap<String, Template>,
+    pub media: HashMap<String, Media>,
+    /// Download tokens of getpdf's pdf_url: token → (s_media_id, expires_at).
+    pub pdf_links: HashMap<String, (String, i64)>,
+    pub bills: Vec<CardBill>,
+    pub stats: BTreeMap<(String, String), CallStats>,
+    pub faults: Vec<FaultRule>,
+    pub pushes: Vec<PushRecord>,
+}
+
+impl World {
+    /// Forgets everything but the accounts.
+    pub fn reset(&mut self) {
+        let accounts = std::mem::take(&mut self.accounts);
+        *self = World { accounts, ..World::default() };
+    }
+
+    pub fn account(&self, appid: &str) -> Option<&AccountConfig> {
+        self.accounts.get(appid)
+    }
+
+    /// The bureau (seturl caller) owning an s_pappid.
+    pub fn bureau_of(&self, s_pappid: &str) -> Option<&str> {
+        self.sp_apps.iter().find(|(_, app)| app.s_pappid == s_pappid).map(|(appid, _)| appid.as_str())
+    }
+
+    /// The account that receives pushes for orders authorized under `appid`: the account
+    /// itself, or for an App its Service Account.
+    pub fn push_recipient(&self, appid: &str) -> Option<&AccountConfig> {
+        let account = self.accounts.get(appid)?;
+        match &account.service_account {
+            Some(service) => self.accounts.get(service),
+            None => Some(account),
+        }
+    }
+
+    pub fn bill_by_code(&mut self, code: &str) -> Option<&mut CardBill> {
+        self.bills.iter_mut().find(|b| b.code == code)
+    }
+}
+
+/// The map inside a `json!({...})` literal.
+pub fn json_object(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => unreachable!("json! object literal"),
+    }
+}
+
+/// `len` random characters from `alphabet`.
+pub fn random_string(alphabet: &[u8], len: usize) -> String {
+    (0..len).map(|_| alphabet[rand::random_range(0..alphabet.len())] as char).collect()
+}
+
+pub const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+pub const DIGITS: &[u8] = b"0123456789";
+pub const HEX: &[u8] = b"0123456789abcdef";

@@ -1,0 +1,9 @@
+//! The WeChat client (`fiscalbill-common`) against the sandbox over real HTTP: every endpoint,
+//! its success and its documented errors; the token cache; faults; pushes; pages.
+
+mod endpoints;
+mod faults;
+mod pages;
+mod pushes;
+mod support;
+mod tokens;

@@ -1,0 +1,50 @@
+//! The human pages: the authorization page a payer opens and the card package.
+
+use fiscalbill_common::wechat::TokenMode;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn the_authorization_page_authorizes_through_its_form() {
+    let env = Env::start().await;
+    let creds = env.credentials(TokenMode::StableToken);
+    let (s_pappid, card_id) = bureau_setup(&env, &creds).await;
+    let link = auth_link(&env, &creds, UNIT, &s_pappid, "o-page", 12_345).await;
+
+    let page = env.http.get(&link).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("¥123.45"), "{page}");
+    assert!(page.contains("Sandbox Hospital") && page.contains("Sandbox Finance Bureau") && page.contains("o-page"));
+    assert!(page.contains("id=\"authorize\"") && page.contains("id=\"decline\""));
+
+    let form = env
+        .http
+        .post(&link)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("action=authorize&openid=oFormUser");
+    let answered = form.send().await.unwrap().text().await.unwrap();
+    assert!(answered.contains("Authorized"), "{answered}");
+    let orders = env.get("/sandbox/orders").await;
+    assert_eq!(orders["orders"][0]["answer"]["state"], "authorized");
+    assert_eq!(orders["orders"][0]["answer"]["openid"], "oFormUser");
+
+    // The bill shows in the card package page with a working PDF link.
+    let client = creds.client();
+    let media = upload_pdf(&creds, "page bill").await;
+    let mut request = insert_request("o-page", &card_id, UNIT, &media, "5");
+    request.card_ext.user_card.invoice_user_data.fee = 12_345;
+    let request = &request;
+    let inserted =
+        creds.with_access_token(BUREAU, |t| async move { client.insert_bill(&t, request).await }).await.unwrap();
+    let package =
+        env.http.get(format!("{}/sandbox/users/oFormUser", env.base)).send().await.unwrap().text().await.unwrap();
+    assert!(package.contains("¥123.45") && package.contains(&inserted.code) && package.contains("沙箱医院"));
+    let pdf = env.http.get(format!("{}/sandbox/cards/{}/pdf", env.base, inserted.code)).send().await.unwrap();
+    assert_eq!(pdf.headers()["content-type"], "application/pdf");
+    assert!(pdf.bytes().await.unwrap().starts_with(b"%PDF-"));
+
+    // Unknown and expired links.
+    let missing = env.http.get(format!("{}/sandbox/auth/nope", env.base)).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+    env.advance(7_201).await;
+    assert_eq!(env.http.get(&link).send().await.unwrap().status(), 410);
+}

@@ -28,6 +28,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .emit_rerun_if_changed(false)
         .file_descriptor_set_path(out_dir.join("fiscalbill_descriptor.bin"))
         .skip_debug(SECRET_MESSAGES.iter().copied())
+        // PDFs travel as `Bytes`: handed on without copying.
+        .bytes(".")
         .compile_with_config(config, &protos, &includes)?;
     Ok(())
 }

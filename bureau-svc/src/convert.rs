@@ -1,0 +1,263 @@
+//! Proto messages ⇄ the bureau's domain. Requests are destructured without `..`, so a new
+//! field is a compile error here until it is handled; every violation is reported at once.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use fiscalbill_common::bill::{
+    BillContent, check_appid, check_order_id, check_page_size, check_request_id, optional_timestamp, timestamp,
+};
+use fiscalbill_common::proto::bureau as pb;
+use fiscalbill_common::proto::types as types_pb;
+use fiscalbill_common::status::{ApiError, Violations};
+use fiscalbill_common::wechat::types::ReimburseStatus;
+
+use crate::domain::{Bill, BillCursor, BillKey, BillQuery, BillState, IssueRequest, PdfOrigin, Unit};
+
+pub fn issue_request(
+    request: pb::IssueBillRequest,
+    pdf_max_bytes: usize,
+    now_secs: i64,
+) -> Result<IssueRequest, ApiError> {
+    let pb::IssueBillRequest { unit_appid, order_id, content, pdf, request_id, authorized_appid } = request;
+    let mut violations = Violations::default();
+    check_appid(&mut violations, "unit_appid", &unit_appid);
+    check_order_id(&mut violations, "order_id", &order_id);
+    let content = BillContent::from_proto(content.as_ref(), "content", now_secs, &mut violations);
+    if !pdf.is_empty()
+        && let Err(error) = fiscalbill_common::pdf::validate(&pdf, pdf_max_bytes)
+    {
+        violations.add("pdf", error.to_string());
+    }
+    check_request_id(&mut violations, "request_id", &request_id);
+    if !authorized_appid.is_empty() {
+        check_appid(&mut violations, "authorized_appid", &authorized_appid);
+    }
+    violations.into_result()?;
+    Ok(IssueRequest {
+        authorized_appid: if authorized_appid.is_empty() { unit_appid.clone() } else { authorized_appid },
+        key: BillKey { unit_appid, order_id },
+        request_id: (!request_id.is_empty()).then_some(request_id),
+        content: content.expect("validated"),
+        pdf: (!pdf.is_empty()).then_some(pdf),
+    })
+}
+
+pub fn bill_key(unit_appid: String, order_id: String) -> Result<BillKey, ApiError> {
+    let mut violations = Violations::default();
+    check_appid(&mut violations, "unit_appid", &unit_appid);
+    check_order_id(&mut violations, "order_id", &order_id);
+    violations.into_result()?;
+    Ok(BillKey { unit_appid, order_id })
+}
+
+pub fn unit_appid(unit_appid: &str) -> Result<(), ApiError> {
+    let mut violations = Violations::default();
+    check_appid(&mut violations, "unit_appid", unit_appid);
+    violations.into_result()
+}
+
+/// CreateCardTemplate's fields.
+pub fn template_request(request: &pb::CreateCardTemplateRequest) -> Result<(), ApiError> {
+    let pb::CreateCardTemplateRequest { unit_appid, payee, logo_url } = request;
+    let mut violations = Violations::default();
+    check_appid(&mut violations, "unit_appid", unit_appid);
+    let payee_chars = payee.chars().count();
+    if payee.trim().is_empty() || payee_chars > 64 || payee.chars().any(char::is_control) {
+        violations.add("payee", "must be the payee's full name, 1 to 64 characters");
+    }
+    if !logo_url.starts_with("https://")
+        || logo_url.len() > 512
+        || logo_url.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        violations.add("logo_url", "must be an https URL of at most 512 characters");
+    }
+    violations.into_result()
+}
+
+pub fn list_bills(request: pb::ListBillsRequest) -> Result<BillQuery, ApiError> {
+    let pb::ListBillsRequest { unit_appid, state, page_size, page_token } = request;
+    let mut violations = Violations::default();
+    if !unit_appid.is_empty() {
+        check_appid(&mut violations, "unit_appid", &unit_appid);
+    }
+    let state = match pb::BillState::try_from(state) {
+        Ok(pb::BillState::Unspecified) => None,
+        Ok(known) => Some(state_from_proto(known)),
+        Err(_) => {
+            violations.add("state", "is not a BillState value");
+            None
+        }
+    };
+    let limit = check_page_size(&mut violations, "page_size", page_size);
+    let after = if page_token.is_empty() {
+        None
+    } else {
+        let cursor = decode_bill_cursor(&page_token);
+        if cursor.is_none() {
+            violations.add("page_token", "is not a token from a previous ListBills response");
+        }
+        cursor
+    };
+    violations.into_result()?;
+    Ok(BillQuery { unit_appid: (!unit_appid.is_empty()).then_some(unit_appid), state, limit, after })
+}
+
+/// ListCardTemplates: (after appid, limit).
+pub fn list_templates(request: pb::ListCardTemplatesRequest) -> Result<(String, i64), ApiError> {
+    let pb::ListCardTemplatesRequest { page_size, page_token } = request;
+    let mut violations = Violations::default();
+    let limit = check_page_size(&mut violations, "page_size", page_size);
+    let after = if page_token.is_empty() {
+        String::new()
+    } else {
+        match URL_SAFE_NO_PAD.decode(&page_token).ok().and_then(|raw| String::from_utf8(raw).ok()) {
+            Some(appid) => appid,
+            None => {
+                violations.add("page_token", "is not a token from a previous ListCardTemplates response");
+                String::new()
+            }
+        }
+    };
+    violations.into_result()?;
+    Ok((after, limit))
+}
+
+pub fn template_page_token(last: &Unit) -> String {
+    URL_SAFE_NO_PAD.encode(&last.appid)
+}
+
+pub fn bill_page_token(last: &Bill) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}\n{}\n{}", last.created_at, last.key.unit_appid, last.key.order_id))
+}
+
+fn decode_bill_cursor(token: &str) -> Option<BillCursor> {
+    let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(token).ok()?).ok()?;
+    let mut parts = raw.splitn(3, '\n');
+    Some(BillCursor {
+        created_at: parts.next()?.parse().ok()?,
+        unit_appid: parts.next()?.to_owned(),
+        order_id: parts.next()?.to_owned(),
+    })
+}
+
+pub fn reimburse_status(value: i32) -> Result<ReimburseStatus, ApiError> {
+    let status = match types_pb::ReimburseStatus::try_from(value) {
+        Ok(types_pb::ReimburseStatus::Init) => Some(ReimburseStatus::Init),
+        Ok(types_pb::ReimburseStatus::Lock) => Some(ReimburseStatus::Lock),
+        Ok(types_pb::ReimburseStatus::Closure) => Some(ReimburseStatus::Closure),
+        Ok(types_pb::ReimburseStatus::Cancel) => Some(ReimburseStatus::Cancel),
+        Ok(types_pb::ReimburseStatus::Unspecified) | Err(_) => None,
+    };
+    status.ok_or_else(|| {
+        let mut violations = Violations::default();
+        violations.add("reimburse_status", "must be INIT, LOCK, CLOSURE or CANCEL");
+        ApiError::invalid_argument(violations)
+    })
+}
+
+fn reimburse_to_proto(status: ReimburseStatus) -> types_pb::ReimburseStatus {
+    match status {
+        ReimburseStatus::Init => types_pb::ReimburseStatus::Init,
+        ReimburseStatus::Lock => types_pb::ReimburseStatus::Lock,
+        ReimburseStatus::Closure => types_pb::ReimburseStatus::Closure,
+        ReimburseStatus::Cancel => types_pb::ReimburseStatus::Cancel,
+    }
+}
+
+fn state_from_proto(state: pb::BillState) -> BillState {
+    match state {
+        pb::BillState::Accepted | pb::BillState::Unspecified => BillState::Accepted,
+        pb::BillState::PdfUploaded => BillState::PdfUploaded,
+        pb::BillState::PdfChecked => BillState::PdfChecked,
+        pb::BillState::Inserted => BillState::Inserted,
+        pb::BillState::Failed => BillState::Failed,
+    }
+}
+
+fn state_to_proto(state: BillState) -> pb::BillState {
+    match state {
+        BillState::Accepted => pb::BillState::Accepted,
+        BillState::PdfUploaded => pb::BillState::PdfUploaded,
+        BillState::PdfChecked => pb::BillState::PdfChecked,
+        BillState::Inserted => pb::BillState::Inserted,
+        BillState::Failed => pb::BillState::Failed,
+    }
+}
+
+pub fn bill_to_proto(bill: &Bill) -> pb::Bill {
+    pb::Bill {
+        unit_appid: bill.key.unit_appid.clone(),
+        order_id: bill.key.order_id.clone(),
+        state: state_to_proto(bill.state) as i32,
+        content: Some(bill.content.to_proto()),
+        card_id: bill.card_id.clone().unwrap_or_default(),
+        card_code: bill.card_code.clone().unwrap_or_default(),
+        openid: bill.openid.clone().unwrap_or_default(),
+        reimburse_status: bill.reimburse_status.map_or(types_pb::ReimburseStatus::Unspecified, reimburse_to_proto)
+            as i32,
+        failure: bill.failure.as_ref().map(|f| types_pb::Failure {
+            reason: f.reason.clone(),
+            message: f.message.clone(),
+            wechat_errcode: f.wechat_errcode,
+            wechat_errmsg: f.wechat_errmsg.clone(),
+            wechat_rid: f.wechat_rid.clone(),
+            time: optional_timestamp(f.at),
+        }),
+        pdf_sha256: bill.pdf_sha256.clone(),
+        pdf_size: bill.pdf_size,
+        pdf_origin: match bill.pdf_origin {
+            PdfOrigin::Supplied => pb::PdfOrigin::Supplied,
+            PdfOrigin::Rendered => pb::PdfOrigin::Rendered,
+        } as i32,
+        request_id: bill.request_id.clone().unwrap_or_default(),
+        attempts: bill.attempts.min(i64::from(i32::MAX)) as i32,
+        last_error: bill.last_error.clone().unwrap_or_default(),
+        create_time: Some(timestamp(bill.created_at)),
+        update_time: Some(timestamp(bill.updated_at)),
+        insert_time: optional_timestamp(bill.inserted_at),
+        authorized_appid: bill.authorized_appid.clone(),
+    }
+}
+
+pub fn template_to_proto(unit: &Unit) -> pb::CardTemplate {
+    pb::CardTemplate {
+        unit_appid: unit.appid.clone(),
+        payee: unit.payee.clone(),
+        logo_url: unit.logo_url.clone(),
+        card_id: unit.card_id.clone().unwrap_or_default(),
+        create_time: optional_timestamp(unit.template_created_at),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bill_page_tokens_round_trip() {
+        let cursor = BillCursor {
+            created_at: 1_700_000_000_123,
+            unit_appid: "wxc0000000000000c1".into(),
+            order_id: "o-1".into(),
+        };
+        let token =
+            URL_SAFE_NO_PAD.encode(format!("{}\n{}\n{}", cursor.created_at, cursor.unit_appid, cursor.order_id));
+        assert_eq!(decode_bill_cursor(&token), Some(cursor));
+        assert_eq!(decode_bill_cursor("not a token"), None);
+    }
+
+    #[test]
+    fn reports_every_invalid_field_of_issue_bill() {
+        let request = pb::IssueBillRequest {
+            unit_appid: "nope".into(),
+            order_id: "".into(),
+            content: None,
+            pdf: bytes::Bytes::from_static(b"<html>"),
+            request_id: "has space".into(),
+            authorized_appid: "wx1".into(),
+        };
+        let error = issue_request(request, 1 << 20, 1_800_000_000).unwrap_err();
+        let fields: Vec<&str> = error.violations.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, ["unit_appid", "order_id", "content", "pdf", "request_id", "authorized_appid"]);
+    }
+}

@@ -1,0 +1,170 @@
+//! The bureau's validated domain model: what handlers convert requests into and the store
+//! reads and writes.
+
+use bytes::Bytes;
+use fiscalbill_common::bill::BillContent;
+use fiscalbill_common::wechat::types::ReimburseStatus;
+
+/// A bill's identity: the collection unit and its order.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct BillKey {
+    pub unit_appid: String,
+    pub order_id: String,
+}
+
+impl std::fmt::Display for BillKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.unit_appid, self.order_id)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BillState {
+    Accepted,
+    PdfUploaded,
+    PdfChecked,
+    Inserted,
+    Failed,
+}
+
+impl BillState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BillState::Accepted => "accepted",
+            BillState::PdfUploaded => "pdf_uploaded",
+            BillState::PdfChecked => "pdf_checked",
+            BillState::Inserted => "inserted",
+            BillState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        [BillState::Accepted, BillState::PdfUploaded, BillState::PdfChecked, BillState::Inserted, BillState::Failed]
+            .into_iter()
+            .find(|s| s.as_str() == value)
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, BillState::Inserted | BillState::Failed)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PdfOrigin {
+    Supplied,
+    Rendered,
+}
+
+impl PdfOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PdfOrigin::Supplied => "supplied",
+            PdfOrigin::Rendered => "rendered",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "supplied" => Some(PdfOrigin::Supplied),
+            "rendered" => Some(PdfOrigin::Rendered),
+            _ => None,
+        }
+    }
+}
+
+/// Why a bill failed for good.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub reason: String,
+    pub message: String,
+    pub wechat_errcode: i64,
+    pub wechat_errmsg: String,
+    pub wechat_rid: String,
+    /// Unix milliseconds.
+    pub at: i64,
+}
+
+/// A collection unit and its bill template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unit {
+    pub appid: String,
+    pub payee: String,
+    pub logo_url: String,
+    pub card_id: Option<String>,
+    pub template_created_at: i64,
+}
+
+/// The s_pappid and where it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpApp {
+    pub bureau_appid: String,
+    pub s_pappid: String,
+    pub invoice_url: String,
+}
+
+/// A bill as stored (without its PDF bytes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bill {
+    pub key: BillKey,
+    pub authorized_appid: String,
+    pub request_id: Option<String>,
+    pub state: BillState,
+    pub content: BillContent,
+    pub pdf_sha256: String,
+    pub pdf_size: i64,
+    pub pdf_origin: PdfOrigin,
+    pub card_id: Option<String>,
+    pub s_media_id: Option<String>,
+    pub media_expires_at: i64,
+    pub insert_pending: bool,
+    pub card_code: Option<String>,
+    pub openid: Option<String>,
+    pub reimburse_status: Option<ReimburseStatus>,
+    pub failure: Option<Failure>,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub never_authorized_since: i64,
+    pub next_attempt_at: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub inserted_at: i64,
+}
+
+/// A bill to record, validated.
+#[derive(Clone, Debug)]
+pub struct NewBill {
+    pub key: BillKey,
+    pub authorized_appid: String,
+    pub request_id: Option<String>,
+    pub content: BillContent,
+    pub pdf: Bytes,
+    pub pdf_sha256: String,
+    pub pdf_origin: PdfOrigin,
+}
+
+/// An IssueBill call after validation; the PDF is rendered later if absent.
+#[derive(Clone, Debug)]
+pub struct IssueRequest {
+    pub key: BillKey,
+    pub authorized_appid: String,
+    pub request_id: Option<String>,
+    pub content: BillContent,
+    pub pdf: Option<Bytes>,
+}
+
+/// Filters and position of ListBills.
+#[derive(Clone, Debug, Default)]
+pub struct BillQuery {
+    pub unit_appid: Option<String>,
+    pub state: Option<BillState>,
+    pub limit: i64,
+    pub after: Option<BillCursor>,
+}
+
+/// Position after the last bill of a page: newest first, then by key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BillCursor {
+    pub created_at: i64,
+    pub unit_appid: String,
+    pub order_id: String,
+}

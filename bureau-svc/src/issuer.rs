@@ -1,0 +1,618 @@
+//! Issuing a bill: a resumable state machine, accepted → pdf_uploaded → pdf_checked →
+//! inserted | failed. Each step's result is stored before the next starts, so a crash resumes
+//! from the last completed step and never repeats a completed WeChat side effect.
+//!
+//! A bill is driven by one replica at a time (a lease on its row): first by the IssueBill call
+//! that recorded it, later by the background worker for retries and for bills left behind by
+//! a crash or a shutdown.
+//!
+//! A lost insert answer (sent, no answer: timeout or dropped connection) is recorded as
+//! `insert_pending` before the insert is sent and kept until an answer arrives. The insert is
+//! then sent again with the same order and billing numbers: success means the first never
+//! landed; 72042 (billing numbers repeated) or 40078 (order already billed) means it did, so
+//! the bill is INSERTED (its card code unknown, since that answer was lost). A bill is thus
+//! never inserted twice and never reported inserted when it was not.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use fiscalbill_common::db::now_millis;
+use fiscalbill_common::status::wechat_code_and_reason;
+use fiscalbill_common::wechat::types::{InsertBillRequest, InvoiceUserData, ReimburseStatus};
+use fiscalbill_common::wechat::{CallError, Credentials, WechatError, errcode};
+use sha2::{Digest, Sha256};
+use tokio::sync::{Notify, Semaphore};
+
+use crate::config::IssuingConfig;
+use crate::domain::{Bill, BillKey, BillState, Failure, IssueRequest, NewBill, PdfOrigin};
+use crate::error::BureauError;
+use crate::pdf::render::{BillHeader, render};
+use crate::spappid::SpAppIds;
+use crate::store::{Change, Store};
+use crate::templates::Templates;
+
+/// WeChat destroys an uploaded PDF after 3 days; re-upload an hour before.
+const MEDIA_LIFETIME_MS: i64 = 3 * 86_400_000 - 3_600_000;
+
+/// Failures a repeated IssueBill may start over, once their cause is fixed.
+const REISSUABLE: &[&str] = &[
+    "WECHAT_ORDER_NEVER_AUTHORIZED",
+    "WECHAT_PERMISSION_MISSING",
+    "WECHAT_CREDENTIALS_REJECTED",
+    "WECHAT_IP_NOT_WHITELISTED",
+    "WECHAT_ACCOUNT_NOT_CONFIGURED",
+    "WECHAT_DAILY_QUOTA",
+    "RETRIES_EXHAUSTED",
+];
+
+pub struct Issuer {
+    store: Store,
+    credentials: Arc<Credentials>,
+    templates: Arc<Templates>,
+    sp_app_ids: Arc<SpAppIds>,
+    config: IssuingConfig,
+    bureau_appid: String,
+    bureau_name: String,
+    holder: String,
+    /// Bills being driven in this process.
+    driving: Mutex<HashSet<BillKey>>,
+    /// Wakes IssueBill calls waiting for their bill.
+    waiters: Mutex<HashMap<BillKey, Arc<Notify>>>,
+    accepting: AtomicBool,
+    in_flight: AtomicUsize,
+    idle: Notify,
+    /// Bounds the bills the background worker drives at once.
+    worker_slots: Arc<Semaphore>,
+}
+
+/// What to do after a failed step.
+enum Disposition {
+    Retry { min_delay_ms: i64 },
+    NeverAuthorized,
+    Fail(Failure),
+}
+
+impl Issuer {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: Store,
+        credentials: Arc<Credentials>,
+        templates: Arc<Templates>,
+        sp_app_ids: Arc<SpAppIds>,
+        config: IssuingConfig,
+        bureau_appid: String,
+        bureau_name: String,
+        holder: String,
+    ) -> Self {
+        let workers = config.workers.max(1);
+        Self {
+            store,
+            credentials,
+            templates,
+            sp_app_ids,
+            config,
+            bureau_appid,
+            bureau_name,
+            holder,
+            driving: Mutex::default(),
+            waiters: Mutex::default(),
+            accepting: AtomicBool::new(true),
+            in_flight: AtomicUsize::new(0),
+            idle: Notify::new(),
+            worker_slots: Arc::new(Semaphore::new(workers)),
+        }
+    }
+
+    fn lease_ms(&self) -> i64 {
+        self.config.lease_secs as i64 * 1000
+    }
+
+    /// IssueBill: records the bill (or finds the one recorded before), drives it, and returns
+    /// its state once final or when `wait` runs out.
+    pub async fn issue(self: &Arc<Self>, request: IssueRequest, wait: Duration) -> Result<Bill, BureauError> {
+        if !self.accepting.load(Ordering::SeqCst) {
+            return Err(BureauError::ShuttingDown);
+        }
+        if let Some(request_id) = &request.request_id
+            && let Some(existing) = self.store.bill_by_request_id(request_id).await?
+        {
+            if existing.key != request.key {
+                return Err(BureauError::RequestIdReused(request_id.clone()));
+            }
+            return self.repeat(existing, &request, wait).await;
+        }
+        if let Some(existing) = self.store.bill(&request.key).await? {
+            return self.repeat(existing, &request, wait).await;
+        }
+        let unit = self
+            .store
+            .unit(&request.key.unit_appid)
+            .await?
+            .ok_or_else(|| BureauError::UnitNotOnboarded(request.key.unit_appid.clone()))?;
+        if let Some(other) =
+            self.store.bill_by_billing_number(&request.content.billing_no, &request.content.billing_code).await?
+        {
+            return Err(billing_taken(&request, other.key));
+        }
+
+        let (pdf, pdf_origin) = match &request.pdf {
+            Some(pdf) => (pdf.clone(), PdfOrigin::Supplied),
+            None => {
+                let header = BillHeader {
+                    title: &self.config.bill_title,
+                    bureau: &self.bureau_name,
+                    payee: &unit.payee,
+                    order_id: &request.key.order_id,
+                };
+                let rendered = Bytes::from(render(&header, &request.content));
+                if rendered.len() > self.config.pdf_max_bytes {
+                    return Err(BureauError::Render(format!(
+                        "the rendered PDF has {} bytes, more than pdf_max_bytes",
+                        rendered.len()
+                    )));
+                }
+                (rendered, PdfOrigin::Rendered)
+            }
+        };
+        let new = NewBill {
+            key: request.key.clone(),
+            authorized_appid: request.authorized_appid.clone(),
+            request_id: request.request_id.clone(),
+            content: request.content.clone(),
+            pdf_sha256: hex::encode(Sha256::digest(&pdf)),
+            pdf,
+            pdf_origin,
+        };
+        if let Err(error) = self.store.insert_bill(&new, now_millis()).await {
+            // A concurrent call recorded the same order, request_id or billing number.
+            if let Some(existing) = self.store.bill(&request.key).await? {
+                return self.repeat(existing, &request, wait).await;
+            }
+            if let Some(request_id) = &request.request_id
+                && self.store.bill_by_request_id(request_id).await?.is_some()
+            {
+                return Err(BureauError::RequestIdReused(request_id.clone()));
+            }
+            if let Some(other) =
+                self.store.bill_by_billing_number(&request.content.billing_no, &request.content.billing_code).await?
+            {
+                return Err(billing_taken(&request, other.key));
+            }
+            return Err(error.into());
+        }
+        tracing::info!(bill = %request.key, origin = pdf_origin.as_str(), "bill accepted");
+        self.spawn_drive(request.key.clone());
+        self.wait_for(&request.key, wait).await
+    }
+
+    /// A repeat of an IssueBill call: the stored bill, driven on if needed. A failure whose
+    /// cause can be fixed (authorization, permissions, quota) starts over.
+    async fn repeat(
+        self: &Arc<Self>,
+        existing: Bill,
+        request: &IssueRequest,
+        wait: Duration,
+    ) -> Result<Bill, BureauError> {
+        let same_pdf = match &request.pdf {
+            Some(pdf) => {
+                existing.pdf_origin == PdfOrigin::Supplied && hex::encode(Sha256::digest(pdf)) == existing.pdf_sha256
+            }
+            None => existing.pdf_origin == PdfOrigin::Rendered,
+        };
+        if existing.content != request.content || existing.authorized_appid != request.authorized_appid || !same_pdf {
+            return Err(BureauError::OrderConflict(existing.key));
+        }
+        match existing.state {
+            BillState::Inserted => Ok(existing),
+            BillState::Failed => {
+                let reissuable = existing.failure.as_ref().is_some_and(|f| REISSUABLE.contains(&f.reason.as_str()));
+                if reissuable && self.store.restart_failed(&existing.key, now_millis()).await? {
+                    tracing::info!(bill = %existing.key, "failed bill issued again");
+                    self.spawn_drive(existing.key.clone());
+                    return self.wait_for(&existing.key, wait).await;
+                }
+                Ok(existing)
+            }
+            BillState::Accepted | BillState::PdfUploaded | BillState::PdfChecked => {
+                self.spawn_drive(existing.key.clone());
+                self.wait_for(&existing.key, wait).await
+            }
+        }
+    }
+
+    fn waiter(&self, key: &BillKey) -> Arc<Notify> {
+        self.waiters.lock().unwrap().entry(key.clone()).or_default().clone()
+    }
+
+    fn notify(&self, key: &BillKey) {
+        if let Some(notify) = self.waiters.lock().unwrap().get(key) {
+            notify.notify_waiters();
+        }
+    }
+
+    /// Waits until the bill is final or `wait` runs out. Another replica may be driving it,
+    /// so the store is read again at least every 200 ms.
+    async fn wait_for(&self, key: &BillKey, wait: Duration) -> Result<Bill, BureauError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let notify = self.waiter(key);
+        let result = loop {
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let bill = match self.store.bill(key).await {
+                Ok(Some(bill)) => bill,
+                Ok(None) => break Err(BureauError::BillNotFound(key.clone())),
+                Err(error) => break Err(error.into()),
+            };
+            if bill.state.is_final() || tokio::time::Instant::now() >= deadline {
+                break Ok(bill);
+            }
+            let pause = deadline.min(tokio::time::Instant::now() + Duration::from_millis(200));
+            tokio::select! {
+                () = notified => {}
+                () = tokio::time::sleep_until(pause) => {}
+            }
+        };
+        let mut waiters = self.waiters.lock().unwrap();
+        if waiters.get(key).is_some_and(|n| Arc::strong_count(n) <= 2) {
+            waiters.remove(key);
+        }
+        result
+    }
+
+    /// Drives the bill in a task of its own (it outlives the RPC), unless this process
+    /// already drives it.
+    fn spawn_drive(self: &Arc<Self>, key: BillKey) {
+        self.spawn_drive_with(key, None);
+    }
+
+    fn spawn_drive_with(self: &Arc<Self>, key: BillKey, permit: Option<tokio::sync::OwnedSemaphorePermit>) {
+        if !self.driving.lock().unwrap().insert(key.clone()) {
+            return;
+        }
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let issuer = self.clone();
+        tokio::spawn(async move {
+            if let Err(error) = issuer.drive(&key).await {
+                tracing::warn!(bill = %key, %error, "driving the bill stopped; the worker resumes it");
+            }
+            issuer.driving.lock().unwrap().remove(&key);
+            drop(permit);
+            if issuer.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+                issuer.idle.notify_waiters();
+            }
+        });
+    }
+
+    /// Takes the bill's lease and runs its due steps until it is final, waiting for a retry,
+    /// or the service is shutting down; then gives the lease back.
+    async fn drive(&self, key: &BillKey) -> Result<(), BureauError> {
+        let now = now_millis();
+        if !self.store.claim_bill(key, &self.holder, now, now + self.lease_ms()).await? {
+            return Ok(());
+        }
+        loop {
+            let Some(bill) = self.store.bill(key).await? else { break };
+            if bill.state.is_final() || bill.next_attempt_at > now_millis() || !self.accepting.load(Ordering::SeqCst) {
+                break;
+            }
+            let change = self.step(&bill).await?;
+            let now = now_millis();
+            let kept = self.store.advance(key, &self.holder, &change, now, now + self.lease_ms()).await?;
+            self.notify(key);
+            if !kept {
+                tracing::warn!(bill = %key, "lost the bill's lease; another replica drives it");
+                return Ok(());
+            }
+            if change.state != bill.state {
+                tracing::info!(bill = %key, from = bill.state.as_str(), to = change.state.as_str(), "bill advanced");
+            }
+        }
+        self.store.release_bill(key, &self.holder).await?;
+        Ok(())
+    }
+
+    /// One step of the state machine. WeChat failures become a retry or a failure in the
+    /// returned change; only storage errors escape.
+    async fn step(&self, bill: &Bill) -> Result<Change, BureauError> {
+        let now = now_millis();
+        let mut change = Change::from(bill);
+        let media_expired = bill.s_media_id.is_none() || bill.media_expires_at <= now;
+        let outcome = match bill.state {
+            BillState::Accepted => self.upload(bill, &mut change, now).await,
+            BillState::PdfUploaded | BillState::PdfChecked if media_expired => {
+                tracing::info!(bill = %bill.key, "uploaded PDF expired at WeChat; uploading again");
+                change.state = BillState::Accepted;
+                change.s_media_id = None;
+                change.media_expires_at = 0;
+                Ok(())
+            }
+            BillState::PdfUploaded => self.check(bill, &mut change).await,
+            BillState::PdfChecked => self.insert(bill, &mut change, now).await,
+            BillState::Inserted | BillState::Failed => Ok(()),
+        };
+        match outcome {
+            Ok(()) => {
+                change.last_error = None;
+                change.next_attempt_at = now;
+                change.never_authorized_since = 0;
+                Ok(change)
+            }
+            Err(BureauError::Storage(error)) => Err(BureauError::Storage(error)),
+            Err(error) => Ok(self.after_failure(bill, change, &error, now)),
+        }
+    }
+
+    async fn upload(&self, bill: &Bill, change: &mut Change, now: i64) -> Result<(), BureauError> {
+        let (card_id, _) = self.templates.ensure(&bill.key.unit_appid).await?;
+        let pdf = self
+            .store
+            .pdf(&bill.key)
+            .await?
+            .ok_or_else(|| BureauError::Render("the stored PDF is missing".to_owned()))?;
+        let client = self.credentials.client();
+        let pdf = &pdf;
+        let s_media_id = self
+            .credentials
+            .with_access_token(&self.bureau_appid, |token| async move { client.set_pdf(&token, pdf.clone()).await })
+            .await?;
+        change.state = BillState::PdfUploaded;
+        change.card_id = Some(card_id);
+        change.s_media_id = Some(s_media_id);
+        change.media_expires_at = now + MEDIA_LIFETIME_MS;
+        Ok(())
+    }
+
+    async fn check(&self, bill: &Bill, change: &mut Change) -> Result<(), BureauError> {
+        let media = bill.s_media_id.as_deref().unwrap_or_default();
+        let client = self.credentials.client();
+        let checked = self
+            .credentials
+            .with_access_token(&self.bureau_appid, |token| async move { client.get_pdf(&token, media).await })
+            .await;
+        match checked {
+            Ok(_) => {
+                change.state = BillState::PdfChecked;
+                Ok(())
+            }
+            // WeChat no longer knows the media: upload again.
+            Err(CallError::Wechat(error)) if error.errcode() == Some(40007) => {
+                change.state = BillState::Accepted;
+                change.s_media_id = None;
+                change.media_expires_at = 0;
+                Ok(())
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    async fn insert(&self, bill: &Bill, change: &mut Change, now: i64) -> Result<(), BureauError> {
+        // The insert must use the account that called seturl.
+        self.sp_app_ids.get().await?;
+        let was_pending = bill.insert_pending;
+        if !was_pending {
+            let mut pending = change.clone();
+            pending.insert_pending = true;
+            if !self.store.advance(&bill.key, &self.holder, &pending, now, now + self.lease_ms()).await? {
+                return Err(BureauError::Busy("lost the bill's lease".to_owned()));
+            }
+            change.insert_pending = true;
+        }
+        let request = &InsertBillRequest::new(
+            bill.key.order_id.clone(),
+            bill.card_id.clone().unwrap_or_default(),
+            bill.authorized_appid.clone(),
+            InvoiceUserData {
+                fee: bill.content.fee,
+                title: bill.content.payer_title.clone(),
+                billing_time: bill.content.billing_time,
+                billing_no: bill.content.billing_no.clone(),
+                billing_code: bill.content.billing_code.clone(),
+                s_pdf_media_id: bill.s_media_id.clone().unwrap_or_default(),
+            },
+        );
+        let client = self.credentials.client();
+        let inserted = self
+            .credentials
+            .with_access_token(&self.bureau_appid, |token| async move { client.insert_bill(&token, request).await })
+            .await;
+        match inserted {
+            Ok(inserted) => {
+                change.state = BillState::Inserted;
+                change.card_code = Some(inserted.code);
+                change.openid = Some(inserted.openid);
+                change.reimburse_status = Some(ReimburseStatus::Init);
+                change.insert_pending = false;
+                change.inserted_at = now;
+                Ok(())
+            }
+            Err(CallError::Wechat(error))
+                if was_pending
+                    && matches!(error.errcode(), Some(errcode::BILLING_REPEATED | errcode::INVALID_CARD_STATUS)) =>
+            {
+                tracing::warn!(bill = %bill.key, errcode = error.errcode(), rid = error.rid(),
+                    "an earlier insert whose answer was lost had landed: the bill is inserted, its card code unknown");
+                change.state = BillState::Inserted;
+                change.reimburse_status = Some(ReimburseStatus::Init);
+                change.insert_pending = false;
+                change.inserted_at = now;
+                change.failure = None;
+                Ok(())
+            }
+            Err(CallError::Wechat(error)) if error.outcome_unknown() => Err(CallError::Wechat(error).into()),
+            Err(error) => {
+                // WeChat answered: this insert did not land.
+                change.insert_pending = false;
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Turns a failed step into a scheduled retry or a final failure.
+    fn after_failure(&self, bill: &Bill, mut change: Change, error: &BureauError, now: i64) -> Change {
+        let give_up_at = bill.created_at + self.config.give_up_after_secs as i64 * 1000;
+        let disposition = classify(error, now);
+        let retry = |mut change: Change, min_delay_ms: i64| {
+            change.attempts = bill.attempts + 1;
+            change.last_error = Some(error.to_string());
+            let delay =
+                backoff_ms(self.config.retry_base_ms, self.config.retry_max_ms, change.attempts).max(min_delay_ms);
+            change.next_attempt_at = now + delay;
+            tracing::info!(bill = %bill.key, attempt = change.attempts, delay_ms = delay, %error, "bill step failed; retrying later");
+            change
+        };
+        let fail = |mut change: Change, failure: Failure| {
+            tracing::warn!(bill = %bill.key, reason = %failure.reason, message = %failure.message, "bill failed");
+            change.state = BillState::Failed;
+            change.attempts = bill.attempts + 1;
+            change.failure = Some(failure);
+            change.last_error = None;
+            change
+        };
+        match disposition {
+            Disposition::Fail(failure) => fail(change, failure),
+            Disposition::NeverAuthorized => {
+                let since = if bill.never_authorized_since > 0 { bill.never_authorized_since } else { now };
+                change.never_authorized_since = since;
+                if now - since >= self.config.never_authorized_retry_secs as i64 * 1000 {
+                    fail(change, failure_of(error, now))
+                } else {
+                    retry(change, 0)
+                }
+            }
+            Disposition::Retry { .. } if now >= give_up_at => {
+                let failure = Failure {
+                    reason: "RETRIES_EXHAUSTED".to_owned(),
+                    message: format!("gave up after {} attempts; last error: {error}", bill.attempts + 1),
+                    ..failure_of(error, now)
+                };
+                fail(change, failure)
+            }
+            Disposition::Retry { min_delay_ms } => retry(change, min_delay_ms),
+        }
+    }
+
+    /// The background worker: every poll interval, leases due bills (retries, and bills left
+    /// by crashed or stopped replicas) and drives them, a bounded number at a time.
+    pub async fn run_worker(self: Arc<Self>) {
+        let interval = Duration::from_millis(self.config.poll_interval_ms.max(10));
+        while self.accepting.load(Ordering::SeqCst) {
+            tokio::time::sleep(interval).await;
+            let free = self.worker_slots.available_permits();
+            if free == 0 || !self.accepting.load(Ordering::SeqCst) {
+                continue;
+            }
+            let now = now_millis();
+            let due = match self.store.claim_due(&self.holder, now, now + self.lease_ms(), free as i64).await {
+                Ok(due) => due,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot look for due bills");
+                    continue;
+                }
+            };
+            for key in due {
+                match self.worker_slots.clone().try_acquire_owned() {
+                    Ok(permit) => self.spawn_drive_with(key, Some(permit)),
+                    Err(_) => {
+                        let _ = self.store.release_bill(&key, &self.holder).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops taking work; in-flight bills finish their current step (up to `grace`) and give
+    /// their lease back, so a restart or another replica resumes them where they stopped.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.accepting.store(false, Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let idle = self.idle.notified();
+            if self.in_flight.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                tracing::warn!(
+                    in_flight = self.in_flight.load(Ordering::SeqCst),
+                    "shutdown grace over; leases lapse by themselves"
+                );
+                break;
+            }
+        }
+    }
+}
+
+fn billing_taken(request: &IssueRequest, other: BillKey) -> BureauError {
+    BureauError::BillingNumberTaken {
+        billing_no: request.content.billing_no.clone(),
+        billing_code: request.content.billing_code.clone(),
+        other,
+    }
+}
+
+fn classify(error: &BureauError, now: i64) -> Disposition {
+    match error {
+        BureauError::Wechat(CallError::Wechat(wechat)) => match wechat.errcode() {
+            Some(errcode::ORDER_NEVER_AUTHORIZED) => Disposition::NeverAuthorized,
+            Some(errcode::DAILY_QUOTA) => Disposition::Retry { min_delay_ms: 15 * 60_000 },
+            Some(errcode::MINUTE_QUOTA) => Disposition::Retry { min_delay_ms: 60_000 },
+            _ if wechat.is_transient() || wechat.is_token_rejected() => Disposition::Retry { min_delay_ms: 0 },
+            _ if matches!(wechat, WechatError::Malformed { .. }) => Disposition::Retry { min_delay_ms: 0 },
+            _ => Disposition::Fail(failure_of(error, now)),
+        },
+        BureauError::Wechat(CallError::Store(_)) | BureauError::Storage(_) | BureauError::Busy(_) => {
+            Disposition::Retry { min_delay_ms: 0 }
+        }
+        _ => Disposition::Fail(failure_of(error, now)),
+    }
+}
+
+/// The recorded failure for an error: its reason code, and WeChat's errcode, errmsg and rid.
+fn failure_of(error: &BureauError, now: i64) -> Failure {
+    let (reason, wechat) = match error {
+        BureauError::Wechat(CallError::Wechat(wechat)) => (wechat_code_and_reason(wechat).1, Some(wechat)),
+        BureauError::Wechat(CallError::UnknownAccount(_)) => ("WECHAT_ACCOUNT_NOT_CONFIGURED", None),
+        BureauError::UnitNotOnboarded(_) => ("UNIT_NOT_ONBOARDED", None),
+        BureauError::Render(_) => ("PDF_MISSING", None),
+        _ => ("ISSUE_FAILED", None),
+    };
+    let (errmsg, rid) = match wechat {
+        Some(WechatError::Api { errmsg, rid, .. }) => (errmsg.clone(), rid.clone().unwrap_or_default()),
+        _ => (String::new(), String::new()),
+    };
+    Failure {
+        reason: reason.to_owned(),
+        message: error.to_string(),
+        wechat_errcode: wechat.and_then(WechatError::errcode).unwrap_or(0),
+        wechat_errmsg: errmsg,
+        wechat_rid: rid,
+        at: now,
+    }
+}
+
+/// base · 2^(attempt-1) ± 25% jitter, at most `max`.
+fn backoff_ms(base: u64, max: u64, attempt: i64) -> i64 {
+    let exponent = (attempt.clamp(1, 21) - 1) as u32;
+    let delay = base.saturating_mul(1u64 << exponent);
+    let jittered = delay - delay / 4 + rand::random_range(0..=delay / 2);
+    jittered.min(max.max(base)) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_a_cap() {
+        for _ in 0..100 {
+            let first = backoff_ms(500, 300_000, 1);
+            assert!((375..=625).contains(&first), "{first}");
+            let tenth = backoff_ms(500, 300_000, 10);
+            assert!((192_000..=300_000).contains(&tenth), "{tenth}");
+            assert!(backoff_ms(500, 300_000, 40) <= 300_000);
+        }
+    }
+}

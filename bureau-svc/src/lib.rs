@@ -1,0 +1,220 @@
+//! bureau-svc: the finance bureau's side of issuing fiscal e-bills into WeChat card packages
+//! (wechat-fiscal-api.md steps 3 and 7–11). See README.md for running it.
+
+mod app;
+mod callback;
+pub mod config;
+mod convert;
+pub mod domain;
+mod error;
+mod issuer;
+pub mod pdf;
+mod reimburse;
+mod service;
+mod spappid;
+mod store;
+mod templates;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use fiscalbill_common::callback::CallbackKeys;
+use fiscalbill_common::clock::SystemClock;
+use fiscalbill_common::config::ConfigError;
+use fiscalbill_common::db::{COMMON_MIGRATIONS, Db};
+use fiscalbill_common::proto::bureau::bureau_service_server::BureauServiceServer;
+use fiscalbill_common::server::{Health, base_router, bind, serve};
+use fiscalbill_common::sql_credentials::SqlCredentialStore;
+use fiscalbill_common::wechat::{Credentials, WechatClient};
+use tokio::sync::watch;
+
+pub use config::BureauConfig;
+pub use error::DOMAIN;
+
+use app::App;
+
+const SERVICE_NAME: &str = "fiscalbill.bureau.v1.BureauService";
+const SCHEMA: &str = "bureau";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("bureau account: {0}")]
+    Keys(String),
+    #[error("WeChat client: {0}")]
+    Client(String),
+    #[error("{0}")]
+    Listen(#[from] std::io::Error),
+}
+
+/// A started bureau-svc: its addresses and how to stop it.
+pub struct RunningBureau {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningBureau {
+    /// Drains and stops: health NOT_SERVING, no new bills, in-flight bills finish their step
+    /// or are parked, servers close.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Resolves when the bureau stopped by itself (it does not, short of a panic).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Binds both listeners, then connects the database (retrying until it answers), migrates,
+/// and only then reports SERVING.
+pub async fn start(config: BureauConfig) -> Result<RunningBureau, StartError> {
+    let secret = config.account.secret.resolve()?;
+    let keys = match &config.account.callback_token {
+        Some(token) => {
+            let resolve =
+                |s: &Option<fiscalbill_common::config::SecretSetting>| s.as_ref().map(|s| s.resolve()).transpose();
+            let aes = resolve(&config.account.encoding_aes_key)?;
+            let previous = resolve(&config.account.previous_encoding_aes_key)?;
+            Some(
+                CallbackKeys::new(
+                    &config.account.appid,
+                    token.resolve()?,
+                    aes.as_ref(),
+                    previous.as_ref(),
+                    config.account.push_mode,
+                )
+                .map_err(|e| StartError::Keys(e.to_string()))?,
+            )
+        }
+        None => None,
+    };
+    let client = WechatClient::new(&config.wechat).map_err(|e| StartError::Client(e.to_string()))?;
+
+    let grpc_listener = bind(config.server.grpc_listen).await?;
+    let http_listener = bind(config.server.http_listen).await?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
+
+    let app_cell: Arc<OnceLock<Arc<App>>> = Arc::default();
+    let (router, health) = base_router(vec![SERVICE_NAME]).await;
+    let max_message = config.issuing.pdf_max_bytes + 256 * 1024;
+    let service = BureauServiceServer::new(service::BureauGrpc::new(app_cell.clone()))
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
+    let router = router.add_service(service);
+    let http = callback::router(callback::CallbackState { keys, app: app_cell.clone() });
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let until_stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let grpc_task = tokio::spawn(serve(router, grpc_listener, until_stopped(stop_rx.clone())));
+    let http_task = tokio::spawn(async move {
+        axum::serve(http_listener, http).with_graceful_shutdown(until_stopped(stop_rx.clone())).await
+    });
+    tracing::info!(%grpc_addr, %http_addr, "bureau-svc listening");
+
+    let task = tokio::spawn(run(config, client, secret, app_cell, health, stop_tx.subscribe(), grpc_task, http_task));
+    Ok(RunningBureau { grpc_addr, http_addr, stop: stop_tx, task })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    config: BureauConfig,
+    client: WechatClient,
+    secret: fiscalbill_common::Secret,
+    app_cell: Arc<OnceLock<Arc<App>>>,
+    health: Health,
+    mut stop: watch::Receiver<bool>,
+    grpc_task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    http_task: tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let db = tokio::select! {
+        db = connect(&config) => db,
+        _ = stop.wait_for(|stop| *stop) => None,
+    };
+    let mut worker = None;
+    if let Some(db) = &db {
+        let app = build(&config, db.clone(), client, secret).await;
+        if let Err(error) = app.templates.onboard(&config.units).await {
+            tracing::error!(%error, "cannot record the configured units");
+        }
+        worker = Some(tokio::spawn(app.issuer.clone().run_worker()));
+        let _ = app_cell.set(app);
+        health.set(true).await;
+        tracing::info!("bureau-svc ready");
+        let _ = stop.wait_for(|stop| *stop).await;
+    }
+
+    tracing::info!("bureau-svc draining");
+    health.set(false).await;
+    if let Some(app) = app_cell.get() {
+        app.issuer.shutdown(Duration::from_millis(config.server.shutdown_grace_ms)).await;
+    }
+    if let Some(worker) = worker {
+        worker.abort();
+    }
+    if let Ok(Err(error)) = grpc_task.await {
+        tracing::error!(%error, "gRPC server failed");
+    }
+    if let Ok(Err(error)) = http_task.await {
+        tracing::error!(%error, "HTTP server failed");
+    }
+    if let Some(db) = db {
+        db.close().await;
+    }
+    tracing::info!("bureau-svc stopped");
+}
+
+/// Connects and migrates, retrying every 2 s until the database answers.
+async fn connect(config: &BureauConfig) -> Option<Db> {
+    let schema = config.database.schema.clone().unwrap_or_else(|| SCHEMA.to_owned());
+    loop {
+        let attempt = async {
+            let db = Db::connect(&config.database, SCHEMA).await?;
+            db.migrate(&[COMMON_MIGRATIONS, store::MIGRATIONS], &schema).await?;
+            Ok::<Db, fiscalbill_common::db::DbError>(db)
+        };
+        match attempt.await {
+            Ok(db) => return Some(db),
+            Err(error) => {
+                tracing::error!(%error, "database not ready; retrying in 2 s");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+}
+
+async fn build(config: &BureauConfig, db: Db, client: WechatClient, secret: fiscalbill_common::Secret) -> Arc<App> {
+    let store = store::Store::new(db.clone());
+    let appid = config.account.appid.clone();
+    let credentials = Arc::new(Credentials::new(
+        client,
+        [(appid.clone(), secret)],
+        config.account.token_mode,
+        Arc::new(SqlCredentialStore::new(db)),
+        Arc::new(SystemClock),
+    ));
+    let holder = app::replica_id();
+    let sp_app_ids = Arc::new(spappid::SpAppIds::new(store.clone(), credentials.clone(), appid.clone()));
+    let templates =
+        Arc::new(templates::Templates::new(store.clone(), credentials.clone(), appid.clone(), holder.clone()));
+    let issuer = Arc::new(issuer::Issuer::new(
+        store.clone(),
+        credentials.clone(),
+        templates.clone(),
+        sp_app_ids.clone(),
+        config.issuing.clone(),
+        appid.clone(),
+        config.account.name.clone(),
+        holder,
+    ));
+    let reimburse = reimburse::Reimburse::new(store.clone(), credentials.clone(), appid);
+    Arc::new(App { store, sp_app_ids, templates, issuer, reimburse, issuing: config.issuing.clone() })
+}

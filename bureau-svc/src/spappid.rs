@@ -1,0 +1,49 @@
+//! The bureau's s_pappid: obtained once through seturl with the bureau's own account, stored,
+//! and never asked of WeChat again.
+
+use std::sync::Arc;
+
+use fiscalbill_common::db::now_millis;
+use fiscalbill_common::wechat::Credentials;
+
+use crate::domain::SpApp;
+use crate::error::BureauError;
+use crate::store::Store;
+
+pub struct SpAppIds {
+    store: Store,
+    credentials: Arc<Credentials>,
+    bureau_appid: String,
+    /// One seturl at a time in this process.
+    fetching: tokio::sync::Mutex<()>,
+}
+
+impl SpAppIds {
+    pub fn new(store: Store, credentials: Arc<Credentials>, bureau_appid: String) -> Self {
+        Self { store, credentials, bureau_appid, fetching: tokio::sync::Mutex::new(()) }
+    }
+
+    /// The stored s_pappid, fetched through seturl the first time. seturl always answers the
+    /// same value for an account, so two replicas racing here store the same thing.
+    pub async fn get(&self) -> Result<SpApp, BureauError> {
+        if let Some(sp) = self.store.sp_app(&self.bureau_appid).await? {
+            return Ok(sp);
+        }
+        let _one = self.fetching.lock().await;
+        if let Some(sp) = self.store.sp_app(&self.bureau_appid).await? {
+            return Ok(sp);
+        }
+        let client = self.credentials.client();
+        let fetched = self
+            .credentials
+            .with_access_token(&self.bureau_appid, |token| async move { client.set_url(&token).await })
+            .await?;
+        let sp = SpApp {
+            bureau_appid: self.bureau_appid.clone(),
+            s_pappid: fetched.s_pappid,
+            invoice_url: fetched.invoice_url,
+        };
+        tracing::info!(bureau_appid = %self.bureau_appid, "obtained the s_pappid through seturl");
+        Ok(self.store.save_sp_app(&sp, now_millis()).await?)
+    }
+}

@@ -1,0 +1,601 @@
+//! All of bureau-svc's SQL. Statements are written once for both SQLite and PostgreSQL
+//! (`$n` placeholders work on both); the two that differ are chosen with `Db::sql`. Every
+//! update of a bill being driven is conditional on holding its lease, so a replica that lost
+//! the lease cannot overwrite another's progress.
+
+use bytes::Bytes;
+use fiscalbill_common::bill::{BillContent, BillItem};
+use fiscalbill_common::db::{Db, Migration};
+use fiscalbill_common::wechat::types::ReimburseStatus;
+use sqlx::any::AnyRow;
+use sqlx::{Error, Row};
+
+use crate::domain::{Bill, BillCursor, BillKey, BillQuery, BillState, Failure, NewBill, PdfOrigin, SpApp, Unit};
+
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    set: "bureau",
+    version: 1,
+    name: "initial schema",
+    sqlite: include_str!("../migrations/sqlite/0001_init.sql"),
+    postgres: include_str!("../migrations/postgres/0001_init.sql"),
+}];
+
+macro_rules! bill_columns {
+    () => {
+        "unit_appid, order_id, authorized_appid, request_id, state, fee, payer_title, billing_no, billing_code, \
+         billing_time, items, remarks, pdf_sha256, pdf_size, pdf_origin, card_id, s_media_id, media_expires_at, \
+         insert_pending, card_code, openid, reimburse_status, failure_reason, failure_message, failure_errcode, \
+         failure_errmsg, failure_rid, failed_at, attempts, last_error, never_authorized_since, next_attempt_at, \
+         created_at, updated_at, inserted_at"
+    };
+}
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: Db,
+}
+
+fn corrupt(what: &str, value: &str) -> Error {
+    Error::Decode(format!("stored {what} {value:?} is not valid").into())
+}
+
+fn bill_from_row(row: &AnyRow) -> Result<Bill, Error> {
+    let state: String = row.try_get("state")?;
+    let origin: String = row.try_get("pdf_origin")?;
+    let items: String = row.try_get("items")?;
+    let reimburse: Option<String> = row.try_get("reimburse_status")?;
+    let failure_reason: Option<String> = row.try_get("failure_reason")?;
+    let failure = match failure_reason {
+        Some(reason) => Some(Failure {
+            reason,
+            message: row.try_get::<Option<String>, _>("failure_message")?.unwrap_or_default(),
+            wechat_errcode: row.try_get("failure_errcode")?,
+            wechat_errmsg: row.try_get::<Option<String>, _>("failure_errmsg")?.unwrap_or_default(),
+            wechat_rid: row.try_get::<Option<String>, _>("failure_rid")?.unwrap_or_default(),
+            at: row.try_get("failed_at")?,
+        }),
+        None => None,
+    };
+    Ok(Bill {
+        key: BillKey { unit_appid: row.try_get("unit_appid")?, order_id: row.try_get("order_id")? },
+        authorized_appid: row.try_get("authorized_appid")?,
+        request_id: row.try_get("request_id")?,
+        state: BillState::parse(&state).ok_or_else(|| corrupt("state", &state))?,
+        content: BillContent {
+            fee: row.try_get("fee")?,
+            payer_title: row.try_get("payer_title")?,
+            billing_no: row.try_get("billing_no")?,
+            billing_code: row.try_get("billing_code")?,
+            billing_time: row.try_get("billing_time")?,
+            items: serde_json::from_str::<Vec<BillItem>>(&items).map_err(|_| corrupt("items", &items))?,
+            remarks: row.try_get("remarks")?,
+        },
+        pdf_sha256: row.try_get("pdf_sha256")?,
+        pdf_size: row.try_get("pdf_size")?,
+        pdf_origin: PdfOrigin::parse(&origin).ok_or_else(|| corrupt("pdf_origin", &origin))?,
+        card_id: row.try_get("card_id")?,
+        s_media_id: row.try_get("s_media_id")?,
+        media_expires_at: row.try_get("media_expires_at")?,
+        insert_pending: row.try_get::<i64, _>("insert_pending")? != 0,
+        card_code: row.try_get("card_code")?,
+        openid: row.try_get("openid")?,
+        reimburse_status: match reimburse {
+            Some(value) => Some(ReimburseStatus::parse(&value).ok_or_else(|| corrupt("reimburse_status", &value))?),
+            None => None,
+        },
+        failure,
+        attempts: row.try_get("attempts")?,
+        last_error: row.try_get("last_error")?,
+        never_authorized_since: row.try_get("never_authorized_since")?,
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        inserted_at: row.try_get("inserted_at")?,
+    })
+}
+
+fn unit_from_row(row: &AnyRow) -> Result<Unit, Error> {
+    Ok(Unit {
+        appid: row.try_get("appid")?,
+        payee: row.try_get("payee")?,
+        logo_url: row.try_get("logo_url")?,
+        card_id: row.try_get("card_id")?,
+        template_created_at: row.try_get("template_created_at")?,
+    })
+}
+
+/// What happened to an `update_invoice_status` push.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventOutcome {
+    /// Seen before (a retry or replay): nothing changed.
+    Duplicate,
+    /// Recorded and applied to a bill.
+    Applied,
+    /// Recorded; no bill matched, or it carried an older status than the bill's.
+    Recorded,
+}
+
+/// A verified status push, ready to store.
+#[derive(Clone, Debug)]
+pub struct StatusEventRow<'a> {
+    pub dedupe_key: &'a str,
+    pub openid: &'a str,
+    pub card_id: &'a str,
+    pub code: &'a str,
+    pub status: ReimburseStatus,
+    pub create_time: i64,
+    pub body: &'a str,
+}
+
+impl Store {
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    // --- s_pappid ---
+
+    pub async fn sp_app(&self, bureau_appid: &str) -> Result<Option<SpApp>, Error> {
+        let row = sqlx::query("SELECT bureau_appid, s_pappid, invoice_url FROM sp_app WHERE bureau_appid = $1")
+            .bind(bureau_appid)
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.map(|row| {
+            Ok(SpApp {
+                bureau_appid: row.try_get("bureau_appid")?,
+                s_pappid: row.try_get("s_pappid")?,
+                invoice_url: row.try_get("invoice_url")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Stores the s_pappid unless another replica stored one first; returns the stored one.
+    pub async fn save_sp_app(&self, sp: &SpApp, now: i64) -> Result<SpApp, Error> {
+        sqlx::query(
+            "INSERT INTO sp_app (bureau_appid, s_pappid, invoice_url, created_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (bureau_appid) DO NOTHING",
+        )
+        .bind(&sp.bureau_appid)
+        .bind(&sp.s_pappid)
+        .bind(&sp.invoice_url)
+        .bind(now)
+        .execute(self.db.pool())
+        .await?;
+        Ok(self.sp_app(&sp.bureau_appid).await?.unwrap_or_else(|| sp.clone()))
+    }
+
+    // --- units and templates ---
+
+    pub async fn unit(&self, appid: &str) -> Result<Option<Unit>, Error> {
+        sqlx::query("SELECT appid, payee, logo_url, card_id, template_created_at FROM unit WHERE appid = $1")
+            .bind(appid)
+            .fetch_optional(self.db.pool())
+            .await?
+            .as_ref()
+            .map(unit_from_row)
+            .transpose()
+    }
+
+    /// Adds a unit; false if it existed.
+    pub async fn insert_unit(&self, appid: &str, payee: &str, logo_url: &str, now: i64) -> Result<bool, Error> {
+        let done = sqlx::query(
+            "INSERT INTO unit (appid, payee, logo_url, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)
+             ON CONFLICT (appid) DO NOTHING",
+        )
+        .bind(appid)
+        .bind(payee)
+        .bind(logo_url)
+        .bind(now)
+        .execute(self.db.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Changes payee and logo of a unit whose template does not exist yet.
+    pub async fn update_unit_before_template(
+        &self,
+        appid: &str,
+        payee: &str,
+        logo_url: &str,
+        now: i64,
+    ) -> Result<bool, Error> {
+        let done = sqlx::query(
+            "UPDATE unit SET payee = $2, logo_url = $3, updated_at = $4 WHERE appid = $1 AND card_id IS NULL",
+        )
+        .bind(appid)
+        .bind(payee)
+        .bind(logo_url)
+        .bind(now)
+        .execute(self.db.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Units with a template, by appid, after `after`.
+    pub async fn list_templates(&self, after: &str, limit: i64) -> Result<Vec<Unit>, Error> {
+        sqlx::query(
+            "SELECT appid, payee, logo_url, card_id, template_created_at FROM unit
+             WHERE card_id IS NOT NULL AND appid > $1 ORDER BY appid LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(self.db.pool())
+        .await?
+        .iter()
+        .map(unit_from_row)
+        .collect()
+    }
+
+    pub async fn claim_template(&self, appid: &str, holder: &str, now: i64, until: i64) -> Result<bool, Error> {
+        let done = sqlx::query(
+            "UPDATE unit SET claim_holder = $2, claim_until = $4
+             WHERE appid = $1 AND card_id IS NULL AND (claim_holder IS NULL OR claim_holder = $2 OR claim_until <= $3)",
+        )
+        .bind(appid)
+        .bind(holder)
+        .bind(now)
+        .bind(until)
+        .execute(self.db.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Stores the template and releases the claim.
+    pub async fn set_card_id(&self, appid: &str, card_id: &str, now: i64) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE unit SET card_id = $2, template_created_at = $3, updated_at = $3, claim_holder = NULL, claim_until = 0
+             WHERE appid = $1 AND card_id IS NULL",
+        )
+        .bind(appid)
+        .bind(card_id)
+        .bind(now)
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+
+    pub async fn release_template_claim(&self, appid: &str, holder: &str) -> Result<(), Error> {
+        sqlx::query("UPDATE unit SET claim_holder = NULL, claim_until = 0 WHERE appid = $1 AND claim_holder = $2")
+            .bind(appid)
+            .bind(holder)
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
+    // --- bills ---
+
+    pub async fn bill(&self, key: &BillKey) -> Result<Option<Bill>, Error> {
+        sqlx::query(concat!("SELECT ", bill_columns!(), " FROM bill WHERE unit_appid = $1 AND order_id = $2"))
+            .bind(&key.unit_appid)
+            .bind(&key.order_id)
+            .fetch_optional(self.db.pool())
+            .await?
+            .as_ref()
+            .map(bill_from_row)
+            .transpose()
+    }
+
+    pub async fn bill_by_request_id(&self, request_id: &str) -> Result<Option<Bill>, Error> {
+        sqlx::query(concat!("SELECT ", bill_columns!(), " FROM bill WHERE request_id = $1"))
+            .bind(request_id)
+            .fetch_optional(self.db.pool())
+            .await?
+            .as_ref()
+            .map(bill_from_row)
+            .transpose()
+    }
+
+    pub async fn bill_by_billing_number(&self, billing_no: &str, billing_code: &str) -> Result<Option<Bill>, Error> {
+        sqlx::query(concat!("SELECT ", bill_columns!(), " FROM bill WHERE billing_no = $1 AND billing_code = $2"))
+            .bind(billing_no)
+            .bind(billing_code)
+            .fetch_optional(self.db.pool())
+            .await?
+            .as_ref()
+            .map(bill_from_row)
+            .transpose()
+    }
+
+    /// Records a new bill and its PDF in one transaction. A unique-key race surfaces as the
+    /// database error; the caller re-reads to explain it.
+    pub async fn insert_bill(&self, bill: &NewBill, now: i64) -> Result<(), Error> {
+        let items = serde_json::to_string(&bill.content.items).expect("items serialize");
+        let mut tx = self.db.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO bill (unit_appid, order_id, authorized_appid, request_id, state, fee, payer_title, billing_no,
+                billing_code, billing_time, items, remarks, pdf_sha256, pdf_size, pdf_origin, next_attempt_at, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, 'accepted', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $15)",
+        )
+        .bind(&bill.key.unit_appid)
+        .bind(&bill.key.order_id)
+        .bind(&bill.authorized_appid)
+        .bind(bill.request_id.as_deref())
+        .bind(bill.content.fee)
+        .bind(&bill.content.payer_title)
+        .bind(&bill.content.billing_no)
+        .bind(&bill.content.billing_code)
+        .bind(bill.content.billing_time)
+        .bind(items)
+        .bind(&bill.content.remarks)
+        .bind(&bill.pdf_sha256)
+        .bind(bill.pdf.len() as i64)
+        .bind(bill.pdf_origin.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO bill_pdf (unit_appid, order_id, pdf) VALUES ($1, $2, $3)")
+            .bind(&bill.key.unit_appid)
+            .bind(&bill.key.order_id)
+            .bind(bill.pdf.as_ref())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    }
+
+    pub async fn pdf(&self, key: &BillKey) -> Result<Option<Bytes>, Error> {
+        let row = sqlx::query("SELECT pdf FROM bill_pdf WHERE unit_appid = $1 AND order_id = $2")
+            .bind(&key.unit_appid)
+            .bind(&key.order_id)
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.map(|row| row.try_get::<Vec<u8>, _>("pdf").map(Bytes::from)).transpose()
+    }
+
+    /// Bills newest first, after the cursor.
+    pub async fn list_bills(&self, query: &BillQuery) -> Result<Vec<Bill>, Error> {
+        let cursor = query.after.clone().unwrap_or(BillCursor {
+            created_at: i64::MAX,
+            unit_appid: String::new(),
+            order_id: String::new(),
+        });
+        sqlx::query(concat!(
+            "SELECT ",
+            bill_columns!(),
+            " FROM bill WHERE ($1 = '' OR unit_appid = $1) AND ($2 = '' OR state = $2)
+              AND (created_at < $3 OR (created_at = $3 AND (unit_appid > $4 OR (unit_appid = $4 AND order_id > $5))))
+              ORDER BY created_at DESC, unit_appid, order_id LIMIT $6"
+        ))
+        .bind(query.unit_appid.as_deref().unwrap_or_default())
+        .bind(query.state.map(BillState::as_str).unwrap_or_default())
+        .bind(cursor.created_at)
+        .bind(&cursor.unit_appid)
+        .bind(&cursor.order_id)
+        .bind(query.limit)
+        .fetch_all(self.db.pool())
+        .await?
+        .iter()
+        .map(bill_from_row)
+        .collect()
+    }
+
+    /// Takes the lease of one open bill, if free (or already ours).
+    pub async fn claim_bill(&self, key: &BillKey, holder: &str, now: i64, until: i64) -> Result<bool, Error> {
+        let done = sqlx::query(
+            "UPDATE bill SET lease_holder = $3, lease_until = $5
+             WHERE unit_appid = $1 AND order_id = $2 AND state IN ('accepted', 'pdf_uploaded', 'pdf_checked')
+               AND (lease_holder IS NULL OR lease_holder = $3 OR lease_until <= $4)",
+        )
+        .bind(&key.unit_appid)
+        .bind(&key.order_id)
+        .bind(holder)
+        .bind(now)
+        .bind(until)
+        .execute(self.db.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Leases up to `limit` due open bills whose lease is free. On PostgreSQL, SKIP LOCKED
+    /// keeps replicas from contending for the same rows.
+    pub async fn claim_due(&self, holder: &str, now: i64, until: i64, limit: i64) -> Result<Vec<BillKey>, Error> {
+        let sql = self.db.sql(
+            "UPDATE bill SET lease_holder = $1, lease_until = $2 WHERE (unit_appid, order_id) IN (
+                SELECT unit_appid, order_id FROM bill
+                WHERE state IN ('accepted', 'pdf_uploaded', 'pdf_checked') AND next_attempt_at <= $3 AND lease_until <= $3
+                ORDER BY next_attempt_at LIMIT $4)
+             RETURNING unit_appid, order_id",
+            "UPDATE bill SET lease_holder = $1, lease_until = $2 WHERE (unit_appid, order_id) IN (
+                SELECT unit_appid, order_id FROM bill
+                WHERE state IN ('accepted', 'pdf_uploaded', 'pdf_checked') AND next_attempt_at <= $3 AND lease_until <= $3
+                ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED)
+             RETURNING unit_appid, order_id",
+        );
+        sqlx::query(sql)
+            .bind(holder)
+            .bind(until)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(self.db.pool())
+            .await?
+            .iter()
+            .map(|row| Ok(BillKey { unit_appid: row.try_get(0)?, order_id: row.try_get(1)? }))
+            .collect()
+    }
+
+    /// Gives up the lease (after driving, or when parking at shutdown).
+    pub async fn release_bill(&self, key: &BillKey, holder: &str) -> Result<(), Error> {
+        sqlx::query("UPDATE bill SET lease_holder = NULL, lease_until = 0 WHERE unit_appid = $1 AND order_id = $2 AND lease_holder = $3")
+            .bind(&key.unit_appid)
+            .bind(&key.order_id)
+            .bind(holder)
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Applies one step's result while holding the lease; false if the lease was lost.
+    pub async fn advance(
+        &self,
+        key: &BillKey,
+        holder: &str,
+        change: &Change,
+        now: i64,
+        lease_until: i64,
+    ) -> Result<bool, Error> {
+        let failure = change.failure.as_ref();
+        let done = sqlx::query(
+            "UPDATE bill SET state = $3, card_id = COALESCE($4, card_id), s_media_id = $5, media_expires_at = $6,
+                insert_pending = $7, card_code = $8, openid = $9, reimburse_status = $10,
+                failure_reason = $11, failure_message = $12, failure_errcode = $13, failure_errmsg = $14, failure_rid = $15,
+                failed_at = $16, attempts = $17, last_error = $18, never_authorized_since = $19, next_attempt_at = $20,
+                inserted_at = $21, updated_at = $22, lease_until = $23
+             WHERE unit_appid = $1 AND order_id = $2 AND lease_holder = $24",
+        )
+        .bind(&key.unit_appid)
+        .bind(&key.order_id)
+        .bind(change.state.as_str())
+        .bind(change.card_id.as_deref())
+        .bind(change.s_media_id.as_deref())
+        .bind(change.media_expires_at)
+        .bind(i64::from(change.insert_pending))
+        .bind(change.card_code.as_deref())
+        .bind(change.openid.as_deref())
+        .bind(change.reimburse_status.map(ReimburseStatus::as_str))
+        .bind(failure.map(|f| f.reason.as_str()))
+        .bind(failure.map(|f| f.message.as_str()))
+        .bind(failure.map_or(0, |f| f.wechat_errcode))
+        .bind(failure.map(|f| f.wechat_errmsg.as_str()))
+        .bind(failure.map(|f| f.wechat_rid.as_str()))
+        .bind(failure.map_or(0, |f| f.at))
+        .bind(change.attempts)
+        .bind(change.last_error.as_deref())
+        .bind(change.never_authorized_since)
+        .bind(change.next_attempt_at)
+        .bind(change.inserted_at)
+        .bind(now)
+        .bind(lease_until)
+        .bind(holder)
+        .execute(self.db.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Starts a failed bill over (a repeated IssueBill after a fixable failure).
+    pub async fn restart_failed(&self, key: &BillKey, now: i64) -> Result<bool, Error> {
+        let done = sqlx::query(
+            "UPDATE bill SET state = 'accepted', s_media_id = NULL, media_expires_at = 0, failure_reason = NULL,
+                failure_message = NULL, failure_errcode = 0, failure_errmsg = NULL, failure_rid = NULL, failed_at = 0,
+                attempts = 0, last_error = NULL, never_authorized_since = 0, next_attempt_at = $3, updated_at = $3
+             WHERE unit_appid = $1 AND order_id = $2 AND state = 'failed'",
+        )
+        .bind(&key.unit_appid)
+        .bind(&key.order_id)
+        .bind(now)
+        .execute(self.db.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Sets the reimbursement status if it is still `from` (None: never set).
+    pub async fn set_reimburse_status(
+        &self,
+        key: &BillKey,
+        from: Option<ReimburseStatus>,
+        to: ReimburseStatus,
+        at_secs: i64,
+        now: i64,
+    ) -> Result<bool, Error> {
+        let done = sqlx::query(
+            "UPDATE bill SET reimburse_status = $3, reimburse_updated_secs = $4, updated_at = $5
+             WHERE unit_appid = $1 AND order_id = $2 AND COALESCE(reimburse_status, '') = $6",
+        )
+        .bind(&key.unit_appid)
+        .bind(&key.order_id)
+        .bind(to.as_str())
+        .bind(at_secs)
+        .bind(now)
+        .bind(from.map(ReimburseStatus::as_str).unwrap_or_default())
+        .execute(self.db.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Records a status push once and applies it to its bill, in one transaction. A push older
+    /// than the bill's last status change, or after CLOSURE, is recorded but not applied.
+    pub async fn record_status_event(&self, event: &StatusEventRow<'_>, now: i64) -> Result<EventOutcome, Error> {
+        let mut tx = self.db.begin_write().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO callback_event (dedupe_key, event, card_id, code, status, openid, create_time, matched, body, received_at)
+             VALUES ($1, 'update_invoice_status', $2, $3, $4, $5, $6, 0, $7, $8) ON CONFLICT (dedupe_key) DO NOTHING",
+        )
+        .bind(event.dedupe_key)
+        .bind(event.card_id)
+        .bind(event.code)
+        .bind(event.status.as_str())
+        .bind(event.openid)
+        .bind(event.create_time)
+        .bind(event.body)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(EventOutcome::Duplicate);
+        }
+        let applied = sqlx::query(
+            "UPDATE bill SET reimburse_status = $3, reimburse_updated_secs = $4, updated_at = $5
+             WHERE card_id = $1 AND card_code = $2 AND reimburse_updated_secs <= $4
+               AND COALESCE(reimburse_status, '') <> 'INVOICE_REIMBURSE_CLOSURE'",
+        )
+        .bind(event.card_id)
+        .bind(event.code)
+        .bind(event.status.as_str())
+        .bind(event.create_time)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let outcome = if applied.rows_affected() > 0 {
+            sqlx::query("UPDATE callback_event SET matched = 1 WHERE dedupe_key = $1")
+                .bind(event.dedupe_key)
+                .execute(&mut *tx)
+                .await?;
+            EventOutcome::Applied
+        } else {
+            EventOutcome::Recorded
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+}
+
+/// The full new state of a bill after one step.
+#[derive(Clone, Debug)]
+pub struct Change {
+    pub state: BillState,
+    pub card_id: Option<String>,
+    pub s_media_id: Option<String>,
+    pub media_expires_at: i64,
+    pub insert_pending: bool,
+    pub card_code: Option<String>,
+    pub openid: Option<String>,
+    pub reimburse_status: Option<ReimburseStatus>,
+    pub failure: Option<Failure>,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub never_authorized_since: i64,
+    pub next_attempt_at: i64,
+    pub inserted_at: i64,
+}
+
+impl Change {
+    /// The bill as it is: start from here and change what the step changed.
+    pub fn from(bill: &Bill) -> Self {
+        Self {
+            state: bill.state,
+            card_id: bill.card_id.clone(),
+            s_media_id: bill.s_media_id.clone(),
+            media_expires_at: bill.media_expires_at,
+            insert_pending: bill.insert_pending,
+            card_code: bill.card_code.clone(),
+            openid: bill.openid.clone(),
+            reimburse_status: bill.reimburse_status,
+            failure: bill.failure.clone(),
+            attempts: bill.attempts,
+            last_error: bill.last_error.clone(),
+            never_authorized_since: bill.never_authorized_since,
+            next_attempt_at: bill.next_attempt_at,
+            inserted_at: bill.inserted_at,
+        }
+    }
+}

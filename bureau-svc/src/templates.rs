@@ -1,0 +1,136 @@
+//! Collection units and their bill templates: one template (card_id) per unit, created through
+//! createbillcard on first need, stored and reused. One replica at a time creates a unit's
+//! template (a claim on its row); one task at a time in this process.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fiscalbill_common::db::now_millis;
+use fiscalbill_common::wechat::Credentials;
+use fiscalbill_common::wechat::types::BillCardInfo;
+
+use crate::config::UnitConfig;
+use crate::domain::Unit;
+use crate::error::BureauError;
+use crate::store::Store;
+
+/// How long a replica may take to create a template before another may try.
+const CLAIM_MS: i64 = 30_000;
+
+pub struct Templates {
+    store: Store,
+    credentials: Arc<Credentials>,
+    bureau_appid: String,
+    holder: String,
+    creating: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Templates {
+    pub fn new(store: Store, credentials: Arc<Credentials>, bureau_appid: String, holder: String) -> Self {
+        Self { store, credentials, bureau_appid, holder, creating: Mutex::default() }
+    }
+
+    /// Records the units of the configuration. A unit whose template exists keeps the payee
+    /// and logo it was created with (WeChat templates cannot change); a difference is logged.
+    pub async fn onboard(&self, units: &[UnitConfig]) -> Result<(), BureauError> {
+        for unit in units {
+            let now = now_millis();
+            if self.store.insert_unit(&unit.appid, &unit.payee, &unit.logo_url, now).await? {
+                tracing::info!(unit_appid = %unit.appid, "onboarded collection unit from configuration");
+                continue;
+            }
+            let stored = self.store.unit(&unit.appid).await?.expect("the unit exists");
+            if stored.payee == unit.payee && stored.logo_url == unit.logo_url {
+                continue;
+            }
+            if self.store.update_unit_before_template(&unit.appid, &unit.payee, &unit.logo_url, now).await? {
+                tracing::info!(unit_appid = %unit.appid, "updated payee and logo of a unit without template");
+            } else {
+                tracing::warn!(
+                    unit_appid = %unit.appid, stored_payee = %stored.payee, configured_payee = %unit.payee,
+                    "the unit's template exists with other payee or logo; keeping the template"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// CreateCardTemplate: the unit's template, created now if needed. Returns whether this
+    /// call created it.
+    pub async fn create(&self, appid: &str, payee: &str, logo_url: &str) -> Result<(Unit, bool), BureauError> {
+        let inserted = self.store.insert_unit(appid, payee, logo_url, now_millis()).await?;
+        let unit = self.store.unit(appid).await?.expect("the unit exists");
+        if !inserted && (unit.payee != payee || unit.logo_url != logo_url) {
+            return Err(BureauError::TemplateConflict {
+                appid: appid.to_owned(),
+                payee: unit.payee,
+                logo_url: unit.logo_url,
+            });
+        }
+        if unit.card_id.is_some() {
+            return Ok((unit, false));
+        }
+        let created = self.ensure(appid).await?;
+        Ok((self.store.unit(appid).await?.expect("the unit exists"), created.1))
+    }
+
+    /// The unit's template; NotFound until one exists.
+    pub async fn get(&self, appid: &str) -> Result<Unit, BureauError> {
+        match self.store.unit(appid).await? {
+            Some(unit) if unit.card_id.is_some() => Ok(unit),
+            _ => Err(BureauError::TemplateNotFound(appid.to_owned())),
+        }
+    }
+
+    pub async fn list(&self, after: &str, limit: i64) -> Result<Vec<Unit>, BureauError> {
+        Ok(self.store.list_templates(after, limit).await?)
+    }
+
+    /// The unit's card_id, creating the template on first need; and whether this call did.
+    pub async fn ensure(&self, appid: &str) -> Result<(String, bool), BureauError> {
+        let unit = self.store.unit(appid).await?.ok_or_else(|| BureauError::UnitNotOnboarded(appid.to_owned()))?;
+        if let Some(card_id) = unit.card_id {
+            return Ok((card_id, false));
+        }
+        let lock = self.creating.lock().unwrap().entry(appid.to_owned()).or_default().clone();
+        let _one = lock.lock().await;
+        let deadline = now_millis() + CLAIM_MS * 2;
+        loop {
+            let unit = self.store.unit(appid).await?.expect("the unit exists");
+            if let Some(card_id) = unit.card_id {
+                return Ok((card_id, false));
+            }
+            let now = now_millis();
+            if self.store.claim_template(appid, &self.holder, now, now + CLAIM_MS).await? {
+                return self.create_at_wechat(&unit).await.map(|card_id| (card_id, true));
+            }
+            if now > deadline {
+                return Err(BureauError::Busy(format!("another replica is still creating the template of {appid}")));
+            }
+            // Another replica is creating it.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn create_at_wechat(&self, unit: &Unit) -> Result<String, BureauError> {
+        let info = &BillCardInfo { payee: unit.payee.clone(), logo_url: unit.logo_url.clone() };
+        let client = self.credentials.client();
+        let created = self
+            .credentials
+            .with_access_token(&self.bureau_appid, |token| async move { client.create_bill_card(&token, info).await })
+            .await;
+        match created {
+            Ok(card_id) => {
+                self.store.set_card_id(&unit.appid, &card_id, now_millis()).await?;
+                tracing::info!(unit_appid = %unit.appid, %card_id, "created the unit's bill template");
+                let stored = self.store.unit(&unit.appid).await?.and_then(|u| u.card_id);
+                Ok(stored.unwrap_or(card_id))
+            }
+            Err(error) => {
+                self.store.release_template_claim(&unit.appid, &self.holder).await?;
+                Err(error.into())
+            }
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! Storage bootstrap: one sqlx `Any` pool on SQLite (the default: embedded, a file created on
+//! first start) or PostgreSQL (for several replicas); the URL decides. Each service brings its
+//! migrations, with SQL for both backends, applied in order at start-up under a lock.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use sqlx::any::AnyPoolOptions;
+use sqlx::{Any, AnyPool, AssertSqlSafe, Executor, Transaction};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://var/bureau.db` (created if missing) or `postgres://user@host:5432/db`.
+    pub url: String,
+    pub max_connections: u32,
+    /// PostgreSQL schema holding this service's tables; default: the service's name.
+    pub schema: Option<String>,
+    /// How long a request waits for a free connection.
+    pub acquire_timeout_ms: u64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { url: String::new(), max_connections: 8, schema: None, acquire_timeout_ms: 10_000 }
+    }
+}
+
+/// One migration of one set (`common`, `bureau`, `collection`), in SQL for both backends.
+#[derive(Clone, Copy, Debug)]
+pub struct Migration {
+    pub set: &'static str,
+    pub version: i64,
+    pub name: &'static str,
+    pub sqlite: &'static str,
+    pub postgres: &'static str,
+}
+
+/// The tables of [`crate::sql_credentials::SqlCredentialStore`].
+pub const COMMON_MIGRATIONS: &[Migration] = &[Migration {
+    set: "common",
+    version: 1,
+    name: "wechat credentials",
+    sqlite: include_str!("../migrations/common/0001_credentials.sql"),
+    postgres: include_str!("../migrations/common/0001_credentials.sql"),
+}];
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database URL must start with sqlite: or postgres:")]
+    UnsupportedUrl,
+    #[error("PostgreSQL schema name {0:?} must match [a-z_][a-z0-9_]*")]
+    BadSchema(String),
+    #[error("cannot create the database directory {0}: {1}")]
+    Directory(String, std::io::Error),
+    #[error("database: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("migration {set}/{version} ({name}) failed: {source}")]
+    Migration { set: &'static str, version: i64, name: &'static str, source: sqlx::Error },
+}
+
+/// A connection pool and the backend behind it. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Db {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Db {
+    /// Connects (creating a SQLite file and its directory when needed).
+    pub async fn connect(config: &DatabaseConfig, default_schema: &str) -> Result<Db, DbError> {
+        sqlx::any::install_default_drivers();
+        let url = config.url.trim();
+        let (backend, url) = if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+            (Backend::Sqlite, sqlite_url(path)?)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Backend::Postgres, url.to_owned())
+        } else {
+            return Err(DbError::UnsupportedUrl);
+        };
+        let schema = config.schema.clone().unwrap_or_else(|| default_schema.to_owned());
+        if !valid_schema(&schema) {
+            return Err(DbError::BadSchema(schema));
+        }
+        let options = AnyPoolOptions::new()
+            .max_connections(config.max_connections.max(1))
+            .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms));
+        let options = match backend {
+            Backend::Sqlite => options.after_connect(|conn, _| {
+                Box::pin(async move {
+                    // WAL: readers never block the writer. NORMAL: a commit survives a crash
+                    // of the process (not necessarily of the machine).
+                    conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;").await?;
+                    Ok(())
+                })
+            }),
+            Backend::Postgres => options.after_connect(move |conn, _| {
+                let set_path = format!("SET search_path TO \"{schema}\"");
+                Box::pin(async move {
+                    conn.execute(AssertSqlSafe(set_path)).await?;
+                    Ok(())
+                })
+            }),
+        };
+        let pool = options.connect(&url).await?;
+        Ok(Db { pool, backend })
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Picks the statement written for this backend.
+    pub fn sql(&self, sqlite: &'static str, postgres: &'static str) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => sqlite,
+            Backend::Postgres => postgres,
+        }
+    }
+
+    /// A transaction that will write. On SQLite it takes the write lock at once (`BEGIN
+    /// IMMEDIATE`), so two writers queue instead of failing with SQLITE_BUSY on upgrade.
+    pub async fn begin_write(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+    }
+
+    /// Applies the migrations not yet applied, in order, each in its own transaction. On
+    /// PostgreSQL an advisory lock keeps two replicas from migrating at once.
+    pub async fn migrate(&self, sets: &[&[Migration]], schema: &str) -> Result<(), DbError> {
+        let mut conn = self.pool.acquire().await?;
+        if self.backend == Backend::Postgres {
+            conn.execute(AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))).await?;
+            conn.execute("SELECT pg_advisory_lock(7271031)").await?;
+        }
+        let result = self.apply(&mut conn, sets).await;
+        if self.backend == Backend::Postgres {
+            conn.execute("SELECT pg_advisory_unlock(7271031)").await?;
+        }
+        result
+    }
+
+    async fn apply(&self, conn: &mut sqlx::AnyConnection, sets: &[&[Migration]]) -> Result<(), DbError> {
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migration (
+                migration_set TEXT NOT NULL,
+                version BIGINT NOT NULL,
+                name TEXT NOT NULL,
+                applied_at BIGINT NOT NULL,
+                PRIMARY KEY (migration_set, version))",
+        )
+        .await?;
+        for migration in sets.iter().flat_map(|set| set.iter()) {
+            let applied = sqlx::query("SELECT 1 FROM schema_migration WHERE migration_set = $1 AND version = $2")
+                .bind(migration.set)
+                .bind(migration.version)
+                .fetch_optional(&mut *conn)
+                .await?;
+            if applied.is_some() {
+                continue;
+            }
+            let fail = |source| DbError::Migration {
+                set: migration.set,
+                version: migration.version,
+                name: migration.name,
+                source,
+            };
+            let begin = match self.backend {
+                Backend::Sqlite => "BEGIN IMMEDIATE",
+                Backend::Postgres => "BEGIN",
+            };
+            conn.execute(begin).await.map_err(fail)?;
+            let sql = match self.backend {
+                Backend::Sqlite => migration.sqlite,
+                Backend::Postgres => migration.postgres,
+            };
+            let applied = async {
+                sqlx::raw_sql(sql).execute(&mut *conn).await?;
+                sqlx::query(
+                    "INSERT INTO schema_migration (migration_set, version, name, applied_at) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(migration.set)
+                .bind(migration.version)
+                .bind(migration.name)
+                .bind(crate::clock::unix_now())
+                .execute(&mut *conn)
+                .await
+            }
+            .await;
+            match applied {
+                Ok(_) => conn.execute("COMMIT").await.map_err(fail)?,
+                Err(error) => {
+                    let _ = conn.execute("ROLLBACK").await;
+                    return Err(fail(error));
+                }
+            };
+            tracing::info!(
+                set = migration.set,
+                version = migration.version,
+                name = migration.name,
+                "applied migration"
+            );
+        }
+        Ok(())
+    }
+
+    /// A cheap query proving the database answers.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// `var/x.db` → `sqlite://var/x.db?mode=rwc`, creating `var/`. `:memory:` stays in memory.
+fn sqlite_url(path: &str) -> Result<String, DbError> {
+    let (file, query) = path.split_once('?').unwrap_or((path, ""));
+    if file != ":memory:"
+        && let Some(parent) = Path::new(file).parent().filter(|p| !p.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(parent).map_err(|e| DbError::Directory(parent.display().to_string(), e))?;
+    }
+    let query = if query.contains("mode=") {
+        query.to_owned()
+    } else if query.is_empty() {
+        "mode=rwc".to_owned()
+    } else {
+        format!("{query}&mode=rwc")
+    };
+    Ok(format!("sqlite://{file}?{query}"))
+}
+
+fn valid_schema(schema: &str) -> bool {
+    let mut chars = schema.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && schema.len() <= 63
+}
+
+/// Milliseconds since the Unix epoch, the time unit of every stored timestamp.
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_get_create_mode() {
+        assert_eq!(sqlite_url(":memory:").unwrap(), "sqlite://:memory:?mode=rwc");
+        let dir = std::env::temp_dir().join(format!("fiscalbill-db-{}", std::process::id()));
+        let file = dir.join("sub/x.db");
+        assert_eq!(sqlite_url(file.to_str().unwrap()).unwrap(), format!("sqlite://{}?mode=rwc", file.display()));
+        assert!(dir.join("sub").is_dir());
+        assert_eq!(sqlite_url("a.db?mode=ro").unwrap(), "sqlite://a.db?mode=ro");
+    }
+
+    #[test]
+    fn schema_names_are_checked() {
+        assert!(valid_schema("bureau") && valid_schema("_x1"));
+        assert!(!valid_schema("Bureau") && !valid_schema("a;drop") && !valid_schema("") && !valid_schema("1a"));
+    }
+}
+
+/// Databases for tests: a fresh SQLite file, or a fresh schema in the PostgreSQL named by
+/// `FISCALBILL_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`). Tests
+/// that need PostgreSQL fail when it is unreachable: they never skip.
+pub mod test_support {
+    use super::DatabaseConfig;
+
+    pub const POSTGRES_URL_VAR: &str = "FISCALBILL_TEST_POSTGRES_URL";
+
+    fn unique(prefix: &str) -> String {
+        format!("{prefix}_{}_{}", std::process::id(), hex::encode(rand::random::<[u8; 6]>()))
+    }
+
+    pub fn sqlite() -> DatabaseConfig {
+        let path = std::env::temp_dir().join("fiscalbill-tests").join(format!("{}.db", unique("db")));
+        DatabaseConfig { url: format!("sqlite://{}", path.display()), ..DatabaseConfig::default() }
+    }
+
+    pub fn postgres() -> DatabaseConfig {
+        let url =
+            std::env::var(POSTGRES_URL_VAR).unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+        DatabaseConfig { url, schema: Some(unique("t")), max_connections: 4, ..DatabaseConfig::default() }
+    }
+
+    /// Both backends, for tests that must pass on each.
+    pub fn both() -> [DatabaseConfig; 2] {
+        [sqlite(), postgres()]
+    }
+}

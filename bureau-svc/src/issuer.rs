@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use fiscalbill_common::backoff::jittered;
 use fiscalbill_common::db::now_millis;
 use fiscalbill_common::status::wechat_code_and_reason;
 use fiscalbill_common::wechat::types::{InsertBillRequest, InvoiceUserData, ReimburseStatus};
@@ -458,8 +459,12 @@ impl Issuer {
         let retry = |mut change: Change, min_delay_ms: i64| {
             change.attempts = bill.attempts + 1;
             change.last_error = Some(error.to_string());
-            let delay =
-                backoff_ms(self.config.retry_base_ms, self.config.retry_max_ms, change.attempts).max(min_delay_ms);
+            let delay = jittered(
+                Duration::from_millis(self.config.retry_base_ms),
+                Duration::from_millis(self.config.retry_max_ms),
+                change.attempts.clamp(1, 1000) as u32,
+            );
+            let delay = (delay.as_millis() as i64).max(min_delay_ms);
             change.next_attempt_at = now + delay;
             tracing::info!(bill = %bill.key, attempt = change.attempts, delay_ms = delay, %error, "bill step failed; retrying later");
             change
@@ -590,29 +595,5 @@ fn failure_of(error: &BureauError, now: i64) -> Failure {
         wechat_errmsg: errmsg,
         wechat_rid: rid,
         at: now,
-    }
-}
-
-/// base · 2^(attempt-1) ± 25% jitter, at most `max`.
-fn backoff_ms(base: u64, max: u64, attempt: i64) -> i64 {
-    let exponent = (attempt.clamp(1, 21) - 1) as u32;
-    let delay = base.saturating_mul(1u64 << exponent);
-    let jittered = delay - delay / 4 + rand::random_range(0..=delay / 2);
-    jittered.min(max.max(base)) as i64
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_with_jitter_and_a_cap() {
-        for _ in 0..100 {
-            let first = backoff_ms(500, 300_000, 1);
-            assert!((375..=625).contains(&first), "{first}");
-            let tenth = backoff_ms(500, 300_000, 10);
-            assert!((192_000..=300_000).contains(&tenth), "{tenth}");
-            assert!(backoff_ms(500, 300_000, 40) <= 300_000);
-        }
     }
 }

@@ -2,6 +2,7 @@
 //! API client with its token cache, the callback (event push) toolkit, and the bootstrap of
 //! configuration, storage and servers.
 
+pub mod backoff;
 pub mod bill;
 pub mod callback;
 pub mod clock;

@@ -1,1 +1,521 @@
+//! A whole system for tests: the WeChat sandbox, bureau-svc and collection-svc on
+//! 127.0.0.1, each service in a runtime of its own so that a test can stop, crash and restart
+//! it on the same ports and database.
 
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use fiscalbill_common::Secret;
+use fiscalbill_common::callback::{PushFormat, PushMode};
+use fiscalbill_common::config::SecretSetting;
+use fiscalbill_common::db::DatabaseConfig;
+use fiscalbill_common::proto::bureau::bureau_service_client::BureauServiceClient;
+use fiscalbill_common::proto::collection as pb;
+use fiscalbill_common::proto::collection::collection_service_client::CollectionServiceClient;
+use fiscalbill_common::proto::types as types_pb;
+use fiscalbill_common::wechat::WechatHttpConfig;
+use serde_json::{Value, json};
+use tonic::transport::Channel;
+use wechat_sandbox::{AccountConfig, RunningSandbox, SandboxConfig};
+
+pub const BUREAU: &str = "wxb0000000000000b1";
+pub const UNIT: &str = "wxc0000000000000c1";
+pub const APP: &str = "wxa0000000000000a1";
+/// The account of the self-built platform: bureau and collection unit at once.
+pub const SELF_BUILT: &str = "wxe0000000000000e1";
+pub const PAYER: &str = "oPayer000000000000000000001";
+pub const TOKEN: &str = "sandboxToken";
+pub const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+
+/// A service in a runtime of its own.
+pub struct Hosted<T> {
+    runtime: Option<tokio::runtime::Runtime>,
+    running: Option<T>,
+}
+
+impl<T> Hosted<T> {
+    fn start<F>(start: impl FnOnce() -> F) -> (Self, T::Addrs)
+    where
+        F: std::future::Future<Output = T>,
+        T: Addresses,
+    {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let running = runtime.block_on(start());
+        let addrs = running.addrs();
+        (Hosted { runtime: Some(runtime), running: Some(running) }, addrs)
+    }
+
+    fn crash(mut self) {
+        self.running.take();
+        self.runtime.take().unwrap().shutdown_background();
+    }
+}
+
+impl<T> Drop for Hosted<T> {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+pub trait Addresses {
+    type Addrs;
+    fn addrs(&self) -> Self::Addrs;
+}
+
+impl Addresses for bureau_svc::RunningBureau {
+    type Addrs = (SocketAddr, SocketAddr);
+    fn addrs(&self) -> Self::Addrs {
+        (self.grpc_addr, self.http_addr)
+    }
+}
+
+impl Addresses for collection_svc::RunningCollection {
+    type Addrs = (SocketAddr, SocketAddr);
+    fn addrs(&self) -> Self::Addrs {
+        (self.grpc_addr, self.http_addr)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub postgres: bool,
+    pub self_built: bool,
+    pub push_mode: PushMode,
+    pub push_format: PushFormat,
+    /// Lifetime of authorization links in the sandbox, seconds.
+    pub link_lifetime_secs: i64,
+    /// Pending authorizations this old are checked with WeChat.
+    pub reconcile_after_secs: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            postgres: false,
+            self_built: false,
+            push_mode: PushMode::Safe,
+            push_format: PushFormat::Xml,
+            link_lifetime_secs: 7200,
+            reconcile_after_secs: 300,
+        }
+    }
+}
+
+pub struct Stack {
+    pub options: Options,
+    pub sandbox: RunningSandbox,
+    pub http: reqwest::Client,
+    bureau_host: Option<Hosted<bureau_svc::RunningBureau>>,
+    collection_host: Option<Hosted<collection_svc::RunningCollection>>,
+    bureau_db: DatabaseConfig,
+    collection_db: DatabaseConfig,
+    pub bureau_grpc: SocketAddr,
+    pub bureau_http: SocketAddr,
+    pub collection_grpc: SocketAddr,
+    pub collection_http: SocketAddr,
+    pub collection: CollectionServiceClient<Channel>,
+    pub bureau_client: BureauServiceClient<Channel>,
+}
+
+fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+fn secret(appid: &str) -> Secret {
+    Secret::new(format!("secret-of-{appid}"))
+}
+
+fn sandbox_accounts(options: &Options) -> Vec<AccountConfig> {
+    let account = |appid: &str, name: &str| AccountConfig {
+        appid: appid.to_owned(),
+        secret: secret(appid),
+        name: name.to_owned(),
+        original_id: None,
+        callback_url: None,
+        callback_token: Some(Secret::new(TOKEN)),
+        encoding_aes_key: Some(Secret::new(AES_KEY)),
+        push_mode: options.push_mode,
+        push_format: options.push_format,
+        service_account: None,
+        token_lifetime_secs: 7200,
+        daily_quota: Default::default(),
+    };
+    let mut app = account(APP, "Sandbox Hospital App");
+    app.service_account = Some(UNIT.to_owned());
+    vec![
+        account(BUREAU, "Sandbox Finance Bureau"),
+        account(UNIT, "Sandbox Hospital"),
+        app,
+        account(SELF_BUILT, "Sandbox Self-built Platform"),
+    ]
+}
+
+/// Logs to the test output when RUST_LOG is set.
+pub fn init_logs() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+impl Stack {
+    pub async fn start(options: Options) -> Stack {
+        init_logs();
+        let sandbox = wechat_sandbox::start(SandboxConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            accounts: sandbox_accounts(&options),
+            auth_link_lifetime_secs: options.link_lifetime_secs,
+            push_timeout_ms: 1_000,
+            ..SandboxConfig::default()
+        })
+        .await
+        .unwrap();
+        let postgres = options.postgres;
+        let db = |name: &str| {
+            let mut config = if postgres {
+                fiscalbill_common::db::test_support::postgres()
+            } else {
+                fiscalbill_common::db::test_support::sqlite()
+            };
+            if let Some(schema) = &mut config.schema {
+                schema.push_str(name);
+            }
+            config
+        };
+        let http = reqwest::Client::new();
+        let (bureau_grpc, bureau_http, collection_grpc, collection_http) =
+            (free_port(), free_port(), free_port(), free_port());
+        let lazy = |addr: SocketAddr| Channel::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
+        let mut stack = Stack {
+            options,
+            sandbox,
+            http,
+            bureau_host: None,
+            collection_host: None,
+            bureau_db: db("_bureau"),
+            collection_db: db("_collection"),
+            bureau_grpc,
+            bureau_http,
+            collection_grpc,
+            collection_http,
+            collection: CollectionServiceClient::new(lazy(collection_grpc)),
+            bureau_client: BureauServiceClient::new(lazy(bureau_grpc)),
+        };
+        stack.point_callbacks().await;
+        stack.start_bureau().await;
+        stack.start_collection().await;
+        stack
+    }
+
+    fn bureau_appid(&self) -> &'static str {
+        if self.options.self_built { SELF_BUILT } else { BUREAU }
+    }
+
+    /// The unit whose orders the tests create.
+    pub fn unit(&self) -> &'static str {
+        if self.options.self_built { SELF_BUILT } else { UNIT }
+    }
+
+    fn wechat(&self) -> WechatHttpConfig {
+        WechatHttpConfig {
+            base_url: self.sandbox.base_url().to_owned(),
+            timeout_ms: 1_500,
+            resend_backoff_ms: 10,
+            ..Default::default()
+        }
+    }
+
+    /// Points each account's pushes at the service that receives them.
+    async fn point_callbacks(&self) {
+        let collection = format!("http://{}/wechat/callback", self.collection_http);
+        let bureau = format!("http://{}/wechat/callback", self.bureau_http);
+        for mut account in sandbox_accounts(&self.options) {
+            account.callback_url = match account.appid.as_str() {
+                BUREAU => Some(bureau.clone()),
+                UNIT | SELF_BUILT => Some(format!("{collection}/{}", account.appid)),
+                _ => None,
+            };
+            self.post("/sandbox/accounts", serde_json::to_value(&account).unwrap()).await;
+        }
+    }
+
+    fn bureau_config(&self) -> bureau_svc::BureauConfig {
+        use bureau_svc::config::*;
+        let appid = self.bureau_appid();
+        BureauConfig {
+            server: ServerConfig {
+                grpc_listen: self.bureau_grpc,
+                http_listen: self.bureau_http,
+                shutdown_grace_ms: 2_000,
+            },
+            database: self.bureau_db.clone(),
+            wechat: self.wechat(),
+            account: AccountConfig {
+                appid: appid.to_owned(),
+                secret: SecretSetting::Inline(secret(appid)),
+                name: "沙箱市财政局".to_owned(),
+                token_mode: Default::default(),
+                callback_token: Some(SecretSetting::Inline(Secret::new(TOKEN))),
+                encoding_aes_key: Some(SecretSetting::Inline(Secret::new(AES_KEY))),
+                previous_encoding_aes_key: None,
+                push_mode: self.options.push_mode,
+            },
+            issuing: IssuingConfig {
+                retry_base_ms: 20,
+                retry_max_ms: 300,
+                poll_interval_ms: 20,
+                lease_secs: 2,
+                never_authorized_retry_secs: 2,
+                ..IssuingConfig::default()
+            },
+            units: vec![UnitConfig {
+                appid: self.unit().to_owned(),
+                payee: "沙箱市人民医院".to_owned(),
+                logo_url: "https://example.org/logo.png".to_owned(),
+            }],
+            log: Default::default(),
+        }
+    }
+
+    fn collection_config(&self) -> collection_svc::CollectionConfig {
+        use collection_svc::config::*;
+        let unit = self.unit();
+        CollectionConfig {
+            server: ServerConfig {
+                grpc_listen: self.collection_grpc,
+                http_listen: self.collection_http,
+                shutdown_grace_ms: 2_000,
+            },
+            database: self.collection_db.clone(),
+            wechat: self.wechat(),
+            token_mode: Default::default(),
+            bureau: BureauConfig {
+                endpoint: format!("http://{}", self.bureau_grpc),
+                s_pappid: None,
+                issue_deadline_ms: 3_000,
+                connect_timeout_ms: 500,
+            },
+            units: vec![UnitConfig {
+                appid: unit.to_owned(),
+                secret: SecretSetting::Inline(secret(unit)),
+                callback_token: SecretSetting::Inline(Secret::new(TOKEN)),
+                encoding_aes_key: Some(SecretSetting::Inline(Secret::new(AES_KEY))),
+                previous_encoding_aes_key: None,
+                push_mode: self.options.push_mode,
+                app: (!self.options.self_built)
+                    .then(|| AppConfig { appid: APP.to_owned(), secret: SecretSetting::Inline(secret(APP)) }),
+                forward_url: self.options.self_built.then(|| format!("http://{}/wechat/callback", self.bureau_http)),
+            }],
+            authorization: AuthorizationConfig {
+                reconcile_after_secs: self.options.reconcile_after_secs,
+                reconcile_interval_secs: 1,
+                ..AuthorizationConfig::default()
+            },
+            dispatch: DispatchConfig {
+                poll_interval_ms: 20,
+                retry_base_ms: 50,
+                retry_max_ms: 500,
+                progress_poll_ms: 50,
+                lease_secs: 3,
+                ..Default::default()
+            },
+            log: Default::default(),
+        }
+    }
+
+    pub async fn start_bureau(&mut self) {
+        let config = self.bureau_config();
+        let (hosted, _) = tokio::task::spawn_blocking(move || {
+            Hosted::start(|| async move { bureau_svc::start(config).await.expect("bureau starts") })
+        })
+        .await
+        .unwrap();
+        self.bureau_host = Some(hosted);
+        wait_serving(self.bureau_grpc).await;
+    }
+
+    pub async fn start_collection(&mut self) {
+        let config = self.collection_config();
+        let (hosted, _) = tokio::task::spawn_blocking(move || {
+            Hosted::start(|| async move { collection_svc::start(config).await.expect("collection starts") })
+        })
+        .await
+        .unwrap();
+        self.collection_host = Some(hosted);
+        wait_serving(self.collection_grpc).await;
+    }
+
+    /// Stops the bureau cleanly (or crashes it).
+    pub async fn stop_bureau(&mut self, crash: bool) {
+        let hosted = self.bureau_host.take().expect("the bureau runs");
+        tokio::task::spawn_blocking(move || {
+            if crash {
+                hosted.crash();
+            } else {
+                let mut hosted = hosted;
+                let runtime = hosted.runtime.take().unwrap();
+                runtime.block_on(hosted.running.take().unwrap().stop());
+                runtime.shutdown_background();
+            }
+        })
+        .await
+        .unwrap();
+    }
+
+    pub async fn stop_collection(&mut self, crash: bool) {
+        let hosted = self.collection_host.take().expect("collection runs");
+        tokio::task::spawn_blocking(move || {
+            if crash {
+                hosted.crash();
+            } else {
+                let mut hosted = hosted;
+                let runtime = hosted.runtime.take().unwrap();
+                runtime.block_on(hosted.running.take().unwrap().stop());
+                runtime.shutdown_background();
+            }
+        })
+        .await
+        .unwrap();
+    }
+
+    // --- sandbox ---
+
+    pub async fn post(&self, path: &str, body: Value) -> Value {
+        let response = self.http.post(format!("{}{path}", self.sandbox.base_url())).json(&body).send().await.unwrap();
+        let status = response.status();
+        let value = response.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "POST {path}: {status} {value}");
+        value
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        self.http.get(format!("{}{path}", self.sandbox.base_url())).send().await.unwrap().json().await.unwrap()
+    }
+
+    /// Calls of `path` by any account.
+    pub async fn calls(&self, path: &str) -> u64 {
+        let stats = self.get("/sandbox/stats").await;
+        stats["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["endpoint"] == path)
+            .map(|r| r["calls"].as_u64().unwrap())
+            .sum()
+    }
+
+    pub async fn cards(&self, openid: &str) -> Vec<Value> {
+        self.get(&format!("/sandbox/users/{openid}/cards")).await["cards"].as_array().unwrap().clone()
+    }
+
+    /// The payer answers on the authorization page; returns the push record.
+    pub async fn answer(&self, auth_url: &str, decline: bool) -> Value {
+        self.post(
+            "/sandbox/authorize",
+            json!({"auth_url": auth_url, "openid": PAYER, "decline": decline, "wait": true}),
+        )
+        .await["push"]
+            .clone()
+    }
+
+    // --- collection ---
+
+    pub fn create_request(&self, order_id: &str, source: types_pb::Source) -> pb::CreateAuthorizationRequest {
+        let content = content(order_id, 2_500);
+        pb::CreateAuthorizationRequest {
+            unit_appid: self.unit().to_owned(),
+            order_id: order_id.to_owned(),
+            money: content.fee,
+            source: source as i32,
+            redirect_url: "https://hospital.example/paid".to_owned(),
+            bill: Some(content),
+            pdf: Default::default(),
+            request_id: String::new(),
+        }
+    }
+
+    pub async fn create(&mut self, order_id: &str) -> pb::Authorization {
+        let request = self.create_request(order_id, types_pb::Source::Web);
+        self.collection.create_authorization(request).await.unwrap().into_inner().authorization.unwrap()
+    }
+
+    pub async fn authorization(&mut self, order_id: &str) -> pb::Authorization {
+        self.collection
+            .get_authorization(pb::GetAuthorizationRequest {
+                unit_appid: self.unit().to_owned(),
+                order_id: order_id.to_owned(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .authorization
+            .unwrap()
+    }
+
+    /// Polls until the authorization is in `state` (up to 20 s).
+    pub async fn wait_for(&mut self, order_id: &str, state: pb::AuthorizationState) -> pb::Authorization {
+        for _ in 0..800 {
+            let authorization = self.authorization(order_id).await;
+            if authorization.state == state as i32 {
+                return authorization;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("{order_id} never reached {state:?}: {:?}", self.authorization(order_id).await);
+    }
+}
+
+async fn wait_serving(addr: SocketAddr) {
+    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    for _ in 0..400 {
+        let answer = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await;
+        if answer.is_ok_and(|a| {
+            a.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        }) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{addr} never became ready");
+}
+
+/// A valid bill; billing codes differ per order.
+pub fn content(order_id: &str, fee: i64) -> types_pb::BillContent {
+    let code: u64 = order_id.bytes().fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b))) % 10_000_000_000;
+    types_pb::BillContent {
+        fee,
+        payer_title: "张三".to_owned(),
+        billing_no: "44010125".to_owned(),
+        billing_code: format!("{code:010}"),
+        billing_time: Some(prost_types::Timestamp { seconds: 1_760_000_000, nanos: 0 }),
+        items: vec![types_pb::BillItem {
+            name: "住院押金".into(),
+            quantity: "1".into(),
+            unit: "次".into(),
+            unit_price: fee,
+            amount: fee,
+        }],
+        remarks: String::new(),
+    }
+}
+
+/// The ErrorInfo reason of a status.
+pub fn reason(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    status.get_error_details().error_info().map(|i| i.reason.clone()).unwrap_or_default()
+}
+
+/// The BadRequest field names of a status.
+pub fn violations(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default()
+}

@@ -400,4 +400,3 @@ mod tests {
         assert!(long.ends_with('…') && em_width(&long) * 9.0 <= 90.0);
     }
 }
-

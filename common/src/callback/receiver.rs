@@ -72,6 +72,19 @@ pub enum CallbackError {
 }
 
 impl CallbackError {
+    /// The HTTP status to refuse the request with: 403 for what fails verification, 413 for an
+    /// oversized body, 400 for the rest.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            CallbackError::BadSignature
+            | CallbackError::BadMsgSignature
+            | CallbackError::AppidMismatch
+            | CallbackError::Decrypt(_) => 403,
+            CallbackError::Message(MessageError::TooLarge) => 413,
+            _ => 400,
+        }
+    }
+
     /// A stable label for metrics and logs.
     pub fn reason(&self) -> &'static str {
         match self {

@@ -224,7 +224,12 @@ impl WechatClient {
             match result {
                 Err(error) if resends < self.max_resends && may_resend(endpoint, &error) => {
                     resends += 1;
-                    tokio::time::sleep(backoff(self.resend_backoff, resends)).await;
+                    tokio::time::sleep(crate::backoff::jittered(
+                        self.resend_backoff,
+                        self.resend_backoff * 16,
+                        resends,
+                    ))
+                    .await;
                 }
                 other => return other,
             }
@@ -336,13 +341,6 @@ fn may_resend(endpoint: Endpoint, error: &WechatError) -> bool {
     }
 }
 
-/// Exponential backoff with up to 50% random jitter.
-pub(crate) fn backoff(base: Duration, attempt: u32) -> Duration {
-    let exp = base.saturating_mul(1u32 << attempt.min(10).saturating_sub(1));
-    let jitter = rand::random_range(0..=exp.as_millis() as u64 / 2);
-    exp + Duration::from_millis(jitter)
-}
-
 /// Extracts and percent-decodes `s_pappid` from seturl's invoice_url. `+` stays `+`: the value
 /// is base64 and WeChat does not form-encode it.
 pub fn parse_s_pappid(invoice_url: &str) -> Option<String> {
@@ -411,13 +409,5 @@ mod tests {
             hint: None,
         };
         assert!(!may_resend(Endpoint::GetPdf, &quota));
-    }
-
-    #[test]
-    fn backoff_grows_and_stays_bounded() {
-        let base = Duration::from_millis(100);
-        assert!(backoff(base, 1) >= base && backoff(base, 1) <= base * 3 / 2);
-        assert!(backoff(base, 3) >= base * 4);
-        assert!(backoff(base, 50) <= base * 1024 * 3 / 2);
     }
 }

@@ -359,8 +359,7 @@ impl Credentials {
                 Err(error) => {
                     self.stats.failed_fetches.fetch_add(1, Ordering::Relaxed);
                     state.failures += 1;
-                    let pause =
-                        super::client::backoff(Duration::from_millis(500), state.failures).min(MAX_FAILURE_PAUSE);
+                    let pause = crate::backoff::jittered(Duration::from_millis(500), MAX_FAILURE_PAUSE, state.failures);
                     state.pause_until = Some(Instant::now() + pause);
                     state.last_error = Some(error.clone());
                     tracing::warn!(appid = %key.appid, kind = key.kind.as_str(), %error, "credential refresh failed");

@@ -1,0 +1,295 @@
+//! Authorizations: links for payers (getbillauthurl), the unit's rejection (rejectinsert),
+//! checks with WeChat (getauthdata) on demand and by the reconciler, which also ends links
+//! that expired unused.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fiscalbill_common::db::now_millis;
+use fiscalbill_common::wechat::types::{AuthSource, GetBillAuthUrlRequest, OrderRef, RejectInsertRequest};
+use fiscalbill_common::wechat::{CallError, Credentials, errcode};
+use sha2::{Digest, Sha256};
+
+use crate::bureau::BureauLink;
+use crate::config::AuthorizationConfig;
+use crate::dispatch::Dispatcher;
+use crate::domain::{AuthState, Authorization, CreateRequest, OrderKey};
+use crate::error::CollectionError;
+use crate::store::Store;
+use crate::units::Units;
+
+pub struct Authorizations {
+    store: Store,
+    credentials: Arc<Credentials>,
+    units: Arc<Units>,
+    bureau: Arc<BureauLink>,
+    dispatcher: Arc<Dispatcher>,
+    config: AuthorizationConfig,
+}
+
+impl Authorizations {
+    pub fn new(
+        store: Store,
+        credentials: Arc<Credentials>,
+        units: Arc<Units>,
+        bureau: Arc<BureauLink>,
+        dispatcher: Arc<Dispatcher>,
+        config: AuthorizationConfig,
+    ) -> Self {
+        Self { store, credentials, units, bureau, dispatcher, config }
+    }
+
+    pub async fn get(&self, key: &OrderKey) -> Result<Authorization, CollectionError> {
+        self.store.authorization(key).await?.ok_or_else(|| CollectionError::NotFound(key.clone()))
+    }
+
+    /// CreateAuthorization. A repeat with the same data returns the stored authorization (with
+    /// a fresh link if the old one expired unused); different data is a conflict.
+    pub async fn create(&self, request: CreateRequest) -> Result<Authorization, CollectionError> {
+        let unit = self
+            .units
+            .get(&request.key.unit_appid)
+            .ok_or_else(|| CollectionError::UnitNotServed(request.key.unit_appid.clone()))?;
+        let authorized_appid = match request.source {
+            AuthSource::Web => unit.appid.clone(),
+            AuthSource::App => {
+                unit.app_appid.clone().ok_or_else(|| CollectionError::AppNotConfigured(unit.appid.clone()))?
+            }
+        };
+        let pdf_sha256 = request.pdf.as_ref().map(|pdf| hex::encode(Sha256::digest(pdf)));
+        if let Some(request_id) = &request.request_id
+            && let Some(existing) = self.store.authorization_by_request_id(request_id).await?
+            && existing.key != request.key
+        {
+            return Err(CollectionError::RequestIdReused(request_id.clone()));
+        }
+        if let Some(existing) = self.store.authorization(&request.key).await? {
+            return self.repeat(existing, &request, &pdf_sha256).await;
+        }
+
+        let s_pappid = self.bureau.s_pappid().await?;
+        let link = self.auth_link(&authorized_appid, &s_pappid, &request).await?;
+        let now = now_millis();
+        let authorization = Authorization {
+            key: request.key.clone(),
+            authorized_appid,
+            source: request.source,
+            money: request.money,
+            bill: request.bill.clone(),
+            pdf_sha256,
+            redirect_url: request.redirect_url.clone(),
+            request_id: request.request_id.clone(),
+            s_pappid,
+            auth_url: link.auth_url,
+            auth_url_expires_at: now + link.expire_time.max(0) * 1000,
+            state: AuthState::Pending,
+            openid: None,
+            authorize_time: 0,
+            card_id: None,
+            card_code: None,
+            failure: None,
+            issue_attempts: 0,
+            reject_reason: None,
+            wechat_invoice_status: None,
+            created_at: now,
+            updated_at: now,
+        };
+        if let Err(error) = self.store.insert_authorization(&authorization, request.pdf.as_ref()).await {
+            // A concurrent call created it first.
+            return match self.store.authorization(&request.key).await? {
+                Some(existing) => self.repeat(existing, &request, &authorization.pdf_sha256).await,
+                None => Err(error.into()),
+            };
+        }
+        tracing::info!(order = %request.key, source = request.source.as_str(), "authorization link created");
+        Ok(authorization)
+    }
+
+    async fn repeat(
+        &self,
+        existing: Authorization,
+        request: &CreateRequest,
+        pdf_sha256: &Option<String>,
+    ) -> Result<Authorization, CollectionError> {
+        let same = existing.money == request.money
+            && existing.source == request.source
+            && existing.redirect_url == request.redirect_url
+            && existing.bill == request.bill
+            && &existing.pdf_sha256 == pdf_sha256;
+        if !same {
+            return Err(CollectionError::OrderConflict(existing.key));
+        }
+        if existing.state == AuthState::Expired {
+            let link = self.auth_link(&existing.authorized_appid, &existing.s_pappid, request).await?;
+            let now = now_millis();
+            self.store.renew_link(&existing.key, &link.auth_url, now + link.expire_time.max(0) * 1000, now).await?;
+            tracing::info!(order = %existing.key, "expired authorization link renewed");
+            return self.get(&existing.key).await;
+        }
+        Ok(existing)
+    }
+
+    async fn auth_link(
+        &self,
+        appid: &str,
+        s_pappid: &str,
+        request: &CreateRequest,
+    ) -> Result<fiscalbill_common::wechat::types::AuthUrl, CollectionError> {
+        let ticket = self.credentials.card_ticket(appid).await?.value;
+        let body = &GetBillAuthUrlRequest {
+            s_pappid: s_pappid.to_owned(),
+            order_id: request.key.order_id.clone(),
+            money: request.money,
+            timestamp: fiscalbill_common::clock::unix_now(),
+            source: request.source,
+            redirect_url: request.redirect_url.clone(),
+            ticket,
+        };
+        let client = self.credentials.client();
+        Ok(self
+            .credentials
+            .with_access_token(appid, |token| async move { client.get_bill_auth_url(&token, body).await })
+            .await?)
+    }
+
+    /// RejectAuthorization: rejectinsert at WeChat, then REJECTED here (final).
+    pub async fn reject(
+        &self,
+        key: &OrderKey,
+        reason: String,
+        url: Option<String>,
+    ) -> Result<Authorization, CollectionError> {
+        let existing = self.get(key).await?;
+        match existing.state {
+            AuthState::Rejected => return Ok(existing),
+            AuthState::Issuing | AuthState::Issued => {
+                return Err(CollectionError::WrongState {
+                    key: key.clone(),
+                    state: existing.state,
+                    action: "reject it",
+                });
+            }
+            AuthState::Authorized if self.store.job_in_flight(key, now_millis()).await? => {
+                return Err(CollectionError::IssueInProgress(key.clone()));
+            }
+            _ => {}
+        }
+        let body = &RejectInsertRequest {
+            s_pappid: existing.s_pappid.clone(),
+            order_id: key.order_id.clone(),
+            reason: reason.clone(),
+            url,
+        };
+        let client = self.credentials.client();
+        self.credentials
+            .with_access_token(
+                &existing.authorized_appid,
+                |token| async move { client.reject_insert(&token, body).await },
+            )
+            .await?;
+        if !self.store.reject(key, &reason, now_millis()).await? {
+            let now = self.get(key).await?;
+            return Err(CollectionError::WrongState { key: key.clone(), state: now.state, action: "reject it" });
+        }
+        tracing::info!(order = %key, "authorization rejected");
+        self.get(key).await
+    }
+
+    /// SyncAuthorization: asks WeChat (getauthdata) and records the answer. Returns WeChat's
+    /// invoice_status when it gave one.
+    pub async fn sync(&self, key: &OrderKey) -> Result<(Authorization, Option<String>), CollectionError> {
+        let existing = self.get(key).await?;
+        let body = &OrderRef { s_pappid: existing.s_pappid.clone(), order_id: key.order_id.clone() };
+        let client = self.credentials.client();
+        let answer =
+            self.credentials
+                .with_access_token(&existing.authorized_appid, |token| async move {
+                    client.get_auth_data(&token, body).await
+                })
+                .await;
+        let now = now_millis();
+        let status = match answer {
+            Ok(data) if data.is_authorized() => {
+                if self.store.authorize_by_sync(key, data.auth_time * 1000, &data.invoice_status, now).await? {
+                    tracing::info!(order = %key, "authorization found through getauthdata (the push was lost)");
+                    self.dispatcher.kick();
+                }
+                Some(data.invoice_status)
+            }
+            Ok(data) => {
+                self.store.record_sync(key, Some(&data.invoice_status), now).await?;
+                if data.invoice_status == "auth fail" {
+                    self.store
+                        .transition(key, &[AuthState::Pending, AuthState::Expired], AuthState::Declined, now)
+                        .await?;
+                } else {
+                    self.expire_if_due(&existing, now).await?;
+                }
+                Some(data.invoice_status)
+            }
+            Err(CallError::Wechat(error)) if error.errcode() == Some(errcode::ORDER_NEVER_AUTHORIZED) => {
+                self.store.record_sync(key, None, now).await?;
+                self.expire_if_due(&existing, now).await?;
+                None
+            }
+            Err(CallError::Wechat(error)) if error.errcode() == Some(errcode::ORDER_REJECTED) => {
+                self.store.record_sync(key, None, now).await?;
+                let from = [AuthState::Pending, AuthState::Expired, AuthState::Declined];
+                self.store.transition(key, &from, AuthState::Rejected, now).await?;
+                None
+            }
+            Err(error) => return Err(error.into()),
+        };
+        Ok((self.get(key).await?, status))
+    }
+
+    async fn expire_if_due(&self, existing: &Authorization, now: i64) -> Result<(), CollectionError> {
+        if existing.state == AuthState::Pending
+            && existing.auth_url_expires_at <= now
+            && self.store.transition(&existing.key, &[AuthState::Pending], AuthState::Expired, now).await?
+        {
+            tracing::info!(order = %existing.key, "authorization link expired unused");
+        }
+        Ok(())
+    }
+
+    /// RetryIssue: a failed issue goes to the bureau again.
+    pub async fn retry_issue(&self, key: &OrderKey) -> Result<Authorization, CollectionError> {
+        let existing = self.get(key).await?;
+        if !self.store.retry_issue(key, now_millis()).await? {
+            return Err(CollectionError::WrongState {
+                key: key.clone(),
+                state: existing.state,
+                action: "retry its issue",
+            });
+        }
+        self.dispatcher.kick();
+        self.get(key).await
+    }
+
+    /// The reconciler: pending authorizations older than `reconcile_after_secs`, or whose link
+    /// expired, are checked with WeChat, so a lost push never loses a bill.
+    pub async fn run_reconciler(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let interval = Duration::from_secs(self.config.reconcile_interval_secs.max(1));
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                _ = stop.wait_for(|stop| *stop) => return,
+            }
+            let now = now_millis();
+            let older_than = now - self.config.reconcile_after_secs as i64 * 1000;
+            let due = match self.store.claim_for_sync(now, older_than, self.config.reconcile_batch).await {
+                Ok(due) => due,
+                Err(error) => {
+                    tracing::warn!(%error, "reconciler cannot read pending authorizations");
+                    continue;
+                }
+            };
+            for key in due {
+                if let Err(error) = self.sync(&key).await {
+                    tracing::warn!(order = %key, %error, "reconciler could not check the authorization");
+                }
+            }
+        }
+    }
+}

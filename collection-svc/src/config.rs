@@ -1,0 +1,172 @@
+//! collection-svc settings: `--config collection.toml`, every setting overridable as
+//! `COLLECTION__SECTION__KEY`, secrets from env or files.
+
+use std::net::SocketAddr;
+
+use fiscalbill_common::callback::PushMode;
+use fiscalbill_common::config::SecretSetting;
+use fiscalbill_common::db::DatabaseConfig;
+use fiscalbill_common::wechat::{TokenMode, WechatHttpConfig};
+use serde::Deserialize;
+
+pub const ENV_PREFIX: &str = "COLLECTION";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectionConfig {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default = "default_database")]
+    pub database: DatabaseConfig,
+    #[serde(default)]
+    pub wechat: WechatHttpConfig,
+    /// Access tokens come from stable_token (default) or cgi-bin/token.
+    #[serde(default)]
+    pub token_mode: TokenMode,
+    pub bureau: BureauConfig,
+    /// The collection units this service serves.
+    pub units: Vec<UnitConfig>,
+    #[serde(default)]
+    pub authorization: AuthorizationConfig,
+    #[serde(default)]
+    pub dispatch: DispatchConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+fn default_database() -> DatabaseConfig {
+    DatabaseConfig { url: "sqlite://var/collection.db".to_owned(), ..DatabaseConfig::default() }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub grpc_listen: SocketAddr,
+    /// WeChat's pushes arrive at `/wechat/callback/{appid}` here.
+    pub http_listen: SocketAddr,
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            grpc_listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BureauConfig {
+    /// bureau-svc's gRPC endpoint, e.g. `http://bureau.internal:50052`.
+    pub endpoint: String,
+    /// The bureau's s_pappid; when absent it is asked of the bureau once (GetSpAppId) and
+    /// stored.
+    #[serde(default)]
+    pub s_pappid: Option<String>,
+    /// Deadline of one IssueBill call.
+    #[serde(default = "default_issue_deadline")]
+    pub issue_deadline_ms: u64,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_ms: u64,
+}
+
+fn default_issue_deadline() -> u64 {
+    10_000
+}
+
+fn default_connect_timeout() -> u64 {
+    3_000
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnitConfig {
+    /// The unit's Service Account.
+    pub appid: String,
+    pub secret: SecretSetting,
+    /// The callback token configured at WeChat for this account.
+    pub callback_token: SecretSetting,
+    #[serde(default)]
+    pub encoding_aes_key: Option<SecretSetting>,
+    /// The EncodingAESKey before the last rotation, tried when the current one fails.
+    #[serde(default)]
+    pub previous_encoding_aes_key: Option<SecretSetting>,
+    #[serde(default)]
+    pub push_mode: PushMode,
+    /// The unit's App (Open Platform), for the App scenario.
+    #[serde(default)]
+    pub app: Option<AppConfig>,
+    /// Where pushes this service does not handle (`update_invoice_status`) are forwarded,
+    /// unchanged: the bureau's callback in the self-built platform, where one account plays
+    /// both roles and WeChat has one callback URL.
+    #[serde(default)]
+    pub forward_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    pub appid: String,
+    pub secret: SecretSetting,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthorizationConfig {
+    /// A pending authorization this old is checked with WeChat (getauthdata), seconds.
+    pub reconcile_after_secs: u64,
+    /// How often the reconciler looks, seconds.
+    pub reconcile_interval_secs: u64,
+    /// Authorizations checked per round.
+    pub reconcile_batch: i64,
+    /// Largest PDF accepted with CreateAuthorization, bytes (the bureau's limit applies too).
+    pub pdf_max_bytes: usize,
+}
+
+impl Default for AuthorizationConfig {
+    fn default() -> Self {
+        Self {
+            reconcile_after_secs: 300,
+            reconcile_interval_secs: 30,
+            reconcile_batch: 50,
+            pdf_max_bytes: 2 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DispatchConfig {
+    /// IssueBill calls in flight at once.
+    pub workers: usize,
+    pub poll_interval_ms: u64,
+    /// First retry delay after the bureau was unavailable; doubles up to `retry_max_ms`.
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    /// How often a bill still in progress at the bureau is polled.
+    pub progress_poll_ms: u64,
+    /// How long a replica owns a job it delivers.
+    pub lease_secs: u64,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        Self {
+            workers: 16,
+            poll_interval_ms: 200,
+            retry_base_ms: 500,
+            retry_max_ms: 60_000,
+            progress_poll_ms: 1_000,
+            lease_secs: 60,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub json: bool,
+}

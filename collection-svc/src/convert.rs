@@ -1,0 +1,202 @@
+//! Proto messages ⇄ collection-svc's domain, with every violation reported at once.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use fiscalbill_common::bill::{
+    BillContent, check_appid, check_order_id, check_page_size, check_request_id, optional_timestamp, timestamp,
+};
+use fiscalbill_common::proto::collection as pb;
+use fiscalbill_common::proto::types as types_pb;
+use fiscalbill_common::status::{ApiError, Violations};
+use fiscalbill_common::wechat::types::AuthSource;
+
+use crate::domain::{AuthCursor, AuthQuery, AuthState, Authorization, CreateRequest, OrderKey};
+
+fn check_url(violations: &mut Violations, field: &str, value: &str, https_only: bool) {
+    let valid = url::Url::parse(value).is_ok_and(|url| {
+        (url.scheme() == "https" || (!https_only && url.scheme() == "http")) && url.host_str().is_some()
+    });
+    if !valid || value.len() > 512 {
+        let scheme = if https_only { "https" } else { "http(s)" };
+        violations.add(field, format!("must be an absolute {scheme} URL of at most 512 characters"));
+    }
+}
+
+pub fn create_request(
+    request: pb::CreateAuthorizationRequest,
+    pdf_max_bytes: usize,
+    now_secs: i64,
+) -> Result<CreateRequest, ApiError> {
+    let pb::CreateAuthorizationRequest { unit_appid, order_id, money, source, redirect_url, bill, pdf, request_id } =
+        request;
+    let mut violations = Violations::default();
+    check_appid(&mut violations, "unit_appid", &unit_appid);
+    check_order_id(&mut violations, "order_id", &order_id);
+    let source = match types_pb::Source::try_from(source) {
+        Ok(types_pb::Source::Web) => Some(AuthSource::Web),
+        Ok(types_pb::Source::App) => Some(AuthSource::App),
+        _ => {
+            violations.add("source", "must be SOURCE_WEB or SOURCE_APP");
+            None
+        }
+    };
+    if !redirect_url.is_empty() {
+        check_url(&mut violations, "redirect_url", &redirect_url, false);
+    }
+    let bill = BillContent::from_proto(bill.as_ref(), "bill", now_secs, &mut violations);
+    match &bill {
+        Some(bill) if money != bill.fee => violations.add("money", format!("must equal bill.fee ({} fen)", bill.fee)),
+        _ if money <= 0 => violations.add("money", "must be > 0 fen"),
+        _ => {}
+    }
+    if !pdf.is_empty()
+        && let Err(error) = fiscalbill_common::pdf::validate(&pdf, pdf_max_bytes)
+    {
+        violations.add("pdf", error.to_string());
+    }
+    check_request_id(&mut violations, "request_id", &request_id);
+    violations.into_result()?;
+    Ok(CreateRequest {
+        key: OrderKey { unit_appid, order_id },
+        money,
+        source: source.expect("validated"),
+        redirect_url: (!redirect_url.is_empty()).then_some(redirect_url),
+        bill: bill.expect("validated"),
+        pdf: (!pdf.is_empty()).then_some(pdf),
+        request_id: (!request_id.is_empty()).then_some(request_id),
+    })
+}
+
+pub fn order_key(unit_appid: String, order_id: String) -> Result<OrderKey, ApiError> {
+    let mut violations = Violations::default();
+    check_appid(&mut violations, "unit_appid", &unit_appid);
+    check_order_id(&mut violations, "order_id", &order_id);
+    violations.into_result()?;
+    Ok(OrderKey { unit_appid, order_id })
+}
+
+/// RejectAuthorization: the order, the reason and the optional URL.
+pub fn reject_request(request: pb::RejectAuthorizationRequest) -> Result<(OrderKey, String, Option<String>), ApiError> {
+    let pb::RejectAuthorizationRequest { unit_appid, order_id, reason, url } = request;
+    let mut violations = Violations::default();
+    check_appid(&mut violations, "unit_appid", &unit_appid);
+    check_order_id(&mut violations, "order_id", &order_id);
+    let chars = reason.chars().count();
+    if reason.trim().is_empty() || chars > 128 || reason.chars().any(char::is_control) {
+        violations.add("reason", "must be 1 to 128 characters");
+    }
+    if !url.is_empty() {
+        check_url(&mut violations, "url", &url, true);
+    }
+    violations.into_result()?;
+    Ok((OrderKey { unit_appid, order_id }, reason, (!url.is_empty()).then_some(url)))
+}
+
+pub fn appid(field: &str, value: &str) -> Result<(), ApiError> {
+    let mut violations = Violations::default();
+    check_appid(&mut violations, field, value);
+    violations.into_result()
+}
+
+pub fn list_request(request: pb::ListAuthorizationsRequest) -> Result<AuthQuery, ApiError> {
+    let pb::ListAuthorizationsRequest { unit_appid, state, page_size, page_token } = request;
+    let mut violations = Violations::default();
+    if !unit_appid.is_empty() {
+        check_appid(&mut violations, "unit_appid", &unit_appid);
+    }
+    let state = match pb::AuthorizationState::try_from(state) {
+        Ok(pb::AuthorizationState::Unspecified) => None,
+        Ok(known) => Some(state_from_proto(known)),
+        Err(_) => {
+            violations.add("state", "is not an AuthorizationState value");
+            None
+        }
+    };
+    let limit = check_page_size(&mut violations, "page_size", page_size);
+    let after = if page_token.is_empty() {
+        None
+    } else {
+        let cursor = decode_cursor(&page_token);
+        if cursor.is_none() {
+            violations.add("page_token", "is not a token from a previous ListAuthorizations response");
+        }
+        cursor
+    };
+    violations.into_result()?;
+    Ok(AuthQuery { unit_appid: (!unit_appid.is_empty()).then_some(unit_appid), state, limit, after })
+}
+
+pub fn page_token(last: &Authorization) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}\n{}\n{}", last.created_at, last.key.unit_appid, last.key.order_id))
+}
+
+fn decode_cursor(token: &str) -> Option<AuthCursor> {
+    let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(token).ok()?).ok()?;
+    let mut parts = raw.splitn(3, '\n');
+    Some(AuthCursor {
+        created_at: parts.next()?.parse().ok()?,
+        unit_appid: parts.next()?.to_owned(),
+        order_id: parts.next()?.to_owned(),
+    })
+}
+
+fn state_from_proto(state: pb::AuthorizationState) -> AuthState {
+    match state {
+        pb::AuthorizationState::Pending | pb::AuthorizationState::Unspecified => AuthState::Pending,
+        pb::AuthorizationState::Authorized => AuthState::Authorized,
+        pb::AuthorizationState::Issuing => AuthState::Issuing,
+        pb::AuthorizationState::Issued => AuthState::Issued,
+        pb::AuthorizationState::IssueFailed => AuthState::IssueFailed,
+        pb::AuthorizationState::Declined => AuthState::Declined,
+        pb::AuthorizationState::Rejected => AuthState::Rejected,
+        pb::AuthorizationState::Expired => AuthState::Expired,
+    }
+}
+
+fn state_to_proto(state: AuthState) -> pb::AuthorizationState {
+    match state {
+        AuthState::Pending => pb::AuthorizationState::Pending,
+        AuthState::Authorized => pb::AuthorizationState::Authorized,
+        AuthState::Issuing => pb::AuthorizationState::Issuing,
+        AuthState::Issued => pb::AuthorizationState::Issued,
+        AuthState::IssueFailed => pb::AuthorizationState::IssueFailed,
+        AuthState::Declined => pb::AuthorizationState::Declined,
+        AuthState::Rejected => pb::AuthorizationState::Rejected,
+        AuthState::Expired => pb::AuthorizationState::Expired,
+    }
+}
+
+pub fn to_proto(auth: &Authorization) -> pb::Authorization {
+    pb::Authorization {
+        unit_appid: auth.key.unit_appid.clone(),
+        order_id: auth.key.order_id.clone(),
+        state: state_to_proto(auth.state) as i32,
+        source: match auth.source {
+            AuthSource::Web => types_pb::Source::Web,
+            AuthSource::App => types_pb::Source::App,
+        } as i32,
+        money: auth.money,
+        bill: Some(auth.bill.to_proto()),
+        auth_url: auth.auth_url.clone(),
+        auth_url_expire_time: Some(timestamp(auth.auth_url_expires_at)),
+        redirect_url: auth.redirect_url.clone().unwrap_or_default(),
+        openid: auth.openid.clone().unwrap_or_default(),
+        authorize_time: optional_timestamp(auth.authorize_time),
+        card_id: auth.card_id.clone().unwrap_or_default(),
+        card_code: auth.card_code.clone().unwrap_or_default(),
+        failure: auth.failure.as_ref().map(|f| types_pb::Failure {
+            reason: f.reason.clone(),
+            message: f.message.clone(),
+            wechat_errcode: f.wechat_errcode,
+            wechat_errmsg: f.wechat_errmsg.clone(),
+            wechat_rid: f.wechat_rid.clone(),
+            time: optional_timestamp(f.at),
+        }),
+        issue_attempts: auth.issue_attempts.min(i64::from(i32::MAX)) as i32,
+        reject_reason: auth.reject_reason.clone().unwrap_or_default(),
+        request_id: auth.request_id.clone().unwrap_or_default(),
+        create_time: Some(timestamp(auth.created_at)),
+        update_time: Some(timestamp(auth.updated_at)),
+        authorized_appid: auth.authorized_appid.clone(),
+    }
+}

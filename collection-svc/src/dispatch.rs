@@ -1,0 +1,243 @@
+//! The dispatcher: delivers each authorized order's IssueBill to the bureau from the outbox,
+//! with a deadline and a request_id; retries while the bureau is unavailable (with backoff and
+//! jitter); polls bills still in progress; records the final outcome on the authorization.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use fiscalbill_common::backoff::jittered;
+use fiscalbill_common::db::now_millis;
+use fiscalbill_common::proto::bureau as pb;
+use sha2::{Digest, Sha256};
+use tokio::sync::{Notify, Semaphore};
+use tonic::Code;
+use tonic_types::StatusExt;
+
+use crate::bureau::BureauLink;
+use crate::config::DispatchConfig;
+use crate::domain::{AuthState, Failure, Job, JobPhase, OrderKey};
+use crate::store::{JobOutcome, Store};
+
+pub struct Dispatcher {
+    store: Store,
+    bureau: Arc<BureauLink>,
+    config: DispatchConfig,
+    holder: String,
+    wake: Notify,
+    accepting: AtomicBool,
+    slots: Arc<Semaphore>,
+}
+
+/// The request_id of an order's IssueBill: stable across retries and replicas.
+pub fn request_id(key: &OrderKey) -> String {
+    hex::encode(&Sha256::digest(format!("{}\n{}", key.unit_appid, key.order_id))[..16])
+}
+
+impl Dispatcher {
+    pub fn new(store: Store, bureau: Arc<BureauLink>, config: DispatchConfig, holder: String) -> Self {
+        let slots = Arc::new(Semaphore::new(config.workers.max(1)));
+        Self { store, bureau, config, holder, wake: Notify::new(), accepting: AtomicBool::new(true), slots }
+    }
+
+    /// Look for jobs now (a push or a sync just queued one).
+    pub fn kick(&self) {
+        self.wake.notify_one();
+    }
+
+    pub async fn run(self: Arc<Self>) {
+        let interval = Duration::from_millis(self.config.poll_interval_ms.max(10));
+        while self.accepting.load(Ordering::SeqCst) {
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(interval) => {}
+            }
+            let free = self.slots.available_permits();
+            if free == 0 || !self.accepting.load(Ordering::SeqCst) {
+                continue;
+            }
+            let now = now_millis();
+            let lease = self.config.lease_secs as i64 * 1000;
+            let jobs = match self.store.claim_jobs(&self.holder, now, now + lease, free as i64).await {
+                Ok(jobs) => jobs,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read the outbox");
+                    continue;
+                }
+            };
+            if jobs.len() == free {
+                self.wake.notify_one();
+            }
+            for job in jobs {
+                let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+                    let _ = self.store.release_job(&job.key, &self.holder).await;
+                    continue;
+                };
+                let dispatcher = self.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = dispatcher.deliver(&job).await {
+                        tracing::warn!(order = %job.key, %error, "delivery interrupted; the job is retried after its lease");
+                    }
+                    drop(permit);
+                });
+            }
+        }
+    }
+
+    /// Stops taking jobs and waits (up to `grace`) for deliveries in flight.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.accepting.store(false, Ordering::SeqCst);
+        self.wake.notify_one();
+        let all = self.config.workers.max(1) as u32;
+        if tokio::time::timeout(grace, self.slots.acquire_many(all)).await.is_err() {
+            tracing::warn!("shutdown grace over with deliveries in flight; their jobs are retried after their lease");
+        }
+    }
+
+    async fn deliver(&self, job: &Job) -> Result<(), sqlx::Error> {
+        let Some(authorization) = self.store.authorization(&job.key).await? else {
+            return self.store.release_job(&job.key, &self.holder).await;
+        };
+        if !matches!(authorization.state, AuthState::Authorized | AuthState::Issuing) {
+            let outcome = JobOutcome::Failed(Failure { reason: "NOT_AUTHORIZED".into(), ..Failure::default() });
+            return self.store.finish_job(&job.key, &self.holder, &outcome, now_millis()).await;
+        }
+        let mut client = self.bureau.client();
+        let answer = match job.phase {
+            JobPhase::Issue => {
+                let pdf = self.store.pdf(&job.key).await?.unwrap_or_default();
+                let mut request = tonic::Request::new(pb::IssueBillRequest {
+                    unit_appid: job.key.unit_appid.clone(),
+                    order_id: job.key.order_id.clone(),
+                    content: Some(authorization.bill.to_proto()),
+                    pdf,
+                    request_id: request_id(&job.key),
+                    authorized_appid: authorization.authorized_appid.clone(),
+                });
+                request.set_timeout(self.bureau.issue_deadline);
+                client.issue_bill(request).await.map(|r| r.into_inner().bill)
+            }
+            JobPhase::Poll => {
+                let mut request = tonic::Request::new(pb::GetBillRequest {
+                    unit_appid: job.key.unit_appid.clone(),
+                    order_id: job.key.order_id.clone(),
+                });
+                request.set_timeout(Duration::from_secs(5));
+                client.get_bill(request).await.map(|r| r.into_inner().bill)
+            }
+        };
+        let now = now_millis();
+        match answer {
+            Ok(Some(bill)) => self.record_bill(job, &bill, now).await,
+            Ok(None) => self.retry(job, "the bureau answered without a bill", "BUREAU_ERROR", now).await,
+            Err(status) if job.phase == JobPhase::Poll && status.code() == Code::NotFound => {
+                // The bureau does not know the bill: issue it (again).
+                self.retry(job, "the bureau does not know the bill", "BUREAU_BILL_MISSING", now).await
+            }
+            Err(status) if retryable(&status) => {
+                let message = format!("bureau {}: {}", code_name(status.code()), status.message());
+                self.retry(job, &message, "BUREAU_UNAVAILABLE", now).await
+            }
+            Err(status) => {
+                let info = status.get_error_details().error_info().cloned();
+                let failure = Failure {
+                    reason: info.as_ref().map(|i| i.reason.clone()).unwrap_or_else(|| "BUREAU_REFUSED".to_owned()),
+                    message: status.message().to_owned(),
+                    wechat_errcode: info
+                        .as_ref()
+                        .and_then(|i| i.metadata.get("wechat_errcode"))
+                        .and_then(|c| c.parse().ok())
+                        .unwrap_or(0),
+                    wechat_errmsg: String::new(),
+                    wechat_rid: info.as_ref().and_then(|i| i.metadata.get("wechat_rid")).cloned().unwrap_or_default(),
+                    at: now,
+                };
+                tracing::warn!(order = %job.key, reason = %failure.reason, "the bureau refused the bill");
+                self.store.finish_job(&job.key, &self.holder, &JobOutcome::Failed(failure), now).await
+            }
+        }
+    }
+
+    async fn record_bill(&self, job: &Job, bill: &pb::Bill, now: i64) -> Result<(), sqlx::Error> {
+        let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        match pb::BillState::try_from(bill.state) {
+            Ok(pb::BillState::Inserted) => {
+                tracing::info!(order = %job.key, "bill issued");
+                let outcome = JobOutcome::Issued {
+                    card_id: non_empty(&bill.card_id),
+                    card_code: non_empty(&bill.card_code),
+                    openid: non_empty(&bill.openid),
+                };
+                self.store.finish_job(&job.key, &self.holder, &outcome, now).await
+            }
+            Ok(pb::BillState::Failed) => {
+                let failure = bill.failure.clone().unwrap_or_default();
+                tracing::warn!(order = %job.key, reason = %failure.reason, "the bureau could not issue the bill");
+                let failure = Failure {
+                    reason: failure.reason,
+                    message: failure.message,
+                    wechat_errcode: failure.wechat_errcode,
+                    wechat_errmsg: failure.wechat_errmsg,
+                    wechat_rid: failure.wechat_rid,
+                    at: now,
+                };
+                self.store.finish_job(&job.key, &self.holder, &JobOutcome::Failed(failure), now).await
+            }
+            _ => {
+                let next = now + self.config.progress_poll_ms as i64;
+                self.store.job_in_progress(&job.key, &self.holder, next, now).await
+            }
+        }
+    }
+
+    async fn retry(&self, job: &Job, message: &str, reason: &str, now: i64) -> Result<(), sqlx::Error> {
+        let delay = jittered(
+            Duration::from_millis(self.config.retry_base_ms),
+            Duration::from_millis(self.config.retry_max_ms),
+            (job.attempts + 1).clamp(1, 1000) as u32,
+        )
+        .as_millis() as i64;
+        tracing::info!(order = %job.key, attempt = job.attempts + 1, delay_ms = delay, %message, "IssueBill not delivered; retrying later");
+        let failure = Failure { reason: reason.to_owned(), message: message.to_owned(), at: now, ..Failure::default() };
+        self.store.retry_job(&job.key, &self.holder, now + delay, &failure, now).await
+    }
+}
+
+/// Codes worth retrying: the bureau is down, overloaded, or the call timed out.
+fn retryable(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Aborted
+            | Code::Cancelled
+            | Code::Unknown
+    )
+}
+
+fn code_name(code: Code) -> String {
+    format!("{code:?}").to_uppercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_stable_and_short() {
+        let key = OrderKey { unit_appid: "wxc0000000000000c1".into(), order_id: "o".repeat(64) };
+        assert_eq!(request_id(&key), request_id(&key.clone()));
+        assert_eq!(request_id(&key).len(), 32);
+        let other = OrderKey { order_id: "p".into(), ..key.clone() };
+        assert_ne!(request_id(&key), request_id(&other));
+    }
+
+    #[test]
+    fn only_transient_codes_are_retried() {
+        assert!(retryable(&tonic::Status::unavailable("x")));
+        assert!(retryable(&tonic::Status::deadline_exceeded("x")));
+        assert!(!retryable(&tonic::Status::invalid_argument("x")));
+        assert!(!retryable(&tonic::Status::failed_precondition("x")));
+    }
+}

@@ -1,0 +1,224 @@
+//! collection-svc: the collection unit's side of issuing fiscal e-bills into WeChat card
+//! packages (wechat-fiscal-api.md steps 1–6). See README.md for running it.
+
+mod app;
+mod authorize;
+mod bureau;
+mod callback;
+pub mod config;
+mod convert;
+mod dispatch;
+pub mod domain;
+mod error;
+mod service;
+mod store;
+mod units;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use fiscalbill_common::clock::SystemClock;
+use fiscalbill_common::config::ConfigError;
+use fiscalbill_common::db::{COMMON_MIGRATIONS, Db};
+use fiscalbill_common::proto::collection::collection_service_server::CollectionServiceServer;
+use fiscalbill_common::server::{Health, base_router, bind, serve};
+use fiscalbill_common::sql_credentials::SqlCredentialStore;
+use fiscalbill_common::wechat::{Credentials, WechatClient};
+use tokio::sync::watch;
+
+pub use config::CollectionConfig;
+pub use dispatch::request_id;
+pub use error::DOMAIN;
+
+use app::App;
+use units::Units;
+
+const SERVICE_NAME: &str = "fiscalbill.collection.v1.CollectionService";
+const SCHEMA: &str = "collection";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Units(#[from] units::UnitsError),
+    #[error("WeChat client: {0}")]
+    Client(String),
+    #[error("bureau endpoint: {0}")]
+    Bureau(String),
+    #[error("{0}")]
+    Listen(#[from] std::io::Error),
+}
+
+/// A started collection-svc: its addresses and how to stop it.
+pub struct RunningCollection {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningCollection {
+    /// Drains and stops: health NOT_SERVING, no new deliveries, servers close.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Binds both listeners, then connects the database (retrying until it answers), migrates,
+/// and only then reports SERVING.
+pub async fn start(config: CollectionConfig) -> Result<RunningCollection, StartError> {
+    let (units, accounts) = Units::from_config(&config.units)?;
+    let units = Arc::new(units);
+    let client = WechatClient::new(&config.wechat).map_err(|e| StartError::Client(e.to_string()))?;
+    tonic::transport::Endpoint::from_shared(config.bureau.endpoint.clone())
+        .map_err(|e| StartError::Bureau(e.to_string()))?;
+
+    let grpc_listener = bind(config.server.grpc_listen).await?;
+    let http_listener = bind(config.server.http_listen).await?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
+
+    let app_cell: Arc<OnceLock<Arc<App>>> = Arc::default();
+    let (router, health) = base_router(vec![SERVICE_NAME]).await;
+    let max_message = config.authorization.pdf_max_bytes + 256 * 1024;
+    let service = CollectionServiceServer::new(service::CollectionGrpc::new(app_cell.clone()))
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
+    let router = router.add_service(service);
+    let http = callback::router(callback::CallbackState {
+        units: units.clone(),
+        app: app_cell.clone(),
+        forwarder: callback::forwarder(),
+    });
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let until_stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let grpc_task = tokio::spawn(serve(router, grpc_listener, until_stopped(stop_rx.clone())));
+    let http_task = tokio::spawn(async move {
+        axum::serve(http_listener, http).with_graceful_shutdown(until_stopped(stop_rx.clone())).await
+    });
+    tracing::info!(%grpc_addr, %http_addr, "collection-svc listening");
+
+    let parts = Parts { config, client, accounts, units, max_message };
+    let task = tokio::spawn(run(parts, app_cell, health, stop_tx.subscribe(), grpc_task, http_task));
+    Ok(RunningCollection { grpc_addr, http_addr, stop: stop_tx, task })
+}
+
+/// What the service is built from once its database is ready.
+struct Parts {
+    config: CollectionConfig,
+    client: WechatClient,
+    accounts: Vec<(String, fiscalbill_common::Secret)>,
+    units: Arc<Units>,
+    max_message: usize,
+}
+
+async fn run(
+    parts: Parts,
+    app_cell: Arc<OnceLock<Arc<App>>>,
+    health: Health,
+    mut stop: watch::Receiver<bool>,
+    grpc_task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    http_task: tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let db = tokio::select! {
+        db = connect(&parts.config) => db,
+        _ = stop.wait_for(|stop| *stop) => None,
+    };
+    let grace = Duration::from_millis(parts.config.server.shutdown_grace_ms);
+    let mut tasks = Vec::new();
+    if let Some(db) = &db {
+        let app = match build(parts, db.clone()) {
+            Ok(app) => app,
+            Err(error) => {
+                tracing::error!(%error, "cannot build collection-svc");
+                return;
+            }
+        };
+        tasks.push(tokio::spawn(app.dispatcher.clone().run()));
+        tasks.push(tokio::spawn(app.authorizations.clone().run_reconciler(stop.clone())));
+        let _ = app_cell.set(app);
+        health.set(true).await;
+        tracing::info!("collection-svc ready");
+        let _ = stop.wait_for(|stop| *stop).await;
+    }
+
+    tracing::info!("collection-svc draining");
+    health.set(false).await;
+    if let Some(app) = app_cell.get() {
+        app.dispatcher.shutdown(grace).await;
+    }
+    for task in tasks {
+        task.abort();
+    }
+    if let Ok(Err(error)) = grpc_task.await {
+        tracing::error!(%error, "gRPC server failed");
+    }
+    if let Ok(Err(error)) = http_task.await {
+        tracing::error!(%error, "HTTP server failed");
+    }
+    if let Some(db) = db {
+        db.close().await;
+    }
+    tracing::info!("collection-svc stopped");
+}
+
+async fn connect(config: &CollectionConfig) -> Option<Db> {
+    let schema = config.database.schema.clone().unwrap_or_else(|| SCHEMA.to_owned());
+    loop {
+        let attempt = async {
+            let db = Db::connect(&config.database, SCHEMA).await?;
+            db.migrate(&[COMMON_MIGRATIONS, store::MIGRATIONS], &schema).await?;
+            Ok::<Db, fiscalbill_common::db::DbError>(db)
+        };
+        match attempt.await {
+            Ok(db) => return Some(db),
+            Err(error) => {
+                tracing::error!(%error, "database not ready; retrying in 2 s");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+}
+
+fn build(parts: Parts, db: Db) -> Result<Arc<App>, StartError> {
+    let store = store::Store::new(db.clone());
+    let credentials = Arc::new(Credentials::new(
+        parts.client,
+        parts.accounts,
+        parts.config.token_mode,
+        Arc::new(SqlCredentialStore::new(db)),
+        Arc::new(SystemClock),
+    ));
+    let bureau = Arc::new(
+        bureau::BureauLink::new(&parts.config.bureau, store.clone(), parts.max_message)
+            .map_err(|e| StartError::Bureau(e.to_string()))?,
+    );
+    let dispatcher = Arc::new(dispatch::Dispatcher::new(
+        store.clone(),
+        bureau.clone(),
+        parts.config.dispatch.clone(),
+        app::replica_id(),
+    ));
+    let authorizations = Arc::new(authorize::Authorizations::new(
+        store.clone(),
+        credentials.clone(),
+        parts.units.clone(),
+        bureau,
+        dispatcher.clone(),
+        parts.config.authorization.clone(),
+    ));
+    Ok(Arc::new(App {
+        store,
+        credentials,
+        units: parts.units,
+        authorizations,
+        dispatcher,
+        config: parts.config.authorization,
+    }))
+}

@@ -1,0 +1,148 @@
+//! The gRPC handlers: proto in, domain call, proto out.
+
+use std::sync::{Arc, OnceLock};
+
+use fiscalbill_common::bill::timestamp;
+use fiscalbill_common::clock::unix_now;
+use fiscalbill_common::proto::collection as pb;
+use fiscalbill_common::proto::collection::collection_service_server::CollectionService;
+use fiscalbill_common::wechat::Credential;
+use tonic::{Request, Response, Status};
+
+use crate::app::App;
+use crate::convert;
+use crate::error::CollectionError;
+
+pub struct CollectionGrpc {
+    app: Arc<OnceLock<Arc<App>>>,
+}
+
+impl CollectionGrpc {
+    pub fn new(app: Arc<OnceLock<Arc<App>>>) -> Self {
+        Self { app }
+    }
+
+    fn app(&self) -> Result<&Arc<App>, CollectionError> {
+        self.app.get().ok_or(CollectionError::NotReady)
+    }
+}
+
+fn expire_time(credential: &Credential) -> Option<prost_types::Timestamp> {
+    Some(timestamp(credential.expires_at * 1000))
+}
+
+#[tonic::async_trait]
+impl CollectionService for CollectionGrpc {
+    async fn create_authorization(
+        &self,
+        request: Request<pb::CreateAuthorizationRequest>,
+    ) -> Result<Response<pb::CreateAuthorizationResponse>, Status> {
+        let app = self.app()?;
+        let request = convert::create_request(request.into_inner(), app.config.pdf_max_bytes, unix_now())
+            .map_err(CollectionError::from)?;
+        let span = tracing::info_span!("CreateAuthorization", unit_appid = %request.key.unit_appid, order_id = %request.key.order_id);
+        let authorization = tracing::Instrument::instrument(app.authorizations.create(request), span).await?;
+        Ok(Response::new(pb::CreateAuthorizationResponse { authorization: Some(convert::to_proto(&authorization)) }))
+    }
+
+    async fn get_authorization(
+        &self,
+        request: Request<pb::GetAuthorizationRequest>,
+    ) -> Result<Response<pb::GetAuthorizationResponse>, Status> {
+        let app = self.app()?;
+        let pb::GetAuthorizationRequest { unit_appid, order_id } = request.into_inner();
+        let key = convert::order_key(unit_appid, order_id).map_err(CollectionError::from)?;
+        let authorization = app.authorizations.get(&key).await?;
+        Ok(Response::new(pb::GetAuthorizationResponse { authorization: Some(convert::to_proto(&authorization)) }))
+    }
+
+    async fn list_authorizations(
+        &self,
+        request: Request<pb::ListAuthorizationsRequest>,
+    ) -> Result<Response<pb::ListAuthorizationsResponse>, Status> {
+        let app = self.app()?;
+        let mut query = convert::list_request(request.into_inner()).map_err(CollectionError::from)?;
+        let limit = query.limit;
+        query.limit += 1;
+        let mut found = app.store.list(&query).await.map_err(CollectionError::from)?;
+        let next_page_token = if found.len() as i64 > limit {
+            found.truncate(limit as usize);
+            found.last().map(convert::page_token).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListAuthorizationsResponse {
+            authorizations: found.iter().map(convert::to_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn reject_authorization(
+        &self,
+        request: Request<pb::RejectAuthorizationRequest>,
+    ) -> Result<Response<pb::RejectAuthorizationResponse>, Status> {
+        let app = self.app()?;
+        let (key, reason, url) = convert::reject_request(request.into_inner()).map_err(CollectionError::from)?;
+        let authorization = app.authorizations.reject(&key, reason, url).await?;
+        Ok(Response::new(pb::RejectAuthorizationResponse { authorization: Some(convert::to_proto(&authorization)) }))
+    }
+
+    async fn sync_authorization(
+        &self,
+        request: Request<pb::SyncAuthorizationRequest>,
+    ) -> Result<Response<pb::SyncAuthorizationResponse>, Status> {
+        let app = self.app()?;
+        let pb::SyncAuthorizationRequest { unit_appid, order_id } = request.into_inner();
+        let key = convert::order_key(unit_appid, order_id).map_err(CollectionError::from)?;
+        let (authorization, status) = app.authorizations.sync(&key).await?;
+        Ok(Response::new(pb::SyncAuthorizationResponse {
+            authorization: Some(convert::to_proto(&authorization)),
+            wechat_invoice_status: status.unwrap_or_default(),
+        }))
+    }
+
+    async fn retry_issue(
+        &self,
+        request: Request<pb::RetryIssueRequest>,
+    ) -> Result<Response<pb::RetryIssueResponse>, Status> {
+        let app = self.app()?;
+        let pb::RetryIssueRequest { unit_appid, order_id } = request.into_inner();
+        let key = convert::order_key(unit_appid, order_id).map_err(CollectionError::from)?;
+        let authorization = app.authorizations.retry_issue(&key).await?;
+        Ok(Response::new(pb::RetryIssueResponse { authorization: Some(convert::to_proto(&authorization)) }))
+    }
+
+    async fn get_access_token(
+        &self,
+        request: Request<pb::GetAccessTokenRequest>,
+    ) -> Result<Response<pb::GetAccessTokenResponse>, Status> {
+        let app = self.app()?;
+        let pb::GetAccessTokenRequest { appid } = request.into_inner();
+        convert::appid("appid", &appid).map_err(CollectionError::from)?;
+        if !app.units.serves_account(&appid) {
+            return Err(CollectionError::AccountNotServed(appid).into());
+        }
+        let token = app.credentials.access_token(&appid).await.map_err(CollectionError::from)?;
+        Ok(Response::new(pb::GetAccessTokenResponse {
+            access_token: token.value.expose().to_owned(),
+            expire_time: expire_time(&token),
+        }))
+    }
+
+    async fn get_card_ticket(
+        &self,
+        request: Request<pb::GetCardTicketRequest>,
+    ) -> Result<Response<pb::GetCardTicketResponse>, Status> {
+        let app = self.app()?;
+        let pb::GetCardTicketRequest { appid } = request.into_inner();
+        convert::appid("appid", &appid).map_err(CollectionError::from)?;
+        if !app.units.serves_account(&appid) {
+            return Err(CollectionError::AccountNotServed(appid).into());
+        }
+        let ticket = app.credentials.card_ticket(&appid).await.map_err(CollectionError::from)?;
+        Ok(Response::new(pb::GetCardTicketResponse {
+            ticket: ticket.value.expose().to_owned(),
+            expire_time: expire_time(&ticket),
+        }))
+    }
+}

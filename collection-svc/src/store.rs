@@ -1,0 +1,665 @@
+//! All of collection-svc's SQL, for SQLite and PostgreSQL alike. A verified push is recorded
+//! (deduplicated), applied to its authorization and turned into an outbox job in one
+//! transaction; outbox jobs are leased so that one replica at a time delivers each.
+
+use bytes::Bytes;
+use fiscalbill_common::bill::BillContent;
+use fiscalbill_common::db::{Db, Migration};
+use fiscalbill_common::wechat::types::AuthSource;
+use sqlx::any::AnyRow;
+use sqlx::{Error, Row};
+
+use crate::domain::{AuthCursor, AuthQuery, AuthState, Authorization, Failure, Job, JobPhase, OrderKey};
+
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    set: "collection",
+    version: 1,
+    name: "initial schema",
+    sqlite: include_str!("../migrations/sqlite/0001_init.sql"),
+    postgres: include_str!("../migrations/postgres/0001_init.sql"),
+}];
+
+macro_rules! auth_columns {
+    () => {
+        "unit_appid, order_id, authorized_appid, source, money, bill, pdf_sha256, redirect_url, request_id, s_pappid, \
+         auth_url, auth_url_expires_at, state, openid, authorize_time, card_id, card_code, failure_reason, failure_message, \
+         failure_errcode, failure_errmsg, failure_rid, failed_at, issue_attempts, reject_reason, wechat_invoice_status, \
+         created_at, updated_at"
+    };
+}
+
+fn corrupt(what: &str, value: &str) -> Error {
+    Error::Decode(format!("stored {what} {value:?} is not valid").into())
+}
+
+fn auth_from_row(row: &AnyRow) -> Result<Authorization, Error> {
+    let state: String = row.try_get("state")?;
+    let source: String = row.try_get("source")?;
+    let bill: String = row.try_get("bill")?;
+    let failure = match row.try_get::<Option<String>, _>("failure_reason")? {
+        Some(reason) => Some(Failure {
+            reason,
+            message: row.try_get::<Option<String>, _>("failure_message")?.unwrap_or_default(),
+            wechat_errcode: row.try_get("failure_errcode")?,
+            wechat_errmsg: row.try_get::<Option<String>, _>("failure_errmsg")?.unwrap_or_default(),
+            wechat_rid: row.try_get::<Option<String>, _>("failure_rid")?.unwrap_or_default(),
+            at: row.try_get("failed_at")?,
+        }),
+        None => None,
+    };
+    Ok(Authorization {
+        key: OrderKey { unit_appid: row.try_get("unit_appid")?, order_id: row.try_get("order_id")? },
+        authorized_appid: row.try_get("authorized_appid")?,
+        source: AuthSource::parse(&source).ok_or_else(|| corrupt("source", &source))?,
+        money: row.try_get("money")?,
+        bill: serde_json::from_str::<BillContent>(&bill).map_err(|_| corrupt("bill", &bill))?,
+        pdf_sha256: row.try_get("pdf_sha256")?,
+        redirect_url: row.try_get("redirect_url")?,
+        request_id: row.try_get("request_id")?,
+        s_pappid: row.try_get("s_pappid")?,
+        auth_url: row.try_get("auth_url")?,
+        auth_url_expires_at: row.try_get("auth_url_expires_at")?,
+        state: AuthState::parse(&state).ok_or_else(|| corrupt("state", &state))?,
+        openid: row.try_get("openid")?,
+        authorize_time: row.try_get("authorize_time")?,
+        card_id: row.try_get("card_id")?,
+        card_code: row.try_get("card_code")?,
+        failure,
+        issue_attempts: row.try_get("issue_attempts")?,
+        reject_reason: row.try_get("reject_reason")?,
+        wechat_invoice_status: row.try_get("wechat_invoice_status")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+/// A verified `user_authorize_invoice` push, ready to record.
+#[derive(Clone, Debug)]
+pub struct PushRow<'a> {
+    pub dedupe_key: &'a str,
+    pub unit_appid: &'a str,
+    pub order_id: &'a str,
+    pub openid: &'a str,
+    pub authorize_appid: Option<&'a str>,
+    pub authorized: bool,
+    /// Unix seconds, from the push.
+    pub create_time: i64,
+    pub body: &'a str,
+}
+
+/// What a push did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// Seen before: a retry or a replay. Nothing changed.
+    Duplicate,
+    /// The order is now authorized and its IssueBill job queued.
+    Authorized,
+    Declined,
+    /// The authorization was already past this answer (e.g. issued, rejected).
+    NoChange,
+    /// No such order: kept for inspection.
+    UnknownOrder,
+    /// The push names another appid than the order was authorized under: kept, not applied.
+    AppidMismatch,
+}
+
+impl PushOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PushOutcome::Duplicate => "duplicate",
+            PushOutcome::Authorized => "authorized",
+            PushOutcome::Declined => "declined",
+            PushOutcome::NoChange => "no_change",
+            PushOutcome::UnknownOrder => "unknown_order",
+            PushOutcome::AppidMismatch => "appid_mismatch",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: Db,
+}
+
+impl Store {
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    // --- settings ---
+
+    pub async fn setting(&self, name: &str) -> Result<Option<String>, Error> {
+        sqlx::query("SELECT value FROM setting WHERE name = $1")
+            .bind(name)
+            .fetch_optional(self.db.pool())
+            .await?
+            .map(|row| row.try_get(0))
+            .transpose()
+    }
+
+    /// Stores a setting unless it exists; returns the stored value.
+    pub async fn put_setting(&self, name: &str, value: &str) -> Result<String, Error> {
+        sqlx::query("INSERT INTO setting (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .bind(value)
+            .execute(self.db.pool())
+            .await?;
+        Ok(self.setting(name).await?.unwrap_or_else(|| value.to_owned()))
+    }
+
+    // --- authorizations ---
+
+    pub async fn authorization(&self, key: &OrderKey) -> Result<Option<Authorization>, Error> {
+        sqlx::query(concat!(
+            "SELECT ",
+            auth_columns!(),
+            " FROM payer_authorization WHERE unit_appid = $1 AND order_id = $2"
+        ))
+        .bind(&key.unit_appid)
+        .bind(&key.order_id)
+        .fetch_optional(self.db.pool())
+        .await?
+        .as_ref()
+        .map(auth_from_row)
+        .transpose()
+    }
+
+    pub async fn authorization_by_request_id(&self, request_id: &str) -> Result<Option<Authorization>, Error> {
+        sqlx::query(concat!("SELECT ", auth_columns!(), " FROM payer_authorization WHERE request_id = $1"))
+            .bind(request_id)
+            .fetch_optional(self.db.pool())
+            .await?
+            .as_ref()
+            .map(auth_from_row)
+            .transpose()
+    }
+
+    pub async fn insert_authorization(&self, auth: &Authorization, pdf: Option<&Bytes>) -> Result<(), Error> {
+        let bill = serde_json::to_string(&auth.bill).expect("bill serializes");
+        let mut tx = self.db.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO payer_authorization (unit_appid, order_id, authorized_appid, source, money, bill, pdf_sha256, redirect_url,
+                request_id, s_pappid, auth_url, auth_url_expires_at, state, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending', $13, $13)",
+        )
+        .bind(&auth.key.unit_appid)
+        .bind(&auth.key.order_id)
+        .bind(&auth.authorized_appid)
+        .bind(auth.source.as_str())
+        .bind(auth.money)
+        .bind(bill)
+        .bind(auth.pdf_sha256.as_deref())
+        .bind(auth.redirect_url.as_deref())
+        .bind(auth.request_id.as_deref())
+        .bind(&auth.s_pappid)
+        .bind(&auth.auth_url)
+        .bind(auth.auth_url_expires_at)
+        .bind(auth.created_at)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(pdf) = pdf {
+            sqlx::query("INSERT INTO payer_authorization_pdf (unit_appid, order_id, pdf) VALUES ($1, $2, $3)")
+                .bind(&auth.key.unit_appid)
+                .bind(&auth.key.order_id)
+                .bind(pdf.as_ref())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await
+    }
+
+    /// A new link for an expired authorization: pending again.
+    pub async fn renew_link(&self, key: &OrderKey, auth_url: &str, expires_at: i64, now: i64) -> Result<bool, Error> {
+        let done = sqlx::query(
+            "UPDATE payer_authorization SET auth_url = $3, auth_url_expires_at = $4, state = 'pending', updated_at = $5
+             WHERE unit_appid = $1 AND order_id = $2 AND state = 'expired'",
+        )
+        .bind(&key.unit_appid)
+        .bind(&key.order_id)
+        .bind(auth_url)
+        .bind(expires_at)
+        .bind(now)
+        .execute(self.db.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn pdf(&self, key: &OrderKey) -> Result<Option<Bytes>, Error> {
+        let row = sqlx::query("SELECT pdf FROM payer_authorization_pdf WHERE unit_appid = $1 AND order_id = $2")
+            .bind(&key.unit_appid)
+            .bind(&key.order_id)
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.map(|row| row.try_get::<Vec<u8>, _>("pdf").map(Bytes::from)).transpose()
+    }
+
+    pub async fn list(&self, query: &AuthQuery) -> Result<Vec<Authorization>, Error> {
+        let cursor = query.after.clone().unwrap_or(AuthCursor {
+            created_at: i64::MAX,
+            unit_appid: String::new(),
+            order_id: String::new(),
+        });
+        sqlx::query(concat!(
+            "SELECT ",
+            auth_columns!(),
+            " FROM payer_authorization WHERE ($1 = '' OR unit_appid = $1) AND ($2 = '' OR state = $2)
+              AND (created_at < $3 OR (created_at = $3 AND (unit_appid > $4 OR (unit_appid = $4 AND order_id > $5))))
+              ORDER BY created_at DESC, unit_appid, order_id LIMIT $6"
+        ))
+        .bind(query.unit_appid.as_deref().unwrap_or_default())
+        .bind(query.state.map(AuthState::as_str).unwrap_or_default())
+        .bind(cursor.created_at)
+        .bind(&cursor.unit_appid)
+        .bind(&cursor.order_id)
+        .bind(query.limit)
+        .fetch_all(self.db.pool())
+        .await?
+        .iter()
+        .map(auth_from_row)
+        .collect()
+    }
+
+    /// Records a verified push once and applies it, queueing the IssueBill job when the payer
+    /// authorized: all in one transaction.
+    pub async fn record_push(&self, push: &PushRow<'_>, now: i64) -> Result<PushOutcome, Error> {
+        let mut tx = self.db.begin_write().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO push_event (dedupe_key, unit_appid, event, order_id, openid, authorize_appid, create_time, outcome, body, received_at)
+             VALUES ($1, $2, 'user_authorize_invoice', $3, $4, $5, $6, '', $7, $8) ON CONFLICT (dedupe_key) DO NOTHING",
+        )
+        .bind(push.dedupe_key)
+        .bind(push.unit_appid)
+        .bind(push.order_id)
+        .bind(push.openid)
+        .bind(push.authorize_appid)
+        .bind(push.create_time)
+        .bind(push.body)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(PushOutcome::Duplicate);
+        }
+        let current =
+            sqlx::query("SELECT authorized_appid FROM payer_authorization WHERE unit_appid = $1 AND order_id = $2")
+                .bind(push.unit_appid)
+                .bind(push.order_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let outcome = match current {
+            None => PushOutcome::UnknownOrder,
+            Some(row) if push.authorize_appid.is_some_and(|appid| appid != row.get::<String, _>(0)) => {
+                PushOutcome::AppidMismatch
+            }
+            Some(_) if push.authorized => {
+                let key = OrderKey { unit_appid: push.unit_appid.to_owned(), order_id: push.order_id.to_owned() };
+                if authorize(&mut tx, &key, Some(push.openid), push.create_time * 1000, None, now).await? {
+                    PushOutcome::Authorized
+                } else {
+                    PushOutcome::NoChange
+                }
+            }
+            Some(_) => {
+                let declined = sqlx::query(
+                    "UPDATE payer_authorization SET state = 'declined', openid = $3, updated_at = $4
+                     WHERE unit_appid = $1 AND order_id = $2 AND state IN ('pending', 'expired')",
+                )
+                .bind(push.unit_appid)
+                .bind(push.order_id)
+                .bind(push.openid)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                if declined.rows_affected() == 1 { PushOutcome::Declined } else { PushOutcome::NoChange }
+            }
+        };
+        sqlx::query("UPDATE push_event SET outcome = $2 WHERE dedupe_key = $1")
+            .bind(push.dedupe_key)
+            .bind(outcome.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// getauthdata said "auth success": authorized, and the job queued. False if the
+    /// authorization was already past waiting for the payer.
+    pub async fn authorize_by_sync(
+        &self,
+        key: &OrderKey,
+        auth_time: i64,
+        invoice_status: &str,
+        now: i64,
+    ) -> Result<bool, Error> {
+        let mut tx = self.db.begin_write().await?;
+        let changed = authorize(&mut tx, key, None, auth_time, Some(invoice_status), now).await?;
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    /// Records getauthdata's answer on an authorization that stays as it is.
+    pub async fn record_sync(&self, key: &OrderKey, invoice_status: Option<&str>, now: i64) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE payer_authorization SET wechat_invoice_status = COALESCE($3, wechat_invoice_status), last_sync_at = $4
+             WHERE unit_appid = $1 AND order_id = $2",
+        )
+        .bind(&key.unit_appid)
+        .bind(&key.order_id)
+        .bind(invoice_status)
+        .bind(now)
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Moves an authorization from one of `from` to `to`; false if it was elsewhere.
+    pub async fn transition(&self, key: &OrderKey, from: &[AuthState], to: AuthState, now: i64) -> Result<bool, Error> {
+        let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+        let done = sqlx::query(
+            "UPDATE payer_authorization SET state = $3, updated_at = $4
+             WHERE unit_appid = $1 AND order_id = $2 AND state IN ($5, $6, $7)",
+        )
+        .bind(&key.unit_appid)
+        .bind(&key.order_id)
+        .bind(to.as_str())
+        .bind(now)
+        .bind(from.first().copied().unwrap_or_default())
+        .bind(from.get(1).copied().unwrap_or_default())
+        .bind(from.get(2).copied().unwrap_or_default())
+        .execute(self.db.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Pending authorizations due for a check with WeChat, claimed by stamping last_sync_at.
+    pub async fn claim_for_sync(&self, now: i64, older_than: i64, limit: i64) -> Result<Vec<OrderKey>, Error> {
+        let sql = self.db.sql(
+            "UPDATE payer_authorization SET last_sync_at = $1 WHERE (unit_appid, order_id) IN (
+                SELECT unit_appid, order_id FROM payer_authorization
+                WHERE state = 'pending' AND (created_at <= $2 OR auth_url_expires_at <= $1) AND last_sync_at <= $2
+                ORDER BY last_sync_at LIMIT $3)
+             RETURNING unit_appid, order_id",
+            "UPDATE payer_authorization SET last_sync_at = $1 WHERE (unit_appid, order_id) IN (
+                SELECT unit_appid, order_id FROM payer_authorization
+                WHERE state = 'pending' AND (created_at <= $2 OR auth_url_expires_at <= $1) AND last_sync_at <= $2
+                ORDER BY last_sync_at LIMIT $3 FOR UPDATE SKIP LOCKED)
+             RETURNING unit_appid, order_id",
+        );
+        sqlx::query(sql)
+            .bind(now)
+            .bind(older_than)
+            .bind(limit)
+            .fetch_all(self.db.pool())
+            .await?
+            .iter()
+            .map(|row| Ok(OrderKey { unit_appid: row.try_get(0)?, order_id: row.try_get(1)? }))
+            .collect()
+    }
+
+    /// Rejected by the unit: final; any queued job is dropped.
+    pub async fn reject(&self, key: &OrderKey, reason: &str, now: i64) -> Result<bool, Error> {
+        let mut tx = self.db.begin_write().await?;
+        let done = sqlx::query(
+            "UPDATE payer_authorization SET state = 'rejected', reject_reason = $3, updated_at = $4
+             WHERE unit_appid = $1 AND order_id = $2 AND state IN ('pending', 'authorized', 'issue_failed', 'declined', 'expired')",
+        )
+        .bind(&key.unit_appid)
+        .bind(&key.order_id)
+        .bind(reason)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM outbox WHERE unit_appid = $1 AND order_id = $2")
+            .bind(&key.unit_appid)
+            .bind(&key.order_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// RetryIssue: a failed issue is queued again.
+    pub async fn retry_issue(&self, key: &OrderKey, now: i64) -> Result<bool, Error> {
+        let mut tx = self.db.begin_write().await?;
+        let done = sqlx::query(
+            "UPDATE payer_authorization SET state = 'authorized', failure_reason = NULL, failure_message = NULL, failure_errcode = 0,
+                failure_errmsg = NULL, failure_rid = NULL, failed_at = 0, updated_at = $3
+             WHERE unit_appid = $1 AND order_id = $2 AND state = 'issue_failed'",
+        )
+        .bind(&key.unit_appid)
+        .bind(&key.order_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 1 {
+            queue_job(&mut tx, key, now).await?;
+        }
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Whether another replica (or task) is delivering the order's job right now.
+    pub async fn job_in_flight(&self, key: &OrderKey, now: i64) -> Result<bool, Error> {
+        let row = sqlx::query("SELECT 1 FROM outbox WHERE unit_appid = $1 AND order_id = $2 AND lease_until > $3")
+            .bind(&key.unit_appid)
+            .bind(&key.order_id)
+            .bind(now)
+            .fetch_optional(self.db.pool())
+            .await?;
+        Ok(row.is_some())
+    }
+
+    // --- outbox ---
+
+    /// Leases due jobs.
+    pub async fn claim_jobs(&self, holder: &str, now: i64, until: i64, limit: i64) -> Result<Vec<Job>, Error> {
+        let sql = self.db.sql(
+            "UPDATE outbox SET lease_holder = $1, lease_until = $2 WHERE (unit_appid, order_id) IN (
+                SELECT unit_appid, order_id FROM outbox WHERE next_attempt_at <= $3 AND lease_until <= $3
+                ORDER BY next_attempt_at LIMIT $4)
+             RETURNING unit_appid, order_id, phase, attempts",
+            "UPDATE outbox SET lease_holder = $1, lease_until = $2 WHERE (unit_appid, order_id) IN (
+                SELECT unit_appid, order_id FROM outbox WHERE next_attempt_at <= $3 AND lease_until <= $3
+                ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED)
+             RETURNING unit_appid, order_id, phase, attempts",
+        );
+        sqlx::query(sql)
+            .bind(holder)
+            .bind(until)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(self.db.pool())
+            .await?
+            .iter()
+            .map(|row| {
+                let phase: String = row.try_get(2)?;
+                Ok(Job {
+                    key: OrderKey { unit_appid: row.try_get(0)?, order_id: row.try_get(1)? },
+                    phase: JobPhase::parse(&phase).ok_or_else(|| corrupt("phase", &phase))?,
+                    attempts: row.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The bureau answered with a final bill: the authorization records it and the job ends.
+    pub async fn finish_job(&self, key: &OrderKey, holder: &str, outcome: &JobOutcome, now: i64) -> Result<(), Error> {
+        let mut tx = self.db.begin_write().await?;
+        let deleted = sqlx::query("DELETE FROM outbox WHERE unit_appid = $1 AND order_id = $2 AND lease_holder = $3")
+            .bind(&key.unit_appid)
+            .bind(&key.order_id)
+            .bind(holder)
+            .execute(&mut *tx)
+            .await?;
+        if deleted.rows_affected() == 0 {
+            // The lease was lost (or the order rejected meanwhile): someone else decides.
+            tx.rollback().await?;
+            return Ok(());
+        }
+        match outcome {
+            JobOutcome::Issued { card_id, card_code, openid } => {
+                sqlx::query(
+                    "UPDATE payer_authorization SET state = 'issued', card_id = $3, card_code = $4, openid = COALESCE($5, openid),
+                        issue_attempts = issue_attempts + 1, failure_reason = NULL, failure_message = NULL, failure_errcode = 0,
+                        failure_errmsg = NULL, failure_rid = NULL, failed_at = 0, updated_at = $6
+                     WHERE unit_appid = $1 AND order_id = $2 AND state IN ('authorized', 'issuing')",
+                )
+                .bind(&key.unit_appid)
+                .bind(&key.order_id)
+                .bind(card_id.as_deref())
+                .bind(card_code.as_deref())
+                .bind(openid.as_deref())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            JobOutcome::Failed(failure) => {
+                set_failure(&mut tx, key, Some("issue_failed"), failure, now).await?;
+            }
+        }
+        tx.commit().await
+    }
+
+    /// The bureau accepted the bill and is issuing it: poll later.
+    pub async fn job_in_progress(&self, key: &OrderKey, holder: &str, next_at: i64, now: i64) -> Result<(), Error> {
+        let mut tx = self.db.begin_write().await?;
+        let updated = sqlx::query(
+            "UPDATE outbox SET phase = 'poll', next_attempt_at = $4, lease_holder = NULL, lease_until = 0, last_error = NULL
+             WHERE unit_appid = $1 AND order_id = $2 AND lease_holder = $3",
+        )
+        .bind(&key.unit_appid)
+        .bind(&key.order_id)
+        .bind(holder)
+        .bind(next_at)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 1 {
+            sqlx::query(
+                "UPDATE payer_authorization SET state = 'issuing', issue_attempts = issue_attempts + 1, updated_at = $3
+                 WHERE unit_appid = $1 AND order_id = $2 AND state IN ('authorized', 'issuing')",
+            )
+            .bind(&key.unit_appid)
+            .bind(&key.order_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// The bureau could not be reached (or was busy): try again at `next_at`. The error is
+    /// shown on the authorization while it waits.
+    pub async fn retry_job(
+        &self,
+        key: &OrderKey,
+        holder: &str,
+        next_at: i64,
+        failure: &Failure,
+        now: i64,
+    ) -> Result<(), Error> {
+        let mut tx = self.db.begin_write().await?;
+        let updated = sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = $4, next_attempt_at = $5, lease_holder = NULL, lease_until = 0
+             WHERE unit_appid = $1 AND order_id = $2 AND lease_holder = $3",
+        )
+        .bind(&key.unit_appid)
+        .bind(&key.order_id)
+        .bind(holder)
+        .bind(&failure.message)
+        .bind(next_at)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 1 {
+            set_failure(&mut tx, key, None, failure, now).await?;
+        }
+        tx.commit().await
+    }
+
+    /// Gives a job back untouched (shutdown).
+    pub async fn release_job(&self, key: &OrderKey, holder: &str) -> Result<(), Error> {
+        sqlx::query("UPDATE outbox SET lease_holder = NULL, lease_until = 0 WHERE unit_appid = $1 AND order_id = $2 AND lease_holder = $3")
+            .bind(&key.unit_appid)
+            .bind(&key.order_id)
+            .bind(holder)
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+}
+
+/// The final answer for a job.
+#[derive(Clone, Debug)]
+pub enum JobOutcome {
+    Issued { card_id: Option<String>, card_code: Option<String>, openid: Option<String> },
+    Failed(Failure),
+}
+
+/// Marks the payer's authorization and queues the IssueBill job, if the authorization was
+/// still waiting for the payer.
+async fn authorize(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    key: &OrderKey,
+    openid: Option<&str>,
+    authorize_time: i64,
+    invoice_status: Option<&str>,
+    now: i64,
+) -> Result<bool, Error> {
+    let done = sqlx::query(
+        "UPDATE payer_authorization SET state = 'authorized', openid = COALESCE($3, openid), authorize_time = $4,
+            wechat_invoice_status = COALESCE($5, wechat_invoice_status), updated_at = $6
+         WHERE unit_appid = $1 AND order_id = $2 AND state IN ('pending', 'expired', 'declined')",
+    )
+    .bind(&key.unit_appid)
+    .bind(&key.order_id)
+    .bind(openid)
+    .bind(authorize_time)
+    .bind(invoice_status)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Ok(false);
+    }
+    queue_job(tx, key, now).await?;
+    Ok(true)
+}
+
+async fn queue_job(tx: &mut sqlx::Transaction<'static, sqlx::Any>, key: &OrderKey, now: i64) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO outbox (unit_appid, order_id, phase, next_attempt_at, created_at) VALUES ($1, $2, 'issue', $3, $3)
+         ON CONFLICT (unit_appid, order_id) DO UPDATE SET phase = 'issue', attempts = 0, next_attempt_at = $3, last_error = NULL",
+    )
+    .bind(&key.unit_appid)
+    .bind(&key.order_id)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn set_failure(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    key: &OrderKey,
+    state: Option<&str>,
+    failure: &Failure,
+    now: i64,
+) -> Result<(), Error> {
+    sqlx::query(
+        "UPDATE payer_authorization SET state = COALESCE($3, state), failure_reason = $4, failure_message = $5, failure_errcode = $6,
+            failure_errmsg = $7, failure_rid = $8, failed_at = $9, issue_attempts = issue_attempts + 1, updated_at = $9
+         WHERE unit_appid = $1 AND order_id = $2 AND state IN ('authorized', 'issuing')",
+    )
+    .bind(&key.unit_appid)
+    .bind(&key.order_id)
+    .bind(state)
+    .bind(&failure.reason)
+    .bind(&failure.message)
+    .bind(failure.wechat_errcode)
+    .bind(&failure.wechat_errmsg)
+    .bind(&failure.wechat_rid)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,114 @@
+//! Pushes that go wrong: lost (the reconciler recovers them), duplicated, replayed later,
+//! forged.
+
+use e2e::*;
+use fiscalbill_common::proto::collection as pb;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_push_is_recovered_by_the_reconciler() {
+    let mut stack = Stack::start(Options { reconcile_after_secs: 1, ..Options::default() }).await;
+    let created = stack.create("order-lost").await;
+    // Every delivery attempt of the push fails.
+    let mut unit = stack.get("/sandbox/accounts").await["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["appid"] == UNIT)
+        .cloned()
+        .unwrap();
+    unit["callback_url"] = json!("http://127.0.0.1:9/nowhere");
+    let _ = unit;
+    let dead = json!({
+        "appid": UNIT, "secret": format!("secret-of-{UNIT}"), "name": "Sandbox Hospital",
+        "callback_url": "http://127.0.0.1:9/nowhere", "callback_token": TOKEN, "encoding_aes_key": AES_KEY
+    });
+    stack.post("/sandbox/accounts", dead).await;
+    let push = stack.answer(&created.auth_url, false).await;
+    assert_eq!(push["delivered"], false);
+    assert_eq!(push["attempts"].as_array().unwrap().len(), 3);
+
+    let issued = stack.wait_for("order-lost", pb::AuthorizationState::Issued).await;
+    assert!(stack.calls("/card/invoice/getauthdata").await >= 1);
+    assert_eq!(stack.cards(PAYER).await[0]["code"], issued.card_code.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicated_and_replayed_pushes_give_one_bill() {
+    let mut stack = Stack::start(Options::default()).await;
+    let created = stack.create("order-dup").await;
+    let push = stack.answer(&created.auth_url, false).await;
+    let push_id = push["id"].as_u64().unwrap();
+    stack.wait_for("order-dup", pb::AuthorizationState::Issued).await;
+    // WeChat's retries carry the same message; a replay minutes later (sandbox clock moved).
+    stack.post(&format!("/sandbox/pushes/{push_id}/replay"), json!({})).await;
+    stack.post(&format!("/sandbox/pushes/{push_id}/replay"), json!({})).await;
+    stack.post("/sandbox/clock/advance", json!({"seconds": 600})).await;
+    let replay = stack.post(&format!("/sandbox/pushes/{push_id}/replay"), json!({})).await;
+    assert_eq!(replay["push"]["attempts"][0]["response_body"], "success", "acknowledged, so WeChat stops");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(stack.calls("/nontax/insertbill").await, 1);
+    assert_eq!(stack.cards(PAYER).await.len(), 1);
+    assert_eq!(stack.authorization("order-dup").await.state, pb::AuthorizationState::Issued as i32);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_malformed_pushes_change_nothing() {
+    let mut stack = Stack::start(Options::default()).await;
+    let created = stack.create("order-forged").await;
+    // A genuine push for another order, to copy from.
+    let other = stack.create("order-genuine").await;
+    let genuine = stack.answer(&other.auth_url, false).await;
+    let query = genuine["query"].as_str().unwrap().to_owned();
+    let body = genuine["body"].as_str().unwrap().to_owned();
+    let url = format!("http://{}/wechat/callback/{UNIT}", stack.collection_http);
+
+    let forged_plain = format!(
+        "<xml><ToUserName>gh_x</ToUserName><FromUserName>{PAYER}</FromUserName><CreateTime>1</CreateTime><MsgType>event</MsgType>\
+         <Event>user_authorize_invoice</Event><SuccOrderId>order-forged</SuccOrderId><FailOrderId></FailOrderId></xml>"
+    );
+    let cases: Vec<(String, String, u16)> = vec![
+        (query.replace("msg_signature=", "msg_signature=f"), body.clone(), 403),
+        (query.replace("signature=", "signature=0"), body.clone(), 403),
+        (query.clone(), body.replace("<Encrypt><![CDATA[", "<Encrypt><![CDATA[QUFB"), 403),
+        (query.clone(), body[..body.len() / 2].to_owned(), 400),
+        (query.clone(), "x".repeat(70_000), 413),
+        ("signature=1&timestamp=1&nonce=1".to_owned(), forged_plain.clone(), 400),
+        (
+            query.clone(),
+            "<!DOCTYPE xml [<!ENTITY e SYSTEM \"file:///etc/passwd\">]><xml><Encrypt>&e;</Encrypt></xml>".to_owned(),
+            400,
+        ),
+    ];
+    for (query, body, expected) in cases {
+        let response = stack.http.post(format!("{url}?{query}")).body(body).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), expected, "query {query}");
+    }
+    let unknown_unit = stack
+        .http
+        .post(format!("http://{}/wechat/callback/wx00000000000000ff?{query}", stack.collection_http))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown_unit.status().as_u16(), 404);
+
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(stack.authorization("order-forged").await.state, pb::AuthorizationState::Pending as i32);
+    assert_eq!(created.state, pb::AuthorizationState::Pending as i32);
+    assert_eq!(
+        stack.wait_for("order-genuine", pb::AuthorizationState::Issued).await.order_id,
+        "order-genuine",
+        "the endpoint stays up"
+    );
+
+    // URL verification.
+    let signature = fiscalbill_common::callback::signature::signature(TOKEN, "1714036504", "1514711492");
+    let echo = stack
+        .http
+        .get(format!("{url}?signature={signature}&timestamp=1714036504&nonce=1514711492&echostr=42"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(echo.text().await.unwrap(), "42");
+}

@@ -133,3 +133,16 @@ pub struct LogConfig {
     /// JSON lines instead of human-readable logs.
     pub json: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_configuration_parses() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/bureau.example.toml");
+        let config: BureauConfig = fiscalbill_common::config::load_from(Some(&path), ENV_PREFIX, []).unwrap();
+        assert_eq!(config.units.len(), 1);
+        assert_eq!(config.server.grpc_listen.port(), 50052);
+    }
+}

@@ -30,7 +30,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    fiscalbill_common::server::init_tracing(config.log.json);
+    fiscalbill_common::server::init_tracing(config.log.json, "info");
     let running = match bureau_svc::start(config).await {
         Ok(running) => running,
         Err(error) => {

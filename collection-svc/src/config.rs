@@ -170,3 +170,23 @@ impl Default for DispatchConfig {
 pub struct LogConfig {
     pub json: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_configuration_parses() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/collection.example.toml");
+        let config: CollectionConfig = fiscalbill_common::config::load_from(Some(&path), ENV_PREFIX, []).unwrap();
+        assert_eq!(config.units.len(), 1);
+        assert!(config.units[0].app.is_some());
+        let overridden: CollectionConfig = fiscalbill_common::config::load_from(
+            Some(&path),
+            ENV_PREFIX,
+            [("COLLECTION__DATABASE__URL".to_owned(), "sqlite://var/x.db".to_owned())],
+        )
+        .unwrap();
+        assert_eq!(overridden.database.url, "sqlite://var/x.db");
+    }
+}

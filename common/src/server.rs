@@ -35,14 +35,27 @@ pub async fn base_router(services: Vec<&'static str>) -> (Router, Health) {
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let health = Health { reporter, services };
     health.set(false).await;
+    // Every descriptor is registered (so error details decode), but only the services this
+    // server really serves are listed.
     let reflection = || {
-        tonic_reflection::server::Builder::configure()
+        let mut builder = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name("grpc.health.v1.Health");
+        for service in &health.services {
+            builder = builder.with_service_name(*service);
+        }
+        builder
     };
-    let v1 = reflection().build_v1().expect("descriptors are valid");
-    let v1alpha = reflection().build_v1alpha().expect("descriptors are valid");
+    let v1 = reflection()
+        .with_service_name("grpc.reflection.v1.ServerReflection")
+        .build_v1()
+        .expect("descriptors are valid");
+    let v1alpha = reflection()
+        .with_service_name("grpc.reflection.v1alpha.ServerReflection")
+        .build_v1alpha()
+        .expect("descriptors are valid");
     let router = tonic::transport::Server::builder().add_service(health_service).add_service(v1).add_service(v1alpha);
     (router, health)
 }
@@ -62,6 +75,23 @@ pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(address)
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {address}: {e}")))
+}
+
+/// Waits until the gRPC server at `addr` reports SERVING (plaintext), up to `limit`.
+pub async fn wait_until_serving(addr: SocketAddr, limit: std::time::Duration) -> Result<(), String> {
+    use tonic_health::pb::health_check_response::ServingStatus as Status;
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://{addr}")).map_err(|e| e.to_string())?.connect_lazy();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        let answer = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await;
+        if answer.is_ok_and(|a| a.into_inner().status == Status::Serving as i32) {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    Err(format!("{addr} did not report SERVING within {limit:?}"))
 }
 
 /// Completes on Ctrl-C or SIGTERM.
@@ -86,10 +116,11 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Human-readable logs by default, JSON lines with `json`; `RUST_LOG` filters (default info).
-pub fn init_tracing(json: bool) {
+/// Human-readable logs by default, JSON lines with `json`; `RUST_LOG` filters, else
+/// `default_filter` (e.g. "info").
+pub fn init_tracing(json: bool, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _ = if json { builder.json().try_init() } else { builder.try_init() };
 }

@@ -470,18 +470,7 @@ impl Stack {
 }
 
 async fn wait_serving(addr: SocketAddr) {
-    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-    for _ in 0..400 {
-        let answer = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await;
-        if answer.is_ok_and(|a| {
-            a.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-        }) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("{addr} never became ready");
+    fiscalbill_common::server::wait_until_serving(addr, Duration::from_secs(10)).await.unwrap();
 }
 
 /// A valid bill; billing codes differ per order.

@@ -49,6 +49,20 @@ pub fn router(sandbox: Sandbox) -> Router {
         .with_state(sandbox)
 }
 
+/// A JSON body, whatever its Content-Type says (`curl -d` sends form encoding by default).
+struct JsonBody<T>(T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for JsonBody<T> {
+    type Rejection = Response;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = bytes::Bytes::from_request(request, state).await.map_err(IntoResponse::into_response)?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
+    }
+}
+
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({"error": message.into()}))).into_response()
 }
@@ -63,7 +77,7 @@ async fn list_accounts(State(sandbox): State<Sandbox>) -> Json<Value> {
     Json(json!({ "accounts": accounts }))
 }
 
-async fn upsert_account(State(sandbox): State<Sandbox>, Json(account): Json<AccountConfig>) -> Response {
+async fn upsert_account(State(sandbox): State<Sandbox>, JsonBody(account): JsonBody<AccountConfig>) -> Response {
     if !account.appid.starts_with("wx") || account.appid.len() != 18 {
         return error(StatusCode::BAD_REQUEST, "appid must be wx followed by 16 characters");
     }
@@ -145,7 +159,7 @@ fn demo_openid() -> String {
 }
 
 /// Answers as the payer: `{"auth_url": ..., "openid": ..., "decline": false, "wait": true}`.
-async fn authorize(State(sandbox): State<Sandbox>, Json(request): Json<AuthorizeRequest>) -> Response {
+async fn authorize(State(sandbox): State<Sandbox>, JsonBody(request): JsonBody<AuthorizeRequest>) -> Response {
     let link_id = match (&request.auth_url, &request.s_pappid, &request.appid, &request.order_id) {
         (Some(url), None, None, None) => match url.rsplit_once("/sandbox/auth/") {
             Some((_, id)) => id.split(['?', '#']).next().unwrap_or_default().to_owned(),
@@ -277,7 +291,7 @@ struct StatusRequest {
 async fn reimburser_status(
     State(sandbox): State<Sandbox>,
     Path(code): Path<String>,
-    Json(request): Json<StatusRequest>,
+    JsonBody(request): JsonBody<StatusRequest>,
 ) -> Response {
     let Some(status) = ReimburseStatus::parse(&request.reimburse_status) else {
         return error(StatusCode::BAD_REQUEST, "reimburse_status must be an INVOICE_REIMBURSE_* value");
@@ -304,7 +318,7 @@ async fn list_faults(State(sandbox): State<Sandbox>) -> Json<Value> {
     Json(json!({ "faults": sandbox.world().faults }))
 }
 
-async fn add_fault(State(sandbox): State<Sandbox>, Json(rule): Json<FaultRule>) -> Response {
+async fn add_fault(State(sandbox): State<Sandbox>, JsonBody(rule): JsonBody<FaultRule>) -> Response {
     match sandbox.world().add_fault(rule) {
         Ok(id) => Json(json!({ "id": id })).into_response(),
         Err(message) => error(StatusCode::BAD_REQUEST, message),
@@ -339,7 +353,7 @@ struct Advance {
     seconds: i64,
 }
 
-async fn advance_clock(State(sandbox): State<Sandbox>, Json(advance): Json<Advance>) -> Response {
+async fn advance_clock(State(sandbox): State<Sandbox>, JsonBody(advance): JsonBody<Advance>) -> Response {
     if advance.seconds < 0 {
         return error(StatusCode::BAD_REQUEST, "the clock only moves forward");
     }

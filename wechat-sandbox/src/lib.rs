@@ -134,34 +134,37 @@ pub async fn start(config: SandboxConfig) -> std::io::Result<RunningSandbox> {
     Ok(RunningSandbox { sandbox, local_addr, shutdown: Some(tx), task: Some(task) })
 }
 
-/// Dev-only demo accounts: a finance bureau and a collection unit (with an App), used when no
-/// configuration names any. Never use these values outside a sandbox.
-pub fn demo_accounts(callback_base: Option<&str>) -> Vec<AccountConfig> {
+/// Dev-only demo accounts: a finance bureau, a collection unit and the unit's App, with
+/// callback tokens and keys but no callback URLs. Never use these values outside a sandbox.
+pub fn demo_accounts() -> Vec<AccountConfig> {
     let account = |appid: &str, secret: &str, name: &str| AccountConfig {
         appid: appid.to_owned(),
         secret: fiscalbill_common::Secret::new(secret),
         name: name.to_owned(),
         original_id: None,
         callback_url: None,
-        callback_token: None,
-        encoding_aes_key: None,
+        callback_token: Some(fiscalbill_common::Secret::new(DEMO_CALLBACK_TOKEN)),
+        encoding_aes_key: Some(fiscalbill_common::Secret::new(DEMO_ENCODING_AES_KEY)),
         push_mode: fiscalbill_common::callback::PushMode::Safe,
         push_format: fiscalbill_common::callback::PushFormat::Xml,
         service_account: None,
         token_lifetime_secs: 7200,
         daily_quota: Default::default(),
     };
-    let mut bureau = account("wxb0000000000000b1", "sandbox-bureau-secret-0001", "Sandbox Finance Bureau");
-    let mut unit = account("wxc0000000000000c1", "sandbox-unit-secret-00001", "Sandbox Hospital");
-    let mut app = account("wxa0000000000000a1", "sandbox-app-secret-000001", "Sandbox Hospital App");
-    app.service_account = Some(unit.appid.clone());
-    if let Some(base) = callback_base {
-        bureau.callback_url = Some(format!("{base}/wechat/callback/{}", bureau.appid));
-        unit.callback_url = Some(format!("{base}/wechat/callback/{}", unit.appid));
-    }
-    for account in [&mut bureau, &mut unit] {
-        account.callback_token = Some(fiscalbill_common::Secret::new("sandboxToken"));
-        account.encoding_aes_key = Some(fiscalbill_common::Secret::new("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"));
-    }
-    vec![bureau, unit, app]
+    let mut app = account(DEMO_APP, "sandbox-app-secret-000001", "沙箱市人民医院 App");
+    app.service_account = Some(DEMO_UNIT.to_owned());
+    app.callback_token = None;
+    app.encoding_aes_key = None;
+    vec![
+        account(DEMO_BUREAU, "sandbox-bureau-secret-0001", "沙箱市财政局"),
+        account(DEMO_UNIT, "sandbox-unit-secret-00001", "沙箱市人民医院"),
+        app,
+    ]
 }
+
+/// The demo accounts' appids and callback settings (dev-only values).
+pub const DEMO_BUREAU: &str = "wxb0000000000000b1";
+pub const DEMO_UNIT: &str = "wxc0000000000000c1";
+pub const DEMO_APP: &str = "wxa0000000000000a1";
+pub const DEMO_CALLBACK_TOKEN: &str = "sandboxToken";
+pub const DEMO_ENCODING_AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";

@@ -29,7 +29,7 @@ fn parse_args() -> Result<SandboxConfig, String> {
             let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
             toml::from_str(&text).map_err(|e| format!("{path}: {e}"))?
         }
-        None => SandboxConfig { accounts: wechat_sandbox::demo_accounts(None), ..SandboxConfig::default() },
+        None => SandboxConfig { accounts: wechat_sandbox::demo_accounts(), ..SandboxConfig::default() },
     };
     if let Some(listen) = listen {
         config.listen = listen.parse().map_err(|e| format!("--listen {listen}: {e}"))?;

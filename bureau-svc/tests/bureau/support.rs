@@ -80,7 +80,7 @@ pub struct Env {
 }
 
 fn sandbox_accounts() -> Vec<wechat_sandbox::AccountConfig> {
-    let mut accounts = wechat_sandbox::demo_accounts(None);
+    let mut accounts = wechat_sandbox::demo_accounts();
     let mut other = accounts[1].clone();
     other.appid = OTHER_UNIT.to_owned();
     other.name = "Unboarded Court".to_owned();

@@ -13,7 +13,7 @@ async fn the_authorization_page_authorizes_through_its_form() {
 
     let page = env.http.get(&link).send().await.unwrap().text().await.unwrap();
     assert!(page.contains("¥123.45"), "{page}");
-    assert!(page.contains("Sandbox Hospital") && page.contains("Sandbox Finance Bureau") && page.contains("o-page"));
+    assert!(page.contains("沙箱市人民医院") && page.contains("沙箱市财政局") && page.contains("o-page"));
     assert!(page.contains("id=\"authorize\"") && page.contains("id=\"decline\""));
 
     let form = env

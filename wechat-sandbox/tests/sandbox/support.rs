@@ -25,7 +25,7 @@ pub struct Env {
 }
 
 pub fn demo_accounts() -> Vec<AccountConfig> {
-    wechat_sandbox::demo_accounts(None)
+    wechat_sandbox::demo_accounts()
 }
 
 pub fn secret_of(appid: &str) -> Secret {

@@ -1,0 +1,269 @@
+//! The development stack: the WeChat sandbox, bureau-svc and collection-svc in one process,
+//! on SQLite under a data directory, with a finance bureau and one collection unit (and its
+//! App) registered at the sandbox. Dev-only credentials.
+
+pub mod demo;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use bureau_svc::config as bureau_config;
+use collection_svc::config as collection_config;
+use fiscalbill_common::Secret;
+use fiscalbill_common::config::SecretSetting;
+use fiscalbill_common::db::DatabaseConfig;
+use fiscalbill_common::wechat::WechatHttpConfig;
+use serde_json::json;
+use wechat_sandbox::{AccountConfig, DEMO_APP, DEMO_BUREAU, DEMO_UNIT};
+
+/// The demo payer: the authorization page suggests this openid.
+pub const DEMO_OPENID: &str = "oSandboxDemoUser00000000000";
+
+#[derive(Clone, Debug)]
+pub struct Addresses {
+    pub sandbox: SocketAddr,
+    pub bureau_grpc: SocketAddr,
+    pub bureau_http: SocketAddr,
+    pub collection_grpc: SocketAddr,
+    pub collection_http: SocketAddr,
+}
+
+impl Default for Addresses {
+    fn default() -> Self {
+        let local = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        Self {
+            sandbox: local(8900),
+            bureau_grpc: local(50052),
+            bureau_http: local(8082),
+            collection_grpc: local(50051),
+            collection_http: local(8081),
+        }
+    }
+}
+
+impl Addresses {
+    /// Free ports on 127.0.0.1 (for the demo and tests).
+    pub fn ephemeral() -> Self {
+        let free = || std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port");
+        Self {
+            sandbox: free(),
+            bureau_grpc: free(),
+            bureau_http: free(),
+            collection_grpc: free(),
+            collection_http: free(),
+        }
+    }
+}
+
+fn account<'a>(accounts: &'a [AccountConfig], appid: &str) -> &'a AccountConfig {
+    accounts.iter().find(|a| a.appid == appid).expect("demo account")
+}
+
+fn secret(value: &Option<Secret>) -> Option<SecretSetting> {
+    value.clone().map(SecretSetting::Inline)
+}
+
+/// The sandbox's accounts with their callback URLs pointing at the services.
+pub fn sandbox_accounts(addresses: &Addresses) -> Vec<AccountConfig> {
+    let mut accounts = wechat_sandbox::demo_accounts();
+    for account in &mut accounts {
+        account.callback_url = match account.appid.as_str() {
+            DEMO_BUREAU => Some(format!("http://{}/wechat/callback", addresses.bureau_http)),
+            DEMO_UNIT => Some(format!("http://{}/wechat/callback/{DEMO_UNIT}", addresses.collection_http)),
+            _ => None,
+        };
+    }
+    accounts
+}
+
+fn wechat(addresses: &Addresses) -> WechatHttpConfig {
+    WechatHttpConfig { base_url: format!("http://{}", addresses.sandbox), ..WechatHttpConfig::default() }
+}
+
+fn sqlite(data_dir: &Path, name: &str) -> DatabaseConfig {
+    DatabaseConfig { url: format!("sqlite://{}", data_dir.join(name).display()), ..DatabaseConfig::default() }
+}
+
+pub fn bureau(addresses: &Addresses, data_dir: &Path) -> bureau_config::BureauConfig {
+    let accounts = wechat_sandbox::demo_accounts();
+    let bureau = account(&accounts, DEMO_BUREAU);
+    bureau_config::BureauConfig {
+        server: bureau_config::ServerConfig {
+            grpc_listen: addresses.bureau_grpc,
+            http_listen: addresses.bureau_http,
+            ..bureau_config::ServerConfig::default()
+        },
+        database: sqlite(data_dir, "bureau.db"),
+        wechat: wechat(addresses),
+        account: bureau_config::AccountConfig {
+            appid: DEMO_BUREAU.to_owned(),
+            secret: SecretSetting::Inline(bureau.secret.clone()),
+            name: bureau.name.clone(),
+            token_mode: Default::default(),
+            callback_token: secret(&bureau.callback_token),
+            encoding_aes_key: secret(&bureau.encoding_aes_key),
+            previous_encoding_aes_key: None,
+            push_mode: bureau.push_mode,
+        },
+        issuing: bureau_config::IssuingConfig {
+            bill_title: "沙箱省非税收入统一票据（电子）".to_owned(),
+            ..Default::default()
+        },
+        units: vec![bureau_config::UnitConfig {
+            appid: DEMO_UNIT.to_owned(),
+            payee: account(&accounts, DEMO_UNIT).name.clone(),
+            logo_url: "https://example.org/hospital-logo.png".to_owned(),
+        }],
+        log: Default::default(),
+    }
+}
+
+pub fn collection(addresses: &Addresses, data_dir: &Path) -> collection_config::CollectionConfig {
+    let accounts = wechat_sandbox::demo_accounts();
+    let unit = account(&accounts, DEMO_UNIT);
+    let app = account(&accounts, DEMO_APP);
+    collection_config::CollectionConfig {
+        server: collection_config::ServerConfig {
+            grpc_listen: addresses.collection_grpc,
+            http_listen: addresses.collection_http,
+            ..collection_config::ServerConfig::default()
+        },
+        database: sqlite(data_dir, "collection.db"),
+        wechat: wechat(addresses),
+        token_mode: Default::default(),
+        bureau: collection_config::BureauConfig {
+            endpoint: format!("http://{}", addresses.bureau_grpc),
+            s_pappid: None,
+            issue_deadline_ms: 10_000,
+            connect_timeout_ms: 3_000,
+        },
+        units: vec![collection_config::UnitConfig {
+            appid: DEMO_UNIT.to_owned(),
+            secret: SecretSetting::Inline(unit.secret.clone()),
+            callback_token: SecretSetting::Inline(unit.callback_token.clone().expect("demo unit has a token")),
+            encoding_aes_key: secret(&unit.encoding_aes_key),
+            previous_encoding_aes_key: None,
+            push_mode: unit.push_mode,
+            app: Some(collection_config::AppConfig {
+                appid: DEMO_APP.to_owned(),
+                secret: SecretSetting::Inline(app.secret.clone()),
+            }),
+            forward_url: None,
+        }],
+        authorization: collection_config::AuthorizationConfig { reconcile_after_secs: 60, ..Default::default() },
+        dispatch: Default::default(),
+        log: Default::default(),
+    }
+}
+
+/// The running stack.
+pub struct DevStack {
+    pub addresses: Addresses,
+    pub data_dir: PathBuf,
+    pub sandbox: wechat_sandbox::RunningSandbox,
+    pub bureau: bureau_svc::RunningBureau,
+    pub collection: collection_svc::RunningCollection,
+}
+
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// Starts the three parts and waits until both services are ready. The services' databases
+/// start empty: the sandbox keeps its state (tokens, s_pappid, templates, card packages) in
+/// memory, so data kept from an earlier run would point at things the new sandbox never issued.
+pub async fn start(addresses: Addresses, data_dir: PathBuf) -> Result<DevStack, StartError> {
+    std::fs::create_dir_all(&data_dir).map_err(|e| StartError(format!("cannot create {}: {e}", data_dir.display())))?;
+    for name in
+        ["bureau.db", "bureau.db-wal", "bureau.db-shm", "collection.db", "collection.db-wal", "collection.db-shm"]
+    {
+        let path = data_dir.join(name);
+        if path.exists() {
+            std::fs::remove_file(&path).map_err(|e| StartError(format!("cannot reset {}: {e}", path.display())))?;
+        }
+    }
+    let sandbox = wechat_sandbox::start(wechat_sandbox::SandboxConfig {
+        listen: addresses.sandbox,
+        accounts: sandbox_accounts(&addresses),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| StartError(format!("WeChat sandbox on {}: {e}", addresses.sandbox)))?;
+    let bureau =
+        bureau_svc::start(bureau(&addresses, &data_dir)).await.map_err(|e| StartError(format!("bureau-svc: {e}")))?;
+    let collection = collection_svc::start(collection(&addresses, &data_dir))
+        .await
+        .map_err(|e| StartError(format!("collection-svc: {e}")))?;
+    for addr in [addresses.bureau_grpc, addresses.collection_grpc] {
+        fiscalbill_common::server::wait_until_serving(addr, std::time::Duration::from_secs(30))
+            .await
+            .map_err(StartError)?;
+    }
+    Ok(DevStack { addresses, data_dir, sandbox, bureau, collection })
+}
+
+impl DevStack {
+    /// Everything a script needs to drive the stack: addresses, and for each sandbox account
+    /// its credentials and callback settings (dev-only values), and the bureau's s_pappid.
+    pub fn description(&self, s_pappid: &str) -> serde_json::Value {
+        let a = &self.addresses;
+        let accounts: Vec<serde_json::Value> = sandbox_accounts(a)
+            .iter()
+            .map(|account| {
+                json!({
+                    "appid": account.appid,
+                    "name": account.name,
+                    "secret": account.secret.expose(),
+                    "callback_url": account.callback_url,
+                    "callback_token": account.callback_token.as_ref().map(Secret::expose),
+                    "encoding_aes_key": account.encoding_aes_key.as_ref().map(Secret::expose),
+                    "push_mode": account.push_mode,
+                    "push_format": account.push_format,
+                    "service_account": account.service_account,
+                })
+            })
+            .collect();
+        json!({
+            "note": "development stack: these credentials are for the WeChat sandbox only",
+            "sandbox": {"url": format!("http://{}", a.sandbox), "control_api": format!("http://{}/sandbox/", a.sandbox)},
+            "collection": {
+                "grpc": a.collection_grpc.to_string(),
+                "callback": format!("http://{}/wechat/callback/{{appid}}", a.collection_http),
+                "http": format!("http://{}", a.collection_http),
+            },
+            "bureau": {
+                "grpc": a.bureau_grpc.to_string(),
+                "callback": format!("http://{}/wechat/callback", a.bureau_http),
+                "http": format!("http://{}", a.bureau_http),
+            },
+            "accounts": accounts,
+            "units": [{"appid": DEMO_UNIT, "app_appid": DEMO_APP}],
+            "bureau_appid": DEMO_BUREAU,
+            "s_pappid": s_pappid,
+            "demo_openid": DEMO_OPENID,
+            "data_dir": self.data_dir.display().to_string(),
+        })
+    }
+
+    /// Asks the bureau for its s_pappid (it calls seturl the first time).
+    pub async fn s_pappid(&self) -> Result<String, tonic::Status> {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{}", self.addresses.bureau_grpc))
+            .expect("valid URI")
+            .connect_lazy();
+        let mut client = fiscalbill_common::proto::bureau::bureau_service_client::BureauServiceClient::new(channel);
+        Ok(client.get_sp_app_id(fiscalbill_common::proto::bureau::GetSpAppIdRequest {}).await?.into_inner().s_pappid)
+    }
+
+    pub async fn stop(self) {
+        self.collection.stop().await;
+        self.bureau.stop().await;
+        self.sandbox.stop().await;
+    }
+}

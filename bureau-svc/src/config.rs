@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use fiscalbill_common::callback::PushMode;
-use fiscalbill_common::config::SecretSetting;
+use fiscalbill_common::config::{LogConfig, SecretSetting};
 use fiscalbill_common::db::DatabaseConfig;
 use fiscalbill_common::wechat::{TokenMode, WechatHttpConfig};
 use serde::Deserialize;
@@ -125,13 +125,6 @@ pub struct UnitConfig {
     /// The payee's full name (收款单位全称) shown on the card.
     pub payee: String,
     pub logo_url: String,
-}
-
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    /// JSON lines instead of human-readable logs.
-    pub json: bool,
 }
 
 #[cfg(test)]

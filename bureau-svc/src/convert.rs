@@ -11,7 +11,8 @@ use fiscalbill_common::proto::types as types_pb;
 use fiscalbill_common::status::{ApiError, Violations};
 use fiscalbill_common::wechat::types::ReimburseStatus;
 
-use crate::domain::{Bill, BillCursor, BillKey, BillQuery, BillState, IssueRequest, PdfOrigin, Unit};
+use crate::domain::{Bill, BillKey, BillQuery, BillState, Failure, IssueRequest, PdfOrigin, Unit};
+use fiscalbill_common::paging::Cursor;
 
 pub fn issue_request(
     request: pb::IssueBillRequest,
@@ -89,15 +90,7 @@ pub fn list_bills(request: pb::ListBillsRequest) -> Result<BillQuery, ApiError> 
         }
     };
     let limit = check_page_size(&mut violations, "page_size", page_size);
-    let after = if page_token.is_empty() {
-        None
-    } else {
-        let cursor = decode_bill_cursor(&page_token);
-        if cursor.is_none() {
-            violations.add("page_token", "is not a token from a previous ListBills response");
-        }
-        cursor
-    };
+    let after = Cursor::from_page_token(&page_token, "ListBills", &mut violations);
     violations.into_result()?;
     Ok(BillQuery { unit_appid: (!unit_appid.is_empty()).then_some(unit_appid), state, limit, after })
 }
@@ -127,17 +120,8 @@ pub fn template_page_token(last: &Unit) -> String {
 }
 
 pub fn bill_page_token(last: &Bill) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}\n{}\n{}", last.created_at, last.key.unit_appid, last.key.order_id))
-}
-
-fn decode_bill_cursor(token: &str) -> Option<BillCursor> {
-    let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(token).ok()?).ok()?;
-    let mut parts = raw.splitn(3, '\n');
-    Some(BillCursor {
-        created_at: parts.next()?.parse().ok()?,
-        unit_appid: parts.next()?.to_owned(),
-        order_id: parts.next()?.to_owned(),
-    })
+    Cursor { created_at: last.created_at, unit_appid: last.key.unit_appid.clone(), order_id: last.key.order_id.clone() }
+        .encode()
 }
 
 pub fn reimburse_status(value: i32) -> Result<ReimburseStatus, ApiError> {
@@ -195,14 +179,7 @@ pub fn bill_to_proto(bill: &Bill) -> pb::Bill {
         openid: bill.openid.clone().unwrap_or_default(),
         reimburse_status: bill.reimburse_status.map_or(types_pb::ReimburseStatus::Unspecified, reimburse_to_proto)
             as i32,
-        failure: bill.failure.as_ref().map(|f| types_pb::Failure {
-            reason: f.reason.clone(),
-            message: f.message.clone(),
-            wechat_errcode: f.wechat_errcode,
-            wechat_errmsg: f.wechat_errmsg.clone(),
-            wechat_rid: f.wechat_rid.clone(),
-            time: optional_timestamp(f.at),
-        }),
+        failure: bill.failure.as_ref().map(Failure::to_proto),
         pdf_sha256: bill.pdf_sha256.clone(),
         pdf_size: bill.pdf_size,
         pdf_origin: match bill.pdf_origin {
@@ -232,19 +209,6 @@ pub fn template_to_proto(unit: &Unit) -> pb::CardTemplate {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bill_page_tokens_round_trip() {
-        let cursor = BillCursor {
-            created_at: 1_700_000_000_123,
-            unit_appid: "wxc0000000000000c1".into(),
-            order_id: "o-1".into(),
-        };
-        let token =
-            URL_SAFE_NO_PAD.encode(format!("{}\n{}\n{}", cursor.created_at, cursor.unit_appid, cursor.order_id));
-        assert_eq!(decode_bill_cursor(&token), Some(cursor));
-        assert_eq!(decode_bill_cursor("not a token"), None);
-    }
 
     #[test]
     fn reports_every_invalid_field_of_issue_bill() {

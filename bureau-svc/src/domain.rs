@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 use fiscalbill_common::bill::BillContent;
+use fiscalbill_common::paging::Cursor;
 use fiscalbill_common::wechat::types::ReimburseStatus;
 
 /// A bill's identity: the collection unit and its order.
@@ -72,17 +73,7 @@ impl PdfOrigin {
     }
 }
 
-/// Why a bill failed for good.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Failure {
-    pub reason: String,
-    pub message: String,
-    pub wechat_errcode: i64,
-    pub wechat_errmsg: String,
-    pub wechat_rid: String,
-    /// Unix milliseconds.
-    pub at: i64,
-}
+pub use fiscalbill_common::bill::Failure;
 
 /// A collection unit and its bill template.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -158,13 +149,5 @@ pub struct BillQuery {
     pub unit_appid: Option<String>,
     pub state: Option<BillState>,
     pub limit: i64,
-    pub after: Option<BillCursor>,
-}
-
-/// Position after the last bill of a page: newest first, then by key.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BillCursor {
-    pub created_at: i64,
-    pub unit_appid: String,
-    pub order_id: String,
+    pub after: Option<Cursor>,
 }

@@ -136,7 +136,7 @@ async fn run(
     http_task: tokio::task::JoinHandle<std::io::Result<()>>,
 ) {
     let db = tokio::select! {
-        db = connect(&config) => db,
+        db = Db::connect_until_ready(&config.database, SCHEMA, &[COMMON_MIGRATIONS, store::MIGRATIONS]) => Some(db),
         _ = stop.wait_for(|stop| *stop) => None,
     };
     let mut worker = None;
@@ -170,25 +170,6 @@ async fn run(
         db.close().await;
     }
     tracing::info!("bureau-svc stopped");
-}
-
-/// Connects and migrates, retrying every 2 s until the database answers.
-async fn connect(config: &BureauConfig) -> Option<Db> {
-    let schema = config.database.schema.clone().unwrap_or_else(|| SCHEMA.to_owned());
-    loop {
-        let attempt = async {
-            let db = Db::connect(&config.database, SCHEMA).await?;
-            db.migrate(&[COMMON_MIGRATIONS, store::MIGRATIONS], &schema).await?;
-            Ok::<Db, fiscalbill_common::db::DbError>(db)
-        };
-        match attempt.await {
-            Ok(db) => return Some(db),
-            Err(error) => {
-                tracing::error!(%error, "database not ready; retrying in 2 s");
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-        }
-    }
 }
 
 async fn build(config: &BureauConfig, db: Db, client: WechatClient, secret: fiscalbill_common::Secret) -> Arc<App> {

@@ -1,27 +1,13 @@
 //! `bureau-svc [--config bureau.toml]`; every setting can also come from `BUREAU__...`
 //! environment variables (see README.md).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use bureau_svc::config::{BureauConfig, ENV_PREFIX};
 
-fn config_path() -> Result<Option<PathBuf>, String> {
-    let mut args = std::env::args().skip(1);
-    let mut path = None;
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--config" => path = Some(PathBuf::from(args.next().ok_or("--config needs a file")?)),
-            "-h" | "--help" => return Err("usage: bureau-svc [--config bureau.toml]".to_owned()),
-            other => return Err(format!("unknown argument {other}; usage: bureau-svc [--config bureau.toml]")),
-        }
-    }
-    Ok(path)
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config: BureauConfig = match config_path()
+    let config: BureauConfig = match fiscalbill_common::config::path_from_args("bureau-svc", std::env::args().skip(1))
         .and_then(|path| fiscalbill_common::config::load(path.as_deref(), ENV_PREFIX).map_err(|e| e.to_string()))
     {
         Ok(config) => config,

@@ -6,18 +6,18 @@
 use bytes::Bytes;
 use fiscalbill_common::bill::{BillContent, BillItem};
 use fiscalbill_common::db::{Db, Migration};
+use fiscalbill_common::paging::Cursor;
 use fiscalbill_common::wechat::types::ReimburseStatus;
 use sqlx::any::AnyRow;
 use sqlx::{Error, Row};
 
-use crate::domain::{Bill, BillCursor, BillKey, BillQuery, BillState, Failure, NewBill, PdfOrigin, SpApp, Unit};
+use crate::domain::{Bill, BillKey, BillQuery, BillState, Failure, NewBill, PdfOrigin, SpApp, Unit};
 
 pub const MIGRATIONS: &[Migration] = &[Migration {
     set: "bureau",
     version: 1,
     name: "initial schema",
-    sqlite: include_str!("../migrations/sqlite/0001_init.sql"),
-    postgres: include_str!("../migrations/postgres/0001_init.sql"),
+    sql: include_str!("../migrations/0001_init.sql"),
 }];
 
 macro_rules! bill_columns {
@@ -344,11 +344,7 @@ impl Store {
 
     /// Bills newest first, after the cursor.
     pub async fn list_bills(&self, query: &BillQuery) -> Result<Vec<Bill>, Error> {
-        let cursor = query.after.clone().unwrap_or(BillCursor {
-            created_at: i64::MAX,
-            unit_appid: String::new(),
-            order_id: String::new(),
-        });
+        let cursor = query.after.clone().unwrap_or_else(Cursor::first);
         sqlx::query(concat!(
             "SELECT ",
             bill_columns!(),

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use fiscalbill_common::callback::PushMode;
-use fiscalbill_common::config::SecretSetting;
+use fiscalbill_common::config::{LogConfig, SecretSetting};
 use fiscalbill_common::db::DatabaseConfig;
 use fiscalbill_common::wechat::{TokenMode, WechatHttpConfig};
 use serde::Deserialize;
@@ -163,12 +163,6 @@ impl Default for DispatchConfig {
             lease_secs: 60,
         }
     }
-}
-
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    pub json: bool,
 }
 
 #[cfg(test)]

@@ -1,7 +1,5 @@
 //! Proto messages ⇄ collection-svc's domain, with every violation reported at once.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use fiscalbill_common::bill::{
     BillContent, check_appid, check_order_id, check_page_size, check_request_id, optional_timestamp, timestamp,
 };
@@ -10,7 +8,8 @@ use fiscalbill_common::proto::types as types_pb;
 use fiscalbill_common::status::{ApiError, Violations};
 use fiscalbill_common::wechat::types::AuthSource;
 
-use crate::domain::{AuthCursor, AuthQuery, AuthState, Authorization, CreateRequest, OrderKey};
+use crate::domain::{AuthQuery, AuthState, Authorization, CreateRequest, OrderKey};
+use fiscalbill_common::paging::Cursor;
 
 fn check_url(violations: &mut Violations, field: &str, value: &str, https_only: bool) {
     let valid = url::Url::parse(value).is_ok_and(|url| {
@@ -113,31 +112,14 @@ pub fn list_request(request: pb::ListAuthorizationsRequest) -> Result<AuthQuery,
         }
     };
     let limit = check_page_size(&mut violations, "page_size", page_size);
-    let after = if page_token.is_empty() {
-        None
-    } else {
-        let cursor = decode_cursor(&page_token);
-        if cursor.is_none() {
-            violations.add("page_token", "is not a token from a previous ListAuthorizations response");
-        }
-        cursor
-    };
+    let after = Cursor::from_page_token(&page_token, "ListAuthorizations", &mut violations);
     violations.into_result()?;
     Ok(AuthQuery { unit_appid: (!unit_appid.is_empty()).then_some(unit_appid), state, limit, after })
 }
 
 pub fn page_token(last: &Authorization) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}\n{}\n{}", last.created_at, last.key.unit_appid, last.key.order_id))
-}
-
-fn decode_cursor(token: &str) -> Option<AuthCursor> {
-    let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(token).ok()?).ok()?;
-    let mut parts = raw.splitn(3, '\n');
-    Some(AuthCursor {
-        created_at: parts.next()?.parse().ok()?,
-        unit_appid: parts.next()?.to_owned(),
-        order_id: parts.next()?.to_owned(),
-    })
+    Cursor { created_at: last.created_at, unit_appid: last.key.unit_appid.clone(), order_id: last.key.order_id.clone() }
+        .encode()
 }
 
 fn state_from_proto(state: pb::AuthorizationState) -> AuthState {
@@ -184,14 +166,7 @@ pub fn to_proto(auth: &Authorization) -> pb::Authorization {
         authorize_time: optional_timestamp(auth.authorize_time),
         card_id: auth.card_id.clone().unwrap_or_default(),
         card_code: auth.card_code.clone().unwrap_or_default(),
-        failure: auth.failure.as_ref().map(|f| types_pb::Failure {
-            reason: f.reason.clone(),
-            message: f.message.clone(),
-            wechat_errcode: f.wechat_errcode,
-            wechat_errmsg: f.wechat_errmsg.clone(),
-            wechat_rid: f.wechat_rid.clone(),
-            time: optional_timestamp(f.at),
-        }),
+        failure: auth.failure.as_ref().map(|f| f.to_proto()),
         issue_attempts: auth.issue_attempts.min(i64::from(i32::MAX)) as i32,
         reject_reason: auth.reject_reason.clone().unwrap_or_default(),
         request_id: auth.request_id.clone().unwrap_or_default(),

@@ -171,16 +171,8 @@ impl Dispatcher {
                 self.store.finish_job(&job.key, &self.holder, &outcome, now).await
             }
             Ok(pb::BillState::Failed) => {
-                let failure = bill.failure.clone().unwrap_or_default();
+                let failure = Failure::from_proto(bill.failure.clone().unwrap_or_default(), now);
                 tracing::warn!(order = %job.key, reason = %failure.reason, "the bureau could not issue the bill");
-                let failure = Failure {
-                    reason: failure.reason,
-                    message: failure.message,
-                    wechat_errcode: failure.wechat_errcode,
-                    wechat_errmsg: failure.wechat_errmsg,
-                    wechat_rid: failure.wechat_rid,
-                    at: now,
-                };
                 self.store.finish_job(&job.key, &self.holder, &JobOutcome::Failed(failure), now).await
             }
             _ => {

@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 use fiscalbill_common::bill::BillContent;
+use fiscalbill_common::paging::Cursor;
 use fiscalbill_common::wechat::types::AuthSource;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -63,16 +64,7 @@ impl AuthState {
     }
 }
 
-/// Why issuing failed, from the bureau (or WeChat through it).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Failure {
-    pub reason: String,
-    pub message: String,
-    pub wechat_errcode: i64,
-    pub wechat_errmsg: String,
-    pub wechat_rid: String,
-    pub at: i64,
-}
+pub use fiscalbill_common::bill::Failure;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Authorization {
@@ -118,14 +110,7 @@ pub struct AuthQuery {
     pub unit_appid: Option<String>,
     pub state: Option<AuthState>,
     pub limit: i64,
-    pub after: Option<AuthCursor>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AuthCursor {
-    pub created_at: i64,
-    pub unit_appid: String,
-    pub order_id: String,
+    pub after: Option<Cursor>,
 }
 
 /// What an outbox job does next.

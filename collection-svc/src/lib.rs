@@ -127,7 +127,7 @@ async fn run(
     http_task: tokio::task::JoinHandle<std::io::Result<()>>,
 ) {
     let db = tokio::select! {
-        db = connect(&parts.config) => db,
+        db = Db::connect_until_ready(&parts.config.database, SCHEMA, &[COMMON_MIGRATIONS, store::MIGRATIONS]) => Some(db),
         _ = stop.wait_for(|stop| *stop) => None,
     };
     let grace = Duration::from_millis(parts.config.server.shutdown_grace_ms);
@@ -166,24 +166,6 @@ async fn run(
         db.close().await;
     }
     tracing::info!("collection-svc stopped");
-}
-
-async fn connect(config: &CollectionConfig) -> Option<Db> {
-    let schema = config.database.schema.clone().unwrap_or_else(|| SCHEMA.to_owned());
-    loop {
-        let attempt = async {
-            let db = Db::connect(&config.database, SCHEMA).await?;
-            db.migrate(&[COMMON_MIGRATIONS, store::MIGRATIONS], &schema).await?;
-            Ok::<Db, fiscalbill_common::db::DbError>(db)
-        };
-        match attempt.await {
-            Ok(db) => return Some(db),
-            Err(error) => {
-                tracing::error!(%error, "database not ready; retrying in 2 s");
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-        }
-    }
 }
 
 fn build(parts: Parts, db: Db) -> Result<Arc<App>, StartError> {

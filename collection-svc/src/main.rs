@@ -1,35 +1,22 @@
 //! `collection-svc [--config collection.toml]`; every setting can also come from
 //! `COLLECTION__...` environment variables (see README.md).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use collection_svc::config::{CollectionConfig, ENV_PREFIX};
 
-fn config_path() -> Result<Option<PathBuf>, String> {
-    let mut args = std::env::args().skip(1);
-    let mut path = None;
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--config" => path = Some(PathBuf::from(args.next().ok_or("--config needs a file")?)),
-            "-h" | "--help" => return Err("usage: collection-svc [--config collection.toml]".to_owned()),
-            other => return Err(format!("unknown argument {other}; usage: collection-svc [--config collection.toml]")),
-        }
-    }
-    Ok(path)
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config: CollectionConfig = match config_path()
-        .and_then(|path| fiscalbill_common::config::load(path.as_deref(), ENV_PREFIX).map_err(|e| e.to_string()))
-    {
-        Ok(config) => config,
-        Err(message) => {
-            eprintln!("collection-svc: {message}");
-            return ExitCode::from(2);
-        }
-    };
+    let config: CollectionConfig =
+        match fiscalbill_common::config::path_from_args("collection-svc", std::env::args().skip(1))
+            .and_then(|path| fiscalbill_common::config::load(path.as_deref(), ENV_PREFIX).map_err(|e| e.to_string()))
+        {
+            Ok(config) => config,
+            Err(message) => {
+                eprintln!("collection-svc: {message}");
+                return ExitCode::from(2);
+            }
+        };
     fiscalbill_common::server::init_tracing(config.log.json, "info");
     let running = match collection_svc::start(config).await {
         Ok(running) => running,

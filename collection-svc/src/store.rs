@@ -5,18 +5,18 @@
 use bytes::Bytes;
 use fiscalbill_common::bill::BillContent;
 use fiscalbill_common::db::{Db, Migration};
+use fiscalbill_common::paging::Cursor;
 use fiscalbill_common::wechat::types::AuthSource;
 use sqlx::any::AnyRow;
 use sqlx::{Error, Row};
 
-use crate::domain::{AuthCursor, AuthQuery, AuthState, Authorization, Failure, Job, JobPhase, OrderKey};
+use crate::domain::{AuthQuery, AuthState, Authorization, Failure, Job, JobPhase, OrderKey};
 
 pub const MIGRATIONS: &[Migration] = &[Migration {
     set: "collection",
     version: 1,
     name: "initial schema",
-    sqlite: include_str!("../migrations/sqlite/0001_init.sql"),
-    postgres: include_str!("../migrations/postgres/0001_init.sql"),
+    sql: include_str!("../migrations/0001_init.sql"),
 }];
 
 macro_rules! auth_columns {
@@ -234,11 +234,7 @@ impl Store {
     }
 
     pub async fn list(&self, query: &AuthQuery) -> Result<Vec<Authorization>, Error> {
-        let cursor = query.after.clone().unwrap_or(AuthCursor {
-            created_at: i64::MAX,
-            unit_appid: String::new(),
-            order_id: String::new(),
-        });
+        let cursor = query.after.clone().unwrap_or_else(Cursor::first);
         sqlx::query(concat!(
             "SELECT ",
             auth_columns!(),

@@ -175,6 +175,38 @@ impl BillContent {
     }
 }
 
+/// Why issuing failed for good, as recorded on a bill or an authorization.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Failure {
+    /// UPPER_SNAKE_CASE, stable.
+    pub reason: String,
+    pub message: String,
+    pub wechat_errcode: i64,
+    pub wechat_errmsg: String,
+    pub wechat_rid: String,
+    /// Unix milliseconds.
+    pub at: i64,
+}
+
+impl Failure {
+    pub fn to_proto(&self) -> pb::Failure {
+        pb::Failure {
+            reason: self.reason.clone(),
+            message: self.message.clone(),
+            wechat_errcode: self.wechat_errcode,
+            wechat_errmsg: self.wechat_errmsg.clone(),
+            wechat_rid: self.wechat_rid.clone(),
+            time: optional_timestamp(self.at),
+        }
+    }
+
+    /// A failure reported by another service, recorded at `at`.
+    pub fn from_proto(failure: pb::Failure, at: i64) -> Self {
+        let pb::Failure { reason, message, wechat_errcode, wechat_errmsg, wechat_rid, time: _ } = failure;
+        Self { reason, message, wechat_errcode, wechat_errmsg, wechat_rid, at }
+    }
+}
+
 /// `wx` followed by 16 lowercase hex digits.
 pub fn is_appid(value: &str) -> bool {
     value.len() == 18

@@ -77,6 +77,31 @@ fn parse_scalar(raw: &str) -> Value {
         .unwrap_or_else(|| Value::String(raw.to_owned()))
 }
 
+/// `--config FILE` from the command line of `program` (the only argument services take).
+pub fn path_from_args(program: &str, args: impl IntoIterator<Item = String>) -> Result<Option<PathBuf>, String> {
+    let usage = format!("usage: {program} [--config {program}.toml]");
+    let mut args = args.into_iter();
+    let mut path = None;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--config" => {
+                path = Some(PathBuf::from(args.next().ok_or_else(|| format!("--config needs a file; {usage}"))?))
+            }
+            "-h" | "--help" => return Err(usage),
+            other => return Err(format!("unknown argument {other}; {usage}")),
+        }
+    }
+    Ok(path)
+}
+
+/// How a service logs.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// JSON lines instead of human-readable logs.
+    pub json: bool,
+}
+
 /// Where a secret comes from. Debug never shows an inline value.
 #[derive(Clone, Deserialize)]
 #[serde(untagged)]
@@ -164,6 +189,15 @@ mod tests {
         assert_eq!(sample.secret.resolve().unwrap().expose(), "from-file");
         let sample: Sample = load_from(None, "APP", env(&[("APP__SECRET__ENV", "FISCALBILL_TEST_UNSET_VAR")])).unwrap();
         assert!(matches!(sample.secret.resolve(), Err(ConfigError::MissingEnv(_))));
+    }
+
+    #[test]
+    fn the_command_line_names_the_config_file() {
+        let args = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(path_from_args("svc", args(&[])), Ok(None));
+        assert_eq!(path_from_args("svc", args(&["--config", "a.toml"])), Ok(Some(PathBuf::from("a.toml"))));
+        assert!(path_from_args("svc", args(&["--config"])).is_err());
+        assert!(path_from_args("svc", args(&["--verbose"])).unwrap_err().contains("usage: svc"));
     }
 
     #[test]

@@ -33,14 +33,14 @@ impl Default for DatabaseConfig {
     }
 }
 
-/// One migration of one set (`common`, `bureau`, `collection`), in SQL for both backends.
+/// One migration of one set (`common`, `bureau`, `collection`). The SQL is written once for
+/// both backends; the only type that differs, `BLOB`, becomes `BYTEA` on PostgreSQL.
 #[derive(Clone, Copy, Debug)]
 pub struct Migration {
     pub set: &'static str,
     pub version: i64,
     pub name: &'static str,
-    pub sqlite: &'static str,
-    pub postgres: &'static str,
+    pub sql: &'static str,
 }
 
 /// The tables of [`crate::sql_credentials::SqlCredentialStore`].
@@ -48,8 +48,7 @@ pub const COMMON_MIGRATIONS: &[Migration] = &[Migration {
     set: "common",
     version: 1,
     name: "wechat credentials",
-    sqlite: include_str!("../migrations/common/0001_credentials.sql"),
-    postgres: include_str!("../migrations/common/0001_credentials.sql"),
+    sql: include_str!("../migrations/common/0001_credentials.sql"),
 }];
 
 #[derive(Debug, thiserror::Error)]
@@ -184,11 +183,11 @@ impl Db {
             };
             conn.execute(begin).await.map_err(fail)?;
             let sql = match self.backend {
-                Backend::Sqlite => migration.sqlite,
-                Backend::Postgres => migration.postgres,
+                Backend::Sqlite => migration.sql.to_owned(),
+                Backend::Postgres => migration.sql.replace(" BLOB", " BYTEA"),
             };
             let applied = async {
-                sqlx::raw_sql(sql).execute(&mut *conn).await?;
+                sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *conn).await?;
                 sqlx::query(
                     "INSERT INTO schema_migration (migration_set, version, name, applied_at) VALUES ($1, $2, $3, $4)",
                 )
@@ -220,6 +219,26 @@ impl Db {
     /// A cheap query proving the database answers.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
+    }
+
+    /// Connects and migrates, retrying every 2 s until the database answers (a service starts
+    /// before its database and reports NOT_SERVING meanwhile).
+    pub async fn connect_until_ready(config: &DatabaseConfig, default_schema: &str, sets: &[&[Migration]]) -> Db {
+        let schema = config.schema.clone().unwrap_or_else(|| default_schema.to_owned());
+        loop {
+            let attempt = async {
+                let db = Db::connect(config, default_schema).await?;
+                db.migrate(sets, &schema).await?;
+                Ok::<Db, DbError>(db)
+            };
+            match attempt.await {
+                Ok(db) => return db,
+                Err(error) => {
+                    tracing::error!(%error, "database not ready; retrying in 2 s");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            }
+        }
     }
 
     pub async fn close(&self) {

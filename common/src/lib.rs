@@ -8,6 +8,7 @@ pub mod callback;
 pub mod clock;
 pub mod config;
 pub mod db;
+pub mod paging;
 pub mod pdf;
 pub mod proto;
 pub mod secret;

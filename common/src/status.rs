@@ -119,6 +119,20 @@ impl ApiError {
     }
 }
 
+/// The ErrorInfo reason of a status (empty when it has none).
+pub fn error_reason(status: &Status) -> String {
+    status.get_error_details().error_info().map(|info| info.reason.clone()).unwrap_or_default()
+}
+
+/// The fields named by the BadRequest violations of a status.
+pub fn violation_fields(status: &Status) -> Vec<String> {
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default()
+}
+
 /// How a WeChat failure surfaces to gRPC callers.
 pub fn wechat_code_and_reason(error: &WechatError) -> (Code, &'static str) {
     match error {

@@ -45,9 +45,16 @@ impl<T> Hosted<T> {
         (Hosted { runtime: Some(runtime), running: Some(running) }, addrs)
     }
 
-    fn crash(mut self) {
-        self.running.take();
-        self.runtime.take().unwrap().shutdown_background();
+    /// A clean stop (drain, park, close), or a crash: every task dies at once.
+    fn stop(mut self, crash: bool)
+    where
+        T: Stop,
+    {
+        let runtime = self.runtime.take().unwrap();
+        if let (false, Some(running)) = (crash, self.running.take()) {
+            runtime.block_on(running.stop());
+        }
+        runtime.shutdown_background();
     }
 }
 
@@ -56,6 +63,22 @@ impl<T> Drop for Hosted<T> {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
+    }
+}
+
+pub trait Stop {
+    fn stop(self) -> impl std::future::Future<Output = ()>;
+}
+
+impl Stop for bureau_svc::RunningBureau {
+    fn stop(self) -> impl std::future::Future<Output = ()> {
+        bureau_svc::RunningBureau::stop(self)
+    }
+}
+
+impl Stop for collection_svc::RunningCollection {
+    fn stop(self) -> impl std::future::Future<Output = ()> {
+        collection_svc::RunningCollection::stop(self)
     }
 }
 
@@ -352,34 +375,12 @@ impl Stack {
     /// Stops the bureau cleanly (or crashes it).
     pub async fn stop_bureau(&mut self, crash: bool) {
         let hosted = self.bureau_host.take().expect("the bureau runs");
-        tokio::task::spawn_blocking(move || {
-            if crash {
-                hosted.crash();
-            } else {
-                let mut hosted = hosted;
-                let runtime = hosted.runtime.take().unwrap();
-                runtime.block_on(hosted.running.take().unwrap().stop());
-                runtime.shutdown_background();
-            }
-        })
-        .await
-        .unwrap();
+        tokio::task::spawn_blocking(move || hosted.stop(crash)).await.unwrap();
     }
 
     pub async fn stop_collection(&mut self, crash: bool) {
         let hosted = self.collection_host.take().expect("collection runs");
-        tokio::task::spawn_blocking(move || {
-            if crash {
-                hosted.crash();
-            } else {
-                let mut hosted = hosted;
-                let runtime = hosted.runtime.take().unwrap();
-                runtime.block_on(hosted.running.take().unwrap().stop());
-                runtime.shutdown_background();
-            }
-        })
-        .await
-        .unwrap();
+        tokio::task::spawn_blocking(move || hosted.stop(crash)).await.unwrap();
     }
 
     // --- sandbox ---
@@ -493,18 +494,4 @@ pub fn content(order_id: &str, fee: i64) -> types_pb::BillContent {
     }
 }
 
-/// The ErrorInfo reason of a status.
-pub fn reason(status: &tonic::Status) -> String {
-    use tonic_types::StatusExt;
-    status.get_error_details().error_info().map(|i| i.reason.clone()).unwrap_or_default()
-}
-
-/// The BadRequest field names of a status.
-pub fn violations(status: &tonic::Status) -> Vec<String> {
-    use tonic_types::StatusExt;
-    status
-        .get_error_details()
-        .bad_request()
-        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
-        .unwrap_or_default()
-}
+pub use fiscalbill_common::status::{error_reason as reason, violation_fields as violations};

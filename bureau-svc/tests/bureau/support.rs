@@ -341,18 +341,4 @@ pub fn state(bill: &pb::Bill) -> pb::BillState {
     pb::BillState::try_from(bill.state).unwrap()
 }
 
-/// The ErrorInfo reason of a status.
-pub fn reason(status: &tonic::Status) -> String {
-    use tonic_types::StatusExt;
-    status.get_error_details().error_info().map(|i| i.reason.clone()).unwrap_or_default()
-}
-
-/// The BadRequest field names of a status.
-pub fn violations(status: &tonic::Status) -> Vec<String> {
-    use tonic_types::StatusExt;
-    status
-        .get_error_details()
-        .bad_request()
-        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
-        .unwrap_or_default()
-}
+pub use fiscalbill_common::status::{error_reason as reason, violation_fields as violations};

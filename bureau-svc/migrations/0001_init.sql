@@ -1,4 +1,4 @@
--- bureau-svc schema (PostgreSQL). Times are Unix milliseconds unless named *_secs.
+-- bureau-svc schema (SQLite and PostgreSQL: BLOB becomes BYTEA). Times are Unix milliseconds unless named *_secs.
 
 -- The bureau's s_pappid, obtained once through seturl.
 CREATE TABLE sp_app (
@@ -75,7 +75,7 @@ CREATE INDEX bill_newest ON bill (created_at DESC, unit_appid, order_id);
 CREATE TABLE bill_pdf (
     unit_appid TEXT NOT NULL,
     order_id TEXT NOT NULL,
-    pdf BYTEA NOT NULL,
+    pdf BLOB NOT NULL,
     PRIMARY KEY (unit_appid, order_id)
 );
 

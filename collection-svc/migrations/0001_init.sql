@@ -1,4 +1,4 @@
--- collection-svc schema (PostgreSQL). Times are Unix milliseconds.
+-- collection-svc schema (SQLite and PostgreSQL: BLOB becomes BYTEA). Times are Unix milliseconds.
 
 -- Values learnt once: the bureau's s_pappid.
 CREATE TABLE setting (
@@ -46,7 +46,7 @@ CREATE INDEX payer_authorization_pending ON payer_authorization (last_sync_at) W
 CREATE TABLE payer_authorization_pdf (
     unit_appid TEXT NOT NULL,
     order_id TEXT NOT NULL,
-    pdf BYTEA NOT NULL,
+    pdf BLOB NOT NULL,
     PRIMARY KEY (unit_appid, order_id)
 );
 

@@ -24,7 +24,7 @@ use fiscalbill_common::clock::SystemClock;
 use fiscalbill_common::config::ConfigError;
 use fiscalbill_common::db::{COMMON_MIGRATIONS, Db};
 use fiscalbill_common::proto::bureau::bureau_service_server::BureauServiceServer;
-use fiscalbill_common::server::{Health, base_router, bind, serve};
+use fiscalbill_common::server::{Health, Servers, base_router, bind};
 use fiscalbill_common::sql_credentials::SqlCredentialStore;
 use fiscalbill_common::wechat::{Credentials, WechatClient};
 use tokio::sync::watch;
@@ -62,11 +62,6 @@ impl RunningBureau {
     /// or are parked, servers close.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
-        let _ = self.task.await;
-    }
-
-    /// Resolves when the bureau stopped by itself (it does not, short of a panic).
-    pub async fn wait(self) {
         let _ = self.task.await;
     }
 }
@@ -111,16 +106,10 @@ pub async fn start(config: BureauConfig) -> Result<RunningBureau, StartError> {
     let http = callback::router(callback::CallbackState { keys, app: app_cell.clone() });
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let until_stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
-    let grpc_task = tokio::spawn(serve(router, grpc_listener, until_stopped(stop_rx.clone())));
-    let http_task = tokio::spawn(async move {
-        axum::serve(http_listener, http).with_graceful_shutdown(until_stopped(stop_rx.clone())).await
-    });
+    let servers = Servers::spawn(router, grpc_listener, http, http_listener, stop_rx);
     tracing::info!(%grpc_addr, %http_addr, "bureau-svc listening");
 
-    let task = tokio::spawn(run(config, client, secret, app_cell, health, stop_tx.subscribe(), grpc_task, http_task));
+    let task = tokio::spawn(run(config, client, secret, app_cell, health, stop_tx.subscribe(), servers));
     Ok(RunningBureau { grpc_addr, http_addr, stop: stop_tx, task })
 }
 
@@ -132,8 +121,7 @@ async fn run(
     app_cell: Arc<OnceLock<Arc<App>>>,
     health: Health,
     mut stop: watch::Receiver<bool>,
-    grpc_task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
-    http_task: tokio::task::JoinHandle<std::io::Result<()>>,
+    servers: Servers,
 ) {
     let db = tokio::select! {
         db = Db::connect_until_ready(&config.database, SCHEMA, &[COMMON_MIGRATIONS, store::MIGRATIONS]) => Some(db),
@@ -160,12 +148,7 @@ async fn run(
     if let Some(worker) = worker {
         worker.abort();
     }
-    if let Ok(Err(error)) = grpc_task.await {
-        tracing::error!(%error, "gRPC server failed");
-    }
-    if let Ok(Err(error)) = http_task.await {
-        tracing::error!(%error, "HTTP server failed");
-    }
+    servers.join().await;
     if let Some(db) = db {
         db.close().await;
     }

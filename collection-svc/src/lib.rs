@@ -22,7 +22,7 @@ use fiscalbill_common::clock::SystemClock;
 use fiscalbill_common::config::ConfigError;
 use fiscalbill_common::db::{COMMON_MIGRATIONS, Db};
 use fiscalbill_common::proto::collection::collection_service_server::CollectionServiceServer;
-use fiscalbill_common::server::{Health, base_router, bind, serve};
+use fiscalbill_common::server::{Health, Servers, base_router, bind};
 use fiscalbill_common::sql_credentials::SqlCredentialStore;
 use fiscalbill_common::wechat::{Credentials, WechatClient};
 use tokio::sync::watch;
@@ -95,17 +95,11 @@ pub async fn start(config: CollectionConfig) -> Result<RunningCollection, StartE
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let until_stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
-    let grpc_task = tokio::spawn(serve(router, grpc_listener, until_stopped(stop_rx.clone())));
-    let http_task = tokio::spawn(async move {
-        axum::serve(http_listener, http).with_graceful_shutdown(until_stopped(stop_rx.clone())).await
-    });
+    let servers = Servers::spawn(router, grpc_listener, http, http_listener, stop_rx);
     tracing::info!(%grpc_addr, %http_addr, "collection-svc listening");
 
     let parts = Parts { config, client, accounts, units, max_message };
-    let task = tokio::spawn(run(parts, app_cell, health, stop_tx.subscribe(), grpc_task, http_task));
+    let task = tokio::spawn(run(parts, app_cell, health, stop_tx.subscribe(), servers));
     Ok(RunningCollection { grpc_addr, http_addr, stop: stop_tx, task })
 }
 
@@ -123,8 +117,7 @@ async fn run(
     app_cell: Arc<OnceLock<Arc<App>>>,
     health: Health,
     mut stop: watch::Receiver<bool>,
-    grpc_task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
-    http_task: tokio::task::JoinHandle<std::io::Result<()>>,
+    servers: Servers,
 ) {
     let db = tokio::select! {
         db = Db::connect_until_ready(&parts.config.database, SCHEMA, &[COMMON_MIGRATIONS, store::MIGRATIONS]) => Some(db),
@@ -156,12 +149,7 @@ async fn run(
     for task in tasks {
         task.abort();
     }
-    if let Ok(Err(error)) = grpc_task.await {
-        tracing::error!(%error, "gRPC server failed");
-    }
-    if let Ok(Err(error)) = http_task.await {
-        tracing::error!(%error, "HTTP server failed");
-    }
+    servers.join().await;
     if let Some(db) = db {
         db.close().await;
     }

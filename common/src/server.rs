@@ -60,6 +60,42 @@ pub async fn base_router(services: Vec<&'static str>) -> (Router, Health) {
     (router, health)
 }
 
+/// A service's gRPC and HTTP servers, running until the stop signal turns true.
+pub struct Servers {
+    grpc: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    http: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Servers {
+    pub fn spawn(
+        grpc: Router,
+        grpc_listener: TcpListener,
+        http: axum::Router,
+        http_listener: TcpListener,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        let until_stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        };
+        let grpc = tokio::spawn(serve(grpc, grpc_listener, until_stopped(stop.clone())));
+        let http =
+            tokio::spawn(
+                async move { axum::serve(http_listener, http).with_graceful_shutdown(until_stopped(stop)).await },
+            );
+        Self { grpc, http }
+    }
+
+    /// Waits for both servers to finish their in-flight requests after the stop signal.
+    pub async fn join(self) {
+        if let Ok(Err(error)) = self.grpc.await {
+            tracing::error!(%error, "gRPC server failed");
+        }
+        if let Ok(Err(error)) = self.http.await {
+            tracing::error!(%error, "HTTP server failed");
+        }
+    }
+}
+
 /// Serves `router` on `listener` until `shutdown` completes, then lets in-flight calls finish.
 pub async fn serve(
     router: Router,

@@ -26,8 +26,10 @@ CREATE TABLE unit (
 CREATE TABLE bill (
     unit_appid TEXT NOT NULL,
     order_id TEXT NOT NULL,
-    authorized_appid TEXT NOT NULL,
+        authorized_appid TEXT NOT NULL,
     request_id TEXT,
+    -- The W3C trace of the order, from collection-svc's traceparent (logged with every step).
+    trace_id TEXT NOT NULL,
     state TEXT NOT NULL,
     fee BIGINT NOT NULL,
     payer_title TEXT NOT NULL,

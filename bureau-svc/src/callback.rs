@@ -15,11 +15,13 @@ use http::StatusCode;
 
 use crate::app::App;
 use crate::error::BureauError;
+use fiscalbill_common::metrics::Metrics;
 
 #[derive(Clone)]
 pub struct CallbackState {
     pub keys: Option<CallbackKeys>,
     pub app: Arc<std::sync::OnceLock<Arc<App>>>,
+    pub metrics: Arc<Metrics>,
 }
 
 pub fn router(state: CallbackState) -> Router {
@@ -29,8 +31,9 @@ pub fn router(state: CallbackState) -> Router {
         .with_state(state)
 }
 
-fn refuse(error: &CallbackError) -> Response {
+fn refuse(metrics: &Metrics, error: &CallbackError) -> Response {
     tracing::warn!(reason = error.reason(), %error, "callback request refused");
+    metrics.record_push(&format!("refused_{}", error.reason()));
     let status = match error {
         CallbackError::BadSignature
         | CallbackError::BadMsgSignature
@@ -48,7 +51,7 @@ async fn verify(State(state): State<CallbackState>, RawQuery(query): RawQuery) -
     };
     match verify_url(keys, &CallbackQuery::parse(&query.unwrap_or_default())) {
         Ok(echostr) => echostr.into_response(),
-        Err(error) => refuse(&error),
+        Err(error) => refuse(&state.metrics, &error),
     }
 }
 
@@ -58,7 +61,7 @@ async fn receive(State(state): State<CallbackState>, RawQuery(query): RawQuery, 
     };
     let opened = match open_push(keys, &CallbackQuery::parse(&query.unwrap_or_default()), &body) {
         Ok(opened) => opened,
-        Err(error) => return refuse(&error),
+        Err(error) => return refuse(&state.metrics, &error),
     };
     if opened.used_previous_key {
         tracing::warn!("push decrypted with the previous EncodingAESKey: WeChat still uses the old key");
@@ -67,19 +70,23 @@ async fn receive(State(state): State<CallbackState>, RawQuery(query): RawQuery, 
         Some(fiscalbill_common::callback::message::EVENT_UPDATE_INVOICE_STATUS) => {}
         other => {
             tracing::info!(event = other.unwrap_or_default(), "push without a bureau event acknowledged");
+            state.metrics.record_push("ignored");
             return "success".into_response();
         }
     }
     let event = match opened.message.status_event() {
         Ok(event) => event,
-        Err(error) => return refuse(&CallbackError::Message(error)),
+        Err(error) => return refuse(&state.metrics, &CallbackError::Message(error)),
     };
     let Some(app) = state.app.get() else {
         // Not acknowledged: WeChat retries, and the bureau is ready by then.
         return (StatusCode::SERVICE_UNAVAILABLE, "starting").into_response();
     };
     match app.reimburse.record_push(&event, &opened.plaintext).await {
-        Ok(_) => "success".into_response(),
+        Ok(outcome) => {
+            state.metrics.record_push(outcome.as_str());
+            "success".into_response()
+        }
         Err(BureauError::Storage(error)) => {
             tracing::error!(%error, "cannot record a status push; WeChat will retry");
             (StatusCode::SERVICE_UNAVAILABLE, "storage unavailable").into_response()

@@ -3,9 +3,11 @@
 
 use std::net::SocketAddr;
 
+use fiscalbill_common::auth::AuthConfig;
 use fiscalbill_common::callback::PushMode;
 use fiscalbill_common::config::{LogConfig, SecretSetting};
 use fiscalbill_common::db::DatabaseConfig;
+use fiscalbill_common::tls::ServerTls;
 use fiscalbill_common::wechat::{TokenMode, WechatHttpConfig};
 use serde::Deserialize;
 
@@ -28,6 +30,9 @@ pub struct BureauConfig {
     /// Collection units onboarded by configuration (more can be added with CreateCardTemplate).
     #[serde(default)]
     pub units: Vec<UnitConfig>,
+    /// Which clients may call which methods; on unless disabled.
+    #[serde(default)]
+    pub auth: AuthConfig,
     #[serde(default)]
     pub log: LogConfig,
 }
@@ -42,6 +47,10 @@ pub struct ServerConfig {
     pub grpc_listen: SocketAddr,
     /// WeChat's pushes (`/wechat/callback`) arrive here.
     pub http_listen: SocketAddr,
+    /// Metrics (`/metrics`) and health (`/healthz`), for operators only.
+    pub admin_listen: SocketAddr,
+    /// TLS (and mutual TLS) of the gRPC server; plaintext without it.
+    pub tls: Option<ServerTls>,
     /// How long a shutdown waits for in-flight bills before parking them.
     pub shutdown_grace_ms: u64,
 }
@@ -51,6 +60,8 @@ impl Default for ServerConfig {
         Self {
             grpc_listen: SocketAddr::from(([127, 0, 0, 1], 50052)),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 8082)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9082)),
+            tls: None,
             shutdown_grace_ms: 20_000,
         }
     }

@@ -16,6 +16,7 @@ use fiscalbill_common::paging::Cursor;
 
 pub fn issue_request(
     request: pb::IssueBillRequest,
+    trace_id: String,
     pdf_max_bytes: usize,
     now_secs: i64,
 ) -> Result<IssueRequest, ApiError> {
@@ -38,6 +39,7 @@ pub fn issue_request(
         authorized_appid: if authorized_appid.is_empty() { unit_appid.clone() } else { authorized_appid },
         key: BillKey { unit_appid, order_id },
         request_id: (!request_id.is_empty()).then_some(request_id),
+        trace_id,
         content: content.expect("validated"),
         pdf: (!pdf.is_empty()).then_some(pdf),
     })
@@ -220,7 +222,7 @@ mod tests {
             request_id: "has space".into(),
             authorized_appid: "wx1".into(),
         };
-        let error = issue_request(request, 1 << 20, 1_800_000_000).unwrap_err();
+        let error = issue_request(request, String::new(), 1 << 20, 1_800_000_000).unwrap_err();
         let fields: Vec<&str> = error.violations.iter().map(|v| v.field.as_str()).collect();
         assert_eq!(fields, ["unit_appid", "order_id", "content", "pdf", "request_id", "authorized_appid"]);
     }

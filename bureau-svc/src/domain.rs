@@ -29,6 +29,9 @@ pub enum BillState {
 }
 
 impl BillState {
+    pub const ALL: [BillState; 5] =
+        [BillState::Accepted, BillState::PdfUploaded, BillState::PdfChecked, BillState::Inserted, BillState::Failed];
+
     pub fn as_str(self) -> &'static str {
         match self {
             BillState::Accepted => "accepted",
@@ -40,9 +43,7 @@ impl BillState {
     }
 
     pub fn parse(value: &str) -> Option<Self> {
-        [BillState::Accepted, BillState::PdfUploaded, BillState::PdfChecked, BillState::Inserted, BillState::Failed]
-            .into_iter()
-            .find(|s| s.as_str() == value)
+        Self::ALL.into_iter().find(|s| s.as_str() == value)
     }
 
     pub fn is_final(self) -> bool {
@@ -99,6 +100,7 @@ pub struct Bill {
     pub key: BillKey,
     pub authorized_appid: String,
     pub request_id: Option<String>,
+    pub trace_id: String,
     pub state: BillState,
     pub content: BillContent,
     pub pdf_sha256: String,
@@ -127,6 +129,7 @@ pub struct NewBill {
     pub key: BillKey,
     pub authorized_appid: String,
     pub request_id: Option<String>,
+    pub trace_id: String,
     pub content: BillContent,
     pub pdf: Bytes,
     pub pdf_sha256: String,
@@ -139,6 +142,7 @@ pub struct IssueRequest {
     pub key: BillKey,
     pub authorized_appid: String,
     pub request_id: Option<String>,
+    pub trace_id: String,
     pub content: BillContent,
     pub pdf: Option<Bytes>,
 }

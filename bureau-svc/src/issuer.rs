@@ -162,6 +162,7 @@ impl Issuer {
             key: request.key.clone(),
             authorized_appid: request.authorized_appid.clone(),
             request_id: request.request_id.clone(),
+            trace_id: request.trace_id.clone(),
             content: request.content.clone(),
             pdf_sha256: hex::encode(Sha256::digest(&pdf)),
             pdf,
@@ -277,7 +278,8 @@ impl Issuer {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         let issuer = self.clone();
         tokio::spawn(async move {
-            if let Err(error) = issuer.drive(&key).await {
+            let span = tracing::info_span!("drive", unit_appid = %key.unit_appid, order_id = %key.order_id, trace_id = tracing::field::Empty);
+            if let Err(error) = tracing::Instrument::instrument(issuer.drive(&key), span).await {
                 tracing::warn!(bill = %key, %error, "driving the bill stopped; the worker resumes it");
             }
             issuer.driving.lock().unwrap().remove(&key);
@@ -297,6 +299,7 @@ impl Issuer {
         }
         loop {
             let Some(bill) = self.store.bill(key).await? else { break };
+            tracing::Span::current().record("trace_id", bill.trace_id.as_str());
             if bill.state.is_final() || bill.next_attempt_at > now_millis() || !self.accepting.load(Ordering::SeqCst) {
                 break;
             }

@@ -19,13 +19,16 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use fiscalbill_common::auth::Authenticator;
 use fiscalbill_common::callback::CallbackKeys;
 use fiscalbill_common::clock::SystemClock;
 use fiscalbill_common::config::ConfigError;
 use fiscalbill_common::db::{COMMON_MIGRATIONS, Db};
+use fiscalbill_common::metrics::Metrics;
 use fiscalbill_common::proto::bureau::bureau_service_server::BureauServiceServer;
-use fiscalbill_common::server::{Health, Servers, base_router, bind};
+use fiscalbill_common::server::{GrpcOptions, Health, Servers, admin_router, base_router, bind};
 use fiscalbill_common::sql_credentials::SqlCredentialStore;
+use fiscalbill_common::tls::ServerTls;
 use fiscalbill_common::wechat::{Credentials, WechatClient};
 use tokio::sync::watch;
 
@@ -47,12 +50,19 @@ pub enum StartError {
     Client(String),
     #[error("{0}")]
     Listen(#[from] std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] fiscalbill_common::tls::TlsError),
+    #[error(transparent)]
+    Auth(#[from] fiscalbill_common::auth::AuthConfigError),
+    #[error("gRPC server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
 }
 
 /// A started bureau-svc: its addresses and how to stop it.
 pub struct RunningBureau {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -89,48 +99,81 @@ pub async fn start(config: BureauConfig) -> Result<RunningBureau, StartError> {
         }
         None => None,
     };
-    let client = WechatClient::new(&config.wechat).map_err(|e| StartError::Client(e.to_string()))?;
+    let metrics = Metrics::new("Bills by state");
+    let client = WechatClient::new(&config.wechat)
+        .map_err(|e| StartError::Client(e.to_string()))?
+        .with_observer(metrics.clone());
+    let grpc = GrpcOptions {
+        services: vec![SERVICE_NAME],
+        tls: config.server.tls.as_ref().map(ServerTls::tonic).transpose()?,
+        authenticator: Authenticator::new(&config.auth, DOMAIN)?,
+        metrics: metrics.clone(),
+    };
 
     let grpc_listener = bind(config.server.grpc_listen).await?;
     let http_listener = bind(config.server.http_listen).await?;
+    let admin_listener = bind(config.server.admin_listen).await?;
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
 
     let app_cell: Arc<OnceLock<Arc<App>>> = Arc::default();
-    let (router, health) = base_router(vec![SERVICE_NAME]).await;
+    let (router, health) = base_router(grpc).await?;
     let max_message = config.issuing.pdf_max_bytes + 256 * 1024;
     let service = BureauServiceServer::new(service::BureauGrpc::new(app_cell.clone()))
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
     let router = router.add_service(service);
-    let http = callback::router(callback::CallbackState { keys, app: app_cell.clone() });
+    let http = callback::router(callback::CallbackState { keys, app: app_cell.clone(), metrics: metrics.clone() });
+    let admin = admin_router(metrics.clone(), health.clone(), {
+        let (app_cell, metrics) = (app_cell.clone(), metrics.clone());
+        move || {
+            let (app, metrics) = (app_cell.get().cloned(), metrics.clone());
+            async move {
+                if let Some(app) = app {
+                    match app.store.count_by_state().await {
+                        Ok(counts) => {
+                            metrics.set_states(&domain::BillState::ALL.map(domain::BillState::as_str), &counts)
+                        }
+                        Err(error) => tracing::warn!(%error, "cannot count bills for metrics"),
+                    }
+                }
+            }
+        }
+    });
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let servers = Servers::spawn(router, grpc_listener, http, http_listener, stop_rx);
-    tracing::info!(%grpc_addr, %http_addr, "bureau-svc listening");
+    let servers = Servers::spawn(router, grpc_listener, vec![(http, http_listener), (admin, admin_listener)], stop_rx);
+    tracing::info!(%grpc_addr, %http_addr, %admin_addr, "bureau-svc listening");
 
-    let task = tokio::spawn(run(config, client, secret, app_cell, health, stop_tx.subscribe(), servers));
-    Ok(RunningBureau { grpc_addr, http_addr, stop: stop_tx, task })
+    let parts = Parts { config, client, secret, metrics };
+    let task = tokio::spawn(run(parts, app_cell, health, stop_tx.subscribe(), servers));
+    Ok(RunningBureau { grpc_addr, http_addr, admin_addr, stop: stop_tx, task })
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run(
+/// What the bureau is built from once its database is ready.
+struct Parts {
     config: BureauConfig,
     client: WechatClient,
     secret: fiscalbill_common::Secret,
+    metrics: Arc<Metrics>,
+}
+
+async fn run(
+    parts: Parts,
     app_cell: Arc<OnceLock<Arc<App>>>,
     health: Health,
     mut stop: watch::Receiver<bool>,
     servers: Servers,
 ) {
     let db = tokio::select! {
-        db = Db::connect_until_ready(&config.database, SCHEMA, &[COMMON_MIGRATIONS, store::MIGRATIONS]) => Some(db),
+                db = Db::connect_until_ready(&parts.config.database, SCHEMA, &[COMMON_MIGRATIONS, store::MIGRATIONS]) => Some(db),
         _ = stop.wait_for(|stop| *stop) => None,
     };
     let mut worker = None;
     if let Some(db) = &db {
-        let app = build(&config, db.clone(), client, secret).await;
-        if let Err(error) = app.templates.onboard(&config.units).await {
+        let app = build(&parts, db.clone()).await;
+        if let Err(error) = app.templates.onboard(&parts.config.units).await {
             tracing::error!(%error, "cannot record the configured units");
         }
         worker = Some(tokio::spawn(app.issuer.clone().run_worker()));
@@ -143,7 +186,7 @@ async fn run(
     tracing::info!("bureau-svc draining");
     health.set(false).await;
     if let Some(app) = app_cell.get() {
-        app.issuer.shutdown(Duration::from_millis(config.server.shutdown_grace_ms)).await;
+        app.issuer.shutdown(Duration::from_millis(parts.config.server.shutdown_grace_ms)).await;
     }
     if let Some(worker) = worker {
         worker.abort();
@@ -155,16 +198,18 @@ async fn run(
     tracing::info!("bureau-svc stopped");
 }
 
-async fn build(config: &BureauConfig, db: Db, client: WechatClient, secret: fiscalbill_common::Secret) -> Arc<App> {
+async fn build(parts: &Parts, db: Db) -> Arc<App> {
+    let config = &parts.config;
     let store = store::Store::new(db.clone());
     let appid = config.account.appid.clone();
     let credentials = Arc::new(Credentials::new(
-        client,
-        [(appid.clone(), secret)],
+        parts.client.clone(),
+        [(appid.clone(), parts.secret.clone())],
         config.account.token_mode,
         Arc::new(SqlCredentialStore::new(db)),
         Arc::new(SystemClock),
     ));
+    parts.metrics.watch_credentials(credentials.clone());
     let holder = app::replica_id();
     let sp_app_ids = Arc::new(spappid::SpAppIds::new(store.clone(), credentials.clone(), appid.clone()));
     let templates =

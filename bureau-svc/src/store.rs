@@ -22,7 +22,7 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
 
 macro_rules! bill_columns {
     () => {
-        "unit_appid, order_id, authorized_appid, request_id, state, fee, payer_title, billing_no, billing_code, \
+        "unit_appid, order_id, authorized_appid, request_id, trace_id, state, fee, payer_title, billing_no, billing_code, \
          billing_time, items, remarks, pdf_sha256, pdf_size, pdf_origin, card_id, s_media_id, media_expires_at, \
          insert_pending, card_code, openid, reimburse_status, failure_reason, failure_message, failure_errcode, \
          failure_errmsg, failure_rid, failed_at, attempts, last_error, never_authorized_since, next_attempt_at, \
@@ -60,6 +60,7 @@ fn bill_from_row(row: &AnyRow) -> Result<Bill, Error> {
         key: BillKey { unit_appid: row.try_get("unit_appid")?, order_id: row.try_get("order_id")? },
         authorized_appid: row.try_get("authorized_appid")?,
         request_id: row.try_get("request_id")?,
+        trace_id: row.try_get("trace_id")?,
         state: BillState::parse(&state).ok_or_else(|| corrupt("state", &state))?,
         content: BillContent {
             fee: row.try_get("fee")?,
@@ -113,6 +114,16 @@ pub enum EventOutcome {
     Applied,
     /// Recorded; no bill matched, or it carried an older status than the bill's.
     Recorded,
+}
+
+impl EventOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventOutcome::Duplicate => "duplicate",
+            EventOutcome::Applied => "applied",
+            EventOutcome::Recorded => "recorded",
+        }
+    }
 }
 
 /// A verified status push, ready to store.
@@ -304,8 +315,8 @@ impl Store {
         let mut tx = self.db.begin_write().await?;
         sqlx::query(
             "INSERT INTO bill (unit_appid, order_id, authorized_appid, request_id, state, fee, payer_title, billing_no,
-                billing_code, billing_time, items, remarks, pdf_sha256, pdf_size, pdf_origin, next_attempt_at, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, 'accepted', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $15)",
+                billing_code, billing_time, items, remarks, pdf_sha256, pdf_size, pdf_origin, next_attempt_at, created_at, updated_at, trace_id)
+             VALUES ($1, $2, $3, $4, 'accepted', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $15, $16)",
         )
         .bind(&bill.key.unit_appid)
         .bind(&bill.key.order_id)
@@ -320,8 +331,9 @@ impl Store {
         .bind(&bill.content.remarks)
         .bind(&bill.pdf_sha256)
         .bind(bill.pdf.len() as i64)
-        .bind(bill.pdf_origin.as_str())
+                .bind(bill.pdf_origin.as_str())
         .bind(now)
+        .bind(&bill.trace_id)
         .execute(&mut *tx)
         .await?;
         sqlx::query("INSERT INTO bill_pdf (unit_appid, order_id, pdf) VALUES ($1, $2, $3)")
@@ -363,6 +375,16 @@ impl Store {
         .iter()
         .map(bill_from_row)
         .collect()
+    }
+
+    /// Bills per state, for metrics.
+    pub async fn count_by_state(&self) -> Result<Vec<(String, i64)>, Error> {
+        sqlx::query("SELECT state, COUNT(*) FROM bill GROUP BY state")
+            .fetch_all(self.db.pool())
+            .await?
+            .iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect()
     }
 
     /// Takes the lease of one open bill, if free (or already ours).

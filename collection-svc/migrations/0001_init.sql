@@ -16,7 +16,9 @@ CREATE TABLE payer_authorization (
     bill TEXT NOT NULL,
     pdf_sha256 TEXT,
     redirect_url TEXT,
-    request_id TEXT,
+        request_id TEXT,
+    -- The W3C trace this order belongs to (collection-svc and bureau-svc log it).
+    trace_id TEXT NOT NULL,
     s_pappid TEXT NOT NULL,
     auth_url TEXT NOT NULL,
     auth_url_expires_at BIGINT NOT NULL,

@@ -4,9 +4,12 @@ use std::sync::Arc;
 
 use fiscalbill_common::wechat::Credentials;
 
+use fiscalbill_common::metrics::Metrics;
+
 use crate::authorize::Authorizations;
 use crate::config::AuthorizationConfig;
 use crate::dispatch::Dispatcher;
+use crate::domain::AuthState;
 use crate::store::Store;
 use crate::units::Units;
 
@@ -17,6 +20,23 @@ pub struct App {
     pub authorizations: Arc<Authorizations>,
     pub dispatcher: Arc<Dispatcher>,
     pub config: AuthorizationConfig,
+}
+
+impl App {
+    /// Updates the scrape-time gauges: authorizations by state, outbox depth and age.
+    pub async fn refresh_metrics(&self, metrics: &Metrics) {
+        match self.store.count_by_state().await {
+            Ok(counts) => metrics.set_states(&AuthState::ALL.map(AuthState::as_str), &counts),
+            Err(error) => tracing::warn!(%error, "cannot count authorizations for metrics"),
+        }
+        match self.store.outbox_depth(fiscalbill_common::db::now_millis()).await {
+            Ok((jobs, oldest_ms)) => {
+                metrics.outbox_jobs.set(jobs);
+                metrics.outbox_oldest_seconds.set(oldest_ms as f64 / 1000.0);
+            }
+            Err(error) => tracing::warn!(%error, "cannot measure the outbox for metrics"),
+        }
+    }
 }
 
 /// Who this replica is in leases.

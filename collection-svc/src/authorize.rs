@@ -79,6 +79,7 @@ impl Authorizations {
             pdf_sha256,
             redirect_url: request.redirect_url.clone(),
             request_id: request.request_id.clone(),
+            trace_id: request.trace_id.clone(),
             s_pappid,
             auth_url: link.auth_url,
             auth_url_expires_at: now + link.expire_time.max(0) * 1000,

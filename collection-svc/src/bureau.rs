@@ -1,10 +1,12 @@
-//! The link to bureau-svc: a lazily connected gRPC channel, and the bureau's s_pappid (from
-//! configuration, or asked once and stored).
+//! The link to bureau-svc: a lazily connected gRPC channel (TLS, mutual TLS and the API key
+//! when configured), and the bureau's s_pappid (from configuration, or asked once and stored).
 
 use std::time::Duration;
 
+use fiscalbill_common::auth::BearerKey;
 use fiscalbill_common::proto::bureau as pb;
 use fiscalbill_common::proto::bureau::bureau_service_client::BureauServiceClient;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::config::BureauConfig;
@@ -13,31 +15,53 @@ use crate::store::Store;
 
 const S_PAPPID: &str = "s_pappid";
 
+pub type BureauClient = BureauServiceClient<InterceptedService<Channel, BearerKey>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BureauLinkError {
+    #[error("bureau endpoint: {0}")]
+    Endpoint(#[from] tonic::transport::Error),
+    #[error("bureau TLS: {0}")]
+    Tls(#[from] fiscalbill_common::tls::TlsError),
+    #[error("bureau api_key: {0}")]
+    Key(#[from] fiscalbill_common::config::ConfigError),
+    #[error("bureau api_key must be printable ASCII")]
+    KeyFormat,
+}
+
+/// The bureau's gRPC client, connecting on first use.
+pub fn client(config: &BureauConfig, max_message: usize) -> Result<BureauClient, BureauLinkError> {
+    let mut endpoint = Endpoint::from_shared(config.endpoint.clone())?
+        .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
+        .tcp_nodelay(true);
+    if let Some(tls) = &config.tls {
+        endpoint = endpoint.tls_config(tls.tonic()?)?;
+    }
+    let key = config.api_key.as_ref().map(|k| k.resolve()).transpose()?;
+    let api_key = BearerKey::new(key.as_ref().map(|k| k.expose())).ok_or(BureauLinkError::KeyFormat)?;
+    Ok(BureauServiceClient::with_interceptor(endpoint.connect_lazy(), api_key)
+        .max_encoding_message_size(max_message)
+        .max_decoding_message_size(max_message))
+}
+
 pub struct BureauLink {
-    client: BureauServiceClient<Channel>,
+    client: BureauClient,
     configured_s_pappid: Option<String>,
     store: Store,
     pub issue_deadline: Duration,
 }
 
 impl BureauLink {
-    pub fn new(config: &BureauConfig, store: Store, max_message: usize) -> Result<Self, tonic::transport::Error> {
-        let channel = Endpoint::from_shared(config.endpoint.clone())?
-            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
-            .tcp_nodelay(true)
-            .connect_lazy();
-        let client = BureauServiceClient::new(channel)
-            .max_encoding_message_size(max_message)
-            .max_decoding_message_size(max_message);
-        Ok(Self {
+    pub fn new(client: BureauClient, config: &BureauConfig, store: Store) -> Self {
+        Self {
             client,
             configured_s_pappid: config.s_pappid.clone(),
             store,
             issue_deadline: Duration::from_millis(config.issue_deadline_ms),
-        })
+        }
     }
 
-    pub fn client(&self) -> BureauServiceClient<Channel> {
+    pub fn client(&self) -> BureauClient {
         self.client.clone()
     }
 

@@ -18,6 +18,8 @@ use fiscalbill_common::db::now_millis;
 use http::StatusCode;
 use sha2::{Digest, Sha256};
 
+use fiscalbill_common::metrics::Metrics;
+
 use crate::app::App;
 use crate::store::{PushOutcome, PushRow};
 use crate::units::Units;
@@ -28,6 +30,7 @@ pub struct CallbackState {
     pub app: Arc<OnceLock<Arc<App>>>,
     /// Forwards pushes meant for the bureau (self-built platform).
     pub forwarder: reqwest::Client,
+    pub metrics: Arc<Metrics>,
 }
 
 pub fn router(state: CallbackState) -> Router {
@@ -41,8 +44,9 @@ pub fn forwarder() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(3)).no_proxy().build().expect("HTTP client builds")
 }
 
-fn refuse(appid: &str, error: &CallbackError) -> Response {
+fn refuse(metrics: &Metrics, appid: &str, error: &CallbackError) -> Response {
     tracing::warn!(appid, reason = error.reason(), %error, "callback request refused");
+    metrics.record_push(&format!("refused_{}", error.reason()));
     (StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::BAD_REQUEST), error.reason()).into_response()
 }
 
@@ -52,7 +56,7 @@ async fn verify(State(state): State<CallbackState>, Path(appid): Path<String>, R
     };
     match verify_url(&unit.keys, &CallbackQuery::parse(&query.unwrap_or_default())) {
         Ok(echostr) => echostr.into_response(),
-        Err(error) => refuse(&appid, &error),
+        Err(error) => refuse(&state.metrics, &appid, &error),
     }
 }
 
@@ -68,7 +72,7 @@ async fn receive(
     let raw_query = query.unwrap_or_default();
     let opened = match open_push(&unit.keys, &CallbackQuery::parse(&raw_query), &body) {
         Ok(opened) => opened,
-        Err(error) => return refuse(&appid, &error),
+        Err(error) => return refuse(&state.metrics, &appid, &error),
     };
     if opened.used_previous_key {
         tracing::warn!(%appid, "push decrypted with the previous EncodingAESKey: WeChat still uses the old key");
@@ -76,16 +80,18 @@ async fn receive(
     match opened.message.event() {
         Some(EVENT_USER_AUTHORIZE_INVOICE) => {}
         Some(EVENT_UPDATE_INVOICE_STATUS) if unit.forward_url.is_some() => {
+            state.metrics.record_push("forwarded");
             return forward(&state.forwarder, unit.forward_url.as_deref().unwrap_or_default(), &raw_query, body).await;
         }
         other => {
             tracing::info!(%appid, event = other.unwrap_or_default(), "push without a collection event acknowledged");
+            state.metrics.record_push("ignored");
             return "success".into_response();
         }
     }
     let event = match opened.message.authorize_event() {
         Ok(event) => event,
-        Err(error) => return refuse(&appid, &CallbackError::Message(error)),
+        Err(error) => return refuse(&state.metrics, &appid, &CallbackError::Message(error)),
     };
     let Some(app) = state.app.get() else {
         // Not acknowledged: WeChat retries, and the service is ready by then.
@@ -109,6 +115,7 @@ async fn receive(
     match app.store.record_push(&row, now_millis()).await {
         Ok(outcome) => {
             tracing::info!(%appid, order_id = %event.order_id, outcome = outcome.as_str(), "authorization push");
+            state.metrics.record_push(outcome.as_str());
             if outcome == PushOutcome::Authorized {
                 app.dispatcher.kick();
             }

@@ -3,9 +3,11 @@
 
 use std::net::SocketAddr;
 
+use fiscalbill_common::auth::AuthConfig;
 use fiscalbill_common::callback::PushMode;
 use fiscalbill_common::config::{LogConfig, SecretSetting};
 use fiscalbill_common::db::DatabaseConfig;
+use fiscalbill_common::tls::{ClientTls, ServerTls};
 use fiscalbill_common::wechat::{TokenMode, WechatHttpConfig};
 use serde::Deserialize;
 
@@ -30,6 +32,9 @@ pub struct CollectionConfig {
     pub authorization: AuthorizationConfig,
     #[serde(default)]
     pub dispatch: DispatchConfig,
+    /// Which clients may call which methods; on unless disabled.
+    #[serde(default)]
+    pub auth: AuthConfig,
     #[serde(default)]
     pub log: LogConfig,
 }
@@ -44,6 +49,10 @@ pub struct ServerConfig {
     pub grpc_listen: SocketAddr,
     /// WeChat's pushes arrive at `/wechat/callback/{appid}` here.
     pub http_listen: SocketAddr,
+    /// Metrics (`/metrics`) and health (`/healthz`), for operators only.
+    pub admin_listen: SocketAddr,
+    /// TLS (and mutual TLS) of the gRPC server; plaintext without it.
+    pub tls: Option<ServerTls>,
     pub shutdown_grace_ms: u64,
 }
 
@@ -52,6 +61,8 @@ impl Default for ServerConfig {
         Self {
             grpc_listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9081)),
+            tls: None,
             shutdown_grace_ms: 10_000,
         }
     }
@@ -71,6 +82,12 @@ pub struct BureauConfig {
     pub issue_deadline_ms: u64,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_ms: u64,
+    /// TLS to the bureau (an `https://` endpoint); with a client certificate for mutual TLS.
+    #[serde(default)]
+    pub tls: Option<ClientTls>,
+    /// The API key collection-svc presents to the bureau.
+    #[serde(default)]
+    pub api_key: Option<SecretSetting>,
 }
 
 fn default_issue_deadline() -> u64 {

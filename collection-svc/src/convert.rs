@@ -23,6 +23,7 @@ fn check_url(violations: &mut Violations, field: &str, value: &str, https_only: 
 
 pub fn create_request(
     request: pb::CreateAuthorizationRequest,
+    trace_id: String,
     pdf_max_bytes: usize,
     now_secs: i64,
 ) -> Result<CreateRequest, ApiError> {
@@ -63,6 +64,7 @@ pub fn create_request(
         bill: bill.expect("validated"),
         pdf: (!pdf.is_empty()).then_some(pdf),
         request_id: (!request_id.is_empty()).then_some(request_id),
+        trace_id,
     })
 }
 

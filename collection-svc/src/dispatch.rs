@@ -9,6 +9,7 @@ use std::time::Duration;
 use fiscalbill_common::backoff::jittered;
 use fiscalbill_common::db::now_millis;
 use fiscalbill_common::proto::bureau as pb;
+use fiscalbill_common::trace::TraceContext;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, Semaphore};
 use tonic::Code;
@@ -75,7 +76,13 @@ impl Dispatcher {
                 };
                 let dispatcher = self.clone();
                 tokio::spawn(async move {
-                    if let Err(error) = dispatcher.deliver(&job).await {
+                    let span = tracing::info_span!(
+                        "deliver",
+                        unit_appid = %job.key.unit_appid,
+                        order_id = %job.key.order_id,
+                        trace_id = tracing::field::Empty
+                    );
+                    if let Err(error) = tracing::Instrument::instrument(dispatcher.deliver(&job), span).await {
                         tracing::warn!(order = %job.key, %error, "delivery interrupted; the job is retried after its lease");
                     }
                     drop(permit);
@@ -102,6 +109,9 @@ impl Dispatcher {
             let outcome = JobOutcome::Failed(Failure { reason: "NOT_AUTHORIZED".into(), ..Failure::default() });
             return self.store.finish_job(&job.key, &self.holder, &outcome, now_millis()).await;
         }
+        let trace = TraceContext::continuing(&authorization.trace_id);
+        tracing::Span::current().record("trace_id", trace.trace_id.as_str());
+        tracing::info!(trace_id = %trace.trace_id, phase = job.phase.as_str(), "delivering the bill to the bureau");
         let mut client = self.bureau.client();
         let answer = match job.phase {
             JobPhase::Issue => {
@@ -115,6 +125,7 @@ impl Dispatcher {
                     authorized_appid: authorization.authorized_appid.clone(),
                 });
                 request.set_timeout(self.bureau.issue_deadline);
+                trace.inject(request.metadata_mut());
                 client.issue_bill(request).await.map(|r| r.into_inner().bill)
             }
             JobPhase::Poll => {
@@ -123,6 +134,7 @@ impl Dispatcher {
                     order_id: job.key.order_id.clone(),
                 });
                 request.set_timeout(Duration::from_secs(5));
+                trace.inject(request.metadata_mut());
                 client.get_bill(request).await.map(|r| r.into_inner().bill)
             }
         };

@@ -77,6 +77,8 @@ pub struct Authorization {
     pub pdf_sha256: Option<String>,
     pub redirect_url: Option<String>,
     pub request_id: Option<String>,
+    /// The W3C trace id of the order (32 hex digits).
+    pub trace_id: String,
     pub s_pappid: String,
     pub auth_url: String,
     pub auth_url_expires_at: i64,
@@ -103,6 +105,7 @@ pub struct CreateRequest {
     pub bill: BillContent,
     pub pdf: Option<Bytes>,
     pub request_id: Option<String>,
+    pub trace_id: String,
 }
 
 #[derive(Clone, Debug, Default)]

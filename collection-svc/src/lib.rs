@@ -18,12 +18,15 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use fiscalbill_common::auth::Authenticator;
 use fiscalbill_common::clock::SystemClock;
 use fiscalbill_common::config::ConfigError;
 use fiscalbill_common::db::{COMMON_MIGRATIONS, Db};
+use fiscalbill_common::metrics::Metrics;
 use fiscalbill_common::proto::collection::collection_service_server::CollectionServiceServer;
-use fiscalbill_common::server::{Health, Servers, base_router, bind};
+use fiscalbill_common::server::{GrpcOptions, Health, Servers, admin_router, base_router, bind};
 use fiscalbill_common::sql_credentials::SqlCredentialStore;
+use fiscalbill_common::tls::ServerTls;
 use fiscalbill_common::wechat::{Credentials, WechatClient};
 use tokio::sync::watch;
 
@@ -45,16 +48,23 @@ pub enum StartError {
     Units(#[from] units::UnitsError),
     #[error("WeChat client: {0}")]
     Client(String),
-    #[error("bureau endpoint: {0}")]
-    Bureau(String),
+    #[error(transparent)]
+    Bureau(#[from] bureau::BureauLinkError),
     #[error("{0}")]
     Listen(#[from] std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] fiscalbill_common::tls::TlsError),
+    #[error(transparent)]
+    Auth(#[from] fiscalbill_common::auth::AuthConfigError),
+    #[error("gRPC server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
 }
 
 /// A started collection-svc: its addresses and how to stop it.
 pub struct RunningCollection {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -72,18 +82,28 @@ impl RunningCollection {
 pub async fn start(config: CollectionConfig) -> Result<RunningCollection, StartError> {
     let (units, accounts) = Units::from_config(&config.units)?;
     let units = Arc::new(units);
-    let client = WechatClient::new(&config.wechat).map_err(|e| StartError::Client(e.to_string()))?;
-    tonic::transport::Endpoint::from_shared(config.bureau.endpoint.clone())
-        .map_err(|e| StartError::Bureau(e.to_string()))?;
+    let metrics = Metrics::new("Authorizations by state");
+    let client = WechatClient::new(&config.wechat)
+        .map_err(|e| StartError::Client(e.to_string()))?
+        .with_observer(metrics.clone());
+    let max_message = config.authorization.pdf_max_bytes + 256 * 1024;
+    let bureau_client = bureau::client(&config.bureau, max_message)?;
+    let grpc = GrpcOptions {
+        services: vec![SERVICE_NAME],
+        tls: config.server.tls.as_ref().map(ServerTls::tonic).transpose()?,
+        authenticator: Authenticator::new(&config.auth, DOMAIN)?,
+        metrics: metrics.clone(),
+    };
 
     let grpc_listener = bind(config.server.grpc_listen).await?;
     let http_listener = bind(config.server.http_listen).await?;
+    let admin_listener = bind(config.server.admin_listen).await?;
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
 
     let app_cell: Arc<OnceLock<Arc<App>>> = Arc::default();
-    let (router, health) = base_router(vec![SERVICE_NAME]).await;
-    let max_message = config.authorization.pdf_max_bytes + 256 * 1024;
+    let (router, health) = base_router(grpc).await?;
     let service = CollectionServiceServer::new(service::CollectionGrpc::new(app_cell.clone()))
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
@@ -92,15 +112,27 @@ pub async fn start(config: CollectionConfig) -> Result<RunningCollection, StartE
         units: units.clone(),
         app: app_cell.clone(),
         forwarder: callback::forwarder(),
+        metrics: metrics.clone(),
+    });
+    let admin = admin_router(metrics.clone(), health.clone(), {
+        let (app_cell, metrics) = (app_cell.clone(), metrics.clone());
+        move || {
+            let (app, metrics) = (app_cell.get().cloned(), metrics.clone());
+            async move {
+                if let Some(app) = app {
+                    app.refresh_metrics(&metrics).await;
+                }
+            }
+        }
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let servers = Servers::spawn(router, grpc_listener, http, http_listener, stop_rx);
-    tracing::info!(%grpc_addr, %http_addr, "collection-svc listening");
+    let servers = Servers::spawn(router, grpc_listener, vec![(http, http_listener), (admin, admin_listener)], stop_rx);
+    tracing::info!(%grpc_addr, %http_addr, %admin_addr, "collection-svc listening");
 
-    let parts = Parts { config, client, accounts, units, max_message };
+    let parts = Parts { config, client, accounts, units, bureau_client, metrics };
     let task = tokio::spawn(run(parts, app_cell, health, stop_tx.subscribe(), servers));
-    Ok(RunningCollection { grpc_addr, http_addr, stop: stop_tx, task })
+    Ok(RunningCollection { grpc_addr, http_addr, admin_addr, stop: stop_tx, task })
 }
 
 /// What the service is built from once its database is ready.
@@ -109,7 +141,8 @@ struct Parts {
     client: WechatClient,
     accounts: Vec<(String, fiscalbill_common::Secret)>,
     units: Arc<Units>,
-    max_message: usize,
+    bureau_client: bureau::BureauClient,
+    metrics: Arc<Metrics>,
 }
 
 async fn run(
@@ -165,10 +198,8 @@ fn build(parts: Parts, db: Db) -> Result<Arc<App>, StartError> {
         Arc::new(SqlCredentialStore::new(db)),
         Arc::new(SystemClock),
     ));
-    let bureau = Arc::new(
-        bureau::BureauLink::new(&parts.config.bureau, store.clone(), parts.max_message)
-            .map_err(|e| StartError::Bureau(e.to_string()))?,
-    );
+    parts.metrics.watch_credentials(credentials.clone());
+    let bureau = Arc::new(bureau::BureauLink::new(parts.bureau_client, &parts.config.bureau, store.clone()));
     let dispatcher = Arc::new(dispatch::Dispatcher::new(
         store.clone(),
         bureau.clone(),

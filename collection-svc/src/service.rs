@@ -6,6 +6,7 @@ use fiscalbill_common::bill::timestamp;
 use fiscalbill_common::clock::unix_now;
 use fiscalbill_common::proto::collection as pb;
 use fiscalbill_common::proto::collection::collection_service_server::CollectionService;
+use fiscalbill_common::trace::TraceContext;
 use fiscalbill_common::wechat::Credential;
 use tonic::{Request, Response, Status};
 
@@ -38,9 +39,16 @@ impl CollectionService for CollectionGrpc {
         request: Request<pb::CreateAuthorizationRequest>,
     ) -> Result<Response<pb::CreateAuthorizationResponse>, Status> {
         let app = self.app()?;
-        let request = convert::create_request(request.into_inner(), app.config.pdf_max_bytes, unix_now())
-            .map_err(CollectionError::from)?;
-        let span = tracing::info_span!("CreateAuthorization", unit_appid = %request.key.unit_appid, order_id = %request.key.order_id);
+        let trace = TraceContext::from_metadata(request.metadata());
+        let request =
+            convert::create_request(request.into_inner(), trace.trace_id, app.config.pdf_max_bytes, unix_now())
+                .map_err(CollectionError::from)?;
+        let span = tracing::info_span!(
+            "CreateAuthorization",
+            unit_appid = %request.key.unit_appid,
+            order_id = %request.key.order_id,
+            trace_id = %request.trace_id
+        );
         let authorization = tracing::Instrument::instrument(app.authorizations.create(request), span).await?;
         Ok(Response::new(pb::CreateAuthorizationResponse { authorization: Some(convert::to_proto(&authorization)) }))
     }

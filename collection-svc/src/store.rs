@@ -21,7 +21,7 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
 
 macro_rules! auth_columns {
     () => {
-        "unit_appid, order_id, authorized_appid, source, money, bill, pdf_sha256, redirect_url, request_id, s_pappid, \
+        "unit_appid, order_id, authorized_appid, source, money, bill, pdf_sha256, redirect_url, request_id, trace_id, s_pappid, \
          auth_url, auth_url_expires_at, state, openid, authorize_time, card_id, card_code, failure_reason, failure_message, \
          failure_errcode, failure_errmsg, failure_rid, failed_at, issue_attempts, reject_reason, wechat_invoice_status, \
          created_at, updated_at"
@@ -56,6 +56,7 @@ fn auth_from_row(row: &AnyRow) -> Result<Authorization, Error> {
         pdf_sha256: row.try_get("pdf_sha256")?,
         redirect_url: row.try_get("redirect_url")?,
         request_id: row.try_get("request_id")?,
+        trace_id: row.try_get("trace_id")?,
         s_pappid: row.try_get("s_pappid")?,
         auth_url: row.try_get("auth_url")?,
         auth_url_expires_at: row.try_get("auth_url_expires_at")?,
@@ -178,9 +179,9 @@ impl Store {
         let bill = serde_json::to_string(&auth.bill).expect("bill serializes");
         let mut tx = self.db.begin_write().await?;
         sqlx::query(
-            "INSERT INTO payer_authorization (unit_appid, order_id, authorized_appid, source, money, bill, pdf_sha256, redirect_url,
-                request_id, s_pappid, auth_url, auth_url_expires_at, state, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending', $13, $13)",
+                        "INSERT INTO payer_authorization (unit_appid, order_id, authorized_appid, source, money, bill, pdf_sha256, redirect_url,
+                request_id, s_pappid, auth_url, auth_url_expires_at, state, created_at, updated_at, trace_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending', $13, $13, $14)",
         )
         .bind(&auth.key.unit_appid)
         .bind(&auth.key.order_id)
@@ -193,8 +194,9 @@ impl Store {
         .bind(auth.request_id.as_deref())
         .bind(&auth.s_pappid)
         .bind(&auth.auth_url)
-        .bind(auth.auth_url_expires_at)
+                .bind(auth.auth_url_expires_at)
         .bind(auth.created_at)
+        .bind(&auth.trace_id)
         .execute(&mut *tx)
         .await?;
         if let Some(pdf) = pdf {
@@ -444,6 +446,25 @@ impl Store {
             .fetch_optional(self.db.pool())
             .await?;
         Ok(row.is_some())
+    }
+
+    /// Authorizations per state, for metrics.
+    pub async fn count_by_state(&self) -> Result<Vec<(String, i64)>, Error> {
+        sqlx::query("SELECT state, COUNT(*) FROM payer_authorization GROUP BY state")
+            .fetch_all(self.db.pool())
+            .await?
+            .iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect()
+    }
+
+    /// Jobs waiting, and the age in ms of the oldest.
+    pub async fn outbox_depth(&self, now: i64) -> Result<(i64, i64), Error> {
+        let row =
+            sqlx::query("SELECT COUNT(*), COALESCE(MIN(created_at), 0) FROM outbox").fetch_one(self.db.pool()).await?;
+        let count: i64 = row.try_get(0)?;
+        let oldest: i64 = row.try_get(1)?;
+        Ok((count, if count == 0 { 0 } else { now - oldest }))
     }
 
     // --- outbox ---

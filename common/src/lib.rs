@@ -2,12 +2,14 @@
 //! API client with its token cache, the callback (event push) toolkit, and the bootstrap of
 //! configuration, storage and servers.
 
+pub mod auth;
 pub mod backoff;
 pub mod bill;
 pub mod callback;
 pub mod clock;
 pub mod config;
 pub mod db;
+pub mod metrics;
 pub mod paging;
 pub mod pdf;
 pub mod proto;
@@ -16,6 +18,7 @@ pub mod server;
 pub mod sql_credentials;
 pub mod status;
 pub mod tls;
+pub mod trace;
 pub mod wechat;
 
 pub use secret::Secret;

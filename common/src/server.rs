@@ -1,15 +1,23 @@
 //! Server bootstrap shared by both services: gRPC with health (`grpc.health.v1`, NOT_SERVING
-//! until ready and while draining) and reflection (v1 and v1alpha, every descriptor
-//! registered), graceful shutdown, and logging.
+//! until ready and while draining), reflection (v1 and v1alpha, every descriptor registered),
+//! TLS, metrics and authentication layers; the admin HTTP endpoints; graceful shutdown; and
+//! logging.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::net::TcpListener;
+use tonic::transport::ServerTlsConfig;
 use tonic::transport::server::{Router, TcpIncoming};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
+use tower::ServiceBuilder;
+use tower::layer::util::{Identity, Stack};
 
+use crate::auth::{AuthLayer, Authenticator};
+use crate::metrics::{GrpcMetricsLayer, Metrics};
 use crate::proto::FILE_DESCRIPTOR_SET;
 
 /// Health of one gRPC server: the overall status ("") and the named services.
@@ -17,10 +25,16 @@ use crate::proto::FILE_DESCRIPTOR_SET;
 pub struct Health {
     reporter: HealthReporter,
     services: Vec<&'static str>,
+    serving: Arc<AtomicBool>,
 }
 
 impl Health {
+    pub fn is_serving(&self) -> bool {
+        self.serving.load(Ordering::SeqCst)
+    }
+
     pub async fn set(&self, serving: bool) {
+        self.serving.store(serving, Ordering::SeqCst);
         let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
         self.reporter.set_service_status("", status).await;
         for service in &self.services {
@@ -29,11 +43,24 @@ impl Health {
     }
 }
 
-/// A tonic router with health and reflection, NOT_SERVING until [`Health::set`]. Add the
-/// service itself, then [`serve`].
-pub async fn base_router(services: Vec<&'static str>) -> (Router, Health) {
+/// The layers every gRPC request passes: metrics (outermost), then authentication.
+pub type GrpcLayers = Stack<Stack<AuthLayer, Stack<GrpcMetricsLayer, Identity>>, Identity>;
+
+/// What a service's gRPC server is built with.
+pub struct GrpcOptions {
+    /// The services it serves, e.g. `fiscalbill.bureau.v1.BureauService`.
+    pub services: Vec<&'static str>,
+    pub tls: Option<ServerTlsConfig>,
+    pub authenticator: Authenticator,
+    pub metrics: Arc<Metrics>,
+}
+
+/// A tonic router with health and reflection, NOT_SERVING until [`Health::set`], behind TLS
+/// (when configured), metrics and authentication. Add the service itself, then [`serve`].
+pub async fn base_router(options: GrpcOptions) -> Result<(Router<GrpcLayers>, Health), tonic::transport::Error> {
+    let GrpcOptions { services, tls, authenticator, metrics } = options;
     let (reporter, health_service) = tonic_health::server::health_reporter();
-    let health = Health { reporter, services };
+    let health = Health { reporter, services, serving: Arc::default() };
     health.set(false).await;
     // Every descriptor is registered (so error details decode), but only the services this
     // server really serves are listed.
@@ -56,49 +83,89 @@ pub async fn base_router(services: Vec<&'static str>) -> (Router, Health) {
         .with_service_name("grpc.reflection.v1alpha.ServerReflection")
         .build_v1alpha()
         .expect("descriptors are valid");
-    let router = tonic::transport::Server::builder().add_service(health_service).add_service(v1).add_service(v1alpha);
-    (router, health)
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let layers =
+        ServiceBuilder::new().layer(GrpcMetricsLayer(metrics)).layer(AuthLayer::new(authenticator)).into_inner();
+    let router = builder.layer(layers).add_service(health_service).add_service(v1).add_service(v1alpha);
+    Ok((router, health))
 }
 
-/// A service's gRPC and HTTP servers, running until the stop signal turns true.
+/// The admin HTTP endpoints: `GET /metrics` (Prometheus text, after `refresh` updated the
+/// scrape-time gauges) and `GET /healthz` (200 while serving, 503 otherwise).
+pub fn admin_router<F, Fut>(metrics: Arc<Metrics>, health: Health, refresh: F) -> axum::Router
+where
+    F: Fn() -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    use axum::response::IntoResponse;
+    let scrape = move || {
+        let (metrics, refresh) = (metrics.clone(), refresh.clone());
+        async move {
+            let text = metrics.scrape(refresh()).await;
+            ([(http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+                .into_response()
+        }
+    };
+    let healthz = move || {
+        let serving = health.is_serving();
+        async move {
+            if serving {
+                (http::StatusCode::OK, "serving")
+            } else {
+                (http::StatusCode::SERVICE_UNAVAILABLE, "not serving")
+            }
+        }
+    };
+    axum::Router::new().route("/metrics", axum::routing::get(scrape)).route("/healthz", axum::routing::get(healthz))
+}
+
+/// A service's gRPC server and HTTP servers (callback, admin), running until the stop signal
+/// turns true.
 pub struct Servers {
     grpc: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
-    http: tokio::task::JoinHandle<std::io::Result<()>>,
+    http: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 impl Servers {
     pub fn spawn(
-        grpc: Router,
+        grpc: Router<GrpcLayers>,
         grpc_listener: TcpListener,
-        http: axum::Router,
-        http_listener: TcpListener,
+        http: Vec<(axum::Router, TcpListener)>,
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         let until_stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
             let _ = stop.wait_for(|stop| *stop).await;
         };
         let grpc = tokio::spawn(serve(grpc, grpc_listener, until_stopped(stop.clone())));
-        let http =
-            tokio::spawn(
-                async move { axum::serve(http_listener, http).with_graceful_shutdown(until_stopped(stop)).await },
-            );
+        let http = http
+            .into_iter()
+            .map(|(router, listener)| {
+                let stopped = until_stopped(stop.clone());
+                tokio::spawn(async move { axum::serve(listener, router).with_graceful_shutdown(stopped).await })
+            })
+            .collect();
         Self { grpc, http }
     }
 
-    /// Waits for both servers to finish their in-flight requests after the stop signal.
+    /// Waits for the servers to finish their in-flight requests after the stop signal.
     pub async fn join(self) {
         if let Ok(Err(error)) = self.grpc.await {
             tracing::error!(%error, "gRPC server failed");
         }
-        if let Ok(Err(error)) = self.http.await {
-            tracing::error!(%error, "HTTP server failed");
+        for server in self.http {
+            if let Ok(Err(error)) = server.await {
+                tracing::error!(%error, "HTTP server failed");
+            }
         }
     }
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then lets in-flight calls finish.
 pub async fn serve(
-    router: Router,
+    router: Router<GrpcLayers>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use bureau_svc::config as bureau_config;
 use collection_svc::config as collection_config;
 use fiscalbill_common::Secret;
+use fiscalbill_common::auth::AuthConfig;
 use fiscalbill_common::config::SecretSetting;
 use fiscalbill_common::db::DatabaseConfig;
 use fiscalbill_common::wechat::WechatHttpConfig;
@@ -24,8 +25,10 @@ pub struct Addresses {
     pub sandbox: SocketAddr,
     pub bureau_grpc: SocketAddr,
     pub bureau_http: SocketAddr,
+    pub bureau_admin: SocketAddr,
     pub collection_grpc: SocketAddr,
     pub collection_http: SocketAddr,
+    pub collection_admin: SocketAddr,
 }
 
 impl Default for Addresses {
@@ -35,8 +38,10 @@ impl Default for Addresses {
             sandbox: local(8900),
             bureau_grpc: local(50052),
             bureau_http: local(8082),
+            bureau_admin: local(9082),
             collection_grpc: local(50051),
             collection_http: local(8081),
+            collection_admin: local(9081),
         }
     }
 }
@@ -49,8 +54,10 @@ impl Addresses {
             sandbox: free(),
             bureau_grpc: free(),
             bureau_http: free(),
+            bureau_admin: free(),
             collection_grpc: free(),
             collection_http: free(),
+            collection_admin: free(),
         }
     }
 }
@@ -76,6 +83,11 @@ pub fn sandbox_accounts(addresses: &Addresses) -> Vec<AccountConfig> {
     accounts
 }
 
+/// The dev stack is the one place without client authentication.
+fn development_auth() -> AuthConfig {
+    AuthConfig { enabled: false, clients: Vec::new() }
+}
+
 fn wechat(addresses: &Addresses) -> WechatHttpConfig {
     WechatHttpConfig { base_url: format!("http://{}", addresses.sandbox), ..WechatHttpConfig::default() }
 }
@@ -91,6 +103,7 @@ pub fn bureau(addresses: &Addresses, data_dir: &Path) -> bureau_config::BureauCo
         server: bureau_config::ServerConfig {
             grpc_listen: addresses.bureau_grpc,
             http_listen: addresses.bureau_http,
+            admin_listen: addresses.bureau_admin,
             ..bureau_config::ServerConfig::default()
         },
         database: sqlite(data_dir, "bureau.db"),
@@ -114,6 +127,7 @@ pub fn bureau(addresses: &Addresses, data_dir: &Path) -> bureau_config::BureauCo
             payee: account(&accounts, DEMO_UNIT).name.clone(),
             logo_url: "https://example.org/hospital-logo.png".to_owned(),
         }],
+        auth: development_auth(),
         log: Default::default(),
     }
 }
@@ -126,6 +140,7 @@ pub fn collection(addresses: &Addresses, data_dir: &Path) -> collection_config::
         server: collection_config::ServerConfig {
             grpc_listen: addresses.collection_grpc,
             http_listen: addresses.collection_http,
+            admin_listen: addresses.collection_admin,
             ..collection_config::ServerConfig::default()
         },
         database: sqlite(data_dir, "collection.db"),
@@ -136,6 +151,8 @@ pub fn collection(addresses: &Addresses, data_dir: &Path) -> collection_config::
             s_pappid: None,
             issue_deadline_ms: 10_000,
             connect_timeout_ms: 3_000,
+            tls: None,
+            api_key: None,
         },
         units: vec![collection_config::UnitConfig {
             appid: DEMO_UNIT.to_owned(),
@@ -152,6 +169,7 @@ pub fn collection(addresses: &Addresses, data_dir: &Path) -> collection_config::
         }],
         authorization: collection_config::AuthorizationConfig { reconcile_after_secs: 60, ..Default::default() },
         dispatch: Default::default(),
+        auth: development_auth(),
         log: Default::default(),
     }
 }
@@ -236,12 +254,16 @@ impl DevStack {
             "collection": {
                 "grpc": a.collection_grpc.to_string(),
                 "callback": format!("http://{}/wechat/callback/{{appid}}", a.collection_http),
-                "http": format!("http://{}", a.collection_http),
+                                "http": format!("http://{}", a.collection_http),
+                "admin": format!("http://{}", a.collection_admin),
+                "metrics": format!("http://{}/metrics", a.collection_admin),
             },
             "bureau": {
                 "grpc": a.bureau_grpc.to_string(),
                 "callback": format!("http://{}/wechat/callback", a.bureau_http),
-                "http": format!("http://{}", a.bureau_http),
+                                "http": format!("http://{}", a.bureau_http),
+                "admin": format!("http://{}", a.bureau_admin),
+                "metrics": format!("http://{}/metrics", a.bureau_admin),
             },
             "accounts": accounts,
             "units": [{"appid": DEMO_UNIT, "app_appid": DEMO_APP}],

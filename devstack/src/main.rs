@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use devstack::{Addresses, DEMO_OPENID};
 
 const USAGE: &str = "usage: devstack [demo] [--data-dir ./var] [--sandbox 127.0.0.1:8900] [--collection-grpc 127.0.0.1:50051] \
-[--bureau-grpc 127.0.0.1:50052] [--collection-http 127.0.0.1:8081] [--bureau-http 127.0.0.1:8082] [--json-logs]";
+[--bureau-grpc 127.0.0.1:50052] [--collection-http 127.0.0.1:8081] [--bureau-http 127.0.0.1:8082] \
+[--collection-admin 127.0.0.1:9081] [--bureau-admin 127.0.0.1:9082] [--json-logs]";
 
 struct Args {
     demo: bool,
@@ -34,6 +35,8 @@ fn parse() -> Result<Args, String> {
             "--bureau-grpc" => args.addresses.bureau_grpc = addr("--bureau-grpc")?,
             "--collection-http" => args.addresses.collection_http = addr("--collection-http")?,
             "--bureau-http" => args.addresses.bureau_http = addr("--bureau-http")?,
+            "--collection-admin" => args.addresses.collection_admin = addr("--collection-admin")?,
+            "--bureau-admin" => args.addresses.bureau_admin = addr("--bureau-admin")?,
             "--json-logs" => args.json_logs = true,
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
@@ -49,6 +52,7 @@ fn next_steps(stack: &devstack::DevStack) -> String {
 The development stack is running (WeChat is the sandbox; credentials are dev-only):
   collection-svc gRPC  {collection}     (WeChat pushes: http://{collection_http}/wechat/callback/{{appid}})
   bureau-svc gRPC      {bureau}     (WeChat pushes: http://{bureau_http}/wechat/callback)
+    metrics              http://{collection_admin}/metrics  http://{bureau_admin}/metrics
   WeChat sandbox       http://{sandbox}/sandbox/
   data                 {data}  (devstack.json lists every address and account)
 
@@ -68,6 +72,8 @@ and in the payer's card package: http://{sandbox}/sandbox/users/{openid}
         collection_http = a.collection_http,
         bureau = a.bureau_grpc,
         bureau_http = a.bureau_http,
+        collection_admin = a.collection_admin,
+        bureau_admin = a.bureau_admin,
         sandbox = a.sandbox,
         data = stack.data_dir.display(),
         openid = DEMO_OPENID,

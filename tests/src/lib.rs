@@ -273,6 +273,8 @@ impl Stack {
             server: ServerConfig {
                 grpc_listen: self.bureau_grpc,
                 http_listen: self.bureau_http,
+                admin_listen: "127.0.0.1:0".parse().unwrap(),
+                tls: None,
                 shutdown_grace_ms: 2_000,
             },
             database: self.bureau_db.clone(),
@@ -300,6 +302,7 @@ impl Stack {
                 payee: "沙箱市人民医院".to_owned(),
                 logo_url: "https://example.org/logo.png".to_owned(),
             }],
+            auth: fiscalbill_common::auth::AuthConfig { enabled: false, clients: Vec::new() },
             log: Default::default(),
         }
     }
@@ -311,6 +314,8 @@ impl Stack {
             server: ServerConfig {
                 grpc_listen: self.collection_grpc,
                 http_listen: self.collection_http,
+                admin_listen: "127.0.0.1:0".parse().unwrap(),
+                tls: None,
                 shutdown_grace_ms: 2_000,
             },
             database: self.collection_db.clone(),
@@ -321,6 +326,8 @@ impl Stack {
                 s_pappid: None,
                 issue_deadline_ms: 3_000,
                 connect_timeout_ms: 500,
+                tls: None,
+                api_key: None,
             },
             units: vec![UnitConfig {
                 appid: unit.to_owned(),
@@ -346,6 +353,7 @@ impl Stack {
                 lease_secs: 3,
                 ..Default::default()
             },
+            auth: fiscalbill_common::auth::AuthConfig { enabled: false, clients: Vec::new() },
             log: Default::default(),
         }
     }

@@ -109,6 +109,8 @@ pub fn bureau_config(sandbox: &str, db: &DatabaseConfig, issuing: &IssuingConfig
         server: ServerConfig {
             grpc_listen: "127.0.0.1:0".parse().unwrap(),
             http_listen: "127.0.0.1:0".parse().unwrap(),
+            admin_listen: "127.0.0.1:0".parse().unwrap(),
+            tls: None,
             shutdown_grace_ms: 2_000,
         },
         database: db.clone(),
@@ -134,6 +136,7 @@ pub fn bureau_config(sandbox: &str, db: &DatabaseConfig, issuing: &IssuingConfig
             payee: "沙箱市人民医院".to_owned(),
             logo_url: "https://example.org/logo.png".to_owned(),
         }],
+        auth: fiscalbill_common::auth::AuthConfig { enabled: false, clients: Vec::new() },
         log: Default::default(),
     }
 }

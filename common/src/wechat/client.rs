@@ -59,6 +59,12 @@ pub enum ClientConfigError {
     Build(String),
 }
 
+/// Told about every WeChat call: its endpoint, outcome (`0` for success, the errcode,
+/// `http_503`, `timeout`, `transport`, `malformed`) and duration. Metrics implement it.
+pub trait CallObserver: Send + Sync {
+    fn observe(&self, endpoint: Endpoint, outcome: &str, elapsed: Duration);
+}
+
 /// A cheap-to-clone client for the WeChat API.
 #[derive(Clone)]
 pub struct WechatClient {
@@ -66,6 +72,7 @@ pub struct WechatClient {
     base_url: String,
     max_resends: u32,
     resend_backoff: Duration,
+    observer: Option<std::sync::Arc<dyn CallObserver>>,
 }
 
 impl std::fmt::Debug for WechatClient {
@@ -104,7 +111,14 @@ impl WechatClient {
             base_url,
             max_resends: config.max_resends,
             resend_backoff: Duration::from_millis(config.resend_backoff_ms),
+            observer: None,
         })
+    }
+
+    /// Reports every call to `observer` (metrics).
+    pub fn with_observer(mut self, observer: std::sync::Arc<dyn CallObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     pub fn base_url(&self) -> &str {
@@ -214,7 +228,11 @@ impl WechatClient {
         loop {
             let started = Instant::now();
             let result = self.send_once(endpoint, access_token, query, &payload).await;
-            let elapsed_ms = started.elapsed().as_millis() as u64;
+            let elapsed = started.elapsed();
+            let elapsed_ms = elapsed.as_millis() as u64;
+            if let Some(observer) = &self.observer {
+                observer.observe(endpoint, &outcome_label(&result), elapsed);
+            }
             match &result {
                 Ok(_) => tracing::debug!(%endpoint, elapsed_ms, "wechat call ok"),
                 Err(error) => tracing::warn!(
@@ -271,6 +289,17 @@ impl WechatClient {
         }
         let body = read_capped(endpoint, response).await?;
         parse_answer(endpoint, &body)
+    }
+}
+
+fn outcome_label<T>(result: &Result<T, WechatError>) -> String {
+    match result {
+        Ok(_) => "0".to_owned(),
+        Err(WechatError::Api { errcode, .. }) => errcode.to_string(),
+        Err(WechatError::HttpStatus { status, .. }) => format!("http_{status}"),
+        Err(WechatError::Timeout { .. }) => "timeout".to_owned(),
+        Err(WechatError::Transport { .. }) => "transport".to_owned(),
+        Err(WechatError::Malformed { .. }) => "malformed".to_owned(),
     }
 }
 

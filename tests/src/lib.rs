@@ -15,6 +15,9 @@ use fiscalbill_common::proto::collection::collection_service_client::CollectionS
 use fiscalbill_common::proto::types as types_pb;
 use fiscalbill_common::wechat::WechatHttpConfig;
 use serde_json::{Value, json};
+use fiscalbill_common::auth::{AuthConfig, BearerKey, ClientConfig, key_sha256};
+use fiscalbill_common::tls::{ClientTls, ServerTls};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use wechat_sandbox::{AccountConfig, RunningSandbox, SandboxConfig};
 
@@ -24,8 +27,20 @@ pub const APP: &str = "wxa0000000000000a1";
 /// The account of the self-built platform: bureau and collection unit at once.
 pub const SELF_BUILT: &str = "wxe0000000000000e1";
 pub const PAYER: &str = "oPayer000000000000000000001";
-pub const TOKEN: &str = "sandboxToken";
-pub const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+/// Every credential of the stack is recognizable, so that tests can prove none leaks.
+pub const TOKEN: &str = "SECRETcallbackTokenQ7";
+pub const AES_KEY: &str = "SECRETaesKeySECRETaesKeySECRETaesKeySECRETa";
+/// The API key collection-svc presents to the bureau (with `auth`).
+pub const BUREAU_API_KEY: &str = "SECRET-apikey-collection-to-bureau";
+/// The unit's business system: every ordinary method (with `auth`).
+pub const HIS_API_KEY: &str = "SECRET-apikey-his";
+/// A system allowed only the token server (with `auth`).
+pub const TOKENS_API_KEY: &str = "SECRET-apikey-tokens";
+
+/// The test PKI in `tests/certs` (see make.sh there).
+pub fn cert(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("certs").join(name)
+}
 
 /// A service in a runtime of its own.
 pub struct Hosted<T> {
@@ -109,8 +124,14 @@ pub struct Options {
     pub push_format: PushFormat,
     /// Lifetime of authorization links in the sandbox, seconds.
     pub link_lifetime_secs: i64,
-    /// Pending authorizations this old are checked with WeChat.
+        /// Pending authorizations this old are checked with WeChat.
     pub reconcile_after_secs: u64,
+    /// TLS on both gRPC servers; mutual TLS between collection-svc and the bureau.
+    pub tls: bool,
+    /// API keys required by both services.
+    pub auth: bool,
+    /// An HTTP proxy for the calls to WeChat.
+    pub wechat_proxy: Option<String>,
 }
 
 impl Default for Options {
@@ -120,8 +141,11 @@ impl Default for Options {
             self_built: false,
             push_mode: PushMode::Safe,
             push_format: PushFormat::Xml,
-            link_lifetime_secs: 7200,
+                        link_lifetime_secs: 7200,
             reconcile_after_secs: 300,
+            tls: false,
+            auth: false,
+            wechat_proxy: None,
         }
     }
 }
@@ -138,16 +162,20 @@ pub struct Stack {
     pub bureau_http: SocketAddr,
     pub collection_grpc: SocketAddr,
     pub collection_http: SocketAddr,
-    pub collection: CollectionServiceClient<Channel>,
-    pub bureau_client: BureauServiceClient<Channel>,
+        pub bureau_admin: SocketAddr,
+    pub collection_admin: SocketAddr,
+    /// collection-svc as the unit's business system (with its API key under `auth`).
+    pub collection: CollectionServiceClient<InterceptedService<Channel, BearerKey>>,
+    /// bureau-svc as collection-svc calls it.
+    pub bureau_client: BureauServiceClient<InterceptedService<Channel, BearerKey>>,
 }
 
 fn free_port() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
-fn secret(appid: &str) -> Secret {
-    Secret::new(format!("secret-of-{appid}"))
+pub fn secret(appid: &str) -> Secret {
+    Secret::new(format!("SECRET-appsecret-{appid}"))
 }
 
 fn sandbox_accounts(options: &Options) -> Vec<AccountConfig> {
@@ -212,7 +240,10 @@ impl Stack {
         let http = reqwest::Client::new();
         let (bureau_grpc, bureau_http, collection_grpc, collection_http) =
             (free_port(), free_port(), free_port(), free_port());
-        let lazy = |addr: SocketAddr| Channel::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
+                let tls = options.tls;
+        let (bureau_admin, collection_admin) = (free_port(), free_port());
+        let his_key = options.auth.then_some(HIS_API_KEY);
+        let bureau_key = options.auth.then_some(BUREAU_API_KEY);
         let mut stack = Stack {
             options,
             sandbox,
@@ -225,8 +256,10 @@ impl Stack {
             bureau_http,
             collection_grpc,
             collection_http,
-            collection: CollectionServiceClient::new(lazy(collection_grpc)),
-            bureau_client: BureauServiceClient::new(lazy(bureau_grpc)),
+                        bureau_admin,
+            collection_admin,
+            collection: CollectionServiceClient::with_interceptor(channel(collection_grpc, tls, false), BearerKey::new(his_key).unwrap()),
+            bureau_client: BureauServiceClient::with_interceptor(channel(bureau_grpc, tls, true), BearerKey::new(bureau_key).unwrap()),
         };
         stack.point_callbacks().await;
         stack.start_bureau().await;
@@ -243,8 +276,34 @@ impl Stack {
         if self.options.self_built { SELF_BUILT } else { UNIT }
     }
 
+        /// Authentication with these (name, key, methods) clients, or off.
+    fn auth(&self, clients: &[(&str, &str, &[&str])]) -> AuthConfig {
+        AuthConfig {
+            enabled: self.options.auth,
+            clients: clients
+                .iter()
+                .map(|(name, key, methods)| ClientConfig {
+                    name: (*name).to_owned(),
+                    key_sha256: key_sha256(key),
+                    methods: methods.iter().map(|m| (*m).to_owned()).collect(),
+                })
+                .collect(),
+        }
+    }
+
+        /// The Debug output of both services' configurations.
+    pub fn configs_debug(&self) -> String {
+        format!("{:?}\n{:?}", self.bureau_config(), self.collection_config())
+    }
+
+    /// A client of collection-svc presenting `key`.
+    pub fn collection_with_key(&self, key: Option<&str>) -> CollectionServiceClient<InterceptedService<Channel, BearerKey>> {
+        CollectionServiceClient::with_interceptor(channel(self.collection_grpc, self.options.tls, false), BearerKey::new(key).unwrap())
+    }
+
     fn wechat(&self) -> WechatHttpConfig {
         WechatHttpConfig {
+            proxy: self.options.wechat_proxy.clone(),
             base_url: self.sandbox.base_url().to_owned(),
             timeout_ms: 1_500,
             resend_backoff_ms: 10,
@@ -270,11 +329,15 @@ impl Stack {
         use bureau_svc::config::*;
         let appid = self.bureau_appid();
         BureauConfig {
-            server: ServerConfig {
+                        server: ServerConfig {
                 grpc_listen: self.bureau_grpc,
                 http_listen: self.bureau_http,
-                admin_listen: "127.0.0.1:0".parse().unwrap(),
-                tls: None,
+                admin_listen: self.bureau_admin,
+                tls: self.options.tls.then(|| ServerTls {
+                    cert_file: cert("server.pem"),
+                    key_file: cert("server.key"),
+                    client_ca_file: Some(cert("ca.pem")),
+                }),
                 shutdown_grace_ms: 2_000,
             },
             database: self.bureau_db.clone(),
@@ -302,7 +365,7 @@ impl Stack {
                 payee: "沙箱市人民医院".to_owned(),
                 logo_url: "https://example.org/logo.png".to_owned(),
             }],
-            auth: fiscalbill_common::auth::AuthConfig { enabled: false, clients: Vec::new() },
+            auth: self.auth(&[("collection", BUREAU_API_KEY, &["*"])]),
             log: Default::default(),
         }
     }
@@ -311,23 +374,23 @@ impl Stack {
         use collection_svc::config::*;
         let unit = self.unit();
         CollectionConfig {
-            server: ServerConfig {
+                        server: ServerConfig {
                 grpc_listen: self.collection_grpc,
                 http_listen: self.collection_http,
-                admin_listen: "127.0.0.1:0".parse().unwrap(),
-                tls: None,
+                admin_listen: self.collection_admin,
+                tls: self.options.tls.then(|| ServerTls { cert_file: cert("server.pem"), key_file: cert("server.key"), client_ca_file: None }),
                 shutdown_grace_ms: 2_000,
             },
             database: self.collection_db.clone(),
             wechat: self.wechat(),
             token_mode: Default::default(),
-            bureau: BureauConfig {
-                endpoint: format!("http://{}", self.bureau_grpc),
+                        bureau: BureauConfig {
+                endpoint: format!("{}://{}", if self.options.tls { "https" } else { "http" }, self.bureau_grpc),
                 s_pappid: None,
                 issue_deadline_ms: 3_000,
                 connect_timeout_ms: 500,
-                tls: None,
-                api_key: None,
+                tls: self.options.tls.then(client_tls),
+                api_key: self.options.auth.then(|| SecretSetting::Inline(Secret::new(BUREAU_API_KEY))),
             },
             units: vec![UnitConfig {
                 appid: unit.to_owned(),
@@ -353,7 +416,7 @@ impl Stack {
                 lease_secs: 3,
                 ..Default::default()
             },
-            auth: fiscalbill_common::auth::AuthConfig { enabled: false, clients: Vec::new() },
+            auth: self.auth(&[("his", HIS_API_KEY, &["*"]), ("tokens", TOKENS_API_KEY, &["GetAccessToken", "GetCardTicket"])]),
             log: Default::default(),
         }
     }
@@ -365,8 +428,8 @@ impl Stack {
         })
         .await
         .unwrap();
-        self.bureau_host = Some(hosted);
-        wait_serving(self.bureau_grpc).await;
+                self.bureau_host = Some(hosted);
+        wait_serving(channel(self.bureau_grpc, self.options.tls, true)).await;
     }
 
     pub async fn start_collection(&mut self) {
@@ -376,8 +439,8 @@ impl Stack {
         })
         .await
         .unwrap();
-        self.collection_host = Some(hosted);
-        wait_serving(self.collection_grpc).await;
+                self.collection_host = Some(hosted);
+        wait_serving(channel(self.collection_grpc, self.options.tls, false)).await;
     }
 
     /// Stops the bureau cleanly (or crashes it).
@@ -478,8 +541,41 @@ impl Stack {
     }
 }
 
-async fn wait_serving(addr: SocketAddr) {
-    fiscalbill_common::server::wait_until_serving(addr, Duration::from_secs(10)).await.unwrap();
+/// The TLS of collection-svc's client to the bureau: the test CA, and a client certificate.
+fn client_tls() -> ClientTls {
+    ClientTls {
+        ca_file: Some(cert("ca.pem")),
+        cert_file: Some(cert("client.pem")),
+        key_file: Some(cert("client.key")),
+        domain: Some("localhost".to_owned()),
+    }
+}
+
+/// A lazily connected channel; over TLS (with the client certificate when `mutual`).
+pub fn channel(addr: SocketAddr, tls: bool, mutual: bool) -> Channel {
+    let endpoint = if tls {
+        let mut config = client_tls();
+        if !mutual {
+            config.cert_file = None;
+            config.key_file = None;
+        }
+        Channel::from_shared(format!("https://{addr}")).unwrap().tls_config(config.tonic().unwrap()).unwrap()
+    } else {
+        Channel::from_shared(format!("http://{addr}")).unwrap()
+    };
+    endpoint.connect_lazy()
+}
+
+async fn wait_serving(channel: Channel) {
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    for _ in 0..400 {
+        let answer = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await;
+        if answer.is_ok_and(|a| a.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("a service never became ready");
 }
 
 /// A valid bill; billing codes differ per order.

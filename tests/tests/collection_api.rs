@@ -136,7 +136,7 @@ async fn sync_asks_wechat_on_demand() {
     assert_eq!(pending.authorization.unwrap().state, pb::AuthorizationState::Pending as i32);
     assert_eq!(pending.wechat_invoice_status, "");
     // The payer authorizes but every push is lost.
-    let dead = json!({"appid": UNIT, "secret": format!("secret-of-{UNIT}"), "callback_url": "http://127.0.0.1:9/x", "callback_token": TOKEN, "encoding_aes_key": AES_KEY});
+    let dead = json!({"appid": UNIT, "secret": secret(UNIT).expose(), "callback_url": "http://127.0.0.1:9/x", "callback_token": TOKEN, "encoding_aes_key": AES_KEY});
     stack.post("/sandbox/accounts", dead).await;
     assert_eq!(stack.answer(&created.auth_url, false).await["delivered"], false);
     let found = sync(&mut stack).await;

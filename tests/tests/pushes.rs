@@ -10,17 +10,8 @@ async fn a_lost_push_is_recovered_by_the_reconciler() {
     let mut stack = Stack::start(Options { reconcile_after_secs: 1, ..Options::default() }).await;
     let created = stack.create("order-lost").await;
     // Every delivery attempt of the push fails.
-    let mut unit = stack.get("/sandbox/accounts").await["accounts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["appid"] == UNIT)
-        .cloned()
-        .unwrap();
-    unit["callback_url"] = json!("http://127.0.0.1:9/nowhere");
-    let _ = unit;
     let dead = json!({
-        "appid": UNIT, "secret": format!("secret-of-{UNIT}"), "name": "Sandbox Hospital",
+        "appid": UNIT, "secret": secret(UNIT).expose(), "name": "Sandbox Hospital",
         "callback_url": "http://127.0.0.1:9/nowhere", "callback_token": TOKEN, "encoding_aes_key": AES_KEY
     });
     stack.post("/sandbox/accounts", dead).await;

@@ -81,6 +81,21 @@ impl<T> Drop for Hosted<T> {
     }
 }
 
+/// A further replica of a service.
+pub struct Replica<T> {
+    host: Hosted<T>,
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl<T: Stop + Send + 'static> Replica<T> {
+    pub async fn stop(self) {
+        let host = self.host;
+        tokio::task::spawn_blocking(move || host.stop(false)).await.unwrap();
+    }
+}
+
 pub trait Stop {
     fn stop(self) -> impl std::future::Future<Output = ()>;
 }
@@ -326,13 +341,17 @@ impl Stack {
     }
 
     fn bureau_config(&self) -> bureau_svc::BureauConfig {
+        self.bureau_config_at(self.bureau_grpc, self.bureau_http, self.bureau_admin)
+    }
+
+    fn bureau_config_at(&self, grpc: SocketAddr, http: SocketAddr, admin: SocketAddr) -> bureau_svc::BureauConfig {
         use bureau_svc::config::*;
         let appid = self.bureau_appid();
         BureauConfig {
                         server: ServerConfig {
-                grpc_listen: self.bureau_grpc,
-                http_listen: self.bureau_http,
-                admin_listen: self.bureau_admin,
+                grpc_listen: grpc,
+                http_listen: http,
+                admin_listen: admin,
                 tls: self.options.tls.then(|| ServerTls {
                     cert_file: cert("server.pem"),
                     key_file: cert("server.key"),
@@ -371,13 +390,23 @@ impl Stack {
     }
 
     fn collection_config(&self) -> collection_svc::CollectionConfig {
+        self.collection_config_at(self.collection_grpc, self.collection_http, self.collection_admin, self.bureau_grpc)
+    }
+
+    fn collection_config_at(
+        &self,
+        grpc: SocketAddr,
+        http: SocketAddr,
+        admin: SocketAddr,
+        bureau_grpc: SocketAddr,
+    ) -> collection_svc::CollectionConfig {
         use collection_svc::config::*;
         let unit = self.unit();
         CollectionConfig {
                         server: ServerConfig {
-                grpc_listen: self.collection_grpc,
-                http_listen: self.collection_http,
-                admin_listen: self.collection_admin,
+                grpc_listen: grpc,
+                http_listen: http,
+                admin_listen: admin,
                 tls: self.options.tls.then(|| ServerTls { cert_file: cert("server.pem"), key_file: cert("server.key"), client_ca_file: None }),
                 shutdown_grace_ms: 2_000,
             },
@@ -385,7 +414,7 @@ impl Stack {
             wechat: self.wechat(),
             token_mode: Default::default(),
                         bureau: BureauConfig {
-                endpoint: format!("{}://{}", if self.options.tls { "https" } else { "http" }, self.bureau_grpc),
+                endpoint: format!("{}://{}", if self.options.tls { "https" } else { "http" }, bureau_grpc),
                 s_pappid: None,
                 issue_deadline_ms: 3_000,
                 connect_timeout_ms: 500,
@@ -441,6 +470,33 @@ impl Stack {
         .unwrap();
                 self.collection_host = Some(hosted);
         wait_serving(channel(self.collection_grpc, self.options.tls, false)).await;
+    }
+
+    /// Another bureau-svc on free ports, sharing this stack's database.
+    pub async fn bureau_replica(&self) -> Replica<bureau_svc::RunningBureau> {
+        let (grpc, http, admin) = (free_port(), free_port(), free_port());
+        let config = self.bureau_config_at(grpc, http, admin);
+        let (host, _) = tokio::task::spawn_blocking(move || {
+            Hosted::start(|| async move { bureau_svc::start(config).await.expect("bureau replica starts") })
+        })
+        .await
+        .unwrap();
+        wait_serving(channel(grpc, self.options.tls, true)).await;
+        Replica { host, grpc, http, admin }
+    }
+
+    /// Another collection-svc on free ports, sharing this stack's database, calling the
+    /// bureau at `bureau_grpc`.
+    pub async fn collection_replica(&self, bureau_grpc: SocketAddr) -> Replica<collection_svc::RunningCollection> {
+        let (grpc, http, admin) = (free_port(), free_port(), free_port());
+        let config = self.collection_config_at(grpc, http, admin, bureau_grpc);
+        let (host, _) = tokio::task::spawn_blocking(move || {
+            Hosted::start(|| async move { collection_svc::start(config).await.expect("collection replica starts") })
+        })
+        .await
+        .unwrap();
+        wait_serving(channel(grpc, self.options.tls, false)).await;
+        Replica { host, grpc, http, admin }
     }
 
     /// Stops the bureau cleanly (or crashes it).

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use fiscalbill_common::Secret;
+use fiscalbill_common::auth::{AuthConfig, BearerKey, ClientConfig, key_sha256};
 use fiscalbill_common::callback::{PushFormat, PushMode};
 use fiscalbill_common::config::SecretSetting;
 use fiscalbill_common::db::DatabaseConfig;
@@ -13,10 +14,9 @@ use fiscalbill_common::proto::bureau::bureau_service_client::BureauServiceClient
 use fiscalbill_common::proto::collection as pb;
 use fiscalbill_common::proto::collection::collection_service_client::CollectionServiceClient;
 use fiscalbill_common::proto::types as types_pb;
+use fiscalbill_common::tls::{ClientTls, ServerTls};
 use fiscalbill_common::wechat::WechatHttpConfig;
 use serde_json::{Value, json};
-use fiscalbill_common::auth::{AuthConfig, BearerKey, ClientConfig, key_sha256};
-use fiscalbill_common::tls::{ClientTls, ServerTls};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use wechat_sandbox::{AccountConfig, RunningSandbox, SandboxConfig};
@@ -139,7 +139,7 @@ pub struct Options {
     pub push_format: PushFormat,
     /// Lifetime of authorization links in the sandbox, seconds.
     pub link_lifetime_secs: i64,
-        /// Pending authorizations this old are checked with WeChat.
+    /// Pending authorizations this old are checked with WeChat.
     pub reconcile_after_secs: u64,
     /// TLS on both gRPC servers; mutual TLS between collection-svc and the bureau.
     pub tls: bool,
@@ -156,7 +156,7 @@ impl Default for Options {
             self_built: false,
             push_mode: PushMode::Safe,
             push_format: PushFormat::Xml,
-                        link_lifetime_secs: 7200,
+            link_lifetime_secs: 7200,
             reconcile_after_secs: 300,
             tls: false,
             auth: false,
@@ -177,7 +177,7 @@ pub struct Stack {
     pub bureau_http: SocketAddr,
     pub collection_grpc: SocketAddr,
     pub collection_http: SocketAddr,
-        pub bureau_admin: SocketAddr,
+    pub bureau_admin: SocketAddr,
     pub collection_admin: SocketAddr,
     /// collection-svc as the unit's business system (with its API key under `auth`).
     pub collection: CollectionServiceClient<InterceptedService<Channel, BearerKey>>,
@@ -255,7 +255,7 @@ impl Stack {
         let http = reqwest::Client::new();
         let (bureau_grpc, bureau_http, collection_grpc, collection_http) =
             (free_port(), free_port(), free_port(), free_port());
-                let tls = options.tls;
+        let tls = options.tls;
         let (bureau_admin, collection_admin) = (free_port(), free_port());
         let his_key = options.auth.then_some(HIS_API_KEY);
         let bureau_key = options.auth.then_some(BUREAU_API_KEY);
@@ -271,10 +271,16 @@ impl Stack {
             bureau_http,
             collection_grpc,
             collection_http,
-                        bureau_admin,
+            bureau_admin,
             collection_admin,
-            collection: CollectionServiceClient::with_interceptor(channel(collection_grpc, tls, false), BearerKey::new(his_key).unwrap()),
-            bureau_client: BureauServiceClient::with_interceptor(channel(bureau_grpc, tls, true), BearerKey::new(bureau_key).unwrap()),
+            collection: CollectionServiceClient::with_interceptor(
+                channel(collection_grpc, tls, false),
+                BearerKey::new(his_key).unwrap(),
+            ),
+            bureau_client: BureauServiceClient::with_interceptor(
+                channel(bureau_grpc, tls, true),
+                BearerKey::new(bureau_key).unwrap(),
+            ),
         };
         stack.point_callbacks().await;
         stack.start_bureau().await;
@@ -291,7 +297,7 @@ impl Stack {
         if self.options.self_built { SELF_BUILT } else { UNIT }
     }
 
-        /// Authentication with these (name, key, methods) clients, or off.
+    /// Authentication with these (name, key, methods) clients, or off.
     fn auth(&self, clients: &[(&str, &str, &[&str])]) -> AuthConfig {
         AuthConfig {
             enabled: self.options.auth,
@@ -306,14 +312,20 @@ impl Stack {
         }
     }
 
-        /// The Debug output of both services' configurations.
+    /// The Debug output of both services' configurations.
     pub fn configs_debug(&self) -> String {
         format!("{:?}\n{:?}", self.bureau_config(), self.collection_config())
     }
 
     /// A client of collection-svc presenting `key`.
-    pub fn collection_with_key(&self, key: Option<&str>) -> CollectionServiceClient<InterceptedService<Channel, BearerKey>> {
-        CollectionServiceClient::with_interceptor(channel(self.collection_grpc, self.options.tls, false), BearerKey::new(key).unwrap())
+    pub fn collection_with_key(
+        &self,
+        key: Option<&str>,
+    ) -> CollectionServiceClient<InterceptedService<Channel, BearerKey>> {
+        CollectionServiceClient::with_interceptor(
+            channel(self.collection_grpc, self.options.tls, false),
+            BearerKey::new(key).unwrap(),
+        )
     }
 
     fn wechat(&self) -> WechatHttpConfig {
@@ -348,7 +360,7 @@ impl Stack {
         use bureau_svc::config::*;
         let appid = self.bureau_appid();
         BureauConfig {
-                        server: ServerConfig {
+            server: ServerConfig {
                 grpc_listen: grpc,
                 http_listen: http,
                 admin_listen: admin,
@@ -403,17 +415,21 @@ impl Stack {
         use collection_svc::config::*;
         let unit = self.unit();
         CollectionConfig {
-                        server: ServerConfig {
+            server: ServerConfig {
                 grpc_listen: grpc,
                 http_listen: http,
                 admin_listen: admin,
-                tls: self.options.tls.then(|| ServerTls { cert_file: cert("server.pem"), key_file: cert("server.key"), client_ca_file: None }),
+                tls: self.options.tls.then(|| ServerTls {
+                    cert_file: cert("server.pem"),
+                    key_file: cert("server.key"),
+                    client_ca_file: None,
+                }),
                 shutdown_grace_ms: 2_000,
             },
             database: self.collection_db.clone(),
             wechat: self.wechat(),
             token_mode: Default::default(),
-                        bureau: BureauConfig {
+            bureau: BureauConfig {
                 endpoint: format!("{}://{}", if self.options.tls { "https" } else { "http" }, bureau_grpc),
                 s_pappid: None,
                 issue_deadline_ms: 3_000,
@@ -445,7 +461,10 @@ impl Stack {
                 lease_secs: 3,
                 ..Default::default()
             },
-            auth: self.auth(&[("his", HIS_API_KEY, &["*"]), ("tokens", TOKENS_API_KEY, &["GetAccessToken", "GetCardTicket"])]),
+            auth: self.auth(&[
+                ("his", HIS_API_KEY, &["*"]),
+                ("tokens", TOKENS_API_KEY, &["GetAccessToken", "GetCardTicket"]),
+            ]),
             log: Default::default(),
         }
     }
@@ -457,7 +476,7 @@ impl Stack {
         })
         .await
         .unwrap();
-                self.bureau_host = Some(hosted);
+        self.bureau_host = Some(hosted);
         wait_serving(channel(self.bureau_grpc, self.options.tls, true)).await;
     }
 
@@ -468,7 +487,7 @@ impl Stack {
         })
         .await
         .unwrap();
-                self.collection_host = Some(hosted);
+        self.collection_host = Some(hosted);
         wait_serving(channel(self.collection_grpc, self.options.tls, false)).await;
     }
 
@@ -626,7 +645,9 @@ async fn wait_serving(channel: Channel) {
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     for _ in 0..400 {
         let answer = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await;
-        if answer.is_ok_and(|a| a.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32) {
+        if answer.is_ok_and(|a| {
+            a.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        }) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;

@@ -14,13 +14,20 @@ use fiscalbill_common::proto::collection::collection_service_client::CollectionS
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payer_authorizes_in_chromium_and_finds_the_bill() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let node_modules = std::env::var("FISCALBILL_NODE_MODULES").map(Into::into).unwrap_or_else(|_| root.join(".ci/node/node_modules"));
-    assert!(node_modules.join("playwright-core").is_dir(), "playwright-core missing in {}: run .ci/run or npm install", node_modules.display());
+    let node_modules =
+        std::env::var("FISCALBILL_NODE_MODULES").map(Into::into).unwrap_or_else(|_| root.join(".ci/node/node_modules"));
+    assert!(
+        node_modules.join("playwright-core").is_dir(),
+        "playwright-core missing in {}: run .ci/run or npm install",
+        node_modules.display()
+    );
     let screenshots = root.join("target/screenshots");
 
     let dir = std::env::temp_dir().join(format!("fiscalbill-browser-{}", std::process::id()));
     let stack = devstack::start(Addresses::ephemeral(), dir).await.unwrap();
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", stack.addresses.collection_grpc)).unwrap().connect_lazy();
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", stack.addresses.collection_grpc))
+        .unwrap()
+        .connect_lazy();
     let mut collection = CollectionServiceClient::new(channel);
     let fee = 12_345;
     let created = collection
@@ -61,7 +68,10 @@ async fn a_payer_authorizes_in_chromium_and_finds_the_bill() {
     assert!(report["pdf_bytes"].as_u64().unwrap() > 1000);
 
     let authorization = collection
-        .get_authorization(pb::GetAuthorizationRequest { unit_appid: wechat_sandbox::DEMO_UNIT.into(), order_id: "browser-1".into() })
+        .get_authorization(pb::GetAuthorizationRequest {
+            unit_appid: wechat_sandbox::DEMO_UNIT.into(),
+            order_id: "browser-1".into(),
+        })
         .await
         .unwrap()
         .into_inner()

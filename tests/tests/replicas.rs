@@ -56,9 +56,12 @@ async fn two_collections_and_two_bureaus_share_one_postgres() {
     });
     stack.post("/sandbox/accounts", unit).await;
 
-    let replica_b = CollectionServiceClient::with_interceptor(channel(collection_b.grpc, false, false), BearerKey::default());
+    let replica_b =
+        CollectionServiceClient::with_interceptor(channel(collection_b.grpc, false, false), BearerKey::default());
     let clients = [stack.collection.clone(), replica_b];
-    let requests: Vec<_> = (0..ORDERS).map(|i| stack.create_request(&format!("replica-{i}"), fiscalbill_common::proto::types::Source::Web)).collect();
+    let requests: Vec<_> = (0..ORDERS)
+        .map(|i| stack.create_request(&format!("replica-{i}"), fiscalbill_common::proto::types::Source::Web))
+        .collect();
     let sandbox = stack.sandbox.base_url().to_owned();
     let flows: Vec<_> = requests
         .into_iter()
@@ -68,7 +71,12 @@ async fn two_collections_and_two_bureaus_share_one_postgres() {
             let (http, sandbox) = (stack.http.clone(), sandbox.clone());
             tokio::spawn(async move {
                 let created = client.create_authorization(request).await.unwrap().into_inner().authorization.unwrap();
-                let answer = http.post(format!("{sandbox}/sandbox/authorize")).json(&json!({"auth_url": created.auth_url, "openid": PAYER})).send().await.unwrap();
+                let answer = http
+                    .post(format!("{sandbox}/sandbox/authorize"))
+                    .json(&json!({"auth_url": created.auth_url, "openid": PAYER}))
+                    .send()
+                    .await
+                    .unwrap();
                 assert!(answer.status().is_success());
             })
         })
@@ -81,7 +89,11 @@ async fn two_collections_and_two_bureaus_share_one_postgres() {
     for _ in 0..1_200 {
         let page = stack
             .collection
-            .list_authorizations(pb::ListAuthorizationsRequest { state: pb::AuthorizationState::Issued as i32, page_size: 1000, ..Default::default() })
+            .list_authorizations(pb::ListAuthorizationsRequest {
+                state: pb::AuthorizationState::Issued as i32,
+                page_size: 1000,
+                ..Default::default()
+            })
             .await
             .unwrap()
             .into_inner();
@@ -112,13 +124,21 @@ async fn two_collections_and_two_bureaus_share_one_postgres() {
     assert_eq!(issue_calls, ORDERS as f64, "no job was delivered twice");
     for admin in [stack.collection_admin, collection_b.admin] {
         let text = stack.http.get(format!("http://{admin}/metrics")).send().await.unwrap().text().await.unwrap();
-        assert!(sample(&text, "fiscalbill_pushes_total{outcome=\"authorized\"}") > 0.0, "both collection replicas took pushes");
+        assert!(
+            sample(&text, "fiscalbill_pushes_total{outcome=\"authorized\"}") > 0.0,
+            "both collection replicas took pushes"
+        );
     }
 
     // One token per appid for the whole run, shared through the database.
     let stats = stack.get("/sandbox/stats").await;
     let calls = |endpoint: &str, appid: &str| {
-        stats["calls"].as_array().unwrap().iter().find(|r| r["endpoint"] == endpoint && r["appid"] == appid).map_or(0, |r| r["calls"].as_u64().unwrap())
+        stats["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["endpoint"] == endpoint && r["appid"] == appid)
+            .map_or(0, |r| r["calls"].as_u64().unwrap())
     };
     assert_eq!(calls("/cgi-bin/stable_token", UNIT), 1);
     assert_eq!(calls("/cgi-bin/stable_token", BUREAU), 1);

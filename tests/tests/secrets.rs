@@ -49,7 +49,8 @@ async fn a_full_flow_leaks_no_secret_anywhere() {
     let mut answers = Vec::new();
 
     // The happy path, with the caller's trace context.
-    let mut request = tonic::Request::new(stack.create_request("order-secret", fiscalbill_common::proto::types::Source::Web));
+    let mut request =
+        tonic::Request::new(stack.create_request("order-secret", fiscalbill_common::proto::types::Source::Web));
     request.metadata_mut().insert("traceparent", format!("00-{TRACE_ID}-00f067aa0ba902b7-01").parse().unwrap());
     let created = stack.collection.create_authorization(request).await.unwrap().into_inner().authorization.unwrap();
     stack.answer(&created.auth_url, false).await;
@@ -65,7 +66,12 @@ async fn a_full_flow_leaks_no_secret_anywhere() {
         .unwrap()
         .into_inner();
     answers.push(format!("{bill:?}"));
-    stack.post(&format!("/sandbox/cards/{}/status", issued.card_code), serde_json::json!({"reimburse_status": "INVOICE_REIMBURSE_CANCEL"})).await;
+    stack
+        .post(
+            &format!("/sandbox/cards/{}/status", issued.card_code),
+            serde_json::json!({"reimburse_status": "INVOICE_REIMBURSE_CANCEL"}),
+        )
+        .await;
     let pending = stack.create("order-sync").await;
     answers.push(format!("{pending:?}"));
     let mut tokens = stack.collection_with_key(Some(TOKENS_API_KEY));
@@ -74,21 +80,37 @@ async fn a_full_flow_leaks_no_secret_anywhere() {
     answers.push(format!("{token:?} {ticket:?}"));
 
     // Failures of every kind, whose answers are scanned too.
-    let synced = stack.collection.sync_authorization(pb::SyncAuthorizationRequest { unit_appid: UNIT.into(), order_id: "order-sync".into() }).await;
+    let synced = stack
+        .collection
+        .sync_authorization(pb::SyncAuthorizationRequest { unit_appid: UNIT.into(), order_id: "order-sync".into() })
+        .await;
     answers.push(format!("{synced:?}"));
     for key in [None, Some("SECRET-apikey-wrong"), Some(TOKENS_API_KEY)] {
-        let denied = stack.collection_with_key(key).get_authorization(pb::GetAuthorizationRequest { unit_appid: UNIT.into(), order_id: "x".into() }).await;
+        let denied = stack
+            .collection_with_key(key)
+            .get_authorization(pb::GetAuthorizationRequest { unit_appid: UNIT.into(), order_id: "x".into() })
+            .await;
         answers.push(format!("{denied:?}"));
     }
-    stack.post("/sandbox/faults", serde_json::json!({"path": "*", "kind": "errcode", "errcode": 40001, "count": 4})).await;
+    stack
+        .post("/sandbox/faults", serde_json::json!({"path": "*", "kind": "errcode", "errcode": 40001, "count": 4}))
+        .await;
     let rejected = stack
         .collection
-        .reject_authorization(pb::RejectAuthorizationRequest { unit_appid: UNIT.into(), order_id: "order-sync".into(), reason: "x".into(), url: String::new() })
+        .reject_authorization(pb::RejectAuthorizationRequest {
+            unit_appid: UNIT.into(),
+            order_id: "order-sync".into(),
+            reason: "x".into(),
+            url: String::new(),
+        })
         .await;
     answers.push(format!("{rejected:?}"));
     let forged = stack
         .http
-        .post(format!("http://{}/wechat/callback/{UNIT}?timestamp=1&nonce=1&encrypt_type=aes&msg_signature=00", stack.collection_http))
+        .post(format!(
+            "http://{}/wechat/callback/{UNIT}?timestamp=1&nonce=1&encrypt_type=aes&msg_signature=00",
+            stack.collection_http
+        ))
         .body("<xml><Encrypt>QUFB</Encrypt></xml>")
         .send()
         .await
@@ -100,9 +122,11 @@ async fn a_full_flow_leaks_no_secret_anywhere() {
     answers.push(stack.configs_debug());
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
 
-        // Every account's current access token, as WeChat knows it.
+    // Every account's current access token, as WeChat knows it.
     stack.http.delete(format!("{}/sandbox/faults", stack.sandbox.base_url())).send().await.unwrap();
-    let client = WechatClient::new(&WechatHttpConfig { base_url: stack.sandbox.base_url().to_owned(), ..Default::default() }).unwrap();
+    let client =
+        WechatClient::new(&WechatHttpConfig { base_url: stack.sandbox.base_url().to_owned(), ..Default::default() })
+            .unwrap();
     let mut secrets: Vec<String> = vec![
         TOKEN.into(),
         AES_KEY.into(),

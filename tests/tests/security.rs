@@ -39,14 +39,27 @@ async fn tls_everywhere_and_mutual_tls_to_the_bureau() {
         key_file: Some(cert("rogue-client.key")),
         domain: Some("localhost".into()),
     };
-    let rogue = Channel::from_shared(format!("https://{}", stack.bureau_grpc)).unwrap().tls_config(rogue.tonic().unwrap()).unwrap().connect_lazy();
+    let rogue = Channel::from_shared(format!("https://{}", stack.bureau_grpc))
+        .unwrap()
+        .tls_config(rogue.tonic().unwrap())
+        .unwrap()
+        .connect_lazy();
     assert!(call(rogue).await.is_err(), "a certificate from another CA");
-    assert!(call(Channel::from_shared(format!("http://{}", stack.bureau_grpc)).unwrap().connect_lazy()).await.is_err(), "plaintext");
+    assert!(
+        call(Channel::from_shared(format!("http://{}", stack.bureau_grpc)).unwrap().connect_lazy()).await.is_err(),
+        "plaintext"
+    );
 
     // collection-svc's own server speaks TLS (no client certificate needed there).
     let plain = Channel::from_shared(format!("http://{}", stack.collection_grpc)).unwrap().connect_lazy();
-    let mut plain = fiscalbill_common::proto::collection::collection_service_client::CollectionServiceClient::new(plain);
-    assert!(plain.get_authorization(pb::GetAuthorizationRequest { unit_appid: UNIT.into(), order_id: "order-tls".into() }).await.is_err());
+    let mut plain =
+        fiscalbill_common::proto::collection::collection_service_client::CollectionServiceClient::new(plain);
+    assert!(
+        plain
+            .get_authorization(pb::GetAuthorizationRequest { unit_appid: UNIT.into(), order_id: "order-tls".into() })
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,7 +70,8 @@ async fn api_keys_guard_every_method() {
     let get = pb::GetAuthorizationRequest { unit_appid: UNIT.into(), order_id: "order-auth".into() };
     let status = stack.collection_with_key(None).get_authorization(get.clone()).await.unwrap_err();
     assert_eq!((status.code(), reason(&status).as_str()), (tonic::Code::Unauthenticated, "API_KEY_MISSING"));
-    let status = stack.collection_with_key(Some("SECRET-apikey-wrong")).get_authorization(get.clone()).await.unwrap_err();
+    let status =
+        stack.collection_with_key(Some("SECRET-apikey-wrong")).get_authorization(get.clone()).await.unwrap_err();
     assert_eq!((status.code(), reason(&status).as_str()), (tonic::Code::Unauthenticated, "API_KEY_UNKNOWN"));
     assert!(!status.message().contains("SECRET"), "the key is not echoed: {}", status.message());
 
@@ -72,7 +86,9 @@ async fn api_keys_guard_every_method() {
     assert_eq!(tokens.get_authorization(get).await.unwrap_err().code(), tonic::Code::PermissionDenied);
 
     // The bureau wants collection-svc's key.
-    let anonymous = BureauServiceClient::new(channel(stack.bureau_grpc, false, false)).get_sp_app_id(bureau_pb::GetSpAppIdRequest {}).await;
+    let anonymous = BureauServiceClient::new(channel(stack.bureau_grpc, false, false))
+        .get_sp_app_id(bureau_pb::GetSpAppIdRequest {})
+        .await;
     assert_eq!(anonymous.unwrap_err().code(), tonic::Code::Unauthenticated);
     assert!(stack.bureau_client.get_sp_app_id(bureau_pb::GetSpAppIdRequest {}).await.is_ok());
 
@@ -96,7 +112,10 @@ async fn metrics_describe_what_happened() {
     let declined = stack.create("order-m2").await;
     stack.answer(&declined.auth_url, true).await;
     stack.wait_for("order-m2", pb::AuthorizationState::Declined).await;
-    let forged_url = format!("http://{}/wechat/callback/{UNIT}?timestamp=1&nonce=1&encrypt_type=aes&msg_signature=00", stack.collection_http);
+    let forged_url = format!(
+        "http://{}/wechat/callback/{UNIT}?timestamp=1&nonce=1&encrypt_type=aes&msg_signature=00",
+        stack.collection_http
+    );
     let forged = stack.http.post(forged_url).body("<xml><Encrypt>QUFB</Encrypt></xml>").send().await.unwrap();
     assert_eq!(forged.status(), 403);
 
@@ -144,7 +163,11 @@ async fn start_proxy(count: Arc<AtomicU64>) -> String {
     use axum::body::Bytes;
     use axum::extract::State;
     use axum::response::IntoResponse;
-    let forward = |State(count): State<Arc<AtomicU64>>, method: http::Method, uri: http::Uri, headers: http::HeaderMap, body: Bytes| async move {
+    let forward = |State(count): State<Arc<AtomicU64>>,
+                   method: http::Method,
+                   uri: http::Uri,
+                   headers: http::HeaderMap,
+                   body: Bytes| async move {
         count.fetch_add(1, Ordering::SeqCst);
         let client = reqwest::Client::builder().no_proxy().build().unwrap();
         let mut request = client.request(method, uri.to_string()).body(body);

@@ -27,7 +27,9 @@ fn run(program: &str, args: &[&str]) -> String {
 /// Runs grpcurl off the async runtime.
 async fn grpcurl(args: &[&str]) -> String {
     let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    tokio::task::spawn_blocking(move || run("grpcurl", &args.iter().map(String::as_str).collect::<Vec<_>>())).await.unwrap()
+    tokio::task::spawn_blocking(move || run("grpcurl", &args.iter().map(String::as_str).collect::<Vec<_>>()))
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -39,8 +41,12 @@ async fn grpcurl_walk_through_with_reflection_only() {
     let listed = grpcurl(&["-plaintext", collection, "list"]).await;
     assert!(listed.lines().any(|l| l == "fiscalbill.collection.v1.CollectionService"), "{listed}");
     assert!(listed.lines().any(|l| l == "grpc.health.v1.Health"), "{listed}");
-    let described = grpcurl(&["-plaintext", collection, "describe", "fiscalbill.collection.v1.CollectionService"]).await;
-    assert!(described.contains("rpc CreateAuthorization ( .fiscalbill.collection.v1.CreateAuthorizationRequest )"), "{described}");
+    let described =
+        grpcurl(&["-plaintext", collection, "describe", "fiscalbill.collection.v1.CollectionService"]).await;
+    assert!(
+        described.contains("rpc CreateAuthorization ( .fiscalbill.collection.v1.CreateAuthorizationRequest )"),
+        "{described}"
+    );
     let message = grpcurl(&["-plaintext", collection, "describe", "fiscalbill.type.v1.BillContent"]).await;
     assert!(message.contains("int64 fee = 1;"), "{message}");
     let health = grpcurl(&["-plaintext", "-d", r#"{"service":""}"#, collection, "grpc.health.v1.Health/Check"]).await;
@@ -49,7 +55,14 @@ async fn grpcurl_walk_through_with_reflection_only() {
     let create = r#"{"unit_appid":"wxc0000000000000c1","order_id":"grpcurl-1","money":"1500","source":"SOURCE_WEB",
         "bill":{"fee":"1500","payer_title":"张三","billing_no":"44010125","billing_code":"0000000001",
         "billing_time":"2026-01-01T08:00:00Z","items":[{"name":"门诊挂号费","quantity":"1","unit":"次","unit_price":"1500","amount":"1500"}]}}"#;
-    let created = grpcurl(&["-plaintext", "-d", create, collection, "fiscalbill.collection.v1.CollectionService/CreateAuthorization"]).await;
+    let created = grpcurl(&[
+        "-plaintext",
+        "-d",
+        create,
+        collection,
+        "fiscalbill.collection.v1.CollectionService/CreateAuthorization",
+    ])
+    .await;
     let created: serde_json::Value = serde_json::from_str(&created).unwrap();
     assert_eq!(created["authorization"]["state"], "AUTHORIZATION_STATE_PENDING");
     let auth_url = created["authorization"]["authUrl"].as_str().unwrap();
@@ -69,7 +82,14 @@ async fn grpcurl_walk_through_with_reflection_only() {
     let get = r#"{"unit_appid":"wxc0000000000000c1","order_id":"grpcurl-1"}"#;
     let mut state = String::new();
     for _ in 0..200 {
-        let got = grpcurl(&["-plaintext", "-d", get, collection, "fiscalbill.collection.v1.CollectionService/GetAuthorization"]).await;
+        let got = grpcurl(&[
+            "-plaintext",
+            "-d",
+            get,
+            collection,
+            "fiscalbill.collection.v1.CollectionService/GetAuthorization",
+        ])
+        .await;
         let got: serde_json::Value = serde_json::from_str(&got).unwrap();
         state = got["authorization"]["state"].as_str().unwrap().to_owned();
         if state == "AUTHORIZATION_STATE_ISSUED" {
@@ -81,12 +101,24 @@ async fn grpcurl_walk_through_with_reflection_only() {
     assert_eq!(state, "AUTHORIZATION_STATE_ISSUED");
 
     // An invalid request prints its google.rpc details.
-    let invalid = ["-plaintext", "-d", r#"{"unit_appid":"nope","money":"0"}"#, collection, "fiscalbill.collection.v1.CollectionService/CreateAuthorization"]
-        .map(str::to_owned);
-    let output = tokio::task::spawn_blocking(move || Command::new("grpcurl").args(&invalid).output().unwrap()).await.unwrap();
+    let invalid = [
+        "-plaintext",
+        "-d",
+        r#"{"unit_appid":"nope","money":"0"}"#,
+        collection,
+        "fiscalbill.collection.v1.CollectionService/CreateAuthorization",
+    ]
+    .map(str::to_owned);
+    let output =
+        tokio::task::spawn_blocking(move || Command::new("grpcurl").args(&invalid).output().unwrap()).await.unwrap();
     assert!(!output.status.success());
     let error = String::from_utf8_lossy(&output.stderr);
-    assert!(error.contains("Code: InvalidArgument") && error.contains("google.rpc.BadRequest") && error.contains("\"field\":\"unit_appid\""), "{error}");
+    assert!(
+        error.contains("Code: InvalidArgument")
+            && error.contains("google.rpc.BadRequest")
+            && error.contains("\"field\":\"unit_appid\""),
+        "{error}"
+    );
     stack.stop().await;
 }
 
@@ -97,7 +129,10 @@ async fn the_generated_python_client_runs_the_whole_flow() {
     let sandbox = format!("http://{}", stack.addresses.sandbox);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/python/flow.py");
     let output = tokio::task::spawn_blocking(move || {
-        run("python3", &[script.to_str().unwrap(), "--collection", &collection, "--sandbox", &sandbox, "--order-id", "python-1"])
+        run(
+            "python3",
+            &[script.to_str().unwrap(), "--collection", &collection, "--sandbox", &sandbox, "--order-id", "python-1"],
+        )
     })
     .await
     .unwrap();

@@ -99,6 +99,8 @@ pub struct IssuingConfig {
     pub never_authorized_retry_secs: u64,
     /// How long transient failures are retried before a bill fails, seconds.
     pub give_up_after_secs: u64,
+    /// The pause after WeChat's per-minute quota (45011), milliseconds.
+    pub minute_quota_pause_ms: u64,
     /// First retry delay; doubles per attempt (with jitter) up to `retry_max_ms`.
     pub retry_base_ms: u64,
     pub retry_max_ms: u64,
@@ -119,6 +121,7 @@ impl Default for IssuingConfig {
             bill_title: "非税收入统一票据（电子）".to_owned(),
             never_authorized_retry_secs: 600,
             give_up_after_secs: 86_400,
+            minute_quota_pause_ms: 60_000,
             retry_base_ms: 500,
             retry_max_ms: 300_000,
             workers: 8,

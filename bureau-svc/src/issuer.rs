@@ -458,7 +458,7 @@ impl Issuer {
     /// Turns a failed step into a scheduled retry or a final failure.
     fn after_failure(&self, bill: &Bill, mut change: Change, error: &BureauError, now: i64) -> Change {
         let give_up_at = bill.created_at + self.config.give_up_after_secs as i64 * 1000;
-        let disposition = classify(error, now);
+        let disposition = classify(error, now, self.config.minute_quota_pause_ms as i64);
         let retry = |mut change: Change, min_delay_ms: i64| {
             change.attempts = bill.attempts + 1;
             change.last_error = Some(error.to_string());
@@ -561,12 +561,12 @@ fn billing_taken(request: &IssueRequest, other: BillKey) -> BureauError {
     }
 }
 
-fn classify(error: &BureauError, now: i64) -> Disposition {
+fn classify(error: &BureauError, now: i64, minute_quota_pause_ms: i64) -> Disposition {
     match error {
         BureauError::Wechat(CallError::Wechat(wechat)) => match wechat.errcode() {
             Some(errcode::ORDER_NEVER_AUTHORIZED) => Disposition::NeverAuthorized,
             Some(errcode::DAILY_QUOTA) => Disposition::Retry { min_delay_ms: 15 * 60_000 },
-            Some(errcode::MINUTE_QUOTA) => Disposition::Retry { min_delay_ms: 60_000 },
+            Some(errcode::MINUTE_QUOTA) => Disposition::Retry { min_delay_ms: minute_quota_pause_ms },
             _ if wechat.is_transient() || wechat.is_token_rejected() => Disposition::Retry { min_delay_ms: 0 },
             _ if matches!(wechat, WechatError::Malformed { .. }) => Disposition::Retry { min_delay_ms: 0 },
             _ => Disposition::Fail(failure_of(error, now)),

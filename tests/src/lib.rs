@@ -147,6 +147,10 @@ pub struct Options {
     pub auth: bool,
     /// An HTTP proxy for the calls to WeChat.
     pub wechat_proxy: Option<String>,
+    /// The services' timeout for one WeChat call.
+    pub wechat_timeout_ms: u64,
+    /// Bills the bureau's worker drives at once; IssueBill deliveries collection-svc makes at once.
+    pub workers: usize,
 }
 
 impl Default for Options {
@@ -161,6 +165,8 @@ impl Default for Options {
             tls: false,
             auth: false,
             wechat_proxy: None,
+            wechat_timeout_ms: 1_500,
+            workers: 8,
         }
     }
 }
@@ -185,7 +191,7 @@ pub struct Stack {
     pub bureau_client: BureauServiceClient<InterceptedService<Channel, BearerKey>>,
 }
 
-fn free_port() -> SocketAddr {
+pub fn free_port() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
@@ -193,7 +199,7 @@ pub fn secret(appid: &str) -> Secret {
     Secret::new(format!("SECRET-appsecret-{appid}"))
 }
 
-fn sandbox_accounts(options: &Options) -> Vec<AccountConfig> {
+pub fn sandbox_accounts(options: &Options) -> Vec<AccountConfig> {
     let account = |appid: &str, name: &str| AccountConfig {
         appid: appid.to_owned(),
         secret: secret(appid),
@@ -332,7 +338,7 @@ impl Stack {
         WechatHttpConfig {
             proxy: self.options.wechat_proxy.clone(),
             base_url: self.sandbox.base_url().to_owned(),
-            timeout_ms: 1_500,
+            timeout_ms: self.options.wechat_timeout_ms,
             resend_backoff_ms: 10,
             ..Default::default()
         }
@@ -389,6 +395,8 @@ impl Stack {
                 poll_interval_ms: 20,
                 lease_secs: 2,
                 never_authorized_retry_secs: 2,
+                minute_quota_pause_ms: 200,
+                workers: self.options.workers,
                 ..IssuingConfig::default()
             },
             units: vec![UnitConfig {
@@ -454,12 +462,12 @@ impl Stack {
                 ..AuthorizationConfig::default()
             },
             dispatch: DispatchConfig {
+                workers: self.options.workers,
                 poll_interval_ms: 20,
                 retry_base_ms: 50,
                 retry_max_ms: 500,
                 progress_poll_ms: 50,
                 lease_secs: 3,
-                ..Default::default()
             },
             auth: self.auth(&[
                 ("his", HIS_API_KEY, &["*"]),

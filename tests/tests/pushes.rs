@@ -103,3 +103,83 @@ async fn forged_and_malformed_pushes_change_nothing() {
         .unwrap();
     assert_eq!(echo.text().await.unwrap(), "42");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_push_three_times_and_replays_later_give_one_bill_each() {
+    let mut stack = Stack::start(Options::default()).await;
+    stack.post("/sandbox/push-settings", json!({"copies": 3})).await;
+    let mut push_ids = Vec::new();
+    for i in 0..10 {
+        let created = stack.create(&format!("triple-{i}")).await;
+        let push = stack.answer(&created.auth_url, false).await;
+        assert_eq!(push["attempts"].as_array().unwrap().len(), 3, "delivered three times: {push}");
+        push_ids.push(push["id"].as_u64().unwrap());
+    }
+    for i in 0..10 {
+        stack.wait_for(&format!("triple-{i}"), pb::AuthorizationState::Issued).await;
+    }
+    // Minutes later, some pushes come again, once each.
+    stack.post("/sandbox/push-settings", json!({"copies": 1})).await;
+    stack.post("/sandbox/clock/advance", json!({"seconds": 300})).await;
+    for id in push_ids.iter().step_by(3) {
+        let replay = stack.post(&format!("/sandbox/pushes/{id}/replay"), json!({})).await;
+        assert_eq!(replay["push"]["attempts"][0]["response_body"], "success");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(stack.cards(PAYER).await.len(), 10);
+    assert_eq!(stack.calls("/nontax/insertbill").await, 10);
+    let metrics = stack
+        .http
+        .get(format!("http://{}/metrics", stack.collection_admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("fiscalbill_pushes_total{outcome=\"authorized\"} 10"), "{metrics}");
+    assert!(
+        metrics.contains("fiscalbill_pushes_total{outcome=\"duplicate\"} 24"),
+        "20 copies and 4 replays: {metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_sealed_for_another_appid_or_with_another_key_are_refused() {
+    use fiscalbill_common::Secret;
+    use fiscalbill_common::callback::{CallbackKeys, PushFormat, PushMessage, PushMode, seal_push};
+    let mut stack = Stack::start(Options::default()).await;
+    let created = stack.create("order-sealed").await;
+    let message = PushMessage::new(
+        PushFormat::Xml,
+        [
+            ("ToUserName", "gh_c0000000000000"),
+            ("FromUserName", PAYER),
+            ("CreateTime", "1760000000"),
+            ("MsgType", "event"),
+            ("Event", "user_authorize_invoice"),
+            ("SuccOrderId", "order-sealed"),
+            ("FailOrderId", ""),
+            ("AuthorizeAppId", UNIT),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect(),
+    );
+    let url = format!("http://{}/wechat/callback/{UNIT}", stack.collection_http);
+    let keys = |appid: &str, aes: &str| {
+        CallbackKeys::new(appid, Secret::new(TOKEN), Some(&Secret::new(aes)), None, PushMode::Safe).unwrap()
+    };
+    let other_key = "OTHERaesKeyOTHERaesKeyOTHERaesKeyOTHERaesKe";
+    for (case, keys) in [("another appid", keys("wx00000000000000ff", AES_KEY)), ("another key", keys(UNIT, other_key))]
+    {
+        let sealed = seal_push(&keys, PushFormat::Xml, &message, 1_760_000_000, "42");
+        let response =
+            stack.http.post(format!("{url}?{}", sealed.query_string())).body(sealed.body).send().await.unwrap();
+        assert_eq!(response.status(), 403, "{case}");
+    }
+    // Nothing changed; the payer's real authorization, pushed with the real keys, still goes through.
+    assert_eq!(stack.authorization("order-sealed").await.state, pb::AuthorizationState::Pending as i32);
+    stack.answer(&created.auth_url, false).await;
+    stack.wait_for("order-sealed", pb::AuthorizationState::Issued).await;
+}

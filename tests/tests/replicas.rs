@@ -111,7 +111,10 @@ async fn two_collections_and_two_bureaus_share_one_postgres() {
     assert_eq!(stack.calls("/card/invoice/platform/getpdf").await, ORDERS as u64);
     assert_eq!(stack.cards(PAYER).await.len(), ORDERS);
     assert_eq!(stack.calls("/nontax/createbillcard").await, 1, "one template for the unit");
-    assert_eq!(stack.calls("/card/invoice/seturl").await, 1);
+    // seturl answers the same s_pappid every time, so two bureau replicas asking at the same
+    // moment may each call it once; never more.
+    let seturl = stack.calls("/card/invoice/seturl").await;
+    assert!((1..=2).contains(&seturl), "{seturl} seturl calls");
 
     // Each IssueBill job was delivered once, by one replica; both replicas worked.
     let mut issue_calls = 0.0;

@@ -43,6 +43,7 @@ pub fn router(sandbox: Sandbox) -> Router {
         .route("/sandbox/clock/advance", post(advance_clock))
         .route("/sandbox/stats", get(stats))
         .route("/sandbox/pushes", get(list_pushes))
+        .route("/sandbox/push-settings", post(push_settings))
         .route("/sandbox/pushes/{id}", get(get_push))
         .route("/sandbox/pushes/{id}/replay", post(replay_push))
         .route("/sandbox/reset", post(reset))
@@ -363,6 +364,21 @@ async fn advance_clock(State(sandbox): State<Sandbox>, JsonBody(advance): JsonBo
 
 async fn stats(State(sandbox): State<Sandbox>) -> Json<Value> {
     Json(sandbox.world().stats_json())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PushSettings {
+    /// Deliver each push this many times (1..=10), acknowledged or not.
+    copies: u32,
+}
+
+async fn push_settings(State(sandbox): State<Sandbox>, JsonBody(settings): JsonBody<PushSettings>) -> Response {
+    if !(1..=10).contains(&settings.copies) {
+        return error(StatusCode::BAD_REQUEST, "copies must be 1 to 10");
+    }
+    sandbox.world().push_copies = settings.copies;
+    Json(json!({ "copies": settings.copies })).into_response()
 }
 
 async fn list_pushes(State(sandbox): State<Sandbox>) -> Json<Value> {

@@ -172,9 +172,13 @@ impl Sandbox {
         id
     }
 
+    /// Delivers the push: up to `attempts` tries until acknowledged, and (when the sandbox is
+    /// set to) several acknowledged copies, as WeChat's retries sometimes arrive anyway.
     async fn deliver(&self, record: PushRecord, attempts: u32) {
         let target = format!("{}{}{}", record.url, if record.url.contains('?') { "&" } else { "?" }, record.query);
-        for attempt in 1..=attempts {
+        let copies = self.world().push_copies.max(1);
+        let (mut acknowledged, mut failures) = (0, 0);
+        for attempt in 1.. {
             let started = Instant::now();
             let result = self
                 .inner
@@ -195,12 +199,19 @@ impl Sandbox {
             };
             tracing::info!(push = record.id, event = %record.event, recipient = %record.recipient, attempt, %outcome, "push delivery attempt");
             let elapsed_ms = started.elapsed().as_millis() as u64;
-            let finished = delivered || attempt == attempts;
+            if delivered {
+                acknowledged += 1
+            } else {
+                failures += 1
+            }
+            let finished = acknowledged >= copies || failures >= attempts;
             self.update_push(record.id, PushAttempt { outcome, response_body, elapsed_ms }, delivered, finished);
             if finished {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            if !delivered {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
         }
         self.inner.push_done.notify_waiters();
     }

@@ -152,6 +152,8 @@ pub struct World {
     pub stats: BTreeMap<(String, String), CallStats>,
     pub faults: Vec<FaultRule>,
     pub pushes: Vec<PushRecord>,
+    /// How many acknowledged copies of each push to deliver (WeChat's duplicates); 0 means 1.
+    pub push_copies: u32,
 }
 
 impl World {

@@ -389,10 +389,14 @@ impl Credentials {
                 return Err(StoreError("another replica holds the refresh claim".to_owned()).into());
             }
         }
-        let fetched = self.fetch(key).await;
-        let result = match fetched {
-            Ok(credential) => self.store.save(key, &credential).await.map(|()| credential).map_err(CallError::from),
-            Err(error) => Err(error),
+        // Another replica may have refreshed between our load and our claim.
+        let result = match self.store.load(key).await {
+            Ok(Some(stored)) if stored.is_fresh(self.clock.now()) => Ok(stored),
+            Ok(_) => match self.fetch(key).await {
+                Ok(credential) => self.store.save(key, &credential).await.map(|()| credential).map_err(CallError::from),
+                Err(error) => Err(error),
+            },
+            Err(error) => Err(error.into()),
         };
         if let Err(error) = self.store.release_claim(key, &self.holder).await {
             tracing::warn!(appid = %key.appid, %error, "could not release the refresh claim; it lapses by itself");
@@ -443,6 +447,7 @@ impl Credentials {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wechat::WechatHttpConfig;
 
     #[test]
     fn refresh_ahead_leaves_five_minutes_or_half_the_life() {
@@ -452,6 +457,56 @@ mod tests {
         assert!(!c.is_usable(8_195));
         let short = Credential::issued(Secret::new("t"), 0, 300);
         assert_eq!(short.refresh_at, 150);
+    }
+
+    /// Hides the stored credential from the first load: as if another replica saved it just
+    /// after this one looked.
+    struct SavedMeanwhile {
+        inner: MemoryCredentialStore,
+        loads: AtomicU64,
+    }
+
+    #[async_trait]
+    impl CredentialStore for SavedMeanwhile {
+        async fn load(&self, key: &CredentialKey) -> Result<Option<Credential>, StoreError> {
+            if self.loads.fetch_add(1, Ordering::SeqCst) == 0 {
+                return Ok(None);
+            }
+            self.inner.load(key).await
+        }
+        async fn save(&self, key: &CredentialKey, credential: &Credential) -> Result<(), StoreError> {
+            self.inner.save(key, credential).await
+        }
+        async fn expire_if_current(&self, key: &CredentialKey, value: &Secret) -> Result<(), StoreError> {
+            self.inner.expire_if_current(key, value).await
+        }
+        async fn try_claim(&self, key: &CredentialKey, holder: &str, now: i64, until: i64) -> Result<bool, StoreError> {
+            self.inner.try_claim(key, holder, now, until).await
+        }
+        async fn release_claim(&self, key: &CredentialKey, holder: &str) -> Result<(), StoreError> {
+            self.inner.release_claim(key, holder).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_credential_saved_by_another_replica_before_the_claim_is_not_fetched_again() {
+        let appid = "wx0000000000000001";
+        let store = SavedMeanwhile { inner: MemoryCredentialStore::default(), loads: AtomicU64::new(0) };
+        let theirs = Credential::issued(Secret::new("theirs"), crate::clock::unix_now(), 7_200);
+        store.inner.save(&CredentialKey::access_token(appid), &theirs).await.unwrap();
+        // Nothing listens there: a fetch would fail.
+        let config =
+            WechatHttpConfig { base_url: "http://127.0.0.1:9".to_owned(), max_resends: 0, ..Default::default() };
+        let credentials = Credentials::new(
+            WechatClient::new(&config).unwrap(),
+            [(appid.to_owned(), Secret::new("s"))],
+            TokenMode::StableToken,
+            Arc::new(store),
+            Arc::new(crate::clock::SystemClock),
+        );
+        let token = credentials.access_token(appid).await.unwrap();
+        assert_eq!(token.value.expose(), "theirs");
+        assert_eq!(credentials.stats().token_fetches.load(Ordering::SeqCst), 0);
     }
 
     #[tokio::test]

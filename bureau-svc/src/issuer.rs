@@ -306,7 +306,10 @@ impl Issuer {
             let change = self.step(&bill).await?;
             let now = now_millis();
             let kept = self.store.advance(key, &self.holder, &change, now, now + self.lease_ms()).await?;
-            self.notify(key);
+            // Waiters only care about final states (and re-read every 200 ms anyway).
+            if change.state.is_final() || !kept {
+                self.notify(key);
+            }
             if !kept {
                 tracing::warn!(bill = %key, "lost the bill's lease; another replica drives it");
                 return Ok(());

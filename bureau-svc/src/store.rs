@@ -170,7 +170,7 @@ impl Store {
         .bind(&sp.s_pappid)
         .bind(&sp.invoice_url)
         .bind(now)
-        .execute(self.db.pool())
+        .execute(self.db.writer())
         .await?;
         Ok(self.sp_app(&sp.bureau_appid).await?.unwrap_or_else(|| sp.clone()))
     }
@@ -197,7 +197,7 @@ impl Store {
         .bind(payee)
         .bind(logo_url)
         .bind(now)
-        .execute(self.db.pool())
+        .execute(self.db.writer())
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -217,7 +217,7 @@ impl Store {
         .bind(payee)
         .bind(logo_url)
         .bind(now)
-        .execute(self.db.pool())
+        .execute(self.db.writer())
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -246,7 +246,7 @@ impl Store {
         .bind(holder)
         .bind(now)
         .bind(until)
-        .execute(self.db.pool())
+        .execute(self.db.writer())
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -260,7 +260,7 @@ impl Store {
         .bind(appid)
         .bind(card_id)
         .bind(now)
-        .execute(self.db.pool())
+        .execute(self.db.writer())
         .await?;
         Ok(())
     }
@@ -269,7 +269,7 @@ impl Store {
         sqlx::query("UPDATE unit SET claim_holder = NULL, claim_until = 0 WHERE appid = $1 AND claim_holder = $2")
             .bind(appid)
             .bind(holder)
-            .execute(self.db.pool())
+            .execute(self.db.writer())
             .await?;
         Ok(())
     }
@@ -399,7 +399,7 @@ impl Store {
         .bind(holder)
         .bind(now)
         .bind(until)
-        .execute(self.db.pool())
+        .execute(self.db.writer())
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -424,7 +424,7 @@ impl Store {
             .bind(until)
             .bind(now)
             .bind(limit)
-            .fetch_all(self.db.pool())
+            .fetch_all(self.db.writer())
             .await?
             .iter()
             .map(|row| Ok(BillKey { unit_appid: row.try_get(0)?, order_id: row.try_get(1)? }))
@@ -437,7 +437,7 @@ impl Store {
             .bind(&key.unit_appid)
             .bind(&key.order_id)
             .bind(holder)
-            .execute(self.db.pool())
+            .execute(self.db.writer())
             .await?;
         Ok(())
     }
@@ -484,7 +484,7 @@ impl Store {
         .bind(now)
         .bind(lease_until)
         .bind(holder)
-        .execute(self.db.pool())
+        .execute(self.db.writer())
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -500,7 +500,7 @@ impl Store {
         .bind(&key.unit_appid)
         .bind(&key.order_id)
         .bind(now)
-        .execute(self.db.pool())
+        .execute(self.db.writer())
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -524,7 +524,7 @@ impl Store {
         .bind(at_secs)
         .bind(now)
         .bind(from.map(ReimburseStatus::as_str).unwrap_or_default())
-        .execute(self.db.pool())
+        .execute(self.db.writer())
         .await?;
         Ok(done.rows_affected() == 1)
     }

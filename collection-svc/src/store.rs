@@ -143,7 +143,7 @@ impl Store {
         sqlx::query("INSERT INTO setting (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
             .bind(name)
             .bind(value)
-            .execute(self.db.pool())
+            .execute(self.db.writer())
             .await?;
         Ok(self.setting(name).await?.unwrap_or_else(|| value.to_owned()))
     }
@@ -221,7 +221,7 @@ impl Store {
         .bind(auth_url)
         .bind(expires_at)
         .bind(now)
-        .execute(self.db.pool())
+        .execute(self.db.writer())
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -346,7 +346,7 @@ impl Store {
         .bind(&key.order_id)
         .bind(invoice_status)
         .bind(now)
-        .execute(self.db.pool())
+        .execute(self.db.writer())
         .await?;
         Ok(())
     }
@@ -365,7 +365,7 @@ impl Store {
         .bind(from.first().copied().unwrap_or_default())
         .bind(from.get(1).copied().unwrap_or_default())
         .bind(from.get(2).copied().unwrap_or_default())
-        .execute(self.db.pool())
+        .execute(self.db.writer())
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -388,7 +388,7 @@ impl Store {
             .bind(now)
             .bind(older_than)
             .bind(limit)
-            .fetch_all(self.db.pool())
+            .fetch_all(self.db.writer())
             .await?
             .iter()
             .map(|row| Ok(OrderKey { unit_appid: row.try_get(0)?, order_id: row.try_get(1)? }))
@@ -486,7 +486,7 @@ impl Store {
             .bind(until)
             .bind(now)
             .bind(limit)
-            .fetch_all(self.db.pool())
+            .fetch_all(self.db.writer())
             .await?
             .iter()
             .map(|row| {
@@ -599,7 +599,7 @@ impl Store {
             .bind(&key.unit_appid)
             .bind(&key.order_id)
             .bind(holder)
-            .execute(self.db.pool())
+            .execute(self.db.writer())
             .await?;
         Ok(())
     }

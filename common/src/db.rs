@@ -1,4 +1,4 @@
-//! Storage bootstrap: one sqlx `Any` pool on SQLite (the default: embedded, a file created on
+//! Storage bootstrap: sqlx `Any` pools on SQLite (the default: embedded, a file created on
 //! first start) or PostgreSQL (for several replicas); the URL decides. Each service brings its
 //! migrations, with SQL for both backends, applied in order at start-up under a lock.
 
@@ -55,6 +55,8 @@ pub const COMMON_MIGRATIONS: &[Migration] = &[Migration {
 pub enum DbError {
     #[error("database URL must start with sqlite: or postgres:")]
     UnsupportedUrl,
+    #[error("an in-memory SQLite database is not supported: each pooled connection would see its own; use a file")]
+    MemoryDatabase,
     #[error("PostgreSQL schema name {0:?} must match [a-z_][a-z0-9_]*")]
     BadSchema(String),
     #[error("cannot create the database directory {0}: {1}")]
@@ -65,10 +67,11 @@ pub enum DbError {
     Migration { set: &'static str, version: i64, name: &'static str, source: sqlx::Error },
 }
 
-/// A connection pool and the backend behind it. Cheap to clone.
+/// Connection pools and the backend behind them. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Db {
     pool: AnyPool,
+    writer: AnyPool,
     backend: Backend,
 }
 
@@ -88,32 +91,49 @@ impl Db {
         if !valid_schema(&schema) {
             return Err(DbError::BadSchema(schema));
         }
-        let options = AnyPoolOptions::new()
-            .max_connections(config.max_connections.max(1))
-            .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms));
-        let options = match backend {
-            Backend::Sqlite => options.after_connect(|conn, _| {
-                Box::pin(async move {
-                    // WAL: readers never block the writer. NORMAL: a commit survives a crash
-                    // of the process (not necessarily of the machine).
-                    conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;").await?;
-                    Ok(())
-                })
-            }),
-            Backend::Postgres => options.after_connect(move |conn, _| {
-                let set_path = format!("SET search_path TO \"{schema}\"");
-                Box::pin(async move {
-                    conn.execute(AssertSqlSafe(set_path)).await?;
-                    Ok(())
-                })
-            }),
+        let options = |connections: u32| {
+            let options = AnyPoolOptions::new()
+                .max_connections(connections.max(1))
+                .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms));
+            match backend {
+                Backend::Sqlite => options.after_connect(|conn, _| {
+                    Box::pin(async move {
+                        // WAL: readers never block the writer. NORMAL: a commit survives a crash
+                        // of the process (not necessarily of the machine).
+                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;").await?;
+                        Ok(())
+                    })
+                }),
+                Backend::Postgres => {
+                    let set_path = format!("SET search_path TO \"{schema}\"");
+                    options.after_connect(move |conn, _| {
+                        let set_path = set_path.clone();
+                        Box::pin(async move {
+                            conn.execute(AssertSqlSafe(set_path)).await?;
+                            Ok(())
+                        })
+                    })
+                }
+            }
         };
-        let pool = options.connect(&url).await?;
-        Ok(Db { pool, backend })
+        let pool = options(config.max_connections).connect(&url).await?;
+        let writer = match backend {
+            // SQLite lets one connection write at a time; the others would nap in its busy
+            // handler (1 ms, 2 ms, 5 ms ... 100 ms). Writers queue for this one connection instead.
+            Backend::Sqlite => options(1).connect(&url).await?,
+            Backend::Postgres => pool.clone(),
+        };
+        Ok(Db { pool, writer, backend })
     }
 
+    /// For reads.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// For statements that write (and transactions, see [`Db::begin_write`]).
+    pub fn writer(&self) -> &AnyPool {
+        &self.writer
     }
 
     pub fn backend(&self) -> Backend {
@@ -132,15 +152,15 @@ impl Db {
     /// IMMEDIATE`), so two writers queue instead of failing with SQLITE_BUSY on upgrade.
     pub async fn begin_write(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
         match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            Backend::Postgres => self.pool.begin().await,
+            Backend::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.writer.begin().await,
         }
     }
 
     /// Applies the migrations not yet applied, in order, each in its own transaction. On
     /// PostgreSQL an advisory lock keeps two replicas from migrating at once.
     pub async fn migrate(&self, sets: &[&[Migration]], schema: &str) -> Result<(), DbError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.writer.acquire().await?;
         if self.backend == Backend::Postgres {
             conn.execute(AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))).await?;
             conn.execute("SELECT pg_advisory_lock(7271031)").await?;
@@ -243,15 +263,17 @@ impl Db {
 
     pub async fn close(&self) {
         self.pool.close().await;
+        self.writer.close().await;
     }
 }
 
-/// `var/x.db` → `sqlite://var/x.db?mode=rwc`, creating `var/`. `:memory:` stays in memory.
+/// `var/x.db` → `sqlite://var/x.db?mode=rwc`, creating `var/`.
 fn sqlite_url(path: &str) -> Result<String, DbError> {
     let (file, query) = path.split_once('?').unwrap_or((path, ""));
-    if file != ":memory:"
-        && let Some(parent) = Path::new(file).parent().filter(|p| !p.as_os_str().is_empty())
-    {
+    if file == ":memory:" || query.contains("mode=memory") {
+        return Err(DbError::MemoryDatabase);
+    }
+    if let Some(parent) = Path::new(file).parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| DbError::Directory(parent.display().to_string(), e))?;
     }
     let query = if query.contains("mode=") {
@@ -282,7 +304,7 @@ mod tests {
 
     #[test]
     fn sqlite_urls_get_create_mode() {
-        assert_eq!(sqlite_url(":memory:").unwrap(), "sqlite://:memory:?mode=rwc");
+        assert!(matches!(sqlite_url(":memory:"), Err(DbError::MemoryDatabase)));
         let dir = std::env::temp_dir().join(format!("fiscalbill-db-{}", std::process::id()));
         let file = dir.join("sub/x.db");
         assert_eq!(sqlite_url(file.to_str().unwrap()).unwrap(), format!("sqlite://{}?mode=rwc", file.display()));

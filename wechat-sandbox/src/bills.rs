@@ -133,11 +133,10 @@ impl World {
             Some(OrderState::Rejected { .. }) => return Err(WxError::new(72035, "biz reject insert")),
             Some(OrderState::Declined { .. }) | None => return Err(WxError::new(72038, "invoice order never auth")),
         };
-        if self.bills.iter().any(|b| b.issuer == caller && b.billing_no == billing_no && b.billing_code == billing_code)
-        {
+        if self.bills.number_used(caller, &billing_no, &billing_code) {
             return Err(WxError::new(72042, "billing_code and billing_no repeated"));
         }
-        if self.bills.iter().any(|b| b.appid == appid && b.order_id == order_id) {
+        if self.bills.is_billed(&appid, &order_id) {
             return Err(WxError::new(40078, "invalid card status, the order is already billed"));
         }
         let media = self
@@ -174,8 +173,8 @@ impl World {
         let status = ReimburseStatus::parse(&status).ok_or_else(|| WxError::field_invalid("reimburse_status"))?;
         let bill = self
             .bills
-            .iter_mut()
-            .find(|b| b.code == code && b.card_id == card_id && b.issuer == caller)
+            .by_code_mut(&code)
+            .filter(|b| b.card_id == card_id && b.issuer == caller)
             .ok_or_else(|| WxError::new(72038, "invoice order never auth"))?;
         if !bill.status.can_change_to(status) {
             return Err(WxError::new(40078, "invalid card status"));

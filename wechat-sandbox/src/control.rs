@@ -386,7 +386,7 @@ async fn list_pushes(State(sandbox): State<Sandbox>) -> Json<Value> {
 }
 
 async fn get_push(State(sandbox): State<Sandbox>, Path(id): Path<u64>) -> Response {
-    match sandbox.world().pushes.iter().find(|p| p.id == id) {
+    match sandbox.world().push(id) {
         Some(push) => Json(json!(push)).into_response(),
         None => error(StatusCode::NOT_FOUND, "no such push"),
     }

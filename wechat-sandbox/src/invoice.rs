@@ -168,7 +168,7 @@ impl World {
         if self.bureau_of(&s_pappid).is_none() {
             return Err(WxError::field_invalid("s_pappid"));
         }
-        if self.bills.iter().any(|b| b.appid == caller && b.order_id == order_id) {
+        if self.bills.is_billed(caller, &order_id) {
             return Err(WxError::new(40078, "invalid card status, the order is already billed"));
         }
         self.orders.insert((s_pappid, caller.to_owned(), order_id), OrderState::Rejected { reason, url, at: now });

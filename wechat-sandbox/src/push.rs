@@ -38,7 +38,8 @@ pub struct PushAttempt {
     /// `http_200`, `http_500`, `timeout`, `error: ...`.
     pub outcome: String,
     pub response_body: String,
-    pub elapsed_ms: u64,
+    /// Milliseconds from sending to the answer, to the microsecond.
+    pub elapsed_ms: f64,
 }
 
 /// The callback URL and the sealed push for the recipient's mode and format.
@@ -134,7 +135,7 @@ impl Sandbox {
             }
             Err(reason) => {
                 let outcome = format!("undeliverable: {reason}");
-                record.attempts.push(PushAttempt { outcome, response_body: String::new(), elapsed_ms: 0 });
+                record.attempts.push(PushAttempt { outcome, response_body: String::new(), elapsed_ms: 0.0 });
                 record.finished = true;
                 self.record(record)
             }
@@ -144,7 +145,7 @@ impl Sandbox {
     /// Sends a recorded push again, byte for byte, once (a replay by an attacker or a
     /// confused network).
     pub(crate) fn replay(&self, id: u64) -> Option<u64> {
-        let original = self.world().pushes.iter().find(|p| p.id == id).cloned()?;
+        let original = self.world().push(id).cloned()?;
         let record = PushRecord {
             replay_of: Some(id),
             attempts: Vec::new(),
@@ -198,7 +199,7 @@ impl Sandbox {
                 Err(e) => (format!("error: {}", e.without_url()), String::new(), false),
             };
             tracing::info!(push = record.id, event = %record.event, recipient = %record.recipient, attempt, %outcome, "push delivery attempt");
-            let elapsed_ms = started.elapsed().as_millis() as u64;
+            let elapsed_ms = (started.elapsed().as_micros() as f64) / 1000.0;
             if delivered {
                 acknowledged += 1
             } else {
@@ -218,7 +219,7 @@ impl Sandbox {
 
     fn update_push(&self, id: u64, attempt: PushAttempt, delivered: bool, finished: bool) {
         let mut world = self.world();
-        if let Some(push) = world.pushes.iter_mut().find(|p| p.id == id) {
+        if let Some(push) = world.push_mut(id) {
             push.attempts.push(attempt);
             push.delivered |= delivered;
             push.finished = finished;
@@ -230,7 +231,7 @@ impl Sandbox {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let notified = self.inner.push_done.notified();
-            let push = self.world().pushes.iter().find(|p| p.id == id).cloned()?;
+            let push = self.world().push(id).cloned()?;
             if push.finished {
                 return Some(push);
             }

@@ -1,7 +1,7 @@
 //! The sandbox's in-memory world: accounts, tokens, orders, templates, media, card packages,
 //! statistics, faults and pushes. One mutex guards it; no lock is held across an await.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
@@ -111,6 +111,45 @@ pub struct Media {
     pub expires_at: i64,
 }
 
+/// The bills of every card package, indexed for insertbill's and updatestatus's lookups
+/// (a benchmark inserts tens of thousands).
+#[derive(Default)]
+pub struct CardBills {
+    all: Vec<CardBill>,
+    /// (appid, order_id) → position.
+    by_order: HashMap<(String, String), usize>,
+    /// (issuer, billing_no, billing_code) of every bill.
+    numbers: HashSet<(String, String, String)>,
+    /// code → position.
+    by_code: HashMap<String, usize>,
+}
+
+impl CardBills {
+    pub fn push(&mut self, bill: CardBill) {
+        let at = self.all.len();
+        self.by_order.insert((bill.appid.clone(), bill.order_id.clone()), at);
+        self.numbers.insert((bill.issuer.clone(), bill.billing_no.clone(), bill.billing_code.clone()));
+        self.by_code.insert(bill.code.clone(), at);
+        self.all.push(bill);
+    }
+
+    pub fn is_billed(&self, appid: &str, order_id: &str) -> bool {
+        self.by_order.contains_key(&(appid.to_owned(), order_id.to_owned()))
+    }
+
+    pub fn number_used(&self, issuer: &str, billing_no: &str, billing_code: &str) -> bool {
+        self.numbers.contains(&(issuer.to_owned(), billing_no.to_owned(), billing_code.to_owned()))
+    }
+
+    pub fn by_code_mut(&mut self, code: &str) -> Option<&mut CardBill> {
+        self.by_code.get(code).map(|&at| &mut self.all[at])
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &CardBill> {
+        self.all.iter()
+    }
+}
+
 /// A bill in a user's card package.
 #[derive(Clone, Debug)]
 pub struct CardBill {
@@ -148,7 +187,7 @@ pub struct World {
     pub media: HashMap<String, Media>,
     /// Download tokens of getpdf's pdf_url: token → (s_media_id, expires_at).
     pub pdf_links: HashMap<String, (String, i64)>,
-    pub bills: Vec<CardBill>,
+    pub bills: CardBills,
     pub stats: BTreeMap<(String, String), CallStats>,
     pub faults: Vec<FaultRule>,
     pub pushes: Vec<PushRecord>,
@@ -157,6 +196,15 @@ pub struct World {
 }
 
 impl World {
+    /// Push `id`; ids are positions plus one.
+    pub fn push(&self, id: u64) -> Option<&PushRecord> {
+        self.pushes.get(usize::try_from(id).ok()?.checked_sub(1)?)
+    }
+
+    pub fn push_mut(&mut self, id: u64) -> Option<&mut PushRecord> {
+        self.pushes.get_mut(usize::try_from(id).ok()?.checked_sub(1)?)
+    }
+
     /// Forgets everything but the accounts.
     pub fn reset(&mut self) {
         let accounts = std::mem::take(&mut self.accounts);
@@ -183,7 +231,7 @@ impl World {
     }
 
     pub fn bill_by_code(&mut self, code: &str) -> Option<&mut CardBill> {
-        self.bills.iter_mut().find(|b| b.code == code)
+        self.bills.by_code_mut(code)
     }
 }
 

@@ -154,7 +154,7 @@ fn parse_xml(body: &[u8]) -> Result<PushMessage, MessageError> {
             Event::DocType(_) | Event::PI(_) => return Err(MessageError::Dtd),
             Event::Decl(_) | Event::Comment(_) => {}
             Event::Start(start) => {
-                let name = start.name().as_ref().to_owned();
+                let name = element_name(start.name().as_ref())?;
                 match depth {
                     0 if !root_done && name == "xml" => depth = 1,
                     0 => return Err(MessageError::Xml(format!("unexpected root <{name}>"))),
@@ -166,7 +166,7 @@ fn parse_xml(body: &[u8]) -> Result<PushMessage, MessageError> {
                 }
             }
             Event::Empty(start) => {
-                let name = start.name().as_ref().to_owned();
+                let name = element_name(start.name().as_ref())?;
                 match depth {
                     0 if !root_done && name == "xml" => root_done = true,
                     1 => push_field(&mut fields, name, String::new())?,
@@ -214,6 +214,14 @@ fn parse_xml(body: &[u8]) -> Result<PushMessage, MessageError> {
         return Err(MessageError::Xml("missing or unclosed <xml> root".to_owned()));
     }
     Ok(PushMessage { format: PushFormat::Xml, fields })
+}
+
+/// An element name as WeChat uses them: ASCII letters, digits, `_`, `-` and `.`, starting
+/// with a letter or `_`. quick-xml reads anything up to whitespace or `>` as a name.
+fn element_name(name: &str) -> Result<String, MessageError> {
+    let valid = name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if valid { Ok(name.to_owned()) } else { Err(MessageError::Xml(format!("invalid element name {name:?}"))) }
 }
 
 /// The five predefined entities and numeric character references; nothing else.
@@ -396,6 +404,10 @@ mod tests {
         assert_eq!(PushMessage::parse(b"<xml><A>1</A><A>2</A></xml>"), Err(MessageError::Duplicate("A".into())));
         assert_eq!(PushMessage::parse(b"  "), Err(MessageError::Empty));
         assert!(matches!(PushMessage::parse(b"[1]"), Err(MessageError::Xml(_))));
+        // Found by fuzzing (push_message): quick-xml reads `B;&amp;<` as a name, which no
+        // serializer can write back.
+        assert!(matches!(PushMessage::parse(b"<xml><B;&amp;<//></xml>"), Err(MessageError::Xml(_))));
+        assert!(matches!(PushMessage::parse(b"<xml><1A>1</1A></xml>"), Err(MessageError::Xml(_))));
         assert!(matches!(PushMessage::parse(b"{\"a\":"), Err(MessageError::Json(_))));
         assert_eq!(PushMessage::parse(&vec![b' '; MAX_PUSH_BYTES + 1]), Err(MessageError::TooLarge));
     }

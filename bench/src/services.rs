@@ -1,0 +1,232 @@
+//! The two services as processes of their own (this binary started again with `serve`), so
+//! that each one's memory and CPU can be read from /proc, apart from the sandbox and the load.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode};
+use std::time::Duration;
+
+use devstack::Addresses;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Bureau,
+    Collection,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Bureau => "bureau-svc",
+            Role::Collection => "collection-svc",
+        }
+    }
+
+    fn parse(value: &str) -> Option<Self> {
+        match value {
+            "bureau" => Some(Role::Bureau),
+            "collection" => Some(Role::Collection),
+            _ => None,
+        }
+    }
+
+    fn arg(self) -> &'static str {
+        match self {
+            Role::Bureau => "bureau",
+            Role::Collection => "collection",
+        }
+    }
+}
+
+/// The dev stack's addresses as one argument: seven comma-separated socket addresses.
+fn encode(a: &Addresses) -> String {
+    [a.sandbox, a.bureau_grpc, a.bureau_http, a.bureau_admin, a.collection_grpc, a.collection_http, a.collection_admin]
+        .map(|addr| addr.to_string())
+        .join(",")
+}
+
+fn decode(value: &str) -> Option<Addresses> {
+    let parsed: Vec<SocketAddr> = value.split(',').map(str::parse).collect::<Result<_, _>>().ok()?;
+    let [sandbox, bureau_grpc, bureau_http, bureau_admin, collection_grpc, collection_http, collection_admin] =
+        parsed.try_into().ok()?;
+    Some(Addresses {
+        sandbox,
+        bureau_grpc,
+        bureau_http,
+        bureau_admin,
+        collection_grpc,
+        collection_http,
+        collection_admin,
+    })
+}
+
+/// A service process.
+pub struct Service {
+    pub role: Role,
+    child: Child,
+}
+
+impl Service {
+    /// Starts `role` with the dev stack's configuration, its database under `data_dir`, and
+    /// `pdf_max_bytes` as the PDF limit. Its log (stdout and stderr) goes to `data_dir/<role>.log`.
+    pub fn spawn(role: Role, addresses: &Addresses, data_dir: &Path, pdf_max_bytes: usize) -> std::io::Result<Self> {
+        let log = std::fs::File::create(data_dir.join(format!("{}.log", role.arg())))?;
+        let child = Command::new(std::env::current_exe()?)
+            .args([
+                "serve",
+                role.arg(),
+                &encode(addresses),
+                &data_dir.display().to_string(),
+                &pdf_max_bytes.to_string(),
+            ])
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        Ok(Self { role, child })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory now and its peak since the last [`Service::reset_peak`].
+    pub fn memory(&self) -> Memory {
+        memory_of(self.pid())
+    }
+
+    /// Starts a new peak-RSS measurement (`/proc/PID/clear_refs`, value 5).
+    pub fn reset_peak(&self) -> std::io::Result<()> {
+        std::fs::write(format!("/proc/{}/clear_refs", self.pid()), "5")
+    }
+
+    /// CPU time used so far.
+    pub fn cpu(&self) -> Cpu {
+        cpu_of(self.pid())
+    }
+
+    pub fn stop(&mut self) {
+        // SIGTERM would drain; the benchmark is over, so the process simply ends.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Memory {
+    pub rss: u64,
+    pub peak: u64,
+}
+
+/// Resident memory of process `pid` now and at its peak, in bytes.
+pub fn memory_of(pid: u32) -> Memory {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kib| kib * 1024)
+    };
+    Memory { rss: field("VmRSS:"), peak: field("VmHWM:") }
+}
+
+/// CPU time process `pid` used so far.
+pub fn cpu_of(pid: u32) -> Cpu {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the parenthesized command name; utime and stime are the 14th and 15th.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<u64> = after_name.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect();
+    let seconds = |index: usize| {
+        Duration::from_secs_f64(fields.get(index).copied().unwrap_or(0) as f64 / clock_ticks_per_second())
+    };
+    Cpu { user: seconds(11), system: seconds(12) }
+}
+
+/// User and kernel CPU time.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cpu {
+    pub user: Duration,
+    pub system: Duration,
+}
+
+impl Cpu {
+    pub fn total(self) -> Duration {
+        self.user + self.system
+    }
+}
+
+impl std::ops::Sub for Cpu {
+    type Output = Cpu;
+
+    fn sub(self, earlier: Cpu) -> Cpu {
+        Cpu { user: self.user.saturating_sub(earlier.user), system: self.system.saturating_sub(earlier.system) }
+    }
+}
+
+fn clock_ticks_per_second() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8(out.stdout).ok())
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// `fiscalbill-bench serve bureau|collection ADDRESSES DATA_DIR PDF_MAX_BYTES`: runs one service
+/// with the dev stack's configuration until killed.
+pub fn serve(args: &[String]) -> ExitCode {
+    let [role, addresses, data_dir, pdf_max] = args else {
+        eprintln!("usage: fiscalbill-bench serve bureau|collection ADDRESSES DATA_DIR PDF_MAX_BYTES");
+        return ExitCode::from(2);
+    };
+    let (Some(role), Some(addresses), Ok(pdf_max_bytes)) = (Role::parse(role), decode(addresses), pdf_max.parse())
+    else {
+        eprintln!("serve: invalid arguments {args:?}");
+        return ExitCode::from(2);
+    };
+    let data_dir = PathBuf::from(data_dir);
+    // The services' own binaries use tokio's default runtime too: one worker per core.
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    runtime.block_on(async move {
+        fiscalbill_common::server::init_tracing(false, "info");
+        // Held until the process is killed: dropping a running service stops it.
+        let running = match role {
+            Role::Bureau => {
+                let mut config = devstack::bureau(&addresses, &data_dir);
+                config.issuing.pdf_max_bytes = pdf_max_bytes;
+                bureau_svc::start(config)
+                    .await
+                    .map(|running| Box::new(running) as Box<dyn std::any::Any + Send>)
+                    .map_err(|e| e.to_string())
+            }
+            Role::Collection => {
+                let mut config = devstack::collection(&addresses, &data_dir);
+                config.authorization.pdf_max_bytes = pdf_max_bytes;
+                collection_svc::start(config)
+                    .await
+                    .map(|running| Box::new(running) as Box<dyn std::any::Any + Send>)
+                    .map_err(|e| e.to_string())
+            }
+        };
+        let _running = match running {
+            Ok(running) => running,
+            Err(message) => {
+                eprintln!("{}: {message}", role.name());
+                return ExitCode::FAILURE;
+            }
+        };
+        // Killed by the benchmark when it is done.
+        std::future::pending::<()>().await;
+        ExitCode::SUCCESS
+    })
+}

@@ -186,7 +186,7 @@ pub struct Stack {
     pub bureau_admin: SocketAddr,
     pub collection_admin: SocketAddr,
     /// collection-svc as the unit's business system (with its API key under `auth`).
-    pub collection: CollectionServiceClient<InterceptedService<Channel, BearerKey>>,
+    pub collection: CollectionClient,
     /// bureau-svc as collection-svc calls it.
     pub bureau_client: BureauServiceClient<InterceptedService<Channel, BearerKey>>,
 }
@@ -664,6 +664,55 @@ async fn wait_serving(channel: Channel) {
 }
 
 /// A valid bill; billing codes differ per order.
+/// collection-svc's client as the tests hold it.
+pub type CollectionClient = CollectionServiceClient<InterceptedService<Channel, BearerKey>>;
+
+/// The payer authorizes `auth_url` at the sandbox, which then pushes to the unit.
+pub async fn authorize_at_sandbox(http: &reqwest::Client, sandbox_url: &str, auth_url: &str) {
+    let answer = http
+        .post(format!("{sandbox_url}/sandbox/authorize"))
+        .json(&json!({"auth_url": auth_url, "openid": PAYER}))
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success(), "authorizing {auth_url}: {}", answer.status());
+}
+
+/// Waits (at most `limit`) until `expected` authorizations are ISSUED; returns how many are.
+/// Errors count as "not yet": the service may be restarting.
+pub async fn wait_until_issued(client: &mut CollectionClient, expected: usize, limit: Duration) -> usize {
+    let deadline = std::time::Instant::now() + limit;
+    let mut issued = 0;
+    loop {
+        if let Ok(count) = issued_count(client).await {
+            issued = count;
+        }
+        if issued >= expected || std::time::Instant::now() > deadline {
+            return issued;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// ISSUED authorizations, across every page.
+pub async fn issued_count(client: &mut CollectionClient) -> Result<usize, tonic::Status> {
+    let (mut count, mut page_token) = (0, String::new());
+    loop {
+        let request = pb::ListAuthorizationsRequest {
+            state: pb::AuthorizationState::Issued as i32,
+            page_size: 1000,
+            page_token,
+            ..Default::default()
+        };
+        let page = client.list_authorizations(request).await?.into_inner();
+        count += page.authorizations.len();
+        if page.next_page_token.is_empty() {
+            return Ok(count);
+        }
+        page_token = page.next_page_token;
+    }
+}
+
 pub fn content(order_id: &str, fee: i64) -> types_pb::BillContent {
     let code: u64 = order_id.bytes().fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b))) % 10_000_000_000;
     types_pb::BillContent {

@@ -158,13 +158,7 @@ async fn services_killed_at_random_lose_and_duplicate_nothing() {
                         Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                     }
                 };
-                let answer = http
-                    .post(format!("{base}/sandbox/authorize"))
-                    .json(&json!({"auth_url": created.auth_url, "openid": PAYER}))
-                    .send()
-                    .await
-                    .unwrap();
-                assert!(answer.status().is_success());
+                authorize_at_sandbox(&http, &base, &created.auth_url).await;
             })
         })
         .collect();
@@ -175,25 +169,7 @@ async fn services_killed_at_random_lose_and_duplicate_nothing() {
     assert!(kills >= 10, "only {kills} kills");
 
     // Once the dust settles, every order is issued (lost pushes are found by the reconciler).
-    let mut client = collection.clone();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut issued = 0;
-    while Instant::now() < deadline {
-        let answer = client
-            .list_authorizations(pb::ListAuthorizationsRequest {
-                state: pb::AuthorizationState::Issued as i32,
-                page_size: 1000,
-                ..Default::default()
-            })
-            .await;
-        if let Ok(page) = answer {
-            issued = page.into_inner().authorizations.len();
-            if issued == ORDERS {
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let issued = wait_until_issued(&mut collection.clone(), ORDERS, Duration::from_secs(90)).await;
     assert_eq!(issued, ORDERS, "every order issued after {kills} kills");
     let cards: serde_json::Value =
         http.get(format!("{base}/sandbox/users/{PAYER}/cards")).send().await.unwrap().json().await.unwrap();

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use e2e::*;
 use fiscalbill_common::auth::BearerKey;
-use fiscalbill_common::proto::collection as pb;
 use fiscalbill_common::proto::collection::collection_service_client::CollectionServiceClient;
 use serde_json::json;
 
@@ -71,13 +70,7 @@ async fn two_collections_and_two_bureaus_share_one_postgres() {
             let (http, sandbox) = (stack.http.clone(), sandbox.clone());
             tokio::spawn(async move {
                 let created = client.create_authorization(request).await.unwrap().into_inner().authorization.unwrap();
-                let answer = http
-                    .post(format!("{sandbox}/sandbox/authorize"))
-                    .json(&json!({"auth_url": created.auth_url, "openid": PAYER}))
-                    .send()
-                    .await
-                    .unwrap();
-                assert!(answer.status().is_success());
+                authorize_at_sandbox(&http, &sandbox, &created.auth_url).await;
             })
         })
         .collect();
@@ -85,24 +78,7 @@ async fn two_collections_and_two_bureaus_share_one_postgres() {
         flow.await.unwrap();
     }
 
-    let mut issued = 0;
-    for _ in 0..1_200 {
-        let page = stack
-            .collection
-            .list_authorizations(pb::ListAuthorizationsRequest {
-                state: pb::AuthorizationState::Issued as i32,
-                page_size: 1000,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        issued = page.authorizations.len();
-        if issued == ORDERS {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let issued = wait_until_issued(&mut stack.collection, ORDERS, std::time::Duration::from_secs(60)).await;
     assert_eq!(issued, ORDERS, "every authorized order is issued");
 
     // Exactly once: one insert, one upload, one check per order, one bill each in the package.

@@ -75,14 +75,7 @@ async fn a_thousand_flows_through_faulty_wechat_each_issued_once() {
                         Err(status) => panic!("{order}: {status:?}"),
                     }
                 };
-                let answer = stack
-                    .http
-                    .post(format!("{}/sandbox/authorize", stack.sandbox.base_url()))
-                    .json(&json!({"auth_url": created.auth_url, "openid": PAYER}))
-                    .send()
-                    .await
-                    .unwrap();
-                assert!(answer.status().is_success(), "{order}");
+                authorize_at_sandbox(&stack.http, stack.sandbox.base_url(), &created.auth_url).await;
             })
         })
         .collect();
@@ -92,36 +85,7 @@ async fn a_thousand_flows_through_faulty_wechat_each_issued_once() {
 
     // Everything ends issued.
     let mut client = stack.collection.clone();
-    let mut issued = 0;
-    for _ in 0..2_400 {
-        let page = client
-            .list_authorizations(pb::ListAuthorizationsRequest {
-                state: pb::AuthorizationState::Issued as i32,
-                page_size: 1000,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let mut count = page.authorizations.len();
-        if !page.next_page_token.is_empty() {
-            let more = client
-                .list_authorizations(pb::ListAuthorizationsRequest {
-                    state: pb::AuthorizationState::Issued as i32,
-                    page_size: 1000,
-                    page_token: page.next_page_token,
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
-            count += more.into_inner().authorizations.len();
-        }
-        issued = count;
-        if issued == FLOWS {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let issued = wait_until_issued(&mut client, FLOWS, std::time::Duration::from_secs(240)).await;
     let failed = client
         .list_authorizations(pb::ListAuthorizationsRequest {
             state: pb::AuthorizationState::IssueFailed as i32,

@@ -117,18 +117,27 @@ pub trait Addresses {
     fn addrs(&self) -> Self::Addrs;
 }
 
+/// gRPC, push (HTTP) and admin addresses, as bound.
+type Bound = (SocketAddr, SocketAddr, SocketAddr);
+
 impl Addresses for bureau_svc::RunningBureau {
-    type Addrs = (SocketAddr, SocketAddr);
+    type Addrs = Bound;
     fn addrs(&self) -> Self::Addrs {
-        (self.grpc_addr, self.http_addr)
+        (self.grpc_addr, self.http_addr, self.admin_addr)
     }
 }
 
 impl Addresses for collection_svc::RunningCollection {
-    type Addrs = (SocketAddr, SocketAddr);
+    type Addrs = Bound;
     fn addrs(&self) -> Self::Addrs {
-        (self.grpc_addr, self.http_addr)
+        (self.grpc_addr, self.http_addr, self.admin_addr)
     }
+}
+
+/// Port 0: the service binds a free port and reports it, which no other test can take in
+/// between (as it could a port picked beforehand).
+fn any_port() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
 #[derive(Clone, Debug)]
@@ -259,10 +268,7 @@ impl Stack {
             config
         };
         let http = reqwest::Client::new();
-        let (bureau_grpc, bureau_http, collection_grpc, collection_http) =
-            (free_port(), free_port(), free_port(), free_port());
         let tls = options.tls;
-        let (bureau_admin, collection_admin) = (free_port(), free_port());
         let his_key = options.auth.then_some(HIS_API_KEY);
         let bureau_key = options.auth.then_some(BUREAU_API_KEY);
         let mut stack = Stack {
@@ -273,24 +279,33 @@ impl Stack {
             collection_host: None,
             bureau_db: db("_bureau"),
             collection_db: db("_collection"),
-            bureau_grpc,
-            bureau_http,
-            collection_grpc,
-            collection_http,
-            bureau_admin,
-            collection_admin,
+            // The services bind free ports; their addresses are known once they run.
+            bureau_grpc: any_port(),
+            bureau_http: any_port(),
+            collection_grpc: any_port(),
+            collection_http: any_port(),
+            bureau_admin: any_port(),
+            collection_admin: any_port(),
             collection: CollectionServiceClient::with_interceptor(
-                channel(collection_grpc, tls, false),
+                channel(any_port(), tls, false),
                 BearerKey::new(his_key).unwrap(),
             ),
             bureau_client: BureauServiceClient::with_interceptor(
-                channel(bureau_grpc, tls, true),
+                channel(any_port(), tls, true),
                 BearerKey::new(bureau_key).unwrap(),
             ),
         };
-        stack.point_callbacks().await;
         stack.start_bureau().await;
         stack.start_collection().await;
+        stack.point_callbacks().await;
+        stack.collection = CollectionServiceClient::with_interceptor(
+            channel(stack.collection_grpc, tls, false),
+            BearerKey::new(his_key).unwrap(),
+        );
+        stack.bureau_client = BureauServiceClient::with_interceptor(
+            channel(stack.bureau_grpc, tls, true),
+            BearerKey::new(bureau_key).unwrap(),
+        );
         stack
     }
 
@@ -479,31 +494,33 @@ impl Stack {
 
     pub async fn start_bureau(&mut self) {
         let config = self.bureau_config();
-        let (hosted, _) = tokio::task::spawn_blocking(move || {
+        let (hosted, (grpc, http, admin)) = tokio::task::spawn_blocking(move || {
             Hosted::start(|| async move { bureau_svc::start(config).await.expect("bureau starts") })
         })
         .await
         .unwrap();
         self.bureau_host = Some(hosted);
+        // A restart binds the same ports again.
+        (self.bureau_grpc, self.bureau_http, self.bureau_admin) = (grpc, http, admin);
         wait_serving(channel(self.bureau_grpc, self.options.tls, true)).await;
     }
 
     pub async fn start_collection(&mut self) {
         let config = self.collection_config();
-        let (hosted, _) = tokio::task::spawn_blocking(move || {
+        let (hosted, (grpc, http, admin)) = tokio::task::spawn_blocking(move || {
             Hosted::start(|| async move { collection_svc::start(config).await.expect("collection starts") })
         })
         .await
         .unwrap();
         self.collection_host = Some(hosted);
+        (self.collection_grpc, self.collection_http, self.collection_admin) = (grpc, http, admin);
         wait_serving(channel(self.collection_grpc, self.options.tls, false)).await;
     }
 
     /// Another bureau-svc on free ports, sharing this stack's database.
     pub async fn bureau_replica(&self) -> Replica<bureau_svc::RunningBureau> {
-        let (grpc, http, admin) = (free_port(), free_port(), free_port());
-        let config = self.bureau_config_at(grpc, http, admin);
-        let (host, _) = tokio::task::spawn_blocking(move || {
+        let config = self.bureau_config_at(any_port(), any_port(), any_port());
+        let (host, (grpc, http, admin)) = tokio::task::spawn_blocking(move || {
             Hosted::start(|| async move { bureau_svc::start(config).await.expect("bureau replica starts") })
         })
         .await
@@ -515,9 +532,8 @@ impl Stack {
     /// Another collection-svc on free ports, sharing this stack's database, calling the
     /// bureau at `bureau_grpc`.
     pub async fn collection_replica(&self, bureau_grpc: SocketAddr) -> Replica<collection_svc::RunningCollection> {
-        let (grpc, http, admin) = (free_port(), free_port(), free_port());
-        let config = self.collection_config_at(grpc, http, admin, bureau_grpc);
-        let (host, _) = tokio::task::spawn_blocking(move || {
+        let config = self.collection_config_at(any_port(), any_port(), any_port(), bureau_grpc);
+        let (host, (grpc, http, admin)) = tokio::task::spawn_blocking(move || {
             Hosted::start(|| async move { collection_svc::start(config).await.expect("collection replica starts") })
         })
         .await

@@ -3,9 +3,10 @@
 //! bureau-svc and collection-svc run as processes of their own (this binary started again with
 //! `serve`), on SQLite, with the dev stack's configuration.
 //!
-//! Phases: warm-up; one flow with a large PDF (memory per PDF); closed-loop flows at a chosen
-//! concurrency (throughput, latencies, WeChat calls, CPU, memory); a burst of pushes at a chosen
-//! rate (acknowledgement latency); the baseline with the WeChat client alone.
+//! Phases: warm-up and one flow with a large PDF (memory per PDF); then, with a fresh pair of
+//! service processes, warm-up and closed-loop flows at a chosen concurrency (throughput,
+//! latencies, WeChat calls, CPU, memory); a burst of pushes at a chosen rate (acknowledgement
+//! latency); the baseline with the WeChat client alone.
 
 mod baseline;
 mod burst;
@@ -16,17 +17,20 @@ mod stats;
 mod wechat_calls;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use devstack::{Addresses, DEMO_OPENID};
 use services::{Role, Service};
 use stats::mib;
 
-const USAGE: &str = "usage: fiscalbill-bench [--duration SECS] [--concurrency N] [--pdf-kib KIB] [--push-rate PER_SEC] \
-[--push-secs SECS] [--baseline-secs SECS] [--big-pdf-mib MIB] [--poll-ms MS] [--data-dir DIR] [--json FILE]";
+const USAGE: &str =
+    "usage: fiscalbill-bench [--duration SECS] [--concurrency N] [--pdf-kib KIB] [--push-rate PER_SEC] \
+[--push-secs SECS] [--baseline-secs SECS] [--big-pdf-mib MIB] [--poll-ms MS] [--data-dir DIR] [--json FILE]
+environment: BENCH_SERVICE_WRAPPER, a command to run both services under (e.g. valgrind --tool=massif)";
 
 #[derive(Clone, Debug)]
 struct Options {
@@ -131,14 +135,6 @@ async fn run(options: Options) -> Result<(), String> {
     .map_err(|e| format!("sandbox: {e}"))?;
     let sandbox_url = sandbox.base_url().to_owned();
     let services_limit = pdf_limit.max(options.pdf_kib * 1024);
-    let bureau =
-        Service::spawn(Role::Bureau, &addresses, &options.data_dir, services_limit).map_err(|e| e.to_string())?;
-    let collection =
-        Service::spawn(Role::Collection, &addresses, &options.data_dir, services_limit).map_err(|e| e.to_string())?;
-    for addr in [addresses.bureau_grpc, addresses.collection_grpc] {
-        fiscalbill_common::server::wait_until_serving(addr, Duration::from_secs(60)).await?;
-    }
-    let services = [&bureau, &collection];
     let driver = Arc::new(flows::Driver::new(
         addresses.collection_grpc,
         &sandbox_url,
@@ -148,39 +144,15 @@ async fn run(options: Options) -> Result<(), String> {
     ));
     let http = driver.http().clone();
     let pdf = flows::padded_pdf(options.pdf_kib * 1024);
-    eprintln!(
-        "bench: {} — services up (pids {} and {}); warming up",
-        report::machine(),
-        bureau.pid(),
-        collection.pid()
-    );
-
-    // Warm-up: tokens, ticket, s_pappid, template, connections.
-    for _ in 0..20 {
-        driver.flow(&pdf).await?;
-    }
 
     // One large PDF, with the services otherwise idle: how many copies of it each one holds.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let large_pdf = flows::padded_pdf(pdf_limit);
-    let before: Vec<_> = services
-        .iter()
-        .map(|s| s.reset_peak().map(|()| s.memory()))
-        .collect::<Result<_, _>>()
-        .map_err(|e| e.to_string())?;
-    driver.flow(&large_pdf).await?;
-    drop(large_pdf);
-    let after: Vec<_> = services.iter().map(|s| s.memory()).collect();
-    let big_pdf: Vec<report::BigPdf> = services
-        .iter()
-        .zip(before.iter().zip(&after))
-        .map(|(service, (before, after))| report::BigPdf {
-            service: service.role.name(),
-            size: pdf_limit as u64,
-            rss_before: before.rss,
-            peak: after.peak,
-        })
-        .collect();
+    // This pair of processes is then replaced, so that the memory the large PDF leaves in the
+    // allocator does not count as memory the load needed.
+    let (bureau, collection) = start_services(&addresses, &options.data_dir, services_limit, &driver, &pdf).await?;
+    let big_pdf = measure_big_pdf(&[&bureau, &collection], &driver, pdf_limit).await?;
+    drop((bureau, collection));
+    let (bureau, collection) = start_services(&addresses, &options.data_dir, services_limit, &driver, &pdf).await?;
+    let services = [&bureau, &collection];
 
     // Closed-loop flows.
     eprintln!("bench: {} flows at a time for {:?}", options.concurrency, options.duration);
@@ -242,4 +214,58 @@ async fn run(options: Options) -> Result<(), String> {
     sandbox.stop().await;
     eprintln!("bench: stopped in {:?}", started.elapsed());
     Ok(())
+}
+
+/// Starts bureau-svc and collection-svc, waits until both serve, and warms them up with 20
+/// flows (tokens, wx_card ticket, s_pappid, template, connections).
+async fn start_services(
+    addresses: &Addresses,
+    data_dir: &Path,
+    pdf_limit: usize,
+    driver: &flows::Driver,
+    pdf: &Bytes,
+) -> Result<(Service, Service), String> {
+    let bureau = Service::spawn(Role::Bureau, addresses, data_dir, pdf_limit).map_err(|e| e.to_string())?;
+    let collection = Service::spawn(Role::Collection, addresses, data_dir, pdf_limit).map_err(|e| e.to_string())?;
+    for addr in [addresses.bureau_grpc, addresses.collection_grpc] {
+        fiscalbill_common::server::wait_until_serving(addr, Duration::from_secs(60)).await?;
+    }
+    eprintln!(
+        "bench: {} — services up (pids {} and {}); warming up",
+        report::machine(),
+        bureau.pid(),
+        collection.pid()
+    );
+    for _ in 0..20 {
+        driver.flow(pdf).await?;
+    }
+    Ok((bureau, collection))
+}
+
+/// Runs one flow whose PDF is `size` bytes and reports each service's peak RSS above its RSS
+/// before.
+async fn measure_big_pdf(
+    services: &[&Service],
+    driver: &flows::Driver,
+    size: usize,
+) -> Result<Vec<report::BigPdf>, String> {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let large_pdf = flows::padded_pdf(size);
+    let before: Vec<_> = services
+        .iter()
+        .map(|s| s.reset_peak().map(|()| s.memory()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    driver.flow(&large_pdf).await?;
+    drop(large_pdf);
+    Ok(services
+        .iter()
+        .zip(&before)
+        .map(|(service, before)| report::BigPdf {
+            service: service.role.name(),
+            size: size as u64,
+            rss_before: before.rss,
+            peak: service.memory().peak,
+        })
+        .collect())
 }

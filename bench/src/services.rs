@@ -60,6 +60,14 @@ fn decode(value: &str) -> Option<Addresses> {
     })
 }
 
+/// `BENCH_SERVICE_WRAPPER`, a command the services run under (a profiler such as
+/// `valgrind --tool=massif`), split into words.
+fn wrapper() -> Option<Vec<String>> {
+    let value = std::env::var("BENCH_SERVICE_WRAPPER").ok()?;
+    let words: Vec<String> = value.split_whitespace().map(str::to_owned).collect();
+    (!words.is_empty()).then_some(words)
+}
+
 /// A service process.
 pub struct Service {
     pub role: Role,
@@ -68,10 +76,19 @@ pub struct Service {
 
 impl Service {
     /// Starts `role` with the dev stack's configuration, its database under `data_dir`, and
-    /// `pdf_max_bytes` as the PDF limit. Its log (stdout and stderr) goes to `data_dir/<role>.log`.
+    /// `pdf_max_bytes` as the PDF limit. Its log (stdout and stderr) is appended to `data_dir/<role>.log`.
     pub fn spawn(role: Role, addresses: &Addresses, data_dir: &Path, pdf_max_bytes: usize) -> std::io::Result<Self> {
-        let log = std::fs::File::create(data_dir.join(format!("{}.log", role.arg())))?;
-        let child = Command::new(std::env::current_exe()?)
+        let log =
+            std::fs::File::options().create(true).append(true).open(data_dir.join(format!("{}.log", role.arg())))?;
+        let mut command = match wrapper() {
+            Some(words) => {
+                let mut command = Command::new(&words[0]);
+                command.args(&words[1..]).arg(std::env::current_exe()?);
+                command
+            }
+            None => Command::new(std::env::current_exe()?),
+        };
+        let child = command
             .args([
                 "serve",
                 role.arg(),
@@ -105,8 +122,13 @@ impl Service {
     }
 
     pub fn stop(&mut self) {
-        // SIGTERM would drain; the benchmark is over, so the process simply ends.
-        let _ = self.child.kill();
+        if wrapper().is_some() {
+            // A profiler writes its report when the program exits: SIGTERM, which drains.
+            let _ = Command::new("kill").arg(self.pid().to_string()).status();
+        } else {
+            // The benchmark is over, so the process simply ends.
+            let _ = self.child.kill();
+        }
         let _ = self.child.wait();
     }
 }
@@ -195,6 +217,7 @@ pub fn serve(args: &[String]) -> ExitCode {
         return ExitCode::from(2);
     };
     let data_dir = PathBuf::from(data_dir);
+    fiscalbill_common::server::return_large_buffers_to_the_system();
     // The services' own binaries use tokio's default runtime too: one worker per core.
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     runtime.block_on(async move {

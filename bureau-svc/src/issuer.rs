@@ -113,20 +113,25 @@ impl Issuer {
 
     /// IssueBill: records the bill (or finds the one recorded before), drives it, and returns
     /// its state once final or when `wait` runs out.
-    pub async fn issue(self: &Arc<Self>, request: IssueRequest, wait: Duration) -> Result<Bill, BureauError> {
+    pub async fn issue(self: &Arc<Self>, mut request: IssueRequest, wait: Duration) -> Result<Bill, BureauError> {
         if !self.accepting.load(Ordering::SeqCst) {
             return Err(BureauError::ShuttingDown);
         }
+        // The supplied PDF is needed only until it is stored; from then on its digest stands
+        // for it, so that a large PDF is not held in memory while the bill is issued.
+        let supplied_pdf = request.pdf.take();
+        let supplied_sha256 = supplied_pdf.as_ref().map(|pdf| hex::encode(Sha256::digest(pdf)));
+        let supplied_sha256 = supplied_sha256.as_deref();
         if let Some(request_id) = &request.request_id
             && let Some(existing) = self.store.bill_by_request_id(request_id).await?
         {
             if existing.key != request.key {
                 return Err(BureauError::RequestIdReused(request_id.clone()));
             }
-            return self.repeat(existing, &request, wait).await;
+            return self.repeat(existing, &request, supplied_sha256, wait).await;
         }
         if let Some(existing) = self.store.bill(&request.key).await? {
-            return self.repeat(existing, &request, wait).await;
+            return self.repeat(existing, &request, supplied_sha256, wait).await;
         }
         let unit = self
             .store
@@ -139,8 +144,8 @@ impl Issuer {
             return Err(billing_taken(&request, other.key));
         }
 
-        let (pdf, pdf_origin) = match &request.pdf {
-            Some(pdf) => (pdf.clone(), PdfOrigin::Supplied),
+        let (pdf, pdf_origin) = match supplied_pdf {
+            Some(pdf) => (pdf, PdfOrigin::Supplied),
             None => {
                 let header = BillHeader {
                     title: &self.config.bill_title,
@@ -164,14 +169,16 @@ impl Issuer {
             request_id: request.request_id.clone(),
             trace_id: request.trace_id.clone(),
             content: request.content.clone(),
-            pdf_sha256: hex::encode(Sha256::digest(&pdf)),
+            pdf_sha256: supplied_sha256.map_or_else(|| hex::encode(Sha256::digest(&pdf)), str::to_owned),
             pdf,
             pdf_origin,
         };
-        if let Err(error) = self.store.insert_bill(&new, now_millis()).await {
+        let inserted = self.store.insert_bill(&new, now_millis()).await;
+        drop(new);
+        if let Err(error) = inserted {
             // A concurrent call recorded the same order, request_id or billing number.
             if let Some(existing) = self.store.bill(&request.key).await? {
-                return self.repeat(existing, &request, wait).await;
+                return self.repeat(existing, &request, supplied_sha256, wait).await;
             }
             if let Some(request_id) = &request.request_id
                 && self.store.bill_by_request_id(request_id).await?.is_some()
@@ -190,18 +197,18 @@ impl Issuer {
         self.wait_for(&request.key, wait).await
     }
 
-    /// A repeat of an IssueBill call: the stored bill, driven on if needed. A failure whose
-    /// cause can be fixed (authorization, permissions, quota) starts over.
+    /// A repeat of an IssueBill call (`supplied_sha256`: the digest of the PDF it supplied):
+    /// the stored bill, driven on if needed. A failure whose cause can be fixed (authorization,
+    /// permissions, quota) starts over.
     async fn repeat(
         self: &Arc<Self>,
         existing: Bill,
         request: &IssueRequest,
+        supplied_sha256: Option<&str>,
         wait: Duration,
     ) -> Result<Bill, BureauError> {
-        let same_pdf = match &request.pdf {
-            Some(pdf) => {
-                existing.pdf_origin == PdfOrigin::Supplied && hex::encode(Sha256::digest(pdf)) == existing.pdf_sha256
-            }
+        let same_pdf = match supplied_sha256 {
+            Some(sha256) => existing.pdf_origin == PdfOrigin::Supplied && sha256 == existing.pdf_sha256,
             None => existing.pdf_origin == PdfOrigin::Rendered,
         };
         if existing.content != request.content || existing.authorized_appid != request.authorized_appid || !same_pdf {

@@ -7,6 +7,7 @@ use bureau_svc::config::{BureauConfig, ENV_PREFIX};
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    fiscalbill_common::server::return_large_buffers_to_the_system();
     let config: BureauConfig = match fiscalbill_common::config::path_from_args("bureau-svc", std::env::args().skip(1))
         .and_then(|path| fiscalbill_common::config::load(path.as_deref(), ENV_PREFIX).map_err(|e| e.to_string()))
     {

@@ -7,18 +7,24 @@ use bytes::Bytes;
 use fiscalbill_common::bill::{BillContent, BillItem};
 use fiscalbill_common::db::{Db, Migration};
 use fiscalbill_common::paging::Cursor;
+use fiscalbill_common::pdf_store::PdfTable;
 use fiscalbill_common::wechat::types::ReimburseStatus;
 use sqlx::any::AnyRow;
 use sqlx::{Error, Row};
 
 use crate::domain::{Bill, BillKey, BillQuery, BillState, Failure, NewBill, PdfOrigin, SpApp, Unit};
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    set: "bureau",
-    version: 1,
-    name: "initial schema",
-    sql: include_str!("../migrations/0001_init.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { set: "bureau", version: 1, name: "initial schema", sql: include_str!("../migrations/0001_init.sql") },
+    Migration {
+        set: "bureau",
+        version: 2,
+        name: "PDFs in chunks",
+        sql: include_str!("../migrations/0002_pdf_chunks.sql"),
+    },
+];
+
+const BILL_PDF: PdfTable = PdfTable("bill_pdf_chunk");
 
 macro_rules! bill_columns {
     () => {
@@ -331,27 +337,17 @@ impl Store {
         .bind(&bill.content.remarks)
         .bind(&bill.pdf_sha256)
         .bind(bill.pdf.len() as i64)
-                .bind(bill.pdf_origin.as_str())
+        .bind(bill.pdf_origin.as_str())
         .bind(now)
         .bind(&bill.trace_id)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("INSERT INTO bill_pdf (unit_appid, order_id, pdf) VALUES ($1, $2, $3)")
-            .bind(&bill.key.unit_appid)
-            .bind(&bill.key.order_id)
-            .bind(bill.pdf.as_ref())
-            .execute(&mut *tx)
-            .await?;
+        BILL_PDF.insert(&mut tx, &bill.key.unit_appid, &bill.key.order_id, &bill.pdf).await?;
         tx.commit().await
     }
 
     pub async fn pdf(&self, key: &BillKey) -> Result<Option<Bytes>, Error> {
-        let row = sqlx::query("SELECT pdf FROM bill_pdf WHERE unit_appid = $1 AND order_id = $2")
-            .bind(&key.unit_appid)
-            .bind(&key.order_id)
-            .fetch_optional(self.db.pool())
-            .await?;
-        row.map(|row| row.try_get::<Vec<u8>, _>("pdf").map(Bytes::from)).transpose()
+        BILL_PDF.read(self.db.pool(), &key.unit_appid, &key.order_id).await
     }
 
     /// Bills newest first, after the cursor.
@@ -615,5 +611,17 @@ impl Change {
             next_attempt_at: bill.next_attempt_at,
             inserted_at: bill.inserted_at,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fiscalbill_common::pdf_store::test_support::whole_pdfs_survive_the_move_to_chunks;
+
+    use super::{BILL_PDF, MIGRATIONS};
+
+    #[tokio::test]
+    async fn pdfs_stored_whole_survive_the_move_to_chunks() {
+        whole_pdfs_survive_the_move_to_chunks(MIGRATIONS, "bill_pdf", BILL_PDF).await;
     }
 }

@@ -7,6 +7,7 @@ use collection_svc::config::{CollectionConfig, ENV_PREFIX};
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    fiscalbill_common::server::return_large_buffers_to_the_system();
     let config: CollectionConfig =
         match fiscalbill_common::config::path_from_args("collection-svc", std::env::args().skip(1))
             .and_then(|path| fiscalbill_common::config::load(path.as_deref(), ENV_PREFIX).map_err(|e| e.to_string()))

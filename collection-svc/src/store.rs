@@ -6,18 +6,29 @@ use bytes::Bytes;
 use fiscalbill_common::bill::BillContent;
 use fiscalbill_common::db::{Db, Migration};
 use fiscalbill_common::paging::Cursor;
+use fiscalbill_common::pdf_store::PdfTable;
 use fiscalbill_common::wechat::types::AuthSource;
 use sqlx::any::AnyRow;
 use sqlx::{Error, Row};
 
 use crate::domain::{AuthQuery, AuthState, Authorization, Failure, Job, JobPhase, OrderKey};
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    set: "collection",
-    version: 1,
-    name: "initial schema",
-    sql: include_str!("../migrations/0001_init.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        set: "collection",
+        version: 1,
+        name: "initial schema",
+        sql: include_str!("../migrations/0001_init.sql"),
+    },
+    Migration {
+        set: "collection",
+        version: 2,
+        name: "PDFs in chunks",
+        sql: include_str!("../migrations/0002_pdf_chunks.sql"),
+    },
+];
+
+const AUTHORIZATION_PDF: PdfTable = PdfTable("payer_authorization_pdf_chunk");
 
 macro_rules! auth_columns {
     () => {
@@ -179,7 +190,7 @@ impl Store {
         let bill = serde_json::to_string(&auth.bill).expect("bill serializes");
         let mut tx = self.db.begin_write().await?;
         sqlx::query(
-                        "INSERT INTO payer_authorization (unit_appid, order_id, authorized_appid, source, money, bill, pdf_sha256, redirect_url,
+            "INSERT INTO payer_authorization (unit_appid, order_id, authorized_appid, source, money, bill, pdf_sha256, redirect_url,
                 request_id, s_pappid, auth_url, auth_url_expires_at, state, created_at, updated_at, trace_id)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending', $13, $13, $14)",
         )
@@ -194,18 +205,13 @@ impl Store {
         .bind(auth.request_id.as_deref())
         .bind(&auth.s_pappid)
         .bind(&auth.auth_url)
-                .bind(auth.auth_url_expires_at)
+        .bind(auth.auth_url_expires_at)
         .bind(auth.created_at)
         .bind(&auth.trace_id)
         .execute(&mut *tx)
         .await?;
         if let Some(pdf) = pdf {
-            sqlx::query("INSERT INTO payer_authorization_pdf (unit_appid, order_id, pdf) VALUES ($1, $2, $3)")
-                .bind(&auth.key.unit_appid)
-                .bind(&auth.key.order_id)
-                .bind(pdf.as_ref())
-                .execute(&mut *tx)
-                .await?;
+            AUTHORIZATION_PDF.insert(&mut tx, &auth.key.unit_appid, &auth.key.order_id, pdf).await?;
         }
         tx.commit().await
     }
@@ -227,12 +233,7 @@ impl Store {
     }
 
     pub async fn pdf(&self, key: &OrderKey) -> Result<Option<Bytes>, Error> {
-        let row = sqlx::query("SELECT pdf FROM payer_authorization_pdf WHERE unit_appid = $1 AND order_id = $2")
-            .bind(&key.unit_appid)
-            .bind(&key.order_id)
-            .fetch_optional(self.db.pool())
-            .await?;
-        row.map(|row| row.try_get::<Vec<u8>, _>("pdf").map(Bytes::from)).transpose()
+        AUTHORIZATION_PDF.read(self.db.pool(), &key.unit_appid, &key.order_id).await
     }
 
     pub async fn list(&self, query: &AuthQuery) -> Result<Vec<Authorization>, Error> {
@@ -679,4 +680,16 @@ async fn set_failure(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use fiscalbill_common::pdf_store::test_support::whole_pdfs_survive_the_move_to_chunks;
+
+    use super::{AUTHORIZATION_PDF, MIGRATIONS};
+
+    #[tokio::test]
+    async fn pdfs_stored_whole_survive_the_move_to_chunks() {
+        whole_pdfs_survive_the_move_to_chunks(MIGRATIONS, "payer_authorization_pdf", AUTHORIZATION_PDF).await;
+    }
 }

@@ -12,6 +12,7 @@ pub mod db;
 pub mod metrics;
 pub mod paging;
 pub mod pdf;
+pub mod pdf_store;
 pub mod proto;
 pub mod secret;
 pub mod server;

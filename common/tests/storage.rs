@@ -1,9 +1,10 @@
-//! Migrations and the SQL credential store on SQLite and PostgreSQL.
+//! Migrations, the SQL credential store and PDF chunks on SQLite and PostgreSQL.
 
 use std::sync::Arc;
 
 use fiscalbill_common::Secret;
-use fiscalbill_common::db::{COMMON_MIGRATIONS, Db, test_support};
+use fiscalbill_common::db::{COMMON_MIGRATIONS, Db, Migration, test_support};
+use fiscalbill_common::pdf_store::{CHUNK_BYTES, PdfTable};
 use fiscalbill_common::sql_credentials::SqlCredentialStore;
 use fiscalbill_common::wechat::{Credential, CredentialKey, CredentialStore};
 
@@ -48,4 +49,47 @@ async fn credential_store_on_sqlite() {
 #[tokio::test]
 async fn credential_store_on_postgres() {
     store_behaves(test_support::postgres()).await;
+}
+
+const PDF_TEST_TABLE: &[Migration] = &[Migration {
+    set: "pdf_store_test",
+    version: 1,
+    name: "a table of PDF chunks",
+    sql: "CREATE TABLE test_pdf_chunk (unit_appid TEXT NOT NULL, order_id TEXT NOT NULL, seq BIGINT NOT NULL, \
+          data BLOB NOT NULL, PRIMARY KEY (unit_appid, order_id, seq))",
+}];
+
+async fn pdf_chunks_round_trip(config: fiscalbill_common::db::DatabaseConfig) {
+    let db = Db::connect(&config, "common_test").await.unwrap_or_else(|e| panic!("{}: {e}", config.url));
+    let schema = config.schema.clone().unwrap_or_default();
+    db.migrate(&[PDF_TEST_TABLE], &schema).await.unwrap();
+    let table = PdfTable("test_pdf_chunk");
+    // One byte, exactly one chunk, and two and a half chunks; every byte position distinct.
+    let sizes = [1, CHUNK_BYTES, CHUNK_BYTES * 5 / 2];
+    for (n, size) in sizes.into_iter().enumerate() {
+        let pdf: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let mut tx = db.begin_write().await.unwrap();
+        table.insert(&mut tx, "wxc0000000000000c1", &format!("order-{n}"), &pdf).await.unwrap();
+        tx.commit().await.unwrap();
+        let read = table.read(db.pool(), "wxc0000000000000c1", &format!("order-{n}")).await.unwrap();
+        assert_eq!(read.as_deref(), Some(&pdf[..]), "{size} bytes read back");
+    }
+    let chunks: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM test_pdf_chunk WHERE order_id = 'order-2'")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(chunks, 3);
+    assert_eq!(table.read(db.pool(), "wxc0000000000000c1", "order-9").await.unwrap(), None);
+    assert_eq!(table.read(db.pool(), "wxc0000000000000c2", "order-0").await.unwrap(), None);
+    db.close().await;
+}
+
+#[tokio::test]
+async fn pdf_chunks_on_sqlite() {
+    pdf_chunks_round_trip(test_support::sqlite()).await;
+}
+
+#[tokio::test]
+async fn pdf_chunks_on_postgres() {
+    pdf_chunks_round_trip(test_support::postgres()).await;
 }

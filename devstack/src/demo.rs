@@ -18,7 +18,7 @@ pub async fn run() -> Result<(), String> {
     let data_dir = std::env::temp_dir().join(format!("fiscalbill-demo-{}", std::process::id()));
     let started = Instant::now();
     step(1, "Starting the WeChat sandbox, bureau-svc and collection-svc on free ports");
-    let stack = crate::start(Addresses::ephemeral(), data_dir.clone()).await.map_err(|e| e.to_string())?;
+    let stack = crate::start(Addresses::any_free(), data_dir.clone()).await.map_err(|e| e.to_string())?;
     let outcome = flow(&stack).await;
     stack.stop().await;
     let _ = std::fs::remove_dir_all(&data_dir);

@@ -47,18 +47,31 @@ impl Default for Addresses {
 }
 
 impl Addresses {
-    /// Free ports on 127.0.0.1 (for the demo and tests).
-    pub fn ephemeral() -> Self {
-        let free = || std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port");
+    /// Port 0 on 127.0.0.1 everywhere: each listener binds a free port of its own, and
+    /// [`start`] reports the ones bound (for the demo and tests).
+    pub fn any_free() -> Self {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
         Self {
-            sandbox: free(),
-            bureau_grpc: free(),
-            bureau_http: free(),
-            bureau_admin: free(),
-            collection_grpc: free(),
-            collection_http: free(),
-            collection_admin: free(),
+            sandbox: any,
+            bureau_grpc: any,
+            bureau_http: any,
+            bureau_admin: any,
+            collection_grpc: any,
+            collection_http: any,
+            collection_admin: any,
         }
+    }
+
+    /// Free ports on 127.0.0.1 chosen now, for processes started apart that must keep their
+    /// ports (the benchmark's, the crash test's).
+    /// All seven listeners stay open until the last port is chosen, so that no port is handed
+    /// out twice; another program could still take one before it is bound.
+    pub fn ephemeral() -> Self {
+        let listeners: [std::net::TcpListener; 7] =
+            std::array::from_fn(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"));
+        let [sandbox, bureau_grpc, bureau_http, bureau_admin, collection_grpc, collection_http, collection_admin] =
+            listeners.each_ref().map(|listener| listener.local_addr().expect("a bound address"));
+        Self { sandbox, bureau_grpc, bureau_http, bureau_admin, collection_grpc, collection_http, collection_admin }
     }
 }
 
@@ -194,10 +207,11 @@ impl std::fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
-/// Starts the three parts and waits until both services are ready. The services' databases
+/// Starts the three parts and waits until both services are ready. A requested address with
+/// port 0 gets a free port; [`DevStack::addresses`] holds the addresses bound. The services' databases
 /// start empty: the sandbox keeps its state (tokens, s_pappid, templates, card packages) in
 /// memory, so data kept from an earlier run would point at things the new sandbox never issued.
-pub async fn start(addresses: Addresses, data_dir: PathBuf) -> Result<DevStack, StartError> {
+pub async fn start(requested: Addresses, data_dir: PathBuf) -> Result<DevStack, StartError> {
     std::fs::create_dir_all(&data_dir).map_err(|e| StartError(format!("cannot create {}: {e}", data_dir.display())))?;
     for name in
         ["bureau.db", "bureau.db-wal", "bureau.db-shm", "collection.db", "collection.db-wal", "collection.db-shm"]
@@ -208,17 +222,27 @@ pub async fn start(addresses: Addresses, data_dir: PathBuf) -> Result<DevStack, 
         }
     }
     let sandbox = wechat_sandbox::start(wechat_sandbox::SandboxConfig {
-        listen: addresses.sandbox,
-        accounts: sandbox_accounts(&addresses),
+        listen: requested.sandbox,
+        accounts: sandbox_accounts(&requested),
         ..Default::default()
     })
     .await
-    .map_err(|e| StartError(format!("WeChat sandbox on {}: {e}", addresses.sandbox)))?;
+    .map_err(|e| StartError(format!("WeChat sandbox on {}: {e}", requested.sandbox)))?;
+    // Each part learns the addresses the parts before it bound (port 0 becomes a real port).
+    let mut addresses = Addresses { sandbox: sandbox.local_addr, ..requested };
     let bureau =
         bureau_svc::start(bureau(&addresses, &data_dir)).await.map_err(|e| StartError(format!("bureau-svc: {e}")))?;
+    (addresses.bureau_grpc, addresses.bureau_http, addresses.bureau_admin) =
+        (bureau.grpc_addr, bureau.http_addr, bureau.admin_addr);
     let collection = collection_svc::start(collection(&addresses, &data_dir))
         .await
         .map_err(|e| StartError(format!("collection-svc: {e}")))?;
+    (addresses.collection_grpc, addresses.collection_http, addresses.collection_admin) =
+        (collection.grpc_addr, collection.http_addr, collection.admin_addr);
+    // The sandbox pushes to the services' bound callback addresses.
+    for account in sandbox_accounts(&addresses) {
+        sandbox.sandbox.upsert_account(account);
+    }
     for addr in [addresses.bureau_grpc, addresses.collection_grpc] {
         fiscalbill_common::server::wait_until_serving(addr, std::time::Duration::from_secs(30))
             .await
@@ -254,14 +278,14 @@ impl DevStack {
             "collection": {
                 "grpc": a.collection_grpc.to_string(),
                 "callback": format!("http://{}/wechat/callback/{{appid}}", a.collection_http),
-                                "http": format!("http://{}", a.collection_http),
+                "http": format!("http://{}", a.collection_http),
                 "admin": format!("http://{}", a.collection_admin),
                 "metrics": format!("http://{}/metrics", a.collection_admin),
             },
             "bureau": {
                 "grpc": a.bureau_grpc.to_string(),
                 "callback": format!("http://{}/wechat/callback", a.bureau_http),
-                                "http": format!("http://{}", a.bureau_http),
+                "http": format!("http://{}", a.bureau_http),
                 "admin": format!("http://{}", a.bureau_admin),
                 "metrics": format!("http://{}/metrics", a.bureau_admin),
             },

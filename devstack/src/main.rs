@@ -82,6 +82,7 @@ and in the payer's card package: http://{sandbox}/sandbox/users/{openid}
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    fiscalbill_common::server::return_large_buffers_to_the_system();
     let args = match parse() {
         Ok(args) => args,
         Err(message) => {

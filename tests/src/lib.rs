@@ -200,10 +200,6 @@ pub struct Stack {
     pub bureau_client: BureauServiceClient<InterceptedService<Channel, BearerKey>>,
 }
 
-pub fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
 pub fn secret(appid: &str) -> Secret {
     Secret::new(format!("SECRET-appsecret-{appid}"))
 }

@@ -24,7 +24,7 @@ async fn a_payer_authorizes_in_chromium_and_finds_the_bill() {
     let screenshots = root.join("target/screenshots");
 
     let dir = std::env::temp_dir().join(format!("fiscalbill-browser-{}", std::process::id()));
-    let stack = devstack::start(Addresses::ephemeral(), dir).await.unwrap();
+    let stack = devstack::start(Addresses::any_free(), dir).await.unwrap();
     let channel = tonic::transport::Channel::from_shared(format!("http://{}", stack.addresses.collection_grpc))
         .unwrap()
         .connect_lazy();

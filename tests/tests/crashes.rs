@@ -68,21 +68,29 @@ async fn services_killed_at_random_lose_and_duplicate_nothing() {
     .await
     .unwrap();
     let base = sandbox.base_url().to_owned();
-    let (bureau_grpc, bureau_http, collection_grpc, collection_http): (SocketAddr, SocketAddr, SocketAddr, SocketAddr) =
-        (free_port(), free_port(), free_port(), free_port());
+    // Fixed ports: each service keeps its own across restarts. The sandbox runs in this process.
+    let devstack::Addresses {
+        bureau_grpc,
+        bureau_http,
+        bureau_admin,
+        collection_grpc,
+        collection_http,
+        collection_admin,
+        ..
+    } = devstack::Addresses::ephemeral();
     let http = reqwest::Client::new();
     let mut unit =
         serde_json::to_value(sandbox_accounts(&options).into_iter().find(|a| a.appid == UNIT).unwrap()).unwrap();
     unit["callback_url"] = json!(format!("http://{collection_http}/wechat/callback/{UNIT}"));
     http.post(format!("{base}/sandbox/accounts")).json(&unit).send().await.unwrap().error_for_status().unwrap();
 
-    let server = |grpc: SocketAddr, http: SocketAddr| json!({"grpc_listen": grpc, "http_listen": http, "admin_listen": free_port(), "shutdown_grace_ms": 1000});
+    let server = |grpc: SocketAddr, http: SocketAddr, admin: SocketAddr| json!({"grpc_listen": grpc, "http_listen": http, "admin_listen": admin, "shutdown_grace_ms": 1000});
     let wechat = json!({"base_url": base, "timeout_ms": 1000, "resend_backoff_ms": 10});
     let bureau_config = write(
         &dir,
         "bureau.json",
         json!({
-            "server": server(bureau_grpc, bureau_http),
+            "server": server(bureau_grpc, bureau_http, bureau_admin),
             "database": {"url": format!("sqlite://{}", dir.join("bureau.db").display())},
             "wechat": wechat,
             "account": {"appid": BUREAU, "secret": secret(BUREAU).expose(), "name": "沙箱市财政局"},
@@ -95,7 +103,7 @@ async fn services_killed_at_random_lose_and_duplicate_nothing() {
         &dir,
         "collection.json",
         json!({
-            "server": server(collection_grpc, collection_http),
+            "server": server(collection_grpc, collection_http, collection_admin),
             "database": {"url": format!("sqlite://{}", dir.join("collection.db").display())},
             "wechat": wechat,
             "bureau": {"endpoint": format!("http://{bureau_grpc}"), "issue_deadline_ms": 2000, "connect_timeout_ms": 300},

@@ -8,8 +8,9 @@ async fn the_demo_runs_a_full_flow() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stack_describes_itself_for_scripts() {
     let data_dir = std::env::temp_dir().join(format!("fiscalbill-devstack-test-{}", std::process::id()));
-    let addresses = devstack::Addresses::ephemeral();
-    let stack = devstack::start(addresses.clone(), data_dir.clone()).await.unwrap();
+    let stack = devstack::start(devstack::Addresses::any_free(), data_dir.clone()).await.unwrap();
+    let addresses = stack.addresses.clone();
+    assert!(addresses.collection_http.port() != 0 && addresses.bureau_grpc.port() != 0, "the bound ports");
     let s_pappid = stack.s_pappid().await.unwrap();
     let description = stack.description(&s_pappid);
     assert_eq!(description["collection"]["grpc"], addresses.collection_grpc.to_string());

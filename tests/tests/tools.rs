@@ -10,7 +10,7 @@ use devstack::{Addresses, DevStack};
 
 async fn dev_stack(name: &str) -> DevStack {
     let dir = std::env::temp_dir().join(format!("fiscalbill-{name}-{}", std::process::id()));
-    devstack::start(Addresses::ephemeral(), dir).await.unwrap()
+    devstack::start(Addresses::any_free(), dir).await.unwrap()
 }
 
 fn run(program: &str, args: &[&str]) -> String {

@@ -86,7 +86,7 @@ async fn upsert_account(State(sandbox): State<Sandbox>, JsonBody(account): JsonB
         return error(StatusCode::BAD_REQUEST, "secret must not be empty");
     }
     let listed = account.redacted();
-    sandbox.world().accounts.insert(account.appid.clone(), account);
+    sandbox.upsert_account(account);
     Json(listed).into_response()
 }
 

@@ -80,6 +80,11 @@ impl Sandbox {
         &self.inner.public_url
     }
 
+    /// Adds the account, or replaces the one with its appid.
+    pub fn upsert_account(&self, account: AccountConfig) {
+        self.world().accounts.insert(account.appid.clone(), account);
+    }
+
     fn config(&self) -> &SandboxConfig {
         &self.inner.config
     }

@@ -1,0 +1,92 @@
+//! Bill PDFs in the database, stored in chunks of at most [`CHUNK_BYTES`] per row.
+//!
+//! A PDF bound as one SQL value is copied whole three more times on its way into SQLite (sqlx's
+//! `Any` arguments, SQLite's bound value, the record it builds) and twice on its way out. In
+//! chunks, those copies are a chunk each, and a PDF read back is assembled into one buffer of
+//! its exact size, so a service holds a PDF about once while storing it and once while reading.
+//!
+//! Each table has the columns `unit_appid`, `order_id`, `seq` (from 0) and `data`.
+
+use bytes::{Bytes, BytesMut};
+use futures_util::TryStreamExt;
+use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Row};
+
+/// The largest chunk stored in one row.
+pub const CHUNK_BYTES: usize = 256 * 1024;
+
+/// One service's table of PDF chunks.
+#[derive(Clone, Copy, Debug)]
+pub struct PdfTable(pub &'static str);
+
+impl PdfTable {
+    /// Stores `pdf` for (`unit_appid`, `order_id`), within the caller's transaction.
+    pub async fn insert(
+        self,
+        conn: &mut AnyConnection,
+        unit_appid: &str,
+        order_id: &str,
+        pdf: &[u8],
+    ) -> Result<(), sqlx::Error> {
+        // The table name is one of the services' constants, never input.
+        let sql = format!("INSERT INTO {} (unit_appid, order_id, seq, data) VALUES ($1, $2, $3, $4)", self.0);
+        for (seq, chunk) in pdf.chunks(CHUNK_BYTES).enumerate() {
+            sqlx::query(AssertSqlSafe(sql.as_str()))
+                .bind(unit_appid)
+                .bind(order_id)
+                .bind(seq as i64)
+                .bind(chunk)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The PDF stored for (`unit_appid`, `order_id`), if any, read one chunk at a time into
+    /// one buffer of its size.
+    pub async fn read(self, pool: &AnyPool, unit_appid: &str, order_id: &str) -> Result<Option<Bytes>, sqlx::Error> {
+        // SQLite takes a blob's length from the record header, without reading the blob.
+        let size_sql = format!("SELECT SUM(LENGTH(data)) FROM {} WHERE unit_appid = $1 AND order_id = $2", self.0);
+        let size: Option<i64> =
+            sqlx::query_scalar(AssertSqlSafe(size_sql)).bind(unit_appid).bind(order_id).fetch_one(pool).await?;
+        let Some(size) = size else {
+            return Ok(None);
+        };
+        let mut pdf = BytesMut::with_capacity(usize::try_from(size).unwrap_or(0));
+        let sql = format!("SELECT data FROM {} WHERE unit_appid = $1 AND order_id = $2 ORDER BY seq", self.0);
+        let mut rows = sqlx::query(AssertSqlSafe(sql)).bind(unit_appid).bind(order_id).fetch(pool);
+        while let Some(row) = rows.try_next().await? {
+            let chunk: &[u8] = row.try_get("data")?;
+            pdf.extend_from_slice(chunk);
+        }
+        Ok(Some(pdf.freeze()))
+    }
+}
+
+/// For the services' tests of their migration to chunks.
+pub mod test_support {
+    use super::PdfTable;
+    use crate::db::{COMMON_MIGRATIONS, Db, Migration, test_support};
+
+    /// On each backend: a PDF stored whole in `whole_table` by migration 1 of `migrations` is
+    /// read back whole from `chunks` after all of them.
+    pub async fn whole_pdfs_survive_the_move_to_chunks(migrations: &[Migration], whole_table: &str, chunks: PdfTable) {
+        for config in test_support::both() {
+            let db = Db::connect(&config, "pdf_move_test").await.unwrap_or_else(|e| panic!("{}: {e}", config.url));
+            let schema = config.schema.clone().unwrap_or_default();
+            db.migrate(&[COMMON_MIGRATIONS, &migrations[..1]], &schema).await.unwrap();
+            let pdf: Vec<u8> = (0..300_000).map(|i| (i % 251) as u8).collect();
+            let insert = format!("INSERT INTO {whole_table} (unit_appid, order_id, pdf) VALUES ($1, $2, $3)");
+            sqlx::query(sqlx::AssertSqlSafe(insert))
+                .bind("wxc0000000000000c1")
+                .bind("order-1")
+                .bind(pdf.clone())
+                .execute(db.writer())
+                .await
+                .unwrap();
+            db.migrate(&[COMMON_MIGRATIONS, migrations], &schema).await.unwrap();
+            let read = chunks.read(db.pool(), "wxc0000000000000c1", "order-1").await.unwrap();
+            assert_eq!(read.as_deref(), Some(&pdf[..]), "{}", config.url);
+            db.close().await;
+        }
+    }
+}

@@ -5,7 +5,8 @@
 //! chunks, those copies are a chunk each, and a PDF read back is assembled into one buffer of
 //! its exact size, so a service holds a PDF about once while storing it and once while reading.
 //!
-//! Each table has the columns `unit_appid`, `order_id`, `seq` (from 0) and `data`.
+//! Each table has the columns `unit_appid`, `order_id`, `seq` (from 0) and `data`. An empty
+//! PDF would be stored as no rows and read back as none; the services never store one.
 
 use bytes::{Bytes, BytesMut};
 use futures_util::TryStreamExt;

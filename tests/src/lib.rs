@@ -490,38 +490,26 @@ impl Stack {
 
     pub async fn start_bureau(&mut self) {
         let config = self.bureau_config();
-        let (hosted, (grpc, http, admin)) = tokio::task::spawn_blocking(move || {
-            Hosted::start(|| async move { bureau_svc::start(config).await.expect("bureau starts") })
-        })
-        .await
-        .unwrap();
+        let start = || async move { bureau_svc::start(config).await.expect("bureau starts") };
+        let (hosted, bound) = host(start, self.options.tls, true).await;
         self.bureau_host = Some(hosted);
         // A restart binds the same ports again.
-        (self.bureau_grpc, self.bureau_http, self.bureau_admin) = (grpc, http, admin);
-        wait_serving(channel(self.bureau_grpc, self.options.tls, true)).await;
+        (self.bureau_grpc, self.bureau_http, self.bureau_admin) = bound;
     }
 
     pub async fn start_collection(&mut self) {
         let config = self.collection_config();
-        let (hosted, (grpc, http, admin)) = tokio::task::spawn_blocking(move || {
-            Hosted::start(|| async move { collection_svc::start(config).await.expect("collection starts") })
-        })
-        .await
-        .unwrap();
+        let start = || async move { collection_svc::start(config).await.expect("collection starts") };
+        let (hosted, bound) = host(start, self.options.tls, false).await;
         self.collection_host = Some(hosted);
-        (self.collection_grpc, self.collection_http, self.collection_admin) = (grpc, http, admin);
-        wait_serving(channel(self.collection_grpc, self.options.tls, false)).await;
+        (self.collection_grpc, self.collection_http, self.collection_admin) = bound;
     }
 
     /// Another bureau-svc on free ports, sharing this stack's database.
     pub async fn bureau_replica(&self) -> Replica<bureau_svc::RunningBureau> {
         let config = self.bureau_config_at(any_port(), any_port(), any_port());
-        let (host, (grpc, http, admin)) = tokio::task::spawn_blocking(move || {
-            Hosted::start(|| async move { bureau_svc::start(config).await.expect("bureau replica starts") })
-        })
-        .await
-        .unwrap();
-        wait_serving(channel(grpc, self.options.tls, true)).await;
+        let start = || async move { bureau_svc::start(config).await.expect("bureau replica starts") };
+        let (host, (grpc, http, admin)) = host(start, self.options.tls, true).await;
         Replica { host, grpc, http, admin }
     }
 
@@ -529,12 +517,8 @@ impl Stack {
     /// bureau at `bureau_grpc`.
     pub async fn collection_replica(&self, bureau_grpc: SocketAddr) -> Replica<collection_svc::RunningCollection> {
         let config = self.collection_config_at(any_port(), any_port(), any_port(), bureau_grpc);
-        let (host, (grpc, http, admin)) = tokio::task::spawn_blocking(move || {
-            Hosted::start(|| async move { collection_svc::start(config).await.expect("collection replica starts") })
-        })
-        .await
-        .unwrap();
-        wait_serving(channel(grpc, self.options.tls, false)).await;
+        let start = || async move { collection_svc::start(config).await.expect("collection replica starts") };
+        let (host, (grpc, http, admin)) = host(start, self.options.tls, false).await;
         Replica { host, grpc, http, admin }
     }
 
@@ -659,6 +643,18 @@ pub fn channel(addr: SocketAddr, tls: bool, mutual: bool) -> Channel {
         Channel::from_shared(format!("http://{addr}")).unwrap()
     };
     endpoint.connect_lazy()
+}
+
+/// Starts a service on a runtime of its own (so that a crash can end all its tasks at once)
+/// and waits until it serves; `mutual` as for [`channel`].
+async fn host<T, F>(start: impl FnOnce() -> F + Send + 'static, tls: bool, mutual: bool) -> (Hosted<T>, Bound)
+where
+    F: std::future::Future<Output = T>,
+    T: Addresses<Addrs = Bound> + Send + 'static,
+{
+    let (hosted, bound) = tokio::task::spawn_blocking(move || Hosted::start(start)).await.unwrap();
+    wait_serving(channel(bound.0, tls, mutual)).await;
+    (hosted, bound)
 }
 
 async fn wait_serving(channel: Channel) {

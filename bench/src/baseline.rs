@@ -6,13 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fiscalbill_common::Secret;
-use fiscalbill_common::clock::{SystemClock, unix_now};
-use fiscalbill_common::wechat::types::{
-    AuthSource, BillCardInfo, GetBillAuthUrlRequest, InsertBillRequest, InvoiceUserData,
-};
-use fiscalbill_common::wechat::{Credentials, MemoryCredentialStore, TokenMode, WechatClient, WechatHttpConfig};
 use serde_json::json;
+use wechat::Secret;
+use wechat::clock::{SystemClock, unix_now};
+use wechat::types::{AuthSource, BillCardInfo, GetBillAuthUrlRequest, InsertBillRequest, InvoiceUserData};
+use wechat::{Credentials, MemoryCredentialStore, TokenMode, WechatClient, WechatHttpConfig};
 
 use crate::stats::Latencies;
 

@@ -211,7 +211,7 @@ pub async fn run_flows(driver: Arc<Driver>, concurrency: usize, duration: Durati
 /// A valid PDF of exactly `size` bytes: a one-page bill padded with comment lines before
 /// its trailer, which keeps every cross-reference offset valid.
 pub fn padded_pdf(size: usize) -> Bytes {
-    let pdf = fiscalbill_common::pdf::sample("Benchmark bill");
+    let pdf = wechat::pdf::sample("Benchmark bill");
     let at = pdf.windows(9).rposition(|w| w == b"startxref").expect("the sample has a trailer");
     let missing = size.checked_sub(pdf.len()).expect("size above the sample's");
     let mut padding = Vec::with_capacity(missing);
@@ -241,7 +241,7 @@ mod tests {
         for size in [4 * 1024, 64 * 1024, 64 * 1024 + 1, 1024 * 1024 + 3] {
             let pdf = padded_pdf(size);
             assert_eq!(pdf.len(), size);
-            assert_eq!(fiscalbill_common::pdf::validate(&pdf, size), Ok(()));
+            assert_eq!(wechat::pdf::validate(&pdf, size), Ok(()));
         }
     }
 }

@@ -10,8 +10,8 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use fiscalbill_common::callback::{CallbackError, CallbackKeys, CallbackQuery, MAX_PUSH_BYTES, open_push, verify_url};
 use http::StatusCode;
+use wechat::callback::{CallbackError, CallbackKeys, CallbackQuery, MAX_PUSH_BYTES, open_push, verify_url};
 
 use crate::app::App;
 use crate::error::BureauError;
@@ -39,7 +39,7 @@ fn refuse(metrics: &Metrics, error: &CallbackError) -> Response {
         | CallbackError::BadMsgSignature
         | CallbackError::AppidMismatch
         | CallbackError::Decrypt(_) => StatusCode::FORBIDDEN,
-        CallbackError::Message(fiscalbill_common::callback::MessageError::TooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
+        CallbackError::Message(wechat::callback::MessageError::TooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
         _ => StatusCode::BAD_REQUEST,
     };
     (status, error.reason()).into_response()
@@ -67,7 +67,7 @@ async fn receive(State(state): State<CallbackState>, RawQuery(query): RawQuery, 
         tracing::warn!("push decrypted with the previous EncodingAESKey: WeChat still uses the old key");
     }
     match opened.message.event() {
-        Some(fiscalbill_common::callback::message::EVENT_UPDATE_INVOICE_STATUS) => {}
+        Some(wechat::callback::message::EVENT_UPDATE_INVOICE_STATUS) => {}
         other => {
             tracing::info!(event = other.unwrap_or_default(), "push without a bureau event acknowledged");
             state.metrics.record_push("ignored");

@@ -4,12 +4,12 @@
 use std::net::SocketAddr;
 
 use fiscalbill_common::auth::AuthConfig;
-use fiscalbill_common::callback::PushMode;
 use fiscalbill_common::config::{LogConfig, SecretSetting};
 use fiscalbill_common::db::DatabaseConfig;
 use fiscalbill_common::tls::ServerTls;
-use fiscalbill_common::wechat::{TokenMode, WechatHttpConfig};
 use serde::Deserialize;
+use wechat::callback::PushMode;
+use wechat::{TokenMode, WechatHttpConfig};
 
 pub const ENV_PREFIX: &str = "BUREAU";
 
@@ -95,11 +95,11 @@ pub struct IssuingConfig {
     pub pdf_max_bytes: usize,
     /// The title printed on rendered bills.
     pub bill_title: String,
-    /// How long an insert answered 72038 (order never authorized) is retried, seconds.
+    /// How long an insert answered "invoice order never auth" is retried, seconds.
     pub never_authorized_retry_secs: u64,
     /// How long transient failures are retried before a bill fails, seconds.
     pub give_up_after_secs: u64,
-    /// The pause after WeChat's per-minute quota (45011), milliseconds.
+    /// The pause after WeChat's per-minute quota, milliseconds.
     pub minute_quota_pause_ms: u64,
     /// First retry delay; doubles per attempt (with jitter) up to `retry_max_ms`.
     pub retry_base_ms: u64,

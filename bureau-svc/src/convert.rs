@@ -9,7 +9,7 @@ use fiscalbill_common::bill::{
 use fiscalbill_common::proto::bureau as pb;
 use fiscalbill_common::proto::types as types_pb;
 use fiscalbill_common::status::{ApiError, Violations};
-use fiscalbill_common::wechat::types::ReimburseStatus;
+use wechat::types::ReimburseStatus;
 
 use crate::domain::{Bill, BillKey, BillQuery, BillState, Failure, IssueRequest, PdfOrigin, Unit};
 use fiscalbill_common::paging::Cursor;
@@ -26,7 +26,7 @@ pub fn issue_request(
     check_order_id(&mut violations, "order_id", &order_id);
     let content = BillContent::from_proto(content.as_ref(), "content", now_secs, &mut violations);
     if !pdf.is_empty()
-        && let Err(error) = fiscalbill_common::pdf::validate(&pdf, pdf_max_bytes)
+        && let Err(error) = wechat::pdf::validate(&pdf, pdf_max_bytes)
     {
         violations.add("pdf", error.to_string());
     }

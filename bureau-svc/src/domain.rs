@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use fiscalbill_common::bill::BillContent;
 use fiscalbill_common::paging::Cursor;
-use fiscalbill_common::wechat::types::ReimburseStatus;
+use wechat::types::ReimburseStatus;
 
 /// A bill's identity: the collection unit and its order.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

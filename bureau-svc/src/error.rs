@@ -1,8 +1,8 @@
 //! bureau-svc's errors and the one exhaustive mapping to gRPC statuses.
 
 use fiscalbill_common::status::ApiError;
-use fiscalbill_common::wechat::CallError;
 use tonic::{Code, Status};
+use wechat::CallError;
 
 use crate::domain::BillKey;
 

@@ -9,8 +9,8 @@
 //! A lost insert answer (sent, no answer: timeout or dropped connection) is recorded as
 //! `insert_pending` before the insert is sent and kept until an answer arrives. The insert is
 //! then sent again with the same order and billing numbers: success means the first never
-//! landed; 72042 (billing numbers repeated) or 40078 (order already billed) means it did, so
-//! the bill is INSERTED (its card code unknown, since that answer was lost). A bill is thus
+//! landed; "billing numbers repeated" or "invalid card status" means it did, so the bill is
+//! INSERTED (its card code unknown, since that answer was lost). A bill is thus
 //! never inserted twice and never reported inserted when it was not.
 
 use std::collections::{HashMap, HashSet};
@@ -19,17 +19,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use fiscalbill_common::backoff::jittered;
 use fiscalbill_common::db::now_millis;
-use fiscalbill_common::status::wechat_code_and_reason;
-use fiscalbill_common::wechat::types::{InsertBillRequest, InvoiceUserData, ReimburseStatus};
-use fiscalbill_common::wechat::{CallError, Credentials, WechatError, errcode};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, Semaphore};
+use wechat::backoff::jittered;
+use wechat::types::{InsertBillRequest, InvoiceUserData, ReimburseStatus};
+use wechat::{CallError, Credentials, ErrorKind};
 
 use crate::config::IssuingConfig;
 use crate::domain::{Bill, BillKey, BillState, Failure, IssueRequest, NewBill, PdfOrigin};
 use crate::error::BureauError;
+use crate::failures::{Disposition, RETRIES_EXHAUSTED, classify, failure_of, reissuable};
 use crate::pdf::render::{BillHeader, render};
 use crate::spappid::SpAppIds;
 use crate::store::{Change, Store};
@@ -37,17 +37,6 @@ use crate::templates::Templates;
 
 /// WeChat destroys an uploaded PDF after 3 days; re-upload an hour before.
 const MEDIA_LIFETIME_MS: i64 = 3 * 86_400_000 - 3_600_000;
-
-/// Failures a repeated IssueBill may start over, once their cause is fixed.
-const REISSUABLE: &[&str] = &[
-    "WECHAT_ORDER_NEVER_AUTHORIZED",
-    "WECHAT_PERMISSION_MISSING",
-    "WECHAT_CREDENTIALS_REJECTED",
-    "WECHAT_IP_NOT_WHITELISTED",
-    "WECHAT_ACCOUNT_NOT_CONFIGURED",
-    "WECHAT_DAILY_QUOTA",
-    "RETRIES_EXHAUSTED",
-];
 
 pub struct Issuer {
     store: Store,
@@ -67,13 +56,6 @@ pub struct Issuer {
     idle: Notify,
     /// Bounds the bills the background worker drives at once.
     worker_slots: Arc<Semaphore>,
-}
-
-/// What to do after a failed step.
-enum Disposition {
-    Retry { min_delay_ms: i64 },
-    NeverAuthorized,
-    Fail(Failure),
 }
 
 impl Issuer {
@@ -217,8 +199,9 @@ impl Issuer {
         match existing.state {
             BillState::Inserted => Ok(existing),
             BillState::Failed => {
-                let reissuable = existing.failure.as_ref().is_some_and(|f| REISSUABLE.contains(&f.reason.as_str()));
-                if reissuable && self.store.restart_failed(&existing.key, now_millis()).await? {
+                if existing.failure.as_ref().is_some_and(reissuable)
+                    && self.store.restart_failed(&existing.key, now_millis()).await?
+                {
                     tracing::info!(bill = %existing.key, "failed bill issued again");
                     self.spawn_drive(existing.key.clone());
                     return self.wait_for(&existing.key, wait).await;
@@ -367,12 +350,7 @@ impl Issuer {
             .pdf(&bill.key)
             .await?
             .ok_or_else(|| BureauError::Render("the stored PDF is missing".to_owned()))?;
-        let client = self.credentials.client();
-        let pdf = &pdf;
-        let s_media_id = self
-            .credentials
-            .with_access_token(&self.bureau_appid, |token| async move { client.set_pdf(&token, pdf.clone()).await })
-            .await?;
+        let s_media_id = self.credentials.account(&self.bureau_appid).set_pdf(&pdf).await?;
         change.state = BillState::PdfUploaded;
         change.card_id = Some(card_id);
         change.s_media_id = Some(s_media_id);
@@ -382,18 +360,14 @@ impl Issuer {
 
     async fn check(&self, bill: &Bill, change: &mut Change) -> Result<(), BureauError> {
         let media = bill.s_media_id.as_deref().unwrap_or_default();
-        let client = self.credentials.client();
-        let checked = self
-            .credentials
-            .with_access_token(&self.bureau_appid, |token| async move { client.get_pdf(&token, media).await })
-            .await;
+        let checked = self.credentials.account(&self.bureau_appid).get_pdf(media).await;
         match checked {
             Ok(_) => {
                 change.state = BillState::PdfChecked;
                 Ok(())
             }
             // WeChat no longer knows the media: upload again.
-            Err(CallError::Wechat(error)) if error.errcode() == Some(40007) => {
+            Err(CallError::Wechat(error)) if error.kind() == ErrorKind::MediaGone => {
                 change.state = BillState::Accepted;
                 change.s_media_id = None;
                 change.media_expires_at = 0;
@@ -428,11 +402,7 @@ impl Issuer {
                 s_pdf_media_id: bill.s_media_id.clone().unwrap_or_default(),
             },
         );
-        let client = self.credentials.client();
-        let inserted = self
-            .credentials
-            .with_access_token(&self.bureau_appid, |token| async move { client.insert_bill(&token, request).await })
-            .await;
+        let inserted = self.credentials.account(&self.bureau_appid).insert_bill(request).await;
         match inserted {
             Ok(inserted) => {
                 change.state = BillState::Inserted;
@@ -445,7 +415,7 @@ impl Issuer {
             }
             Err(CallError::Wechat(error))
                 if was_pending
-                    && matches!(error.errcode(), Some(errcode::BILLING_REPEATED | errcode::INVALID_CARD_STATUS)) =>
+                    && matches!(error.kind(), ErrorKind::BillingNumbersRepeated | ErrorKind::InvalidCardStatus) =>
             {
                 tracing::warn!(bill = %bill.key, errcode = error.errcode(), rid = error.rid(),
                     "an earlier insert whose answer was lost had landed: the bill is inserted, its card code unknown");
@@ -503,7 +473,7 @@ impl Issuer {
             }
             Disposition::Retry { .. } if now >= give_up_at => {
                 let failure = Failure {
-                    reason: "RETRIES_EXHAUSTED".to_owned(),
+                    reason: RETRIES_EXHAUSTED.to_owned(),
                     message: format!("gave up after {} attempts; last error: {error}", bill.attempts + 1),
                     ..failure_of(error, now)
                 };
@@ -568,45 +538,5 @@ fn billing_taken(request: &IssueRequest, other: BillKey) -> BureauError {
         billing_no: request.content.billing_no.clone(),
         billing_code: request.content.billing_code.clone(),
         other,
-    }
-}
-
-fn classify(error: &BureauError, now: i64, minute_quota_pause_ms: i64) -> Disposition {
-    match error {
-        BureauError::Wechat(CallError::Wechat(wechat)) => match wechat.errcode() {
-            Some(errcode::ORDER_NEVER_AUTHORIZED) => Disposition::NeverAuthorized,
-            Some(errcode::DAILY_QUOTA) => Disposition::Retry { min_delay_ms: 15 * 60_000 },
-            Some(errcode::MINUTE_QUOTA) => Disposition::Retry { min_delay_ms: minute_quota_pause_ms },
-            _ if wechat.is_transient() || wechat.is_token_rejected() => Disposition::Retry { min_delay_ms: 0 },
-            _ if matches!(wechat, WechatError::Malformed { .. }) => Disposition::Retry { min_delay_ms: 0 },
-            _ => Disposition::Fail(failure_of(error, now)),
-        },
-        BureauError::Wechat(CallError::Store(_)) | BureauError::Storage(_) | BureauError::Busy(_) => {
-            Disposition::Retry { min_delay_ms: 0 }
-        }
-        _ => Disposition::Fail(failure_of(error, now)),
-    }
-}
-
-/// The recorded failure for an error: its reason code, and WeChat's errcode, errmsg and rid.
-fn failure_of(error: &BureauError, now: i64) -> Failure {
-    let (reason, wechat) = match error {
-        BureauError::Wechat(CallError::Wechat(wechat)) => (wechat_code_and_reason(wechat).1, Some(wechat)),
-        BureauError::Wechat(CallError::UnknownAccount(_)) => ("WECHAT_ACCOUNT_NOT_CONFIGURED", None),
-        BureauError::UnitNotOnboarded(_) => ("UNIT_NOT_ONBOARDED", None),
-        BureauError::Render(_) => ("PDF_MISSING", None),
-        _ => ("ISSUE_FAILED", None),
-    };
-    let (errmsg, rid) = match wechat {
-        Some(WechatError::Api { errmsg, rid, .. }) => (errmsg.clone(), rid.clone().unwrap_or_default()),
-        _ => (String::new(), String::new()),
-    };
-    Failure {
-        reason: reason.to_owned(),
-        message: error.to_string(),
-        wechat_errcode: wechat.and_then(WechatError::errcode).unwrap_or(0),
-        wechat_errmsg: errmsg,
-        wechat_rid: rid,
-        at: now,
     }
 }

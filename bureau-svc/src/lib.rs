@@ -7,6 +7,7 @@ pub mod config;
 mod convert;
 pub mod domain;
 mod error;
+mod failures;
 mod issuer;
 pub mod pdf;
 mod reimburse;
@@ -20,8 +21,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use fiscalbill_common::auth::Authenticator;
-use fiscalbill_common::callback::CallbackKeys;
-use fiscalbill_common::clock::SystemClock;
 use fiscalbill_common::config::ConfigError;
 use fiscalbill_common::db::{COMMON_MIGRATIONS, Db};
 use fiscalbill_common::metrics::Metrics;
@@ -29,8 +28,10 @@ use fiscalbill_common::proto::bureau::bureau_service_server::BureauServiceServer
 use fiscalbill_common::server::{GrpcOptions, Health, Servers, admin_router, base_router, bind};
 use fiscalbill_common::sql_credentials::SqlCredentialStore;
 use fiscalbill_common::tls::ServerTls;
-use fiscalbill_common::wechat::{Credentials, WechatClient};
 use tokio::sync::watch;
+use wechat::callback::CallbackKeys;
+use wechat::clock::SystemClock;
+use wechat::{Credentials, WechatClient};
 
 pub use config::BureauConfig;
 pub use error::DOMAIN;
@@ -155,7 +156,7 @@ pub async fn start(config: BureauConfig) -> Result<RunningBureau, StartError> {
 struct Parts {
     config: BureauConfig,
     client: WechatClient,
-    secret: fiscalbill_common::Secret,
+    secret: wechat::Secret,
     metrics: Arc<Metrics>,
 }
 

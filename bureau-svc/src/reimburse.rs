@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use fiscalbill_common::callback::StatusEvent;
 use fiscalbill_common::db::now_millis;
-use fiscalbill_common::wechat::Credentials;
-use fiscalbill_common::wechat::types::{ReimburseStatus, UpdateStatusRequest};
 use sha2::{Digest, Sha256};
+use wechat::Credentials;
+use wechat::callback::StatusEvent;
+use wechat::types::{ReimburseStatus, UpdateStatusRequest};
 
 use crate::domain::{Bill, BillKey, BillState};
 use crate::error::BureauError;
@@ -42,10 +42,7 @@ impl Reimburse {
             return Err(BureauError::StatusFinal(key.clone()));
         }
         let request = &UpdateStatusRequest { card_id, code, reimburse_status: status };
-        let client = self.credentials.client();
-        self.credentials
-            .with_access_token(&self.bureau_appid, |token| async move { client.update_status(&token, request).await })
-            .await?;
+        self.credentials.account(&self.bureau_appid).update_status(request).await?;
         let now = now_millis();
         if !self.store.set_reimburse_status(key, bill.reimburse_status, status, now / 1000, now).await? {
             tracing::warn!(bill = %key, "the status changed meanwhile (a push); keeping the newer one");

@@ -3,11 +3,11 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use fiscalbill_common::clock::unix_now;
 use fiscalbill_common::proto::bureau as pb;
 use fiscalbill_common::proto::bureau::bureau_service_server::BureauService;
 use fiscalbill_common::trace::TraceContext;
 use tonic::{Request, Response, Status};
+use wechat::clock::unix_now;
 
 use crate::app::App;
 use crate::convert;

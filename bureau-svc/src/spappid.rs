@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use fiscalbill_common::db::now_millis;
-use fiscalbill_common::wechat::Credentials;
+use wechat::Credentials;
 
 use crate::domain::SpApp;
 use crate::error::BureauError;
@@ -33,11 +33,7 @@ impl SpAppIds {
         if let Some(sp) = self.store.sp_app(&self.bureau_appid).await? {
             return Ok(sp);
         }
-        let client = self.credentials.client();
-        let fetched = self
-            .credentials
-            .with_access_token(&self.bureau_appid, |token| async move { client.set_url(&token).await })
-            .await?;
+        let fetched = self.credentials.account(&self.bureau_appid).set_url().await?;
         let sp = SpApp {
             bureau_appid: self.bureau_appid.clone(),
             s_pappid: fetched.s_pappid,

@@ -8,9 +8,9 @@ use fiscalbill_common::bill::{BillContent, BillItem};
 use fiscalbill_common::db::{Db, Migration};
 use fiscalbill_common::paging::Cursor;
 use fiscalbill_common::pdf_store::PdfTable;
-use fiscalbill_common::wechat::types::ReimburseStatus;
 use sqlx::any::AnyRow;
 use sqlx::{Error, Row};
+use wechat::types::ReimburseStatus;
 
 use crate::domain::{Bill, BillKey, BillQuery, BillState, Failure, NewBill, PdfOrigin, SpApp, Unit};
 

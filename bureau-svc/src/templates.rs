@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fiscalbill_common::db::now_millis;
-use fiscalbill_common::wechat::Credentials;
-use fiscalbill_common::wechat::types::BillCardInfo;
+use wechat::Credentials;
+use wechat::types::BillCardInfo;
 
 use crate::config::UnitConfig;
 use crate::domain::Unit;
@@ -115,11 +115,7 @@ impl Templates {
 
     async fn create_at_wechat(&self, unit: &Unit) -> Result<String, BureauError> {
         let info = &BillCardInfo { payee: unit.payee.clone(), logo_url: unit.logo_url.clone() };
-        let client = self.credentials.client();
-        let created = self
-            .credentials
-            .with_access_token(&self.bureau_appid, |token| async move { client.create_bill_card(&token, info).await })
-            .await;
+        let created = self.credentials.account(&self.bureau_appid).create_bill_card(info).await;
         match created {
             Ok(card_id) => {
                 self.store.set_card_id(&unit.appid, &card_id, now_millis()).await?;

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use fiscalbill_common::wechat::Credentials;
+use wechat::Credentials;
 
 use fiscalbill_common::metrics::Metrics;
 

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fiscalbill_common::db::now_millis;
-use fiscalbill_common::wechat::types::{AuthSource, GetBillAuthUrlRequest, OrderRef, RejectInsertRequest};
-use fiscalbill_common::wechat::{CallError, Credentials, errcode};
 use sha2::{Digest, Sha256};
+use wechat::types::{AuthSource, GetBillAuthUrlRequest, OrderRef, RejectInsertRequest};
+use wechat::{CallError, Credentials, ErrorKind};
 
 use crate::bureau::BureauLink;
 use crate::config::AuthorizationConfig;
@@ -135,22 +135,19 @@ impl Authorizations {
         appid: &str,
         s_pappid: &str,
         request: &CreateRequest,
-    ) -> Result<fiscalbill_common::wechat::types::AuthUrl, CollectionError> {
-        let ticket = self.credentials.card_ticket(appid).await?.value;
+    ) -> Result<wechat::types::AuthUrl, CollectionError> {
+        let account = self.credentials.account(appid);
+        let ticket = account.card_ticket().await?.value;
         let body = &GetBillAuthUrlRequest {
             s_pappid: s_pappid.to_owned(),
             order_id: request.key.order_id.clone(),
             money: request.money,
-            timestamp: fiscalbill_common::clock::unix_now(),
+            timestamp: wechat::clock::unix_now(),
             source: request.source,
             redirect_url: request.redirect_url.clone(),
             ticket,
         };
-        let client = self.credentials.client();
-        Ok(self
-            .credentials
-            .with_access_token(appid, |token| async move { client.get_bill_auth_url(&token, body).await })
-            .await?)
+        Ok(account.get_bill_auth_url(body).await?)
     }
 
     /// RejectAuthorization: rejectinsert at WeChat, then REJECTED here (final).
@@ -181,13 +178,7 @@ impl Authorizations {
             reason: reason.clone(),
             url,
         };
-        let client = self.credentials.client();
-        self.credentials
-            .with_access_token(
-                &existing.authorized_appid,
-                |token| async move { client.reject_insert(&token, body).await },
-            )
-            .await?;
+        self.credentials.account(&existing.authorized_appid).reject_insert(body).await?;
         if !self.store.reject(key, &reason, now_millis()).await? {
             let now = self.get(key).await?;
             return Err(CollectionError::WrongState { key: key.clone(), state: now.state, action: "reject it" });
@@ -201,13 +192,7 @@ impl Authorizations {
     pub async fn sync(&self, key: &OrderKey) -> Result<(Authorization, Option<String>), CollectionError> {
         let existing = self.get(key).await?;
         let body = &OrderRef { s_pappid: existing.s_pappid.clone(), order_id: key.order_id.clone() };
-        let client = self.credentials.client();
-        let answer =
-            self.credentials
-                .with_access_token(&existing.authorized_appid, |token| async move {
-                    client.get_auth_data(&token, body).await
-                })
-                .await;
+        let answer = self.credentials.account(&existing.authorized_appid).get_auth_data(body).await;
         let now = now_millis();
         let status = match answer {
             Ok(data) if data.is_authorized() => {
@@ -228,12 +213,12 @@ impl Authorizations {
                 }
                 Some(data.invoice_status)
             }
-            Err(CallError::Wechat(error)) if error.errcode() == Some(errcode::ORDER_NEVER_AUTHORIZED) => {
+            Err(CallError::Wechat(error)) if error.kind() == ErrorKind::NeverAuthorized => {
                 self.store.record_sync(key, None, now).await?;
                 self.expire_if_due(&existing, now).await?;
                 None
             }
-            Err(CallError::Wechat(error)) if error.errcode() == Some(errcode::ORDER_REJECTED) => {
+            Err(CallError::Wechat(error)) if error.kind() == ErrorKind::OrderRejected => {
                 self.store.record_sync(key, None, now).await?;
                 let from = [AuthState::Pending, AuthState::Expired, AuthState::Declined];
                 self.store.transition(key, &from, AuthState::Rejected, now).await?;

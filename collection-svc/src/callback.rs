@@ -12,11 +12,11 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use fiscalbill_common::callback::message::{EVENT_UPDATE_INVOICE_STATUS, EVENT_USER_AUTHORIZE_INVOICE};
-use fiscalbill_common::callback::{CallbackError, CallbackQuery, MAX_PUSH_BYTES, open_push, verify_url};
 use fiscalbill_common::db::now_millis;
 use http::StatusCode;
 use sha2::{Digest, Sha256};
+use wechat::callback::message::{EVENT_UPDATE_INVOICE_STATUS, EVENT_USER_AUTHORIZE_INVOICE};
+use wechat::callback::{CallbackError, CallbackQuery, MAX_PUSH_BYTES, open_push, verify_url};
 
 use fiscalbill_common::metrics::Metrics;
 

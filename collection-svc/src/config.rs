@@ -4,12 +4,12 @@
 use std::net::SocketAddr;
 
 use fiscalbill_common::auth::AuthConfig;
-use fiscalbill_common::callback::PushMode;
 use fiscalbill_common::config::{LogConfig, SecretSetting};
 use fiscalbill_common::db::DatabaseConfig;
 use fiscalbill_common::tls::{ClientTls, ServerTls};
-use fiscalbill_common::wechat::{TokenMode, WechatHttpConfig};
 use serde::Deserialize;
+use wechat::callback::PushMode;
+use wechat::{TokenMode, WechatHttpConfig};
 
 pub const ENV_PREFIX: &str = "COLLECTION";
 

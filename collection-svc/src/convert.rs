@@ -6,7 +6,7 @@ use fiscalbill_common::bill::{
 use fiscalbill_common::proto::collection as pb;
 use fiscalbill_common::proto::types as types_pb;
 use fiscalbill_common::status::{ApiError, Violations};
-use fiscalbill_common::wechat::types::AuthSource;
+use wechat::types::AuthSource;
 
 use crate::domain::{AuthQuery, AuthState, Authorization, CreateRequest, OrderKey};
 use fiscalbill_common::paging::Cursor;
@@ -50,7 +50,7 @@ pub fn create_request(
         _ => {}
     }
     if !pdf.is_empty()
-        && let Err(error) = fiscalbill_common::pdf::validate(&pdf, pdf_max_bytes)
+        && let Err(error) = wechat::pdf::validate(&pdf, pdf_max_bytes)
     {
         violations.add("pdf", error.to_string());
     }

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use fiscalbill_common::backoff::jittered;
 use fiscalbill_common::db::now_millis;
 use fiscalbill_common::proto::bureau as pb;
 use fiscalbill_common::trace::TraceContext;
@@ -14,6 +13,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, Semaphore};
 use tonic::Code;
 use tonic_types::StatusExt;
+use wechat::backoff::jittered;
 
 use crate::bureau::BureauLink;
 use crate::config::DispatchConfig;

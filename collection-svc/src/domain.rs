@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use fiscalbill_common::bill::BillContent;
 use fiscalbill_common::paging::Cursor;
-use fiscalbill_common::wechat::types::AuthSource;
+use wechat::types::AuthSource;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct OrderKey {

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use fiscalbill_common::status::{ApiError, Violations};
-use fiscalbill_common::wechat::CallError;
 use tonic::{Code, Status};
+use wechat::CallError;
 
 use crate::domain::{AuthState, OrderKey};
 

@@ -19,7 +19,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use fiscalbill_common::auth::Authenticator;
-use fiscalbill_common::clock::SystemClock;
 use fiscalbill_common::config::ConfigError;
 use fiscalbill_common::db::{COMMON_MIGRATIONS, Db};
 use fiscalbill_common::metrics::Metrics;
@@ -27,8 +26,9 @@ use fiscalbill_common::proto::collection::collection_service_server::CollectionS
 use fiscalbill_common::server::{GrpcOptions, Health, Servers, admin_router, base_router, bind};
 use fiscalbill_common::sql_credentials::SqlCredentialStore;
 use fiscalbill_common::tls::ServerTls;
-use fiscalbill_common::wechat::{Credentials, WechatClient};
 use tokio::sync::watch;
+use wechat::clock::SystemClock;
+use wechat::{Credentials, WechatClient};
 
 pub use config::CollectionConfig;
 pub use dispatch::request_id;
@@ -139,7 +139,7 @@ pub async fn start(config: CollectionConfig) -> Result<RunningCollection, StartE
 struct Parts {
     config: CollectionConfig,
     client: WechatClient,
-    accounts: Vec<(String, fiscalbill_common::Secret)>,
+    accounts: Vec<(String, wechat::Secret)>,
     units: Arc<Units>,
     bureau_client: bureau::BureauClient,
     metrics: Arc<Metrics>,

@@ -3,12 +3,12 @@
 use std::sync::{Arc, OnceLock};
 
 use fiscalbill_common::bill::timestamp;
-use fiscalbill_common::clock::unix_now;
 use fiscalbill_common::proto::collection as pb;
 use fiscalbill_common::proto::collection::collection_service_server::CollectionService;
 use fiscalbill_common::trace::TraceContext;
-use fiscalbill_common::wechat::Credential;
 use tonic::{Request, Response, Status};
+use wechat::Credential;
+use wechat::clock::unix_now;
 
 use crate::app::App;
 use crate::convert;

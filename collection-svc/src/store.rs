@@ -7,9 +7,9 @@ use fiscalbill_common::bill::BillContent;
 use fiscalbill_common::db::{Db, Migration};
 use fiscalbill_common::paging::Cursor;
 use fiscalbill_common::pdf_store::PdfTable;
-use fiscalbill_common::wechat::types::AuthSource;
 use sqlx::any::AnyRow;
 use sqlx::{Error, Row};
+use wechat::types::AuthSource;
 
 use crate::domain::{AuthQuery, AuthState, Authorization, Failure, Job, JobPhase, OrderKey};
 

@@ -3,10 +3,10 @@
 
 use std::collections::HashMap;
 
-use fiscalbill_common::Secret;
 use fiscalbill_common::bill::is_appid;
-use fiscalbill_common::callback::CallbackKeys;
 use fiscalbill_common::config::{ConfigError, SecretSetting};
+use wechat::Secret;
+use wechat::callback::CallbackKeys;
 
 use crate::config::UnitConfig;
 

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use toml::{Table, Value};
 
-use crate::secret::Secret;
+use wechat::Secret;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -214,7 +214,7 @@ impl Db {
                 .bind(migration.set)
                 .bind(migration.version)
                 .bind(migration.name)
-                .bind(crate::clock::unix_now())
+                .bind(wechat::clock::unix_now())
                 .execute(&mut *conn)
                 .await
             }

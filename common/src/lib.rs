@@ -1,25 +1,18 @@
-//! What bureau-svc, collection-svc and the WeChat sandbox share: the gRPC contracts, the WeChat
-//! API client with its token cache, the callback (event push) toolkit, and the bootstrap of
-//! configuration, storage and servers.
+//! The service kit bureau-svc and collection-svc share: the gRPC contracts, configuration,
+//! storage, the server lifecycle (gRPC, callback HTTP and admin servers, health, reflection,
+//! authentication, TLS, drain), metrics and the gRPC status mapping. Everything about WeChat
+//! itself is in the `wechat` crate.
 
 pub mod auth;
-pub mod backoff;
 pub mod bill;
-pub mod callback;
-pub mod clock;
 pub mod config;
 pub mod db;
 pub mod metrics;
 pub mod paging;
-pub mod pdf;
 pub mod pdf_store;
 pub mod proto;
-pub mod secret;
 pub mod server;
 pub mod sql_credentials;
 pub mod status;
 pub mod tls;
 pub mod trace;
-pub mod wechat;
-
-pub use secret::Secret;

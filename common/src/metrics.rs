@@ -18,7 +18,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::wechat::{Credentials, Endpoint};
+use wechat::{Credentials, Endpoint};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WechatLabels {
@@ -111,7 +111,7 @@ impl Metrics {
         let token_rejections = Counter::default();
         registry.register(
             "access_token_rejections",
-            "Calls WeChat answered 40001/40014/42001",
+            "Calls WeChat answered with a rejected access token",
             token_rejections.clone(),
         );
         Arc::new(Self {
@@ -189,7 +189,7 @@ impl Metrics {
     }
 }
 
-impl crate::wechat::client::CallObserver for Metrics {
+impl wechat::CallObserver for Metrics {
     fn observe(&self, endpoint: Endpoint, outcome: &str, elapsed: Duration) {
         self.wechat_calls
             .get_or_create(&WechatLabels { endpoint: endpoint.name().to_owned(), outcome: outcome.to_owned() })
@@ -277,20 +277,22 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wechat::client::CallObserver;
+    use wechat::CallObserver;
 
     #[tokio::test]
     async fn exposes_counters_histograms_and_gauges() {
         let metrics = Metrics::new("Bills by state");
         metrics.observe(Endpoint::InsertBill, "0", Duration::from_millis(12));
-        metrics.observe(Endpoint::InsertBill, "72038", Duration::from_millis(3));
+        let never = wechat::rulebook::ORDER_NEVER_AUTHORIZED.errcode.to_string();
+        metrics.observe(Endpoint::InsertBill, &never, Duration::from_millis(3));
         metrics.record_push("duplicate");
         metrics.record_grpc("IssueBill", "OK", Duration::from_millis(40));
         metrics.set_states(&["accepted", "inserted"], &[("inserted".to_owned(), 7)]);
         let text = metrics.scrape(async {}).await;
+        let never_line = format!("fiscalbill_wechat_calls_total{{endpoint=\"insertbill\",outcome=\"{never}\"}} 1");
         for line in [
             "fiscalbill_wechat_calls_total{endpoint=\"insertbill\",outcome=\"0\"} 1",
-            "fiscalbill_wechat_calls_total{endpoint=\"insertbill\",outcome=\"72038\"} 1",
+            &never_line,
             "fiscalbill_wechat_call_duration_seconds_count{endpoint=\"insertbill\"} 2",
             "fiscalbill_pushes_total{outcome=\"duplicate\"} 1",
             "fiscalbill_grpc_requests_total{method=\"IssueBill\",code=\"OK\"} 1",

@@ -5,8 +5,8 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use crate::db::Db;
-use crate::secret::Secret;
-use crate::wechat::{Credential, CredentialKey, CredentialStore, StoreError};
+use wechat::Secret;
+use wechat::{Credential, CredentialKey, CredentialStore, StoreError};
 
 pub struct SqlCredentialStore {
     db: Db,

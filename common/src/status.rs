@@ -9,7 +9,7 @@ use std::time::Duration;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
-use crate::wechat::{CallError, WechatError, errcode};
+use wechat::{CallError, ErrorKind, WechatError};
 
 /// Field violations collected while validating a request.
 #[derive(Clone, Debug, Default)]
@@ -133,43 +133,39 @@ pub fn violation_fields(status: &Status) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// How a WeChat failure surfaces to gRPC callers.
+/// How a WeChat failure surfaces to gRPC callers: by its kind in the rulebook.
 pub fn wechat_code_and_reason(error: &WechatError) -> (Code, &'static str) {
-    match error {
-        WechatError::Api { errcode, .. } => match *errcode {
-            errcode::SYSTEM_BUSY => (Code::Unavailable, "WECHAT_BUSY"),
-            errcode::MINUTE_QUOTA => (Code::Unavailable, "WECHAT_MINUTE_QUOTA"),
-            errcode::DAILY_QUOTA => (Code::ResourceExhausted, "WECHAT_DAILY_QUOTA"),
-            errcode::INVALID_CREDENTIAL | errcode::INVALID_ACCESS_TOKEN | errcode::ACCESS_TOKEN_EXPIRED => {
-                (Code::Unavailable, "WECHAT_TOKEN_REJECTED")
-            }
-            errcode::INVALID_APPID | errcode::INVALID_APPSECRET => {
-                (Code::FailedPrecondition, "WECHAT_CREDENTIALS_REJECTED")
-            }
-            errcode::IP_NOT_WHITELISTED => (Code::FailedPrecondition, "WECHAT_IP_NOT_WHITELISTED"),
-            errcode::API_UNAUTHORIZED | errcode::UNAUTHORIZED_CREATE_INVOICE => {
-                (Code::FailedPrecondition, "WECHAT_PERMISSION_MISSING")
-            }
-            errcode::ORDER_REJECTED => (Code::FailedPrecondition, "WECHAT_ORDER_REJECTED"),
-            errcode::ORDER_NEVER_AUTHORIZED => (Code::FailedPrecondition, "WECHAT_ORDER_NEVER_AUTHORIZED"),
-            errcode::INVALID_CARD_STATUS => (Code::FailedPrecondition, "WECHAT_INVALID_CARD_STATUS"),
-            errcode::PDF_ERROR => (Code::InvalidArgument, "WECHAT_PDF_REJECTED"),
-            errcode::BILLING_REPEATED => (Code::AlreadyExists, "WECHAT_BILLING_NUMBER_REPEATED"),
-            errcode::BILLING_SIZE => (Code::InvalidArgument, "WECHAT_BILLING_NUMBER_SIZE"),
-            errcode::INVALID_PARAMS => (Code::InvalidArgument, "WECHAT_INVALID_PARAMS"),
-            _ => (Code::Internal, "WECHAT_ERROR"),
-        },
-        WechatError::HttpStatus { .. } | WechatError::Timeout { .. } | WechatError::Transport { .. } => {
-            (Code::Unavailable, "WECHAT_UNREACHABLE")
-        }
-        WechatError::Malformed { .. } => (Code::Unavailable, "WECHAT_MALFORMED_RESPONSE"),
+    kind_code_and_reason(error.kind())
+}
+
+/// The gRPC code and ErrorInfo reason of each kind of WeChat failure.
+pub fn kind_code_and_reason(kind: ErrorKind) -> (Code, &'static str) {
+    match kind {
+        ErrorKind::Busy => (Code::Unavailable, "WECHAT_BUSY"),
+        ErrorKind::MinuteQuota => (Code::Unavailable, "WECHAT_MINUTE_QUOTA"),
+        ErrorKind::DailyQuota => (Code::ResourceExhausted, "WECHAT_DAILY_QUOTA"),
+        ErrorKind::TokenRejected => (Code::Unavailable, "WECHAT_TOKEN_REJECTED"),
+        ErrorKind::CredentialsRejected => (Code::FailedPrecondition, "WECHAT_CREDENTIALS_REJECTED"),
+        ErrorKind::IpNotWhitelisted => (Code::FailedPrecondition, "WECHAT_IP_NOT_WHITELISTED"),
+        ErrorKind::PermissionMissing => (Code::FailedPrecondition, "WECHAT_PERMISSION_MISSING"),
+        ErrorKind::NeverAuthorized => (Code::FailedPrecondition, "WECHAT_ORDER_NEVER_AUTHORIZED"),
+        ErrorKind::OrderRejected => (Code::FailedPrecondition, "WECHAT_ORDER_REJECTED"),
+        ErrorKind::BillingNumbersRepeated => (Code::AlreadyExists, "WECHAT_BILLING_NUMBER_REPEATED"),
+        ErrorKind::BillingNumberSize => (Code::InvalidArgument, "WECHAT_BILLING_NUMBER_SIZE"),
+        ErrorKind::InvalidCardStatus => (Code::FailedPrecondition, "WECHAT_INVALID_CARD_STATUS"),
+        ErrorKind::MediaGone => (Code::FailedPrecondition, "WECHAT_MEDIA_GONE"),
+        ErrorKind::PdfRejected => (Code::InvalidArgument, "WECHAT_PDF_REJECTED"),
+        ErrorKind::InvalidParameters => (Code::InvalidArgument, "WECHAT_INVALID_PARAMS"),
+        ErrorKind::MalformedRequest | ErrorKind::Unknown => (Code::Internal, "WECHAT_ERROR"),
+        ErrorKind::Unreachable => (Code::Unavailable, "WECHAT_UNREACHABLE"),
+        ErrorKind::MalformedResponse => (Code::Unavailable, "WECHAT_MALFORMED_RESPONSE"),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wechat::Endpoint;
+    use wechat::Endpoint;
 
     #[test]
     fn violations_become_bad_request_details() {
@@ -190,7 +186,7 @@ mod tests {
     fn wechat_errors_carry_errcode_and_rid() {
         let error = WechatError::Api {
             endpoint: Endpoint::InsertBill,
-            errcode: 72038,
+            errcode: wechat::rulebook::ORDER_NEVER_AUTHORIZED.errcode,
             errmsg: "invoice order never auth".into(),
             rid: Some("a-b-c".into()),
             hint: None,
@@ -199,7 +195,7 @@ mod tests {
         assert_eq!(status.code(), Code::FailedPrecondition);
         let info = status.get_error_details().error_info().cloned().unwrap();
         assert_eq!(info.reason, "WECHAT_ORDER_NEVER_AUTHORIZED");
-        assert_eq!(info.metadata["wechat_errcode"], "72038");
+        assert_eq!(info.metadata["wechat_errcode"], wechat::rulebook::ORDER_NEVER_AUTHORIZED.errcode.to_string());
         assert_eq!(info.metadata["wechat_rid"], "a-b-c");
         let busy = ApiError::from_wechat(&WechatError::Timeout { endpoint: Endpoint::GetPdf }).into_status("d");
         assert_eq!(busy.code(), Code::Unavailable);

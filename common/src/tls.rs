@@ -6,14 +6,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
-/// Installs ring as rustls' process-wide default provider. Idempotent.
-pub fn install_crypto_provider() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // Fails only when another provider was installed first, which then stays in use.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-}
+/// Installs ring as rustls' process-wide default provider (see `wechat::install_crypto_provider`).
+pub use wechat::install_crypto_provider;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot read {path}: {source}")]

@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
-use fiscalbill_common::Secret;
 use fiscalbill_common::db::{COMMON_MIGRATIONS, Db, Migration, test_support};
 use fiscalbill_common::pdf_store::{CHUNK_BYTES, PdfTable};
 use fiscalbill_common::sql_credentials::SqlCredentialStore;
-use fiscalbill_common::wechat::{Credential, CredentialKey, CredentialStore};
+use wechat::Secret;
+use wechat::{Credential, CredentialKey, CredentialStore};
 
 async fn store_behaves(config: fiscalbill_common::db::DatabaseConfig) {
     let db = Db::connect(&config, "common_test").await.unwrap_or_else(|e| panic!("{}: {e}", config.url));

@@ -49,7 +49,7 @@ async fn flow(stack: &crate::DevStack) -> Result<(), String> {
             payer_title: "张三".to_owned(),
             billing_no: "44010125".to_owned(),
             billing_code: format!("{:010}", std::process::id()),
-            billing_time: Some(prost_types::Timestamp { seconds: fiscalbill_common::clock::unix_now(), nanos: 0 }),
+            billing_time: Some(prost_types::Timestamp { seconds: wechat::clock::unix_now(), nanos: 0 }),
             items: vec![
                 types_pb::BillItem {
                     name: "门诊挂号费".into(),

@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 
 use bureau_svc::config as bureau_config;
 use collection_svc::config as collection_config;
-use fiscalbill_common::Secret;
 use fiscalbill_common::auth::AuthConfig;
 use fiscalbill_common::config::SecretSetting;
 use fiscalbill_common::db::DatabaseConfig;
-use fiscalbill_common::wechat::WechatHttpConfig;
 use serde_json::json;
+use wechat::Secret;
+use wechat::WechatHttpConfig;
 use wechat_sandbox::{AccountConfig, DEMO_APP, DEMO_BUREAU, DEMO_UNIT};
 
 /// The demo payer: the authorization page suggests this openid.

@@ -2,7 +2,7 @@
 //! header, ends with %%EOF and stays within the limit.
 #![no_main]
 
-use fiscalbill_common::pdf::validate;
+use wechat::pdf::validate;
 use libfuzzer_sys::fuzz_target;
 
 const LIMIT: usize = 64 * 1024;

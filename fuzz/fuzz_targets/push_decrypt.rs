@@ -7,8 +7,8 @@ use aes::Aes256;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use cbc::cipher::{BlockModeEncrypt, KeyIvInit};
-use fiscalbill_common::callback::AesKey;
-use fiscalbill_common::callback::crypto::{decrypt, encrypt};
+use wechat::callback::AesKey;
+use wechat::callback::crypto::{decrypt, encrypt};
 use libfuzzer_sys::fuzz_target;
 
 const AES_KEY: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";

@@ -5,9 +5,9 @@
 //! serialize back to the same fields.
 #![no_main]
 
-use fiscalbill_common::Secret;
-use fiscalbill_common::callback::signature::{msg_signature, signature};
-use fiscalbill_common::callback::{CallbackKeys, CallbackQuery, PushFormat, PushMessage, PushMode, open_push};
+use wechat::Secret;
+use wechat::callback::signature::{msg_signature, signature};
+use wechat::callback::{CallbackKeys, CallbackQuery, PushFormat, PushMessage, PushMode, open_push};
 use libfuzzer_sys::fuzz_target;
 
 const APPID: &str = "wxba5fad812f8e6fb9";

@@ -5,9 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use fiscalbill_common::Secret;
 use fiscalbill_common::auth::{AuthConfig, BearerKey, ClientConfig, key_sha256};
-use fiscalbill_common::callback::{PushFormat, PushMode};
 use fiscalbill_common::config::SecretSetting;
 use fiscalbill_common::db::DatabaseConfig;
 use fiscalbill_common::proto::bureau::bureau_service_client::BureauServiceClient;
@@ -15,10 +13,12 @@ use fiscalbill_common::proto::collection as pb;
 use fiscalbill_common::proto::collection::collection_service_client::CollectionServiceClient;
 use fiscalbill_common::proto::types as types_pb;
 use fiscalbill_common::tls::{ClientTls, ServerTls};
-use fiscalbill_common::wechat::WechatHttpConfig;
 use serde_json::{Value, json};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+use wechat::Secret;
+use wechat::WechatHttpConfig;
+use wechat::callback::{PushFormat, PushMode};
 use wechat_sandbox::{AccountConfig, RunningSandbox, SandboxConfig};
 
 pub const BUREAU: &str = "wxb0000000000000b1";

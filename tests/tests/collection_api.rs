@@ -74,7 +74,7 @@ async fn create_authorization_is_idempotent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_supplied_pdf_reaches_the_card_package() {
     let mut stack = Stack::start(Options::default()).await;
-    let pdf = fiscalbill_common::pdf::sample("hospital's own bill");
+    let pdf = wechat::pdf::sample("hospital's own bill");
     let mut request = stack.create_request("o-pdf", Source::Web);
     request.pdf = pdf.clone().into();
     let created = stack.collection.create_authorization(request).await.unwrap().into_inner().authorization.unwrap();
@@ -151,9 +151,9 @@ async fn the_central_token_server_hands_out_working_credentials() {
     let token =
         stack.collection.get_access_token(pb::GetAccessTokenRequest { appid: UNIT.into() }).await.unwrap().into_inner();
     assert_eq!(token.access_token.len(), 136);
-    assert!(token.expire_time.unwrap().seconds > fiscalbill_common::clock::unix_now() + 7000);
+    assert!(token.expire_time.unwrap().seconds > wechat::clock::unix_now() + 7000);
     assert!(!format!("{token:?}").contains(&token.access_token), "Debug output hides the token");
-    let client = fiscalbill_common::wechat::WechatClient::new(&fiscalbill_common::wechat::WechatHttpConfig {
+    let client = wechat::WechatClient::new(&wechat::WechatHttpConfig {
         base_url: stack.sandbox.base_url().to_owned(),
         ..Default::default()
     })

@@ -3,9 +3,9 @@
 //! bill into the payer's card package.
 
 use e2e::*;
-use fiscalbill_common::callback::{PushFormat, PushMode};
 use fiscalbill_common::proto::collection as pb;
 use fiscalbill_common::proto::types::Source;
+use wechat::callback::{PushFormat, PushMode};
 
 async fn service_account_flow(options: Options) {
     let mut stack = Stack::start(options).await;

@@ -94,7 +94,7 @@ async fn forged_and_malformed_pushes_change_nothing() {
     );
 
     // URL verification.
-    let signature = fiscalbill_common::callback::signature::signature(TOKEN, "1714036504", "1514711492");
+    let signature = wechat::callback::signature::signature(TOKEN, "1714036504", "1514711492");
     let echo = stack
         .http
         .get(format!("{url}?signature={signature}&timestamp=1714036504&nonce=1514711492&echostr=42"))
@@ -146,8 +146,8 @@ async fn every_push_three_times_and_replays_later_give_one_bill_each() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushes_sealed_for_another_appid_or_with_another_key_are_refused() {
-    use fiscalbill_common::Secret;
-    use fiscalbill_common::callback::{CallbackKeys, PushFormat, PushMessage, PushMode, seal_push};
+    use wechat::Secret;
+    use wechat::callback::{CallbackKeys, PushFormat, PushMessage, PushMode, seal_push};
     let mut stack = Stack::start(Options::default()).await;
     let created = stack.create("order-sealed").await;
     let message = PushMessage::new(

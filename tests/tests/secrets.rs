@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use e2e::*;
 use fiscalbill_common::proto::bureau as bureau_pb;
 use fiscalbill_common::proto::collection as pb;
-use fiscalbill_common::wechat::{WechatClient, WechatHttpConfig};
+use wechat::{WechatClient, WechatHttpConfig};
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);

@@ -3,15 +3,16 @@
 //! endpoint, and answer JSON with a ` rid: ...` on errors.
 
 use std::collections::HashMap;
+use wechat::rulebook;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use bytes::Bytes;
-use fiscalbill_common::wechat::Endpoint;
 use http::{HeaderMap, Method, StatusCode, Uri};
 use serde_json::{Map, Value};
+use wechat::Endpoint;
 
 use crate::Sandbox;
 use crate::faults::FaultAction;
@@ -61,8 +62,11 @@ async fn handle(
     let mut drop_after = false;
     match fault {
         Some(FaultAction::Errcode { errcode, errmsg }) => {
-            let error = WxError::new(errcode, errmsg.unwrap_or_else(|| "injected fault".to_owned()));
-            return answer(&sandbox, path, appid.as_deref(), Err(error));
+            return answer(&sandbox, path, appid.as_deref(), Err(WxError::injected(errcode, errmsg)));
+        }
+        Some(FaultAction::Error { name }) => {
+            let rule = rulebook::by_name(&name).expect("fault names are checked when added");
+            return answer(&sandbox, path, appid.as_deref(), Err(WxError::from(rule)));
         }
         Some(FaultAction::HttpStatus { status }) => {
             sandbox.world().count_outcome(path, appid.as_deref(), format!("http_{status}"));
@@ -78,9 +82,9 @@ async fn handle(
     }
 
     let result = if endpoint.is_get() && method != Method::GET {
-        Err(WxError::new(43001, "require GET method"))
+        Err(WxError::from(&rulebook::REQUIRE_GET))
     } else if !endpoint.is_get() && method != Method::POST {
-        Err(WxError::new(43002, "require POST method"))
+        Err(WxError::from(&rulebook::REQUIRE_POST))
     } else {
         run(&sandbox, endpoint, &query, &headers, body).await
     };

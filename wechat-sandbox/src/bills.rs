@@ -1,9 +1,10 @@
 //! The issuing side: bill templates, PDF media, insertion into card packages and status.
 
 use bytes::Bytes;
-use fiscalbill_common::wechat::types::ReimburseStatus;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
+use wechat::rulebook;
+use wechat::types::ReimburseStatus;
 
 use crate::fields;
 use crate::world::{
@@ -45,12 +46,12 @@ impl World {
     /// `POST card/invoice/platform/setpdf`: stores a real PDF within the size limit for 3 days.
     pub fn set_pdf(&mut self, caller: &str, pdf: Option<Bytes>, max_bytes: usize, now: i64) -> WxResult {
         let pdf = pdf.ok_or_else(|| WxError::field_empty("pdf"))?;
-        match fiscalbill_common::pdf::validate(&pdf, max_bytes) {
+        match wechat::pdf::validate(&pdf, max_bytes) {
             Ok(()) => {}
-            Err(fiscalbill_common::pdf::PdfError::TooLarge { .. }) => {
-                return Err(WxError::new(40006, "invalid meida size"));
+            Err(wechat::pdf::PdfError::TooLarge { .. }) => {
+                return Err(WxError::from(&rulebook::INVALID_MEDIA_SIZE));
             }
-            Err(_) => return Err(WxError::new(72040, "invoice pdf error")),
+            Err(_) => return Err(WxError::from(&rulebook::PDF_ERROR)),
         }
         let s_media_id = format!("{}{}", rand::random_range(1..10), random_string(DIGITS, 15));
         let sha256 = hex::encode(Sha256::digest(&pdf));
@@ -80,7 +81,7 @@ impl World {
         let s_media_id = media_id(body)?;
         let media = self.media.get(&s_media_id).filter(|m| m.owner == caller && m.expires_at > now);
         if media.is_none() {
-            return Err(WxError::new(40007, "invalid media_id"));
+            return Err(WxError::from(&rulebook::INVALID_MEDIA_ID));
         }
         let token = random_string(HEX, 32);
         self.pdf_links.insert(token.clone(), (s_media_id, now + PDF_URL_LIFETIME_SECS));
@@ -118,32 +119,32 @@ impl World {
             return Err(WxError::field_invalid("fee"));
         }
         if billing_no.chars().count() > BILLING_FIELD_MAX || billing_code.chars().count() > BILLING_FIELD_MAX {
-            return Err(WxError::new(72043, "billing_code or billing_no size error"));
+            return Err(WxError::from(&rulebook::BILLING_NUMBER_SIZE));
         }
         let s_pappid = self
             .sp_apps
             .get(caller)
             .map(|app| app.s_pappid.clone())
-            .ok_or_else(|| WxError::new(72015, "unauthorized create invoice"))?;
+            .ok_or_else(|| WxError::from(&rulebook::UNAUTHORIZED_CREATE_INVOICE))?;
         if self.templates.get(&card_id).is_none_or(|t| t.owner != caller) {
-            return Err(WxError::new(40073, "invalid card_id"));
+            return Err(WxError::from(&rulebook::INVALID_CARD_ID));
         }
         let openid = match self.orders.get(&(s_pappid, appid.clone(), order_id.clone())) {
             Some(OrderState::Authorized { openid, .. }) => openid.clone(),
-            Some(OrderState::Rejected { .. }) => return Err(WxError::new(72035, "biz reject insert")),
-            Some(OrderState::Declined { .. }) | None => return Err(WxError::new(72038, "invoice order never auth")),
+            Some(OrderState::Rejected { .. }) => return Err(WxError::from(&rulebook::ORDER_REJECTED)),
+            Some(OrderState::Declined { .. }) | None => return Err(WxError::from(&rulebook::ORDER_NEVER_AUTHORIZED)),
         };
         if self.bills.number_used(caller, &billing_no, &billing_code) {
-            return Err(WxError::new(72042, "billing_code and billing_no repeated"));
+            return Err(WxError::from(&rulebook::BILLING_NUMBERS_REPEATED));
         }
         if self.bills.is_billed(&appid, &order_id) {
-            return Err(WxError::new(40078, "invalid card status, the order is already billed"));
+            return Err(WxError::detailed(&rulebook::INVALID_CARD_STATUS, "the order is already billed"));
         }
         let media = self
             .media
             .get(&s_pdf_media_id)
             .filter(|m| m.owner == caller && m.expires_at > now)
-            .ok_or_else(|| WxError::new(72040, "invoice pdf error"))?;
+            .ok_or_else(|| WxError::from(&rulebook::PDF_ERROR))?;
         let code = format!("{}{}", rand::random_range(1..10), random_string(DIGITS, 11));
         self.bills.push(CardBill {
             code: code.clone(),
@@ -175,9 +176,9 @@ impl World {
             .bills
             .by_code_mut(&code)
             .filter(|b| b.card_id == card_id && b.issuer == caller)
-            .ok_or_else(|| WxError::new(72038, "invoice order never auth"))?;
+            .ok_or_else(|| WxError::from(&rulebook::ORDER_NEVER_AUTHORIZED))?;
         if !bill.status.can_change_to(status) {
-            return Err(WxError::new(40078, "invalid card status"));
+            return Err(WxError::from(&rulebook::INVALID_CARD_STATUS));
         }
         bill.status = status;
         Ok(json_object(json!({"errcode": 0, "errmsg": "ok"})))

@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use fiscalbill_common::Secret;
-use fiscalbill_common::callback::{PushFormat, PushMode};
 use serde::{Deserialize, Serialize};
+use wechat::Secret;
+use wechat::callback::{PushFormat, PushMode};
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]

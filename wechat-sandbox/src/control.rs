@@ -8,10 +8,10 @@ use axum::extract::{Path, State};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
-use fiscalbill_common::wechat::types::ReimburseStatus;
 use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use wechat::types::ReimburseStatus;
 
 use crate::Sandbox;
 use crate::config::AccountConfig;

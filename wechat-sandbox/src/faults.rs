@@ -9,12 +9,15 @@ use crate::world::World;
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum FaultAction {
-    /// Answer HTTP 200 with this errcode instead of processing.
+    /// Answer HTTP 200 with this errcode instead of processing (with the rulebook's errmsg
+    /// unless one is given).
     Errcode {
         errcode: i64,
         #[serde(default)]
         errmsg: Option<String>,
     },
+    /// Answer HTTP 200 with the rulebook's error of this name, e.g. `ip_not_whitelisted`.
+    Error { name: String },
     /// Answer with this HTTP status and an empty body instead of processing.
     HttpStatus { status: u16 },
     /// Wait, then process and answer normally (past a client's timeout the answer is lost
@@ -62,6 +65,11 @@ impl World {
             && !(0.0..=1.0).contains(&p)
         {
             return Err("probability must be between 0 and 1".to_owned());
+        }
+        if let FaultAction::Error { name } = &rule.action
+            && wechat::rulebook::by_name(name).is_none()
+        {
+            return Err(format!("no error named {name:?} in the rulebook"));
         }
         rule.id = self.faults.iter().map(|f| f.id).max().unwrap_or(0) + 1;
         let id = rule.id;
@@ -140,5 +148,14 @@ mod tests {
         let drop: FaultRule =
             serde_json::from_str(r#"{"path":"/nontax/insertbill","kind":"drop","after_processing":true}"#).unwrap();
         assert_eq!(drop.action, FaultAction::Drop { after_processing: true });
+        let named_rule = || -> FaultRule {
+            serde_json::from_str(r#"{"path":"*","kind":"error","name":"ip_not_whitelisted"}"#).unwrap()
+        };
+        let named = named_rule();
+        assert_eq!(named.action, FaultAction::Error { name: "ip_not_whitelisted".into() });
+        let mut world = World::default();
+        assert!(world.add_fault(named).is_ok());
+        let unknown = FaultRule { action: FaultAction::Error { name: "nope".into() }, ..named_rule() };
+        assert!(world.add_fault(unknown).is_err());
     }
 }

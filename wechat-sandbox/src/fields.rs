@@ -2,12 +2,13 @@
 //! or wrong types, 72031 naming a missing field.
 
 use serde_json::{Map, Value};
+use wechat::rulebook;
 
 use crate::world::WxError;
 
 pub fn parse_object(body: &[u8]) -> Result<Map<String, Value>, WxError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(WxError::new(44002, "empty post data"));
+        return Err(WxError::from(&rulebook::EMPTY_POST_DATA));
     }
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(map)) => Ok(map),

@@ -3,6 +3,7 @@
 
 use base64::Engine;
 use serde_json::{Map, Value, json};
+use wechat::rulebook;
 
 use crate::fields;
 use crate::world::{AuthLink, HEX, OrderState, SpApp, World, WxError, WxResult, json_object, random_string};
@@ -88,7 +89,7 @@ impl World {
         }
         let key = (s_pappid.clone(), caller.to_owned(), order_id.clone());
         if matches!(self.orders.get(&key), Some(OrderState::Rejected { .. })) {
-            return Err(WxError::new(72035, "biz reject insert"));
+            return Err(WxError::from(&rulebook::ORDER_REJECTED));
         }
         let id = random_string(HEX, 32);
         let link = AuthLink {
@@ -142,8 +143,8 @@ impl World {
     }
 
     /// `POST card/invoice/getauthdata`. `auth success` when authorized; the sandbox answers
-    /// `auth fail` for a declined order and 72038 for one never answered (WeChat documents
-    /// neither case).
+    /// `auth fail` for a declined order and "invoice order never auth" for one never answered
+    /// (WeChat documents neither case).
     pub fn auth_data(&self, caller: &str, body: &Map<String, Value>) -> WxResult {
         let s_pappid = fields::string(body, "s_pappid")?;
         let order_id = fields::string(body, "order_id")?;
@@ -154,8 +155,8 @@ impl World {
             Some(OrderState::Declined { at, .. }) => {
                 Ok(json_object(json!({"errcode": 0, "errmsg": "ok", "invoice_status": "auth fail", "auth_time": at})))
             }
-            Some(OrderState::Rejected { .. }) => Err(WxError::new(72035, "biz reject insert")),
-            None => Err(WxError::new(72038, "invoice order never auth")),
+            Some(OrderState::Rejected { .. }) => Err(WxError::from(&rulebook::ORDER_REJECTED)),
+            None => Err(WxError::from(&rulebook::ORDER_NEVER_AUTHORIZED)),
         }
     }
 
@@ -169,7 +170,7 @@ impl World {
             return Err(WxError::field_invalid("s_pappid"));
         }
         if self.bills.is_billed(caller, &order_id) {
-            return Err(WxError::new(40078, "invalid card status, the order is already billed"));
+            return Err(WxError::detailed(&rulebook::INVALID_CARD_STATUS, "the order is already billed"));
         }
         self.orders.insert((s_pappid, caller.to_owned(), order_id), OrderState::Rejected { reason, url, at: now });
         Ok(json_object(json!({"errcode": 0, "errmsg": "ok"})))

@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use fiscalbill_common::clock::{Clock, OffsetClock};
+use wechat::clock::{Clock, OffsetClock};
 
 pub use config::{AccountConfig, SandboxConfig};
 pub use faults::{FaultAction, FaultRule};
@@ -45,7 +45,7 @@ struct Inner {
 
 impl Sandbox {
     fn new(config: SandboxConfig, public_url: String) -> Self {
-        fiscalbill_common::tls::install_crypto_provider();
+        wechat::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(config.push_timeout_ms))
             .no_proxy()
@@ -144,14 +144,14 @@ pub async fn start(config: SandboxConfig) -> std::io::Result<RunningSandbox> {
 pub fn demo_accounts() -> Vec<AccountConfig> {
     let account = |appid: &str, secret: &str, name: &str| AccountConfig {
         appid: appid.to_owned(),
-        secret: fiscalbill_common::Secret::new(secret),
+        secret: wechat::Secret::new(secret),
         name: name.to_owned(),
         original_id: None,
         callback_url: None,
-        callback_token: Some(fiscalbill_common::Secret::new(DEMO_CALLBACK_TOKEN)),
-        encoding_aes_key: Some(fiscalbill_common::Secret::new(DEMO_ENCODING_AES_KEY)),
-        push_mode: fiscalbill_common::callback::PushMode::Safe,
-        push_format: fiscalbill_common::callback::PushFormat::Xml,
+        callback_token: Some(wechat::Secret::new(DEMO_CALLBACK_TOKEN)),
+        encoding_aes_key: Some(wechat::Secret::new(DEMO_ENCODING_AES_KEY)),
+        push_mode: wechat::callback::PushMode::Safe,
+        push_format: wechat::callback::PushFormat::Xml,
         service_account: None,
         token_lifetime_secs: 7200,
         daily_quota: Default::default(),

@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use fiscalbill_common::callback::{CallbackKeys, PushMessage, SealedPush, seal_push};
 use serde::Serialize;
+use wechat::callback::{CallbackKeys, PushMessage, SealedPush, seal_push};
 
 use crate::Sandbox;
 use crate::bills::StatusChange;

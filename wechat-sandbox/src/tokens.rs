@@ -2,6 +2,7 @@
 //! lifetimes, overlap rules, quotas and error codes.
 
 use serde_json::json;
+use wechat::rulebook;
 
 use crate::world::{ALNUM, IssuedToken, Ticket, TokenKind, World, WxError, WxResult, json_object, random_string};
 
@@ -15,9 +16,9 @@ const FORCE_REFRESH_SPACING_SECS: i64 = 30;
 impl World {
     /// Checks appid and secret of a token fetch.
     fn check_credentials(&self, appid: &str, secret: &str) -> Result<(), WxError> {
-        let account = self.accounts.get(appid).ok_or_else(|| WxError::new(40013, "invalid appid"))?;
+        let account = self.accounts.get(appid).ok_or_else(|| WxError::from(&rulebook::INVALID_APPID))?;
         if account.secret.expose() != secret {
-            return Err(WxError::new(40125, "invalid appsecret"));
+            return Err(WxError::from(&rulebook::INVALID_APPSECRET));
         }
         Ok(())
     }
@@ -29,7 +30,7 @@ impl World {
         };
         let used = self.daily_calls.entry((appid.to_owned(), endpoint, now.div_euclid(86_400))).or_default();
         if *used >= limit {
-            return Err(WxError::new(45009, "reach max api daily quota limit"));
+            return Err(WxError::from(&rulebook::DAILY_QUOTA));
         }
         *used += 1;
         Ok(())
@@ -49,7 +50,7 @@ impl World {
     /// 5 more minutes.
     pub fn token(&mut self, grant_type: &str, appid: &str, secret: &str, now: i64) -> WxResult {
         if grant_type != "client_credential" {
-            return Err(WxError::new(40002, "invalid grant_type"));
+            return Err(WxError::from(&rulebook::INVALID_GRANT_TYPE));
         }
         self.check_credentials(appid, secret)?;
         self.take_quota(appid, "token", now)?;
@@ -66,7 +67,7 @@ impl World {
     /// replaces it at once, at most 20 times a day and 30 s apart.
     pub fn stable_token(&mut self, grant_type: &str, appid: &str, secret: &str, force: bool, now: i64) -> WxResult {
         if grant_type != "client_credential" {
-            return Err(WxError::new(40002, "invalid grant_type"));
+            return Err(WxError::from(&rulebook::INVALID_GRANT_TYPE));
         }
         self.check_credentials(appid, secret)?;
         self.take_quota(appid, "stable_token", now)?;
@@ -75,13 +76,10 @@ impl World {
             let log = self.forced_refreshes.entry(appid.to_owned()).or_default();
             log.retain(|at| now.div_euclid(86_400) == at.div_euclid(86_400));
             if log.len() >= FORCE_REFRESH_PER_DAY {
-                return Err(WxError::new(45009, "reach max api daily quota limit"));
+                return Err(WxError::from(&rulebook::DAILY_QUOTA));
             }
             if log.last().is_some_and(|last| now - last < FORCE_REFRESH_SPACING_SECS) {
-                return Err(WxError::new(
-                    45011,
-                    "api minute-quota reach limit, force_refresh must be 30 seconds apart",
-                ));
+                return Err(WxError::detailed(&rulebook::MINUTE_QUOTA, "force_refresh must be 30 seconds apart"));
             }
             log.push(now);
             if let Some(old) = &current {
@@ -103,23 +101,23 @@ impl World {
         self.tokens.get(value).map(|t| t.appid.as_str())
     }
 
-    /// Validates an access token: 41001 missing, 40014 malformed, 40001 unknown or replaced,
-    /// 42001 expired. Returns its account.
+    /// Validates an access token: missing, malformed, unknown or replaced, expired (each its
+    /// own errcode). Returns its account.
     pub fn token_state(&self, value: &str, now: i64) -> Result<String, WxError> {
         if value.is_empty() {
-            return Err(WxError::new(41001, "access_token missing"));
+            return Err(WxError::from(&rulebook::ACCESS_TOKEN_MISSING));
         }
         let Some(token) = self.tokens.get(value) else {
             if value.len() != TOKEN_LEN || !value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-                return Err(WxError::new(40014, "invalid access_token"));
+                return Err(WxError::from(&rulebook::INVALID_ACCESS_TOKEN));
             }
-            return Err(WxError::new(40001, "invalid credential, access_token is invalid or not latest"));
+            return Err(WxError::from(&rulebook::INVALID_CREDENTIAL));
         };
         if token.expires_at <= now {
-            return Err(WxError::new(42001, "access_token expired"));
+            return Err(WxError::from(&rulebook::ACCESS_TOKEN_EXPIRED));
         }
         if token.replaced_until.is_some_and(|until| until <= now) {
-            return Err(WxError::new(40001, "invalid credential, access_token is invalid or not latest"));
+            return Err(WxError::from(&rulebook::INVALID_CREDENTIAL));
         }
         Ok(token.appid.clone())
     }
@@ -140,7 +138,7 @@ impl World {
     /// `GET cgi-bin/ticket/getticket?type=wx_card`: the same ticket while valid.
     pub fn card_ticket(&mut self, appid: &str, ticket_type: &str, now: i64) -> WxResult {
         if ticket_type != "wx_card" {
-            return Err(WxError::new(40097, "invalid args, type must be wx_card"));
+            return Err(WxError::detailed(&rulebook::INVALID_ARGS, "type must be wx_card"));
         }
         self.take_quota(appid, "getticket", now)?;
         let lifetime = self.accounts[appid].token_lifetime_secs;

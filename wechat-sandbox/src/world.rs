@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
+use wechat::rulebook::{self, Rule};
 
 use crate::config::AccountConfig;
 use crate::faults::FaultRule;
@@ -12,29 +13,42 @@ use crate::push::PushRecord;
 use crate::stats::CallStats;
 
 /// A WeChat error answer: HTTP 200 with `errcode` and `errmsg` (a ` rid: ...` is appended on
-/// the wire).
+/// the wire). Raised by name from the rulebook, as WeChat words it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WxError {
     pub errcode: i64,
     pub errmsg: String,
 }
 
+impl From<&Rule> for WxError {
+    fn from(rule: &Rule) -> Self {
+        Self { errcode: rule.errcode, errmsg: rule.errmsg.to_owned() }
+    }
+}
+
 impl WxError {
-    pub fn new(errcode: i64, errmsg: impl Into<String>) -> Self {
-        Self { errcode, errmsg: errmsg.into() }
+    /// The rule's error with a detail after its errmsg (`invalid params, order_id is empty`).
+    pub fn detailed(rule: &Rule, detail: &str) -> Self {
+        Self { errcode: rule.errcode, errmsg: rule.errmsg_with(detail) }
+    }
+
+    /// An injected errcode: the rulebook's errmsg unless the fault gives one.
+    pub fn injected(errcode: i64, errmsg: Option<String>) -> Self {
+        let errmsg = errmsg.or_else(|| rulebook::by_errcode(errcode).map(|rule| rule.errmsg.to_owned()));
+        Self { errcode, errmsg: errmsg.unwrap_or_else(|| "injected fault".to_owned()) }
     }
 
     /// 72031 naming the field, as WeChat does.
     pub fn field_empty(field: &str) -> Self {
-        Self::new(72031, format!("invalid params, {field} is empty"))
+        Self::detailed(&rulebook::INVALID_PARAMS, &format!("{field} is empty"))
     }
 
     pub fn field_invalid(field: &str) -> Self {
-        Self::new(72031, format!("invalid params, {field} is invalid"))
+        Self::detailed(&rulebook::INVALID_PARAMS, &format!("{field} is invalid"))
     }
 
     pub fn data_format() -> Self {
-        Self::new(47001, "data format error")
+        Self::from(&rulebook::DATA_FORMAT)
     }
 }
 
@@ -166,7 +180,7 @@ pub struct CardBill {
     pub billing_code: String,
     pub pdf: Bytes,
     pub pdf_sha256: String,
-    pub status: fiscalbill_common::wechat::types::ReimburseStatus,
+    pub status: wechat::types::ReimburseStatus,
     pub inserted_at: i64,
 }
 

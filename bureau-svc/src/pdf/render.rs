@@ -366,7 +366,7 @@ mod tests {
     #[test]
     fn renders_a_valid_small_pdf() {
         let pdf = render(&header(), &content(3));
-        fiscalbill_common::pdf::validate(&pdf, 1 << 20).unwrap();
+        wechat::pdf::validate(&pdf, 1 << 20).unwrap();
         assert!(pdf.len() < 16 * 1024, "{} bytes", pdf.len());
         assert_eq!(render(&header(), &content(3)), pdf, "deterministic");
         let text = String::from_utf8_lossy(&pdf);
@@ -380,7 +380,7 @@ mod tests {
     #[test]
     fn long_bills_continue_on_more_pages() {
         let pdf = render(&header(), &content(25));
-        fiscalbill_common::pdf::validate(&pdf, 1 << 20).unwrap();
+        wechat::pdf::validate(&pdf, 1 << 20).unwrap();
         assert!(String::from_utf8_lossy(&pdf).contains("/Count 3"));
     }
 

@@ -51,7 +51,7 @@ async fn permanent_refusals_fail_the_bill_with_their_reason() {
     env.authorize("o-rejected").await;
     let s_pappid = env.s_pappid().await;
     let client = env.unit.client();
-    let reject = &fiscalbill_common::wechat::types::RejectInsertRequest {
+    let reject = &wechat::types::RejectInsertRequest {
         s_pappid,
         order_id: "o-rejected".into(),
         reason: "refunded".into(),

@@ -115,7 +115,7 @@ on_both_databases!(repeats_are_idempotent);
 async fn supplied_pdfs_are_validated_and_inserted_as_given() {
     let mut env = Env::start(fiscalbill_common::db::test_support::sqlite()).await;
     env.authorize("o-pdf").await;
-    let pdf = fiscalbill_common::pdf::sample("Supplied bill o-pdf");
+    let pdf = wechat::pdf::sample("Supplied bill o-pdf");
     let mut supplied = request("o-pdf");
     supplied.pdf = pdf.clone().into();
     let bill = env.issue(supplied.clone()).await.unwrap();
@@ -132,7 +132,7 @@ async fn supplied_pdfs_are_validated_and_inserted_as_given() {
     // Not a PDF, a truncated one, one over the limit: INVALID_ARGUMENT on `pdf`, no WeChat call.
     let mut truncated = pdf.clone();
     truncated.truncate(pdf.len() - 30);
-    let mut oversized = fiscalbill_common::pdf::sample("big");
+    let mut oversized = wechat::pdf::sample("big");
     oversized.splice(9..9, std::iter::repeat_n(b'%', 2 * 1024 * 1024));
     for bad in [b"<html>not a pdf</html>".to_vec(), truncated, oversized] {
         let mut invalid = request("o-bad-pdf");
@@ -148,7 +148,7 @@ async fn supplied_pdfs_are_validated_and_inserted_as_given() {
     let rendered = env.issue(request("o-rendered")).await.unwrap();
     let card = env.cards().await.into_iter().find(|c| c["code"] == rendered.card_code.as_str()).unwrap();
     let downloaded = env.http.get(card["pdf_url"].as_str().unwrap()).send().await.unwrap().bytes().await.unwrap();
-    fiscalbill_common::pdf::validate(&downloaded, 1 << 20).unwrap();
+    wechat::pdf::validate(&downloaded, 1 << 20).unwrap();
     assert!(downloaded.len() < 16 * 1024);
 }
 

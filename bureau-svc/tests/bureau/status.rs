@@ -99,7 +99,7 @@ async fn status_pushes_are_verified_applied_once_and_forgeries_refused() {
 
     // URL verification.
     let token = "sandboxToken";
-    let signature = fiscalbill_common::callback::signature::signature(token, "1714036504", "1514711492");
+    let signature = wechat::callback::signature::signature(token, "1714036504", "1514711492");
     let echo = env
         .http
         .get(format!("{url}?signature={signature}&timestamp=1714036504&nonce=1514711492&echostr=hello"))

@@ -5,17 +5,17 @@ use std::time::Duration;
 
 use bureau_svc::RunningBureau;
 use bureau_svc::config::{AccountConfig, BureauConfig, IssuingConfig, ServerConfig, UnitConfig};
-use fiscalbill_common::Secret;
-use fiscalbill_common::callback::PushMode;
 use fiscalbill_common::config::SecretSetting;
 use fiscalbill_common::db::DatabaseConfig;
 use fiscalbill_common::proto::bureau as pb;
 use fiscalbill_common::proto::bureau::bureau_service_client::BureauServiceClient;
 use fiscalbill_common::proto::types as types_pb;
-use fiscalbill_common::wechat::types::{AuthSource, GetBillAuthUrlRequest};
-use fiscalbill_common::wechat::{Credentials, MemoryCredentialStore, TokenMode, WechatClient, WechatHttpConfig};
 use serde_json::{Value, json};
 use tonic::transport::Channel;
+use wechat::Secret;
+use wechat::callback::PushMode;
+use wechat::types::{AuthSource, GetBillAuthUrlRequest};
+use wechat::{Credentials, MemoryCredentialStore, TokenMode, WechatClient, WechatHttpConfig};
 use wechat_sandbox::{RunningSandbox, SandboxConfig};
 
 pub const BUREAU: &str = "wxb0000000000000b1";
@@ -167,7 +167,7 @@ impl Env {
             [UNIT, APP, OTHER_UNIT].map(|a| (a.to_owned(), secret_of(a))),
             TokenMode::StableToken,
             std::sync::Arc::new(MemoryCredentialStore::default()),
-            std::sync::Arc::new(fiscalbill_common::clock::SystemClock),
+            std::sync::Arc::new(wechat::clock::SystemClock),
         );
         let env =
             Env { sandbox, db, bureau: Some(bureau), client, channel, http: reqwest::Client::new(), unit, issuing };
@@ -251,7 +251,7 @@ impl Env {
             s_pappid,
             order_id: order_id.to_owned(),
             money: 1,
-            timestamp: fiscalbill_common::clock::unix_now(),
+            timestamp: wechat::clock::unix_now(),
             source: if appid == APP { AuthSource::App } else { AuthSource::Web },
             redirect_url: None,
             ticket,

@@ -1,10 +1,10 @@
 //! Every endpoint through the real client: success and documented error paths.
 
 use base64::Engine;
-use fiscalbill_common::wechat::types::{OrderRef, ReimburseStatus, RejectInsertRequest, UpdateStatusRequest};
-use fiscalbill_common::wechat::{CallError, TokenMode, WechatError};
 use serde_json::json;
 use sha2::Digest;
+use wechat::types::{OrderRef, ReimburseStatus, RejectInsertRequest, UpdateStatusRequest};
+use wechat::{CallError, TokenMode, WechatError};
 
 use crate::support::*;
 
@@ -51,7 +51,7 @@ async fn full_issue_flow_puts_the_bill_in_the_card_package() {
     let media_ref = &media;
     let link = creds.with_access_token(BUREAU, |t| async move { client.get_pdf(&t, media_ref).await }).await.unwrap();
     let downloaded = env.http.get(&link.pdf_url).send().await.unwrap().bytes().await.unwrap();
-    assert_eq!(downloaded.as_ref(), fiscalbill_common::pdf::sample("bill order-1"));
+    assert_eq!(downloaded.as_ref(), wechat::pdf::sample("bill order-1"));
     assert_eq!(link.pdf_url_expire_time, 7200);
 
     let request = &insert_request("order-1", &card_id, UNIT, &media, "0000000001");
@@ -66,7 +66,7 @@ async fn full_issue_flow_puts_the_bill_in_the_card_package() {
     assert_eq!(cards[0]["code"], inserted.code.as_str());
     assert_eq!(cards[0]["fee"], 1234);
     assert_eq!(cards[0]["reimburse_status"], "INVOICE_REIMBURSE_INIT");
-    let sha = hex::encode(sha2::Sha256::digest(fiscalbill_common::pdf::sample("bill order-1")));
+    let sha = hex::encode(sha2::Sha256::digest(wechat::pdf::sample("bill order-1")));
     assert_eq!(cards[0]["pdf_sha256"], sha.as_str());
 
     // Status updates follow the documented transitions; CLOSURE is final.
@@ -100,7 +100,7 @@ async fn insertbill_enforces_the_documented_rules() {
     let client = creds.client();
     let (s_pappid, card_id) = bureau_setup(&env, &creds).await;
     let media = upload_pdf(&creds, "x").await;
-    let insert = |request: fiscalbill_common::wechat::types::InsertBillRequest| {
+    let insert = |request: wechat::types::InsertBillRequest| {
         let request = std::sync::Arc::new(request);
         let creds = &creds;
         async move {
@@ -283,13 +283,13 @@ async fn setpdf_refuses_what_is_not_a_pdf_or_too_large() {
         }
     };
     assert_eq!(errcode(upload(b"<html>hello</html>".to_vec()).await), 72040);
-    let mut truncated = fiscalbill_common::pdf::sample("t");
+    let mut truncated = wechat::pdf::sample("t");
     truncated.truncate(truncated.len() - 10);
     assert_eq!(errcode(upload(truncated).await), 72040);
-    let mut big = fiscalbill_common::pdf::sample("big");
+    let mut big = wechat::pdf::sample("big");
     big.splice(9..9, std::iter::repeat_n(b'%', 5000));
     assert_eq!(errcode(upload(big).await), 40006);
-    assert!(upload(fiscalbill_common::pdf::sample("ok")).await.is_ok());
+    assert!(upload(wechat::pdf::sample("ok")).await.is_ok());
     // Not multipart at all.
     let token = creds.access_token(BUREAU).await.unwrap().value;
     let raw = env
@@ -308,19 +308,19 @@ async fn auth_links_need_the_current_ticket_and_expire() {
     let link = auth_link(&env, &creds, UNIT, &s_pappid, "o-10", 500).await;
     assert!(link.starts_with(&format!("{}/sandbox/auth/", env.base)));
 
-    let request = &fiscalbill_common::wechat::types::GetBillAuthUrlRequest {
+    let request = &wechat::types::GetBillAuthUrlRequest {
         s_pappid: s_pappid.clone(),
         order_id: "o-11".into(),
         money: 1,
         timestamp: env.now(),
-        source: fiscalbill_common::wechat::types::AuthSource::Web,
+        source: wechat::types::AuthSource::Web,
         redirect_url: Some("https://unit.example/done".into()),
         ticket: "not-the-ticket".into(),
     };
     let bad_ticket =
         creds.with_access_token(UNIT, |t| async move { client.get_bill_auth_url(&t, request).await }).await;
     assert_eq!(errcode(bad_ticket), 72031);
-    let millis = &fiscalbill_common::wechat::types::GetBillAuthUrlRequest {
+    let millis = &wechat::types::GetBillAuthUrlRequest {
         timestamp: env.now() * 1000,
         ticket: creds.card_ticket(UNIT).await.unwrap().value,
         ..request.clone()

@@ -1,13 +1,13 @@
 //! Injected faults reach the client as the typed errors it acts on, and resends happen only
 //! where the doc allows them.
 
-use fiscalbill_common::wechat::types::OrderRef;
-use fiscalbill_common::wechat::{CallError, TokenMode, WechatError, WechatHttpConfig};
 use serde_json::json;
+use wechat::types::OrderRef;
+use wechat::{CallError, TokenMode, WechatError, WechatHttpConfig};
 
 use crate::support::*;
 
-async fn get_auth_data(creds: &fiscalbill_common::wechat::Credentials) -> Result<(), CallError> {
+async fn get_auth_data(creds: &wechat::Credentials) -> Result<(), CallError> {
     let client = creds.client();
     let order = &OrderRef { s_pappid: "unknown".into(), order_id: "o".into() };
     match creds.with_access_token(UNIT, |t| async move { client.get_auth_data(&t, order).await }).await {
@@ -40,12 +40,12 @@ async fn system_busy_is_resent_only_where_safe() {
 async fn http_errors_timeouts_and_dropped_connections_are_typed() {
     let env = Env::start().await;
     let config = WechatHttpConfig { max_resends: 0, timeout_ms: 300, ..env.http_config() };
-    let client = fiscalbill_common::wechat::WechatClient::new(&config).unwrap();
+    let client = wechat::WechatClient::new(&config).unwrap();
     let token = client.stable_token(BUREAU, &secret_of(BUREAU), false).await.unwrap().access_token;
 
     env.fault(json!({"path": "/card/invoice/seturl", "kind": "http_status", "status": 502, "count": 1})).await;
     let error = client.set_url(&token).await.unwrap_err();
-    assert_eq!(error, WechatError::HttpStatus { endpoint: fiscalbill_common::wechat::Endpoint::SetUrl, status: 502 });
+    assert_eq!(error, WechatError::HttpStatus { endpoint: wechat::Endpoint::SetUrl, status: 502 });
     assert!(error.is_transient() && !error.outcome_unknown());
 
     env.fault(json!({"path": "/card/invoice/seturl", "kind": "delay", "delay_ms": 1500, "count": 1})).await;
@@ -78,7 +78,7 @@ async fn safe_endpoints_are_resent_after_5xx_and_lost_answers() {
 
     // createbillcard is not idempotent: a lost answer is reported, not resent.
     env.fault(json!({"path": "/nontax/createbillcard", "kind": "http_status", "status": 503, "count": 1})).await;
-    let info = fiscalbill_common::wechat::types::BillCardInfo { payee: "p".into(), logo_url: "https://l".into() };
+    let info = wechat::types::BillCardInfo { payee: "p".into(), logo_url: "https://l".into() };
     assert!(client.create_bill_card(&token, &info).await.is_err());
     assert_eq!(env.calls("/nontax/createbillcard", BUREAU).await, 1);
 }
@@ -94,7 +94,7 @@ async fn connection_refused_is_resent_and_then_reported() {
         resend_backoff_ms: 1,
         ..WechatHttpConfig::default()
     };
-    let client = fiscalbill_common::wechat::WechatClient::new(&config).unwrap();
+    let client = wechat::WechatClient::new(&config).unwrap();
     let error = client.insert_bill(&"t".into(), &insert_request("o", "p", UNIT, "1", "1")).await.unwrap_err();
     assert!(matches!(error, WechatError::Transport { connected: false, .. }), "{error:?}");
     assert!(!error.outcome_unknown());

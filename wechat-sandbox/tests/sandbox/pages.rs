@@ -1,6 +1,6 @@
 //! The human pages: the authorization page a payer opens and the card package.
 
-use fiscalbill_common::wechat::TokenMode;
+use wechat::TokenMode;
 
 use crate::support::*;
 

@@ -7,11 +7,11 @@ use axum::Router;
 use axum::extract::{RawQuery, State};
 use axum::routing::post;
 use bytes::Bytes;
-use fiscalbill_common::Secret;
-use fiscalbill_common::callback::{CallbackKeys, CallbackQuery, PushFormat, PushMessage, PushMode, open_push};
-use fiscalbill_common::wechat::TokenMode;
 use http::StatusCode;
 use serde_json::json;
+use wechat::Secret;
+use wechat::TokenMode;
+use wechat::callback::{CallbackKeys, CallbackQuery, PushFormat, PushMessage, PushMode, open_push};
 
 use crate::support::*;
 

@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use fiscalbill_common::clock::OffsetClock;
-use fiscalbill_common::wechat::types::{AuthSource, GetBillAuthUrlRequest, InsertBillRequest, InvoiceUserData};
-use fiscalbill_common::wechat::{
+use serde_json::{Value, json};
+use wechat::clock::OffsetClock;
+use wechat::types::{AuthSource, GetBillAuthUrlRequest, InsertBillRequest, InvoiceUserData};
+use wechat::{
     Credentials, MemoryCredentialStore, TokenMode, WechatClient, WechatHttpConfig, credentials::CredentialStore,
 };
-use fiscalbill_common::{Secret, pdf};
-use serde_json::{Value, json};
+use wechat::{Secret, pdf};
 use wechat_sandbox::{AccountConfig, RunningSandbox, SandboxConfig};
 
 pub const BUREAU: &str = "wxb0000000000000b1";
@@ -126,7 +126,7 @@ pub fn test_config() -> SandboxConfig {
 pub async fn bureau_setup(env: &Env, creds: &Credentials) -> (String, String) {
     let client = creds.client();
     let sp = creds.with_access_token(BUREAU, |t| async move { client.set_url(&t).await }).await.unwrap();
-    let info = &fiscalbill_common::wechat::types::BillCardInfo {
+    let info = &wechat::types::BillCardInfo {
         payee: "沙箱医院".to_owned(),
         logo_url: "https://example.org/logo.png".to_owned(),
     };

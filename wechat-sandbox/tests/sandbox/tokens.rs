@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use fiscalbill_common::wechat::types::OrderRef;
-use fiscalbill_common::wechat::{CallError, MemoryCredentialStore, TokenMode};
 use serde_json::json;
+use wechat::types::OrderRef;
+use wechat::{CallError, MemoryCredentialStore, TokenMode};
 
 use crate::support::*;
 
@@ -59,7 +59,7 @@ async fn concurrent_callers_share_one_failed_fetch() {
 }
 
 /// A getauthdata call by the unit for an unknown order: 72038 means the token was accepted.
-async fn auth_data_calls(creds: &fiscalbill_common::wechat::Credentials) -> Result<(), CallError> {
+async fn auth_data_calls(creds: &wechat::Credentials) -> Result<(), CallError> {
     let client = creds.client();
     let order = &OrderRef { s_pappid: "unknown".into(), order_id: "o".into() };
     match creds.with_access_token(UNIT, |t| async move { client.get_auth_data(&t, order).await }).await {
@@ -179,10 +179,10 @@ async fn replicas_sharing_a_store_fetch_once() {
 
     // One replica sees the token rejected: the others pick up its replacement from the store.
     let first = values[0].clone();
-    replicas[0].expire(&fiscalbill_common::wechat::CredentialKey::access_token(UNIT), &first).await.unwrap();
+    replicas[0].expire(&wechat::CredentialKey::access_token(UNIT), &first).await.unwrap();
     let fresh = replicas[0].access_token(UNIT).await.unwrap().value;
     assert_ne!(fresh, first);
-    replicas[1].expire(&fiscalbill_common::wechat::CredentialKey::access_token(UNIT), &first).await.unwrap();
+    replicas[1].expire(&wechat::CredentialKey::access_token(UNIT), &first).await.unwrap();
     assert_eq!(replicas[1].access_token(UNIT).await.unwrap().value, fresh);
     assert_eq!(env.calls("/cgi-bin/token", UNIT).await, 2);
 }

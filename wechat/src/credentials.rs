@@ -4,8 +4,9 @@
 //! - refreshed ahead of expiry, with exactly one refresh in flight per credential however many
 //!   callers wait (single-flight in the process, a claim in the [`CredentialStore`] across
 //!   replicas), and a growing pause after failed refreshes so an outage causes no storm;
-//! - on 40001/40014/42001 the token that failed is expired only if it is still current
-//!   (compare-and-expire), then the call is retried exactly once. 45009 never refreshes.
+//! - when WeChat rejects the token (kind `TokenRejected` in the rulebook) the token that failed
+//!   is expired only if it is still current (compare-and-expire), then the call is retried
+//!   exactly once. A quota answer never refreshes.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -17,9 +18,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::client::WechatClient;
-use super::error::WechatError;
+use crate::account::Account;
+use crate::client::WechatClient;
 use crate::clock::Clock;
+use crate::error::WechatError;
 use crate::secret::Secret;
 
 /// How access tokens are fetched.
@@ -281,9 +283,14 @@ impl Credentials {
         self.get(&CredentialKey::card_ticket(appid)).await
     }
 
-    /// Runs `call` with the account's access token. If WeChat rejects the token (40001,
-    /// 40014, 42001) it is expired if still current and `call` runs once more with a fresh
-    /// one; its second answer is final.
+    /// The calls of one account, each with its access token (see [`Account`]).
+    pub fn account<'a>(&'a self, appid: &'a str) -> Account<'a> {
+        Account::new(self, appid)
+    }
+
+    /// Runs `call` with the account's access token. If WeChat rejects the token it is expired
+    /// if still current and `call` runs once more with a fresh one; its second answer is
+    /// final. [`Account`]'s methods are this around each endpoint.
     pub async fn with_access_token<T, F, Fut>(&self, appid: &str, call: F) -> Result<T, CallError>
     where
         F: Fn(Secret) -> Fut,
@@ -433,10 +440,7 @@ impl Credentials {
                     return Err(CallError::UnknownAccount(key.appid.clone()));
                 }
                 self.stats.ticket_fetches.fetch_add(1, Ordering::Relaxed);
-                let client = &self.client;
-                let ticket = self
-                    .with_access_token(&key.appid, |token| async move { client.get_card_ticket(&token).await })
-                    .await?;
+                let ticket = self.account(&key.appid).fetch_card_ticket().await?;
                 tracing::info!(appid = %key.appid, expires_in = ticket.expires_in, "fetched wx_card ticket");
                 Ok(Credential::issued(ticket.ticket, self.clock.now(), ticket.expires_in))
             }
@@ -447,7 +451,7 @@ impl Credentials {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wechat::WechatHttpConfig;
+    use crate::WechatHttpConfig;
 
     #[test]
     fn refresh_ahead_leaves_five_minutes_or_half_the_life() {

@@ -8,10 +8,11 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::Endpoint;
-use super::error::{WechatError, split_errmsg};
-use super::types::*;
+use crate::Endpoint;
+use crate::error::{WechatError, split_errmsg};
+use crate::rulebook::ErrorKind;
 use crate::secret::Secret;
+use crate::types::*;
 
 /// Where and how to reach WeChat. Durations are in milliseconds.
 #[derive(Clone, Debug, Deserialize)]
@@ -89,7 +90,7 @@ enum Payload {
 
 impl WechatClient {
     pub fn new(config: &WechatHttpConfig) -> Result<Self, ClientConfigError> {
-        crate::tls::install_crypto_provider();
+        crate::install_crypto_provider();
         let base_url = config.base_url.trim_end_matches('/').to_owned();
         let parsed = url::Url::parse(&base_url).map_err(|_| ClientConfigError::BaseUrl(base_url.clone()))?;
         if !matches!(parsed.scheme(), "http" | "https") || parsed.query().is_some() || parsed.fragment().is_some() {
@@ -363,7 +364,7 @@ fn may_resend(endpoint: Endpoint, error: &WechatError) -> bool {
     match error {
         // The request never left: always safe.
         WechatError::Transport { connected: false, .. } => true,
-        WechatError::Api { errcode, .. } => *errcode == super::errcode::SYSTEM_BUSY && endpoint.resend_is_safe(),
+        WechatError::Api { .. } => error.kind() == ErrorKind::Busy && endpoint.resend_is_safe(),
         WechatError::HttpStatus { status, .. } => *status >= 500 && endpoint.resend_is_safe(),
         WechatError::Timeout { .. } | WechatError::Transport { .. } => endpoint.resend_is_safe(),
         WechatError::Malformed { .. } => false,
@@ -406,12 +407,10 @@ mod tests {
         assert_eq!(ok, AuthUrl { auth_url: "u".into(), expire_time: 7200 });
         let token: AccessToken = parse_answer(Endpoint::Token, br#"{"access_token":"T","expires_in":7200}"#).unwrap();
         assert_eq!(token.access_token.expose(), "T");
-        let err = parse_answer::<AuthUrl>(
-            Endpoint::GetBillAuthUrl,
-            br#"{"errcode":40001,"errmsg":"invalid credential rid: a-b-c"}"#,
-        )
-        .unwrap_err();
-        assert_eq!(err.errcode(), Some(40001));
+        let code = crate::rulebook::INVALID_CREDENTIAL.errcode;
+        let body = format!(r#"{{"errcode":{code},"errmsg":"invalid credential rid: a-b-c"}}"#);
+        let err = parse_answer::<AuthUrl>(Endpoint::GetBillAuthUrl, body.as_bytes()).unwrap_err();
+        assert_eq!(err.errcode(), Some(code));
         assert_eq!(err.rid(), Some("a-b-c"));
         let bad = parse_answer::<AuthUrl>(Endpoint::GetBillAuthUrl, b"<html>").unwrap_err();
         assert!(matches!(bad, WechatError::Malformed { .. }));
@@ -421,7 +420,13 @@ mod tests {
 
     #[test]
     fn resends_follow_the_error_table() {
-        let busy = |endpoint| WechatError::Api { endpoint, errcode: -1, errmsg: String::new(), rid: None, hint: None };
+        let busy = |endpoint| WechatError::Api {
+            endpoint,
+            errcode: crate::rulebook::SYSTEM_BUSY.errcode,
+            errmsg: String::new(),
+            rid: None,
+            hint: None,
+        };
         assert!(may_resend(Endpoint::GetAuthData, &busy(Endpoint::GetAuthData)));
         assert!(!may_resend(Endpoint::InsertBill, &busy(Endpoint::InsertBill)));
         assert!(!may_resend(Endpoint::Token, &busy(Endpoint::Token)));
@@ -432,7 +437,7 @@ mod tests {
         assert!(!may_resend(Endpoint::InsertBill, &timeout));
         let quota = WechatError::Api {
             endpoint: Endpoint::GetPdf,
-            errcode: 45011,
+            errcode: crate::rulebook::MINUTE_QUOTA.errcode,
             errmsg: String::new(),
             rid: None,
             hint: None,

@@ -1,32 +1,8 @@
-//! Typed failures of a WeChat call. Messages never contain the request URL (which carries the
-//! access_token) or any secret.
+//! Typed failures of a WeChat call, classified by the [rulebook](crate::rulebook). Messages
+//! never contain the request URL (which carries the access_token) or any secret.
 
-use super::Endpoint;
-
-/// errcode values with a meaning the client acts on (wechat-fiscal-api.md, "Error codes").
-pub mod errcode {
-    pub const SYSTEM_BUSY: i64 = -1;
-    pub const INVALID_CREDENTIAL: i64 = 40001;
-    pub const INVALID_ACCESS_TOKEN: i64 = 40014;
-    pub const ACCESS_TOKEN_EXPIRED: i64 = 42001;
-    pub const ACCESS_TOKEN_MISSING: i64 = 41001;
-    pub const INVALID_APPID: i64 = 40013;
-    pub const INVALID_APPSECRET: i64 = 40125;
-    pub const IP_NOT_WHITELISTED: i64 = 40164;
-    pub const REQUIRE_POST: i64 = 43002;
-    pub const DAILY_QUOTA: i64 = 45009;
-    pub const MINUTE_QUOTA: i64 = 45011;
-    pub const DATA_FORMAT: i64 = 47001;
-    pub const API_UNAUTHORIZED: i64 = 48001;
-    pub const INVALID_CARD_STATUS: i64 = 40078;
-    pub const UNAUTHORIZED_CREATE_INVOICE: i64 = 72015;
-    pub const INVALID_PARAMS: i64 = 72031;
-    pub const ORDER_REJECTED: i64 = 72035;
-    pub const ORDER_NEVER_AUTHORIZED: i64 = 72038;
-    pub const PDF_ERROR: i64 = 72040;
-    pub const BILLING_REPEATED: i64 = 72042;
-    pub const BILLING_SIZE: i64 = 72043;
-}
+use crate::Endpoint;
+use crate::rulebook::{self, ErrorKind, Rule};
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum WechatError {
@@ -85,25 +61,31 @@ impl WechatError {
         }
     }
 
-    /// The access token was rejected (40001, 40014, 42001): refresh once and retry once.
-    pub fn is_token_rejected(&self) -> bool {
-        matches!(
-            self.errcode(),
-            Some(errcode::INVALID_CREDENTIAL | errcode::INVALID_ACCESS_TOKEN | errcode::ACCESS_TOKEN_EXPIRED)
-        )
+    /// What this failure means to the caller (see the rulebook).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            WechatError::Api { errcode, .. } => rulebook::kind_of(*errcode),
+            WechatError::HttpStatus { .. } | WechatError::Timeout { .. } | WechatError::Transport { .. } => {
+                ErrorKind::Unreachable
+            }
+            WechatError::Malformed { .. } => ErrorKind::MalformedResponse,
+        }
     }
 
-    /// Trying again later may succeed: system busy, per-minute quota, HTTP 5xx, timeouts and
-    /// connection failures. Everything else needs a fix or is final.
+    /// The rulebook's row for WeChat's errcode, when WeChat answered with a known one.
+    pub fn rule(&self) -> Option<&'static Rule> {
+        self.errcode().and_then(rulebook::by_errcode)
+    }
+
+    /// The access token was rejected: refresh once and retry once.
+    pub fn is_token_rejected(&self) -> bool {
+        self.kind() == ErrorKind::TokenRejected
+    }
+
+    /// Trying again later may succeed: system busy, per-minute quota, no answer or an answer
+    /// not as documented. Everything else needs a fix or is final.
     pub fn is_transient(&self) -> bool {
-        match self {
-            WechatError::Api { errcode, .. } => {
-                matches!(*errcode, errcode::SYSTEM_BUSY | errcode::MINUTE_QUOTA)
-            }
-            WechatError::HttpStatus { status, .. } => *status >= 500 || *status == 429,
-            WechatError::Timeout { .. } | WechatError::Transport { .. } => true,
-            WechatError::Malformed { .. } => false,
-        }
+        self.kind().is_transient()
     }
 
     /// Whether WeChat may have acted on the request although no answer arrived: a timeout, or
@@ -161,24 +143,34 @@ mod tests {
 
     #[test]
     fn classifies_errors() {
-        let api = |code| WechatError::Api {
+        use crate::rulebook::*;
+        let api = |rule: &Rule| WechatError::Api {
             endpoint: Endpoint::InsertBill,
-            errcode: code,
+            errcode: rule.errcode,
             errmsg: "x".into(),
             rid: Some("r-1".into()),
             hint: None,
         };
-        for code in [40001, 40014, 42001] {
-            assert!(api(code).is_token_rejected());
+        for rule in [&INVALID_CREDENTIAL, &INVALID_ACCESS_TOKEN, &ACCESS_TOKEN_EXPIRED] {
+            assert!(api(rule).is_token_rejected());
         }
-        assert!(!api(errcode::DAILY_QUOTA).is_token_rejected());
-        assert!(!api(errcode::DAILY_QUOTA).is_transient());
-        assert!(api(-1).is_transient() && api(45011).is_transient());
-        assert!(!api(72038).is_transient());
-        assert_eq!(api(72038).rid(), Some("r-1"));
-        assert_eq!(api(72038).to_string(), "WeChat insertbill returned errcode 72038: x (rid r-1)");
+        assert!(!api(&DAILY_QUOTA).is_token_rejected());
+        assert!(!api(&DAILY_QUOTA).is_transient());
+        assert!(api(&SYSTEM_BUSY).is_transient() && api(&MINUTE_QUOTA).is_transient());
+        let never = api(&ORDER_NEVER_AUTHORIZED);
+        assert!(!never.is_transient());
+        assert_eq!(never.kind(), ErrorKind::NeverAuthorized);
+        assert_eq!(never.rule(), Some(&ORDER_NEVER_AUTHORIZED));
+        assert_eq!(never.rid(), Some("r-1"));
+        assert_eq!(
+            never.to_string(),
+            format!("WeChat insertbill returned errcode {}: x (rid r-1)", ORDER_NEVER_AUTHORIZED.errcode)
+        );
+        let unknown = api(&Rule { errcode: 99_999, name: "x", errmsg: "x", kind: ErrorKind::Unknown });
+        assert_eq!((unknown.kind(), unknown.rule()), (ErrorKind::Unknown, None));
         let lost = WechatError::Transport { endpoint: Endpoint::InsertBill, connected: true, message: "reset".into() };
         assert!(lost.is_transient() && lost.outcome_unknown());
+        assert_eq!(lost.kind(), ErrorKind::Unreachable);
         let refused =
             WechatError::Transport { endpoint: Endpoint::InsertBill, connected: false, message: "refused".into() };
         assert!(!refused.outcome_unknown());

@@ -49,6 +49,65 @@ impl BillState {
     pub fn is_final(self) -> bool {
         matches!(self, BillState::Inserted | BillState::Failed)
     }
+
+    /// The states of bills still being issued (the worker's and the leases' concern).
+    pub fn open() -> Vec<BillState> {
+        Self::ALL.into_iter().filter(|state| !state.is_final()).collect()
+    }
+
+    /// The state after `event`, or None when this state does not allow it: the one table of a
+    /// bill's lifecycle, read by the issuer, the store (as the "from" set of each change) and
+    /// the tests.
+    pub fn after(self, event: BillEvent) -> Option<BillState> {
+        use BillState::*;
+        let next = match (self, event) {
+            (Accepted, BillEvent::PdfUploaded) => PdfUploaded,
+            (PdfUploaded, BillEvent::PdfChecked) => PdfChecked,
+            (PdfChecked, BillEvent::Inserted) => Inserted,
+            (PdfUploaded | PdfChecked, BillEvent::PdfLost) => Accepted,
+            (Accepted | PdfUploaded | PdfChecked, BillEvent::Failed) => Failed,
+            (Accepted | PdfUploaded | PdfChecked, BillEvent::Stayed) => self,
+            (Failed, BillEvent::Restarted) => Accepted,
+            _ => return None,
+        };
+        Some(next)
+    }
+}
+
+/// What can happen to a bill.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BillEvent {
+    /// setpdf took the PDF.
+    PdfUploaded,
+    /// getpdf confirmed the uploaded PDF.
+    PdfChecked,
+    /// insertbill put the bill into the payer's card package.
+    Inserted,
+    /// WeChat no longer has the uploaded PDF (expired or gone): upload again.
+    PdfLost,
+    /// A step failed for good.
+    Failed,
+    /// No change of state: a step will be tried again, or an insert is about to be sent.
+    Stayed,
+    /// A repeated IssueBill starts a failed bill over.
+    Restarted,
+}
+
+impl BillEvent {
+    pub const ALL: [BillEvent; 7] = [
+        BillEvent::PdfUploaded,
+        BillEvent::PdfChecked,
+        BillEvent::Inserted,
+        BillEvent::PdfLost,
+        BillEvent::Failed,
+        BillEvent::Stayed,
+        BillEvent::Restarted,
+    ];
+
+    /// The states that allow this event: the "from" set of the store's update.
+    pub fn sources(self) -> Vec<BillState> {
+        BillState::ALL.into_iter().filter(|state| state.after(self).is_some()).collect()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,4 +213,28 @@ pub struct BillQuery {
     pub state: Option<BillState>,
     pub limit: i64,
     pub after: Option<Cursor>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lifecycle_table() {
+        use BillState::*;
+        assert_eq!(BillEvent::PdfUploaded.sources(), [Accepted]);
+        assert_eq!(BillEvent::PdfChecked.sources(), [PdfUploaded]);
+        assert_eq!(BillEvent::Inserted.sources(), [PdfChecked]);
+        assert_eq!(BillEvent::PdfLost.sources(), [PdfUploaded, PdfChecked]);
+        assert_eq!(BillEvent::Failed.sources(), BillState::open());
+        assert_eq!(BillEvent::Stayed.sources(), BillState::open());
+        assert_eq!(BillEvent::Restarted.sources(), [Failed]);
+        assert_eq!(BillState::open(), [Accepted, PdfUploaded, PdfChecked]);
+        // An inserted bill is final; a failed one only starts over.
+        for event in BillEvent::ALL {
+            assert_eq!(Inserted.after(event), None, "{event:?}");
+            assert_eq!(Failed.after(event), (event == BillEvent::Restarted).then_some(Accepted), "{event:?}");
+        }
+        assert_eq!(Accepted.after(BillEvent::Inserted), None, "no insert before the PDF is checked");
+    }
 }

@@ -27,7 +27,7 @@ use wechat::types::{InsertBillRequest, InvoiceUserData, ReimburseStatus};
 use wechat::{CallError, Credentials, ErrorKind};
 
 use crate::config::IssuingConfig;
-use crate::domain::{Bill, BillKey, BillState, Failure, IssueRequest, NewBill, PdfOrigin};
+use crate::domain::{Bill, BillEvent, BillKey, BillState, Failure, IssueRequest, NewBill, PdfOrigin};
 use crate::error::BureauError;
 use crate::failures::{Disposition, RETRIES_EXHAUSTED, classify, failure_of, reissuable};
 use crate::pdf::render::{BillHeader, render};
@@ -322,7 +322,7 @@ impl Issuer {
             BillState::Accepted => self.upload(bill, &mut change, now).await,
             BillState::PdfUploaded | BillState::PdfChecked if media_expired => {
                 tracing::info!(bill = %bill.key, "uploaded PDF expired at WeChat; uploading again");
-                change.state = BillState::Accepted;
+                change.apply(BillEvent::PdfLost);
                 change.s_media_id = None;
                 change.media_expires_at = 0;
                 Ok(())
@@ -351,7 +351,7 @@ impl Issuer {
             .await?
             .ok_or_else(|| BureauError::Render("the stored PDF is missing".to_owned()))?;
         let s_media_id = self.credentials.account(&self.bureau_appid).set_pdf(&pdf).await?;
-        change.state = BillState::PdfUploaded;
+        change.apply(BillEvent::PdfUploaded);
         change.card_id = Some(card_id);
         change.s_media_id = Some(s_media_id);
         change.media_expires_at = now + MEDIA_LIFETIME_MS;
@@ -363,12 +363,12 @@ impl Issuer {
         let checked = self.credentials.account(&self.bureau_appid).get_pdf(media).await;
         match checked {
             Ok(_) => {
-                change.state = BillState::PdfChecked;
+                change.apply(BillEvent::PdfChecked);
                 Ok(())
             }
             // WeChat no longer knows the media: upload again.
             Err(CallError::Wechat(error)) if error.kind() == ErrorKind::MediaGone => {
-                change.state = BillState::Accepted;
+                change.apply(BillEvent::PdfLost);
                 change.s_media_id = None;
                 change.media_expires_at = 0;
                 Ok(())
@@ -405,7 +405,7 @@ impl Issuer {
         let inserted = self.credentials.account(&self.bureau_appid).insert_bill(request).await;
         match inserted {
             Ok(inserted) => {
-                change.state = BillState::Inserted;
+                change.apply(BillEvent::Inserted);
                 change.card_code = Some(inserted.code);
                 change.openid = Some(inserted.openid);
                 change.reimburse_status = Some(ReimburseStatus::Init);
@@ -419,7 +419,7 @@ impl Issuer {
             {
                 tracing::warn!(bill = %bill.key, errcode = error.errcode(), rid = error.rid(),
                     "an earlier insert whose answer was lost had landed: the bill is inserted, its card code unknown");
-                change.state = BillState::Inserted;
+                change.apply(BillEvent::Inserted);
                 change.reimburse_status = Some(ReimburseStatus::Init);
                 change.insert_pending = false;
                 change.inserted_at = now;
@@ -454,7 +454,7 @@ impl Issuer {
         };
         let fail = |mut change: Change, failure: Failure| {
             tracing::warn!(bill = %bill.key, reason = %failure.reason, message = %failure.message, "bill failed");
-            change.state = BillState::Failed;
+            change.apply(BillEvent::Failed);
             change.attempts = bill.attempts + 1;
             change.failure = Some(failure);
             change.last_error = None;

@@ -5,14 +5,15 @@
 
 use bytes::Bytes;
 use fiscalbill_common::bill::{BillContent, BillItem};
-use fiscalbill_common::db::{Db, Migration};
+use fiscalbill_common::db::{Db, Migration, placeholders};
 use fiscalbill_common::paging::Cursor;
 use fiscalbill_common::pdf_store::PdfTable;
-use sqlx::any::AnyRow;
-use sqlx::{Error, Row};
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::query::Query;
+use sqlx::{Any, AssertSqlSafe, Error, Row};
 use wechat::types::ReimburseStatus;
 
-use crate::domain::{Bill, BillKey, BillQuery, BillState, Failure, NewBill, PdfOrigin, SpApp, Unit};
+use crate::domain::{Bill, BillEvent, BillKey, BillQuery, BillState, Failure, NewBill, PdfOrigin, SpApp, Unit};
 
 pub const MIGRATIONS: &[Migration] = &[
     Migration { set: "bureau", version: 1, name: "initial schema", sql: include_str!("../migrations/0001_init.sql") },
@@ -385,16 +386,19 @@ impl Store {
 
     /// Takes the lease of one open bill, if free (or already ours).
     pub async fn claim_bill(&self, key: &BillKey, holder: &str, now: i64, until: i64) -> Result<bool, Error> {
-        let done = sqlx::query(
+        let open = BillState::open();
+        let done = sqlx::query(AssertSqlSafe(format!(
             "UPDATE bill SET lease_holder = $3, lease_until = $5
-             WHERE unit_appid = $1 AND order_id = $2 AND state IN ('accepted', 'pdf_uploaded', 'pdf_checked')
+             WHERE unit_appid = $1 AND order_id = $2 AND state IN ({})
                AND (lease_holder IS NULL OR lease_holder = $3 OR lease_until <= $4)",
-        )
+            state_list(&open, 6)
+        )))
         .bind(&key.unit_appid)
         .bind(&key.order_id)
         .bind(holder)
         .bind(now)
         .bind(until)
+        .bind_states(&open)
         .execute(self.db.writer())
         .await?;
         Ok(done.rows_affected() == 1)
@@ -406,20 +410,22 @@ impl Store {
         let sql = self.db.sql(
             "UPDATE bill SET lease_holder = $1, lease_until = $2 WHERE (unit_appid, order_id) IN (
                 SELECT unit_appid, order_id FROM bill
-                WHERE state IN ('accepted', 'pdf_uploaded', 'pdf_checked') AND next_attempt_at <= $3 AND lease_until <= $3
+                WHERE state IN ({open}) AND next_attempt_at <= $3 AND lease_until <= $3
                 ORDER BY next_attempt_at LIMIT $4)
              RETURNING unit_appid, order_id",
             "UPDATE bill SET lease_holder = $1, lease_until = $2 WHERE (unit_appid, order_id) IN (
                 SELECT unit_appid, order_id FROM bill
-                WHERE state IN ('accepted', 'pdf_uploaded', 'pdf_checked') AND next_attempt_at <= $3 AND lease_until <= $3
+                WHERE state IN ({open}) AND next_attempt_at <= $3 AND lease_until <= $3
                 ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED)
              RETURNING unit_appid, order_id",
         );
-        sqlx::query(sql)
+        let open = BillState::open();
+        sqlx::query(AssertSqlSafe(sql.replace("{open}", &state_list(&open, 5))))
             .bind(holder)
             .bind(until)
             .bind(now)
             .bind(limit)
+            .bind_states(&open)
             .fetch_all(self.db.writer())
             .await?
             .iter()
@@ -438,7 +444,8 @@ impl Store {
         Ok(())
     }
 
-    /// Applies one step's result while holding the lease; false if the lease was lost.
+    /// Applies one step's result while holding the lease, if the bill's state allows the
+    /// step's event; false if the lease was lost.
     pub async fn advance(
         &self,
         key: &BillKey,
@@ -448,14 +455,16 @@ impl Store {
         lease_until: i64,
     ) -> Result<bool, Error> {
         let failure = change.failure.as_ref();
-        let done = sqlx::query(
+        let from = change.event.sources();
+        let done = sqlx::query(AssertSqlSafe(format!(
             "UPDATE bill SET state = $3, card_id = COALESCE($4, card_id), s_media_id = $5, media_expires_at = $6,
                 insert_pending = $7, card_code = $8, openid = $9, reimburse_status = $10,
                 failure_reason = $11, failure_message = $12, failure_errcode = $13, failure_errmsg = $14, failure_rid = $15,
                 failed_at = $16, attempts = $17, last_error = $18, never_authorized_since = $19, next_attempt_at = $20,
                 inserted_at = $21, updated_at = $22, lease_until = $23
-             WHERE unit_appid = $1 AND order_id = $2 AND lease_holder = $24",
-        )
+             WHERE unit_appid = $1 AND order_id = $2 AND lease_holder = $24 AND state IN ({})",
+            state_list(&from, 25)
+        )))
         .bind(&key.unit_appid)
         .bind(&key.order_id)
         .bind(change.state.as_str())
@@ -480,6 +489,7 @@ impl Store {
         .bind(now)
         .bind(lease_until)
         .bind(holder)
+        .bind_states(&from)
         .execute(self.db.writer())
         .await?;
         Ok(done.rows_affected() == 1)
@@ -487,15 +497,20 @@ impl Store {
 
     /// Starts a failed bill over (a repeated IssueBill after a fixable failure).
     pub async fn restart_failed(&self, key: &BillKey, now: i64) -> Result<bool, Error> {
-        let done = sqlx::query(
-            "UPDATE bill SET state = 'accepted', s_media_id = NULL, media_expires_at = 0, failure_reason = NULL,
+        let event = BillEvent::Restarted;
+        let from = event.sources();
+        let done = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE bill SET state = $4, s_media_id = NULL, media_expires_at = 0, failure_reason = NULL,
                 failure_message = NULL, failure_errcode = 0, failure_errmsg = NULL, failure_rid = NULL, failed_at = 0,
                 attempts = 0, last_error = NULL, never_authorized_since = 0, next_attempt_at = $3, updated_at = $3
-             WHERE unit_appid = $1 AND order_id = $2 AND state = 'failed'",
-        )
+             WHERE unit_appid = $1 AND order_id = $2 AND state IN ({})",
+            state_list(&from, 5)
+        )))
         .bind(&key.unit_appid)
         .bind(&key.order_id)
         .bind(now)
+        .bind(BillState::Failed.after(event).expect("a failed bill can restart").as_str())
+        .bind_states(&from)
         .execute(self.db.writer())
         .await?;
         Ok(done.rows_affected() == 1)
@@ -526,7 +541,7 @@ impl Store {
     }
 
     /// Records a status push once and applies it to its bill, in one transaction. A push older
-    /// than the bill's last status change, or after CLOSURE, is recorded but not applied.
+    /// than the bill's last status change, or after a final status, is recorded but not applied.
     pub async fn record_status_event(&self, event: &StatusEventRow<'_>, now: i64) -> Result<EventOutcome, Error> {
         let mut tx = self.db.begin_write().await?;
         let inserted = sqlx::query(
@@ -547,16 +562,21 @@ impl Store {
             tx.rollback().await?;
             return Ok(EventOutcome::Duplicate);
         }
-        let applied = sqlx::query(
+        let from = ReimburseStatus::sources(event.status);
+        let applied = sqlx::query(AssertSqlSafe(format!(
             "UPDATE bill SET reimburse_status = $3, reimburse_updated_secs = $4, updated_at = $5
              WHERE card_id = $1 AND card_code = $2 AND reimburse_updated_secs <= $4
-               AND COALESCE(reimburse_status, '') <> 'INVOICE_REIMBURSE_CLOSURE'",
-        )
+               AND COALESCE(reimburse_status, $6) IN ({})",
+            placeholders(7, from.len())
+        )))
         .bind(event.card_id)
         .bind(event.code)
         .bind(event.status.as_str())
         .bind(event.create_time)
         .bind(now)
+        // A bill never given a status is at INIT.
+        .bind(ReimburseStatus::Init.as_str())
+        .bind_statuses(&from)
         .execute(&mut *tx)
         .await?;
         let outcome = if applied.rows_affected() > 0 {
@@ -576,6 +596,8 @@ impl Store {
 /// The full new state of a bill after one step.
 #[derive(Clone, Debug)]
 pub struct Change {
+    /// What happened; its "from" set guards the update.
+    pub event: BillEvent,
     pub state: BillState,
     pub card_id: Option<String>,
     pub s_media_id: Option<String>,
@@ -596,6 +618,7 @@ impl Change {
     /// The bill as it is: start from here and change what the step changed.
     pub fn from(bill: &Bill) -> Self {
         Self {
+            event: BillEvent::Stayed,
             state: bill.state,
             card_id: bill.card_id.clone(),
             s_media_id: bill.s_media_id.clone(),
@@ -611,6 +634,40 @@ impl Change {
             next_attempt_at: bill.next_attempt_at,
             inserted_at: bill.inserted_at,
         }
+    }
+}
+
+impl Change {
+    /// Records `event`, moving the state as the lifecycle table says. Panics when the table
+    /// does not allow it: that is a bug in the issuer, not a condition of the data.
+    pub fn apply(&mut self, event: BillEvent) {
+        self.state = self
+            .state
+            .after(event)
+            .unwrap_or_else(|| panic!("a {} bill does not allow {event:?}", self.state.as_str()));
+        self.event = event;
+    }
+}
+
+/// The placeholders of `states`, numbered from `first` (after the statement's own parameters);
+/// [`BindSet::bind_states`] binds them last.
+fn state_list(states: &[BillState], first: usize) -> String {
+    placeholders(first, states.len())
+}
+
+/// Binds a set given as data, for a `state_list` or `placeholders` list.
+trait BindSet {
+    fn bind_states(self, states: &[BillState]) -> Self;
+    fn bind_statuses(self, statuses: &[ReimburseStatus]) -> Self;
+}
+
+impl BindSet for Query<'_, Any, AnyArguments> {
+    fn bind_states(self, states: &[BillState]) -> Self {
+        states.iter().fold(self, |query, state| query.bind(state.as_str()))
+    }
+
+    fn bind_statuses(self, statuses: &[ReimburseStatus]) -> Self {
+        statuses.iter().fold(self, |query, status| query.bind(status.as_str()))
     }
 }
 

@@ -13,7 +13,7 @@ use wechat::{CallError, Credentials, ErrorKind};
 use crate::bureau::BureauLink;
 use crate::config::AuthorizationConfig;
 use crate::dispatch::Dispatcher;
-use crate::domain::{AuthState, Authorization, CreateRequest, OrderKey};
+use crate::domain::{AuthEvent, AuthState, Authorization, CreateRequest, OrderKey};
 use crate::error::CollectionError;
 use crate::store::Store;
 use crate::units::Units;
@@ -120,7 +120,7 @@ impl Authorizations {
         if !same {
             return Err(CollectionError::OrderConflict(existing.key));
         }
-        if existing.state == AuthState::Expired {
+        if existing.state.after(AuthEvent::LinkRenewed).is_some() {
             let link = self.auth_link(&existing.authorized_appid, &existing.s_pappid, request).await?;
             let now = now_millis();
             self.store.renew_link(&existing.key, &link.auth_url, now + link.expire_time.max(0) * 1000, now).await?;
@@ -158,19 +158,18 @@ impl Authorizations {
         url: Option<String>,
     ) -> Result<Authorization, CollectionError> {
         let existing = self.get(key).await?;
-        match existing.state {
-            AuthState::Rejected => return Ok(existing),
-            AuthState::Issuing | AuthState::Issued => {
-                return Err(CollectionError::WrongState {
-                    key: key.clone(),
-                    state: existing.state,
-                    action: "reject it",
-                });
-            }
-            AuthState::Authorized if self.store.job_in_flight(key, now_millis()).await? => {
-                return Err(CollectionError::IssueInProgress(key.clone()));
-            }
-            _ => {}
+        if existing.state == AuthState::Rejected {
+            return Ok(existing);
+        }
+        if existing.state.after(AuthEvent::UnitRejected).is_none() {
+            return Err(CollectionError::WrongState { key: key.clone(), state: existing.state, action: "reject it" });
+        }
+        // Handed to the bureau right now: the bill may be inserted before WeChat hears of the
+        // rejection.
+        if existing.state.after(AuthEvent::BureauIssuing).is_some()
+            && self.store.job_in_flight(key, now_millis()).await?
+        {
+            return Err(CollectionError::IssueInProgress(key.clone()));
         }
         let body = &RejectInsertRequest {
             s_pappid: existing.s_pappid.clone(),
@@ -205,9 +204,7 @@ impl Authorizations {
             Ok(data) => {
                 self.store.record_sync(key, Some(&data.invoice_status), now).await?;
                 if data.invoice_status == "auth fail" {
-                    self.store
-                        .transition(key, &[AuthState::Pending, AuthState::Expired], AuthState::Declined, now)
-                        .await?;
+                    self.store.transition(key, AuthEvent::PayerDeclined, now).await?;
                 } else {
                     self.expire_if_due(&existing, now).await?;
                 }
@@ -220,8 +217,7 @@ impl Authorizations {
             }
             Err(CallError::Wechat(error)) if error.kind() == ErrorKind::OrderRejected => {
                 self.store.record_sync(key, None, now).await?;
-                let from = [AuthState::Pending, AuthState::Expired, AuthState::Declined];
-                self.store.transition(key, &from, AuthState::Rejected, now).await?;
+                self.store.transition(key, AuthEvent::FoundRejected, now).await?;
                 None
             }
             Err(error) => return Err(error.into()),
@@ -230,9 +226,9 @@ impl Authorizations {
     }
 
     async fn expire_if_due(&self, existing: &Authorization, now: i64) -> Result<(), CollectionError> {
-        if existing.state == AuthState::Pending
+        if existing.state.after(AuthEvent::LinkExpired).is_some()
             && existing.auth_url_expires_at <= now
-            && self.store.transition(&existing.key, &[AuthState::Pending], AuthState::Expired, now).await?
+            && self.store.transition(&existing.key, AuthEvent::LinkExpired, now).await?
         {
             tracing::info!(order = %existing.key, "authorization link expired unused");
         }

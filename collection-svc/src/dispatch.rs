@@ -17,7 +17,7 @@ use wechat::backoff::jittered;
 
 use crate::bureau::BureauLink;
 use crate::config::DispatchConfig;
-use crate::domain::{AuthState, Failure, Job, JobPhase, OrderKey};
+use crate::domain::{AuthEvent, Failure, Job, JobPhase, OrderKey};
 use crate::store::{JobOutcome, Store};
 
 pub struct Dispatcher {
@@ -105,7 +105,7 @@ impl Dispatcher {
         let Some(authorization) = self.store.authorization(&job.key).await? else {
             return self.store.release_job(&job.key, &self.holder).await;
         };
-        if !matches!(authorization.state, AuthState::Authorized | AuthState::Issuing) {
+        if authorization.state.after(AuthEvent::BureauIssuing).is_none() {
             let outcome = JobOutcome::Failed(Failure { reason: "NOT_AUTHORIZED".into(), ..Failure::default() });
             return self.store.finish_job(&job.key, &self.holder, &outcome, now_millis()).await;
         }

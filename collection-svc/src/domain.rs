@@ -58,9 +58,83 @@ impl AuthState {
         Self::ALL.into_iter().find(|s| s.as_str() == value)
     }
 
-    /// The payer has not authorized (yet): a push or getauthdata may still say so.
-    pub fn awaits_payer(self) -> bool {
-        matches!(self, AuthState::Pending | AuthState::Expired | AuthState::Declined)
+    /// The state after `event`, or None when this state does not allow it: the one table of
+    /// the authorization lifecycle, read by the handlers, the store (as the "from" set of each
+    /// change) and the tests.
+    pub fn after(self, event: AuthEvent) -> Option<AuthState> {
+        use AuthState::*;
+        let allowed = match event {
+            AuthEvent::PayerAuthorized => matches!(self, Pending | Expired | Declined),
+            AuthEvent::PayerDeclined => matches!(self, Pending | Expired),
+            AuthEvent::LinkExpired => self == Pending,
+            AuthEvent::LinkRenewed => self == Expired,
+            AuthEvent::UnitRejected => matches!(self, Pending | Authorized | IssueFailed | Declined | Expired),
+            AuthEvent::FoundRejected => matches!(self, Pending | Expired | Declined),
+            AuthEvent::BureauIssuing | AuthEvent::BureauIssued | AuthEvent::BureauFailed => {
+                matches!(self, Authorized | Issuing)
+            }
+            AuthEvent::RetryIssue => self == IssueFailed,
+        };
+        allowed.then(|| event.target())
+    }
+}
+
+/// What can happen to an authorization.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthEvent {
+    /// The payer authorized (a push, or getauthdata's `auth success`).
+    PayerAuthorized,
+    /// The payer declined (a push, or getauthdata's `auth fail`).
+    PayerDeclined,
+    /// The link ran out unused.
+    LinkExpired,
+    /// A repeated CreateAuthorization renewed an expired link.
+    LinkRenewed,
+    /// The unit rejected the order (RejectAuthorization).
+    UnitRejected,
+    /// getauthdata says the order was rejected.
+    FoundRejected,
+    /// The bureau accepted the bill and is issuing it.
+    BureauIssuing,
+    /// The bureau inserted the bill.
+    BureauIssued,
+    /// The bureau could not issue the bill, or refused it.
+    BureauFailed,
+    /// RetryIssue: the bill goes to the bureau again.
+    RetryIssue,
+}
+
+impl AuthEvent {
+    pub const ALL: [AuthEvent; 10] = [
+        AuthEvent::PayerAuthorized,
+        AuthEvent::PayerDeclined,
+        AuthEvent::LinkExpired,
+        AuthEvent::LinkRenewed,
+        AuthEvent::UnitRejected,
+        AuthEvent::FoundRejected,
+        AuthEvent::BureauIssuing,
+        AuthEvent::BureauIssued,
+        AuthEvent::BureauFailed,
+        AuthEvent::RetryIssue,
+    ];
+
+    /// The state an allowed event leads to.
+    pub fn target(self) -> AuthState {
+        match self {
+            AuthEvent::PayerAuthorized | AuthEvent::RetryIssue => AuthState::Authorized,
+            AuthEvent::PayerDeclined => AuthState::Declined,
+            AuthEvent::LinkExpired => AuthState::Expired,
+            AuthEvent::LinkRenewed => AuthState::Pending,
+            AuthEvent::UnitRejected | AuthEvent::FoundRejected => AuthState::Rejected,
+            AuthEvent::BureauIssuing => AuthState::Issuing,
+            AuthEvent::BureauIssued => AuthState::Issued,
+            AuthEvent::BureauFailed => AuthState::IssueFailed,
+        }
+    }
+
+    /// The states that allow this event: the "from" set of the store's update.
+    pub fn sources(self) -> Vec<AuthState> {
+        AuthState::ALL.into_iter().filter(|state| state.after(self).is_some()).collect()
     }
 }
 
@@ -147,4 +221,35 @@ pub struct Job {
     pub key: OrderKey,
     pub phase: JobPhase,
     pub attempts: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lifecycle_table() {
+        use AuthEvent::*;
+        use AuthState::*;
+        let sources = |event: AuthEvent| event.sources();
+        assert_eq!(sources(PayerAuthorized), [Pending, Declined, Expired]);
+        assert_eq!(sources(PayerDeclined), [Pending, Expired]);
+        assert_eq!(sources(LinkExpired), [Pending]);
+        assert_eq!(sources(LinkRenewed), [Expired]);
+        assert_eq!(sources(UnitRejected), [Pending, Authorized, IssueFailed, Declined, Expired]);
+        assert_eq!(sources(FoundRejected), [Pending, Declined, Expired]);
+        for event in [BureauIssuing, BureauIssued, BureauFailed] {
+            assert_eq!(sources(event), [Authorized, Issuing]);
+        }
+        assert_eq!(sources(RetryIssue), [IssueFailed]);
+        // Issued and rejected are final; an issue in progress can be neither rejected nor
+        // authorized again.
+        for event in AuthEvent::ALL {
+            assert_eq!(Issued.after(event), None, "{event:?}");
+            assert_eq!(Rejected.after(event), None, "{event:?}");
+        }
+        assert_eq!(Issuing.after(UnitRejected), None);
+        assert_eq!(IssueFailed.after(PayerAuthorized), None, "a late push does not re-issue a failed bill");
+        assert_eq!(Expired.after(PayerAuthorized), Some(Authorized), "the payer may answer an expired link");
+    }
 }

@@ -4,14 +4,15 @@
 
 use bytes::Bytes;
 use fiscalbill_common::bill::BillContent;
-use fiscalbill_common::db::{Db, Migration};
+use fiscalbill_common::db::{Db, Migration, placeholders};
 use fiscalbill_common::paging::Cursor;
 use fiscalbill_common::pdf_store::PdfTable;
-use sqlx::any::AnyRow;
-use sqlx::{Error, Row};
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::query::Query;
+use sqlx::{Any, AssertSqlSafe, Error, Row};
 use wechat::types::AuthSource;
 
-use crate::domain::{AuthQuery, AuthState, Authorization, Failure, Job, JobPhase, OrderKey};
+use crate::domain::{AuthEvent, AuthQuery, AuthState, Authorization, Failure, Job, JobPhase, OrderKey};
 
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -37,6 +38,26 @@ macro_rules! auth_columns {
          failure_errcode, failure_errmsg, failure_rid, failed_at, issue_attempts, reject_reason, wechat_invoice_status, \
          created_at, updated_at"
     };
+}
+
+/// The SQL of a change of state by `event`: `{to}` becomes the event's target state and
+/// `{from}` the placeholders, numbered from `first` (after the statement's own parameters), of
+/// the states that allow it, which [`BindFrom::bind_from`] binds last. The rule is the
+/// domain's; the SQL only takes its "from" set as data.
+fn event_sql(sql: &str, event: AuthEvent, first: usize) -> AssertSqlSafe<String> {
+    let from = placeholders(first, event.sources().len());
+    AssertSqlSafe(sql.replace("{from}", &from).replace("{to}", event.target().as_str()))
+}
+
+trait BindFrom {
+    /// Binds the states that allow `event`, for the `{from}` list of [`event_sql`].
+    fn bind_from(self, event: AuthEvent) -> Self;
+}
+
+impl BindFrom for Query<'_, Any, AnyArguments> {
+    fn bind_from(self, event: AuthEvent) -> Self {
+        event.sources().into_iter().fold(self, |query, state| query.bind(state.as_str()))
+    }
 }
 
 fn corrupt(what: &str, value: &str) -> Error {
@@ -218,15 +239,19 @@ impl Store {
 
     /// A new link for an expired authorization: pending again.
     pub async fn renew_link(&self, key: &OrderKey, auth_url: &str, expires_at: i64, now: i64) -> Result<bool, Error> {
-        let done = sqlx::query(
-            "UPDATE payer_authorization SET auth_url = $3, auth_url_expires_at = $4, state = 'pending', updated_at = $5
-             WHERE unit_appid = $1 AND order_id = $2 AND state = 'expired'",
-        )
+        let event = AuthEvent::LinkRenewed;
+        let done = sqlx::query(event_sql(
+            "UPDATE payer_authorization SET auth_url = $3, auth_url_expires_at = $4, state = '{to}', updated_at = $5
+             WHERE unit_appid = $1 AND order_id = $2 AND state IN ({from})",
+            event,
+            6,
+        ))
         .bind(&key.unit_appid)
         .bind(&key.order_id)
         .bind(auth_url)
         .bind(expires_at)
         .bind(now)
+        .bind_from(event)
         .execute(self.db.writer())
         .await?;
         Ok(done.rows_affected() == 1)
@@ -300,14 +325,18 @@ impl Store {
                 }
             }
             Some(_) => {
-                let declined = sqlx::query(
-                    "UPDATE payer_authorization SET state = 'declined', openid = $3, updated_at = $4
-                     WHERE unit_appid = $1 AND order_id = $2 AND state IN ('pending', 'expired')",
-                )
+                let event = AuthEvent::PayerDeclined;
+                let declined = sqlx::query(event_sql(
+                    "UPDATE payer_authorization SET state = '{to}', openid = $3, updated_at = $4
+                     WHERE unit_appid = $1 AND order_id = $2 AND state IN ({from})",
+                    event,
+                    5,
+                ))
                 .bind(push.unit_appid)
                 .bind(push.order_id)
                 .bind(push.openid)
                 .bind(now)
+                .bind_from(event)
                 .execute(&mut *tx)
                 .await?;
                 if declined.rows_affected() == 1 { PushOutcome::Declined } else { PushOutcome::NoChange }
@@ -352,20 +381,18 @@ impl Store {
         Ok(())
     }
 
-    /// Moves an authorization from one of `from` to `to`; false if it was elsewhere.
-    pub async fn transition(&self, key: &OrderKey, from: &[AuthState], to: AuthState, now: i64) -> Result<bool, Error> {
-        let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
-        let done = sqlx::query(
-            "UPDATE payer_authorization SET state = $3, updated_at = $4
-             WHERE unit_appid = $1 AND order_id = $2 AND state IN ($5, $6, $7)",
-        )
+    /// Applies `event` to an authorization; false if its state does not allow it.
+    pub async fn transition(&self, key: &OrderKey, event: AuthEvent, now: i64) -> Result<bool, Error> {
+        let done = sqlx::query(event_sql(
+            "UPDATE payer_authorization SET state = '{to}', updated_at = $3
+             WHERE unit_appid = $1 AND order_id = $2 AND state IN ({from})",
+            event,
+            4,
+        ))
         .bind(&key.unit_appid)
         .bind(&key.order_id)
-        .bind(to.as_str())
         .bind(now)
-        .bind(from.first().copied().unwrap_or_default())
-        .bind(from.get(1).copied().unwrap_or_default())
-        .bind(from.get(2).copied().unwrap_or_default())
+        .bind_from(event)
         .execute(self.db.writer())
         .await?;
         Ok(done.rows_affected() == 1)
@@ -399,14 +426,18 @@ impl Store {
     /// Rejected by the unit: final; any queued job is dropped.
     pub async fn reject(&self, key: &OrderKey, reason: &str, now: i64) -> Result<bool, Error> {
         let mut tx = self.db.begin_write().await?;
-        let done = sqlx::query(
-            "UPDATE payer_authorization SET state = 'rejected', reject_reason = $3, updated_at = $4
-             WHERE unit_appid = $1 AND order_id = $2 AND state IN ('pending', 'authorized', 'issue_failed', 'declined', 'expired')",
-        )
+        let event = AuthEvent::UnitRejected;
+        let done = sqlx::query(event_sql(
+            "UPDATE payer_authorization SET state = '{to}', reject_reason = $3, updated_at = $4
+             WHERE unit_appid = $1 AND order_id = $2 AND state IN ({from})",
+            event,
+            5,
+        ))
         .bind(&key.unit_appid)
         .bind(&key.order_id)
         .bind(reason)
         .bind(now)
+        .bind_from(event)
         .execute(&mut *tx)
         .await?;
         sqlx::query("DELETE FROM outbox WHERE unit_appid = $1 AND order_id = $2")
@@ -421,14 +452,18 @@ impl Store {
     /// RetryIssue: a failed issue is queued again.
     pub async fn retry_issue(&self, key: &OrderKey, now: i64) -> Result<bool, Error> {
         let mut tx = self.db.begin_write().await?;
-        let done = sqlx::query(
-            "UPDATE payer_authorization SET state = 'authorized', failure_reason = NULL, failure_message = NULL, failure_errcode = 0,
+        let event = AuthEvent::RetryIssue;
+        let done = sqlx::query(event_sql(
+            "UPDATE payer_authorization SET state = '{to}', failure_reason = NULL, failure_message = NULL, failure_errcode = 0,
                 failure_errmsg = NULL, failure_rid = NULL, failed_at = 0, updated_at = $3
-             WHERE unit_appid = $1 AND order_id = $2 AND state = 'issue_failed'",
-        )
+             WHERE unit_appid = $1 AND order_id = $2 AND state IN ({from})",
+            event,
+            4,
+        ))
         .bind(&key.unit_appid)
         .bind(&key.order_id)
         .bind(now)
+        .bind_from(event)
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 1 {
@@ -517,23 +552,27 @@ impl Store {
         }
         match outcome {
             JobOutcome::Issued { card_id, card_code, openid } => {
-                sqlx::query(
-                    "UPDATE payer_authorization SET state = 'issued', card_id = $3, card_code = $4, openid = COALESCE($5, openid),
+                let event = AuthEvent::BureauIssued;
+                sqlx::query(event_sql(
+                    "UPDATE payer_authorization SET state = '{to}', card_id = $3, card_code = $4, openid = COALESCE($5, openid),
                         issue_attempts = issue_attempts + 1, failure_reason = NULL, failure_message = NULL, failure_errcode = 0,
                         failure_errmsg = NULL, failure_rid = NULL, failed_at = 0, updated_at = $6
-                     WHERE unit_appid = $1 AND order_id = $2 AND state IN ('authorized', 'issuing')",
-                )
+                     WHERE unit_appid = $1 AND order_id = $2 AND state IN ({from})",
+                    event,
+                    7,
+                ))
                 .bind(&key.unit_appid)
                 .bind(&key.order_id)
                 .bind(card_id.as_deref())
                 .bind(card_code.as_deref())
                 .bind(openid.as_deref())
                 .bind(now)
+                .bind_from(event)
                 .execute(&mut *tx)
                 .await?;
             }
             JobOutcome::Failed(failure) => {
-                set_failure(&mut tx, key, Some("issue_failed"), failure, now).await?;
+                set_failure(&mut tx, key, AuthEvent::BureauFailed, failure, now).await?;
             }
         }
         tx.commit().await
@@ -553,13 +592,17 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() == 1 {
-            sqlx::query(
-                "UPDATE payer_authorization SET state = 'issuing', issue_attempts = issue_attempts + 1, updated_at = $3
-                 WHERE unit_appid = $1 AND order_id = $2 AND state IN ('authorized', 'issuing')",
-            )
+            let event = AuthEvent::BureauIssuing;
+            sqlx::query(event_sql(
+                "UPDATE payer_authorization SET state = '{to}', issue_attempts = issue_attempts + 1, updated_at = $3
+                 WHERE unit_appid = $1 AND order_id = $2 AND state IN ({from})",
+                event,
+                4,
+            ))
             .bind(&key.unit_appid)
             .bind(&key.order_id)
             .bind(now)
+            .bind_from(event)
             .execute(&mut *tx)
             .await?;
         }
@@ -589,7 +632,8 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() == 1 {
-            set_failure(&mut tx, key, None, failure, now).await?;
+            // The bureau still has it: the error is shown while the state stays.
+            set_failure(&mut tx, key, AuthEvent::BureauIssuing, failure, now).await?;
         }
         tx.commit().await
     }
@@ -623,17 +667,21 @@ async fn authorize(
     invoice_status: Option<&str>,
     now: i64,
 ) -> Result<bool, Error> {
-    let done = sqlx::query(
-        "UPDATE payer_authorization SET state = 'authorized', openid = COALESCE($3, openid), authorize_time = $4,
+    let event = AuthEvent::PayerAuthorized;
+    let done = sqlx::query(event_sql(
+        "UPDATE payer_authorization SET state = '{to}', openid = COALESCE($3, openid), authorize_time = $4,
             wechat_invoice_status = COALESCE($5, wechat_invoice_status), updated_at = $6
-         WHERE unit_appid = $1 AND order_id = $2 AND state IN ('pending', 'expired', 'declined')",
-    )
+         WHERE unit_appid = $1 AND order_id = $2 AND state IN ({from})",
+        event,
+        7,
+    ))
     .bind(&key.unit_appid)
     .bind(&key.order_id)
     .bind(openid)
     .bind(authorize_time)
     .bind(invoice_status)
     .bind(now)
+    .bind_from(event)
     .execute(&mut **tx)
     .await?;
     if done.rows_affected() == 0 {
@@ -656,18 +704,24 @@ async fn queue_job(tx: &mut sqlx::Transaction<'static, sqlx::Any>, key: &OrderKe
     Ok(())
 }
 
+/// Records the failure of an issue. The state becomes the event's target (`BureauFailed`:
+/// issue_failed) or stays (`BureauIssuing`: the bureau still has it); either way only while
+/// the bureau is in charge.
 async fn set_failure(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     key: &OrderKey,
-    state: Option<&str>,
+    event: AuthEvent,
     failure: &Failure,
     now: i64,
 ) -> Result<(), Error> {
-    sqlx::query(
+    let state = (event == AuthEvent::BureauFailed).then(|| event.target().as_str());
+    sqlx::query(event_sql(
         "UPDATE payer_authorization SET state = COALESCE($3, state), failure_reason = $4, failure_message = $5, failure_errcode = $6,
             failure_errmsg = $7, failure_rid = $8, failed_at = $9, issue_attempts = issue_attempts + 1, updated_at = $9
-         WHERE unit_appid = $1 AND order_id = $2 AND state IN ('authorized', 'issuing')",
-    )
+         WHERE unit_appid = $1 AND order_id = $2 AND state IN ({from})",
+        event,
+        10,
+    ))
     .bind(&key.unit_appid)
     .bind(&key.order_id)
     .bind(state)
@@ -677,6 +731,7 @@ async fn set_failure(
     .bind(&failure.wechat_errmsg)
     .bind(&failure.wechat_rid)
     .bind(now)
+    .bind_from(event)
     .execute(&mut **tx)
     .await?;
     Ok(())

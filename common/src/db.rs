@@ -293,6 +293,16 @@ fn valid_schema(schema: &str) -> bool {
         && schema.len() <= 63
 }
 
+/// `$first, $first+1, ...`: the placeholders of an `IN (...)` list of `count` values, so that a
+/// set given as data (the states a rule allows) is bound, whatever its size. An empty set
+/// gives `NULL`, which matches nothing.
+pub fn placeholders(first: usize, count: usize) -> String {
+    if count == 0 {
+        return "NULL".to_owned();
+    }
+    (first..first + count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
+}
+
 /// Milliseconds since the Unix epoch, the time unit of every stored timestamp.
 pub fn now_millis() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
@@ -310,6 +320,13 @@ mod tests {
         assert_eq!(sqlite_url(file.to_str().unwrap()).unwrap(), format!("sqlite://{}?mode=rwc", file.display()));
         assert!(dir.join("sub").is_dir());
         assert_eq!(sqlite_url("a.db?mode=ro").unwrap(), "sqlite://a.db?mode=ro");
+    }
+
+    #[test]
+    fn placeholder_lists_number_from_the_first() {
+        assert_eq!(placeholders(5, 3), "$5, $6, $7");
+        assert_eq!(placeholders(1, 1), "$1");
+        assert_eq!(placeholders(3, 0), "NULL");
     }
 
     #[test]

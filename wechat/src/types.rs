@@ -251,9 +251,20 @@ impl ReimburseStatus {
         Self::ALL.into_iter().find(|s| s.as_str() == value)
     }
 
-    /// CLOSURE is final: nothing may follow it. Setting the current status again is a no-op.
+    /// CLOSURE (written off) is final: WeChat removes the card from the card package.
+    pub fn is_final(self) -> bool {
+        self == ReimburseStatus::Closure
+    }
+
+    /// A final status changes no more. Setting the current status again is a no-op.
     pub fn can_change_to(self, next: ReimburseStatus) -> bool {
-        self != ReimburseStatus::Closure || next == ReimburseStatus::Closure
+        !self.is_final() || next == self
+    }
+
+    /// The statuses from which a change to `next` takes effect: the "from" set of a store's
+    /// update (a final status stays, even when set again).
+    pub fn sources(next: ReimburseStatus) -> Vec<ReimburseStatus> {
+        Self::ALL.into_iter().filter(|status| !status.is_final() && status.can_change_to(next)).collect()
     }
 }
 
@@ -350,5 +361,9 @@ mod tests {
         assert_eq!(ReimburseStatus::parse("INVOICE_REIMBURSE_CANCEL"), Some(ReimburseStatus::Cancel));
         assert!(ReimburseStatus::Init.can_change_to(ReimburseStatus::Closure));
         assert!(!ReimburseStatus::Closure.can_change_to(ReimburseStatus::Init));
+        assert_eq!(
+            ReimburseStatus::sources(ReimburseStatus::Closure),
+            [ReimburseStatus::Init, ReimburseStatus::Lock, ReimburseStatus::Cancel]
+        );
     }
 }

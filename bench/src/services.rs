@@ -7,36 +7,8 @@ use std::process::{Child, Command, ExitCode};
 use std::time::Duration;
 
 use devstack::Addresses;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    Bureau,
-    Collection,
-}
-
-impl Role {
-    pub fn name(self) -> &'static str {
-        match self {
-            Role::Bureau => "bureau-svc",
-            Role::Collection => "collection-svc",
-        }
-    }
-
-    fn parse(value: &str) -> Option<Self> {
-        match value {
-            "bureau" => Some(Role::Bureau),
-            "collection" => Some(Role::Collection),
-            _ => None,
-        }
-    }
-
-    fn arg(self) -> &'static str {
-        match self {
-            Role::Bureau => "bureau",
-            Role::Collection => "collection",
-        }
-    }
-}
+pub use devstack::services::Role;
+use devstack::services::ServiceConfig;
 
 /// The dev stack's addresses as one argument: seven comma-separated socket addresses.
 fn encode(a: &Addresses) -> String {
@@ -222,25 +194,10 @@ pub fn serve(args: &[String]) -> ExitCode {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     runtime.block_on(async move {
         fiscalbill_common::server::init_tracing(false, "info");
-        // Held until the process is killed: dropping a running service stops it.
-        let running = match role {
-            Role::Bureau => {
-                let mut config = devstack::bureau(&addresses, &data_dir);
-                config.issuing.pdf_max_bytes = pdf_max_bytes;
-                bureau_svc::start(config)
-                    .await
-                    .map(|running| Box::new(running) as Box<dyn std::any::Any + Send>)
-                    .map_err(|e| e.to_string())
-            }
-            Role::Collection => {
-                let mut config = devstack::collection(&addresses, &data_dir);
-                config.authorization.pdf_max_bytes = pdf_max_bytes;
-                collection_svc::start(config)
-                    .await
-                    .map(|running| Box::new(running) as Box<dyn std::any::Any + Send>)
-                    .map_err(|e| e.to_string())
-            }
-        };
+        // Held until the process is killed.
+        let mut config = ServiceConfig::dev(role, &addresses, &data_dir);
+        config.set_pdf_max_bytes(pdf_max_bytes);
+        let running = config.start().await;
         let _running = match running {
             Ok(running) => running,
             Err(message) => {

@@ -1,21 +1,46 @@
-//! The bureau's parts, wired together once the database is ready.
+//! The bureau's parts, wired together once the database is ready, and what the shared
+//! lifecycle does with them.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use fiscalbill_common::lifecycle::Application;
+use fiscalbill_common::metrics::Metrics;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::bills::Bills;
 use crate::config::IssuingConfig;
+use crate::domain::BillState;
 use crate::issuer::Issuer;
 use crate::reimburse::Reimburse;
 use crate::spappid::SpAppIds;
-use crate::store::Store;
 use crate::templates::Templates;
 
 pub struct App {
-    pub store: Store,
+    pub bills: Bills,
     pub sp_app_ids: Arc<SpAppIds>,
     pub templates: Arc<Templates>,
     pub issuer: Arc<Issuer>,
     pub reimburse: Reimburse,
     pub issuing: IssuingConfig,
+}
+
+impl Application for App {
+    fn spawn_background(self: &Arc<Self>, _stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+        vec![tokio::spawn(self.issuer.clone().run_worker())]
+    }
+
+    async fn drain(&self, grace: Duration) {
+        self.issuer.shutdown(grace).await;
+    }
+
+    async fn refresh_metrics(&self, metrics: &Metrics) {
+        match self.bills.count_by_state().await {
+            Ok(counts) => metrics.set_states(&BillState::ALL.map(BillState::as_str), &counts),
+            Err(error) => tracing::warn!(%error, "cannot count bills for metrics"),
+        }
+    }
 }
 
 /// Who this replica is in leases and claims.

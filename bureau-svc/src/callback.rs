@@ -15,12 +15,13 @@ use wechat::callback::{CallbackError, CallbackKeys, CallbackQuery, MAX_PUSH_BYTE
 
 use crate::app::App;
 use crate::error::BureauError;
+use fiscalbill_common::lifecycle::AppCell;
 use fiscalbill_common::metrics::Metrics;
 
 #[derive(Clone)]
 pub struct CallbackState {
     pub keys: Option<CallbackKeys>,
-    pub app: Arc<std::sync::OnceLock<Arc<App>>>,
+    pub app: AppCell<App>,
     pub metrics: Arc<Metrics>,
 }
 

@@ -2,6 +2,7 @@
 //! (wechat-fiscal-api.md steps 3 and 7–11). See README.md for running it.
 
 mod app;
+mod bills;
 mod callback;
 pub mod config;
 mod convert;
@@ -16,19 +17,18 @@ mod spappid;
 mod store;
 mod templates;
 
-use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use fiscalbill_common::auth::Authenticator;
 use fiscalbill_common::config::ConfigError;
 use fiscalbill_common::db::{COMMON_MIGRATIONS, Db};
+use fiscalbill_common::lifecycle::{self, AppCell, LifecycleError, Listen, RunningService, ServiceSpec, Storage};
 use fiscalbill_common::metrics::Metrics;
 use fiscalbill_common::proto::bureau::bureau_service_server::BureauServiceServer;
-use fiscalbill_common::server::{GrpcOptions, Health, Servers, admin_router, base_router, bind};
+use fiscalbill_common::server::GrpcOptions;
 use fiscalbill_common::sql_credentials::SqlCredentialStore;
 use fiscalbill_common::tls::ServerTls;
-use tokio::sync::watch;
 use wechat::callback::CallbackKeys;
 use wechat::clock::SystemClock;
 use wechat::{Credentials, WechatClient};
@@ -49,37 +49,17 @@ pub enum StartError {
     Keys(String),
     #[error("WeChat client: {0}")]
     Client(String),
-    #[error("{0}")]
-    Listen(#[from] std::io::Error),
     #[error("TLS: {0}")]
     Tls(#[from] fiscalbill_common::tls::TlsError),
     #[error(transparent)]
     Auth(#[from] fiscalbill_common::auth::AuthConfigError),
-    #[error("gRPC server: {0}")]
-    Grpc(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Lifecycle(#[from] LifecycleError),
 }
 
-/// A started bureau-svc: its addresses and how to stop it.
-pub struct RunningBureau {
-    pub grpc_addr: SocketAddr,
-    pub http_addr: SocketAddr,
-    pub admin_addr: SocketAddr,
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl RunningBureau {
-    /// Drains and stops: health NOT_SERVING, no new bills, in-flight bills finish their step
-    /// or are parked, servers close.
-    pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
-    }
-}
-
-/// Binds both listeners, then connects the database (retrying until it answers), migrates,
-/// and only then reports SERVING.
-pub async fn start(config: BureauConfig) -> Result<RunningBureau, StartError> {
+/// Starts bureau-svc (see [`fiscalbill_common::lifecycle`]): listening once this returns,
+/// SERVING once its database is ready.
+pub async fn start(config: BureauConfig) -> Result<RunningService, StartError> {
     let secret = config.account.secret.resolve()?;
     let keys = match &config.account.callback_token {
         Some(token) => {
@@ -104,52 +84,39 @@ pub async fn start(config: BureauConfig) -> Result<RunningBureau, StartError> {
     let client = WechatClient::new(&config.wechat)
         .map_err(|e| StartError::Client(e.to_string()))?
         .with_observer(metrics.clone());
-    let grpc = GrpcOptions {
-        services: vec![SERVICE_NAME],
-        tls: config.server.tls.as_ref().map(ServerTls::tonic).transpose()?,
-        authenticator: Authenticator::new(&config.auth, DOMAIN)?,
-        metrics: metrics.clone(),
+    let server = &config.server;
+    let spec = ServiceSpec {
+        name: "bureau-svc",
+        listen: Listen { grpc: server.grpc_listen, http: server.http_listen, admin: server.admin_listen },
+        grpc: GrpcOptions {
+            services: vec![SERVICE_NAME],
+            tls: server.tls.as_ref().map(ServerTls::tonic).transpose()?,
+            authenticator: Authenticator::new(&config.auth, DOMAIN)?,
+            metrics: metrics.clone(),
+        },
+        storage: Storage {
+            config: config.database.clone(),
+            schema: SCHEMA,
+            migrations: vec![COMMON_MIGRATIONS, store::MIGRATIONS],
+        },
+        shutdown_grace: Duration::from_millis(server.shutdown_grace_ms),
     };
 
-    let grpc_listener = bind(config.server.grpc_listen).await?;
-    let http_listener = bind(config.server.http_listen).await?;
-    let admin_listener = bind(config.server.admin_listen).await?;
-    let grpc_addr = grpc_listener.local_addr()?;
-    let http_addr = http_listener.local_addr()?;
-    let admin_addr = admin_listener.local_addr()?;
-
-    let app_cell: Arc<OnceLock<Arc<App>>> = Arc::default();
-    let (router, health) = base_router(grpc).await?;
+    let cell: AppCell<App> = Arc::default();
     let max_message = config.issuing.pdf_max_bytes + 256 * 1024;
-    let service = BureauServiceServer::new(service::BureauGrpc::new(app_cell.clone()))
+    let service = BureauServiceServer::new(service::BureauGrpc::new(cell.clone()))
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
-    let router = router.add_service(service);
-    let http = callback::router(callback::CallbackState { keys, app: app_cell.clone(), metrics: metrics.clone() });
-    let admin = admin_router(metrics.clone(), health.clone(), {
-        let (app_cell, metrics) = (app_cell.clone(), metrics.clone());
-        move || {
-            let (app, metrics) = (app_cell.get().cloned(), metrics.clone());
-            async move {
-                if let Some(app) = app {
-                    match app.store.count_by_state().await {
-                        Ok(counts) => {
-                            metrics.set_states(&domain::BillState::ALL.map(domain::BillState::as_str), &counts)
-                        }
-                        Err(error) => tracing::warn!(%error, "cannot count bills for metrics"),
-                    }
-                }
-            }
-        }
-    });
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let servers = Servers::spawn(router, grpc_listener, vec![(http, http_listener), (admin, admin_listener)], stop_rx);
-    tracing::info!(%grpc_addr, %http_addr, %admin_addr, "bureau-svc listening");
-
+    let callback = callback::router(callback::CallbackState { keys, app: cell.clone(), metrics: metrics.clone() });
     let parts = Parts { config, client, secret, metrics };
-    let task = tokio::spawn(run(parts, app_cell, health, stop_tx.subscribe(), servers));
-    Ok(RunningBureau { grpc_addr, http_addr, admin_addr, stop: stop_tx, task })
+    let build = move |db: Db| async move {
+        let app = build(&parts, db).await;
+        if let Err(error) = app.templates.onboard(&parts.config.units).await {
+            tracing::error!(%error, "cannot record the configured units");
+        }
+        app
+    };
+    Ok(lifecycle::start(spec, cell, |router| router.add_service(service), callback, build).await?)
 }
 
 /// What the bureau is built from once its database is ready.
@@ -158,45 +125,6 @@ struct Parts {
     client: WechatClient,
     secret: wechat::Secret,
     metrics: Arc<Metrics>,
-}
-
-async fn run(
-    parts: Parts,
-    app_cell: Arc<OnceLock<Arc<App>>>,
-    health: Health,
-    mut stop: watch::Receiver<bool>,
-    servers: Servers,
-) {
-    let db = tokio::select! {
-                db = Db::connect_until_ready(&parts.config.database, SCHEMA, &[COMMON_MIGRATIONS, store::MIGRATIONS]) => Some(db),
-        _ = stop.wait_for(|stop| *stop) => None,
-    };
-    let mut worker = None;
-    if let Some(db) = &db {
-        let app = build(&parts, db.clone()).await;
-        if let Err(error) = app.templates.onboard(&parts.config.units).await {
-            tracing::error!(%error, "cannot record the configured units");
-        }
-        worker = Some(tokio::spawn(app.issuer.clone().run_worker()));
-        let _ = app_cell.set(app);
-        health.set(true).await;
-        tracing::info!("bureau-svc ready");
-        let _ = stop.wait_for(|stop| *stop).await;
-    }
-
-    tracing::info!("bureau-svc draining");
-    health.set(false).await;
-    if let Some(app) = app_cell.get() {
-        app.issuer.shutdown(Duration::from_millis(parts.config.server.shutdown_grace_ms)).await;
-    }
-    if let Some(worker) = worker {
-        worker.abort();
-    }
-    servers.join().await;
-    if let Some(db) = db {
-        db.close().await;
-    }
-    tracing::info!("bureau-svc stopped");
 }
 
 async fn build(parts: &Parts, db: Db) -> Arc<App> {
@@ -226,5 +154,6 @@ async fn build(parts: &Parts, db: Db) -> Arc<App> {
         holder,
     ));
     let reimburse = reimburse::Reimburse::new(store.clone(), credentials.clone(), appid);
-    Arc::new(App { store, sp_app_ids, templates, issuer, reimburse, issuing: config.issuing.clone() })
+    let bills = bills::Bills::new(store);
+    Arc::new(App { bills, sp_app_ids, templates, issuer, reimburse, issuing: config.issuing.clone() })
 }

@@ -1,8 +1,9 @@
 //! The gRPC handlers: proto in, domain call, proto out. No SQL, no HTTP.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
+use fiscalbill_common::lifecycle::AppCell;
 use fiscalbill_common::proto::bureau as pb;
 use fiscalbill_common::proto::bureau::bureau_service_server::BureauService;
 use fiscalbill_common::trace::TraceContext;
@@ -14,11 +15,11 @@ use crate::convert;
 use crate::error::BureauError;
 
 pub struct BureauGrpc {
-    app: Arc<OnceLock<Arc<App>>>,
+    app: AppCell<App>,
 }
 
 impl BureauGrpc {
-    pub fn new(app: Arc<OnceLock<Arc<App>>>) -> Self {
+    pub fn new(app: AppCell<App>) -> Self {
         Self { app }
     }
 
@@ -97,16 +98,10 @@ impl BureauService for BureauGrpc {
     ) -> Result<Response<pb::ListCardTemplatesResponse>, Status> {
         let app = self.app()?;
         let (after, limit) = convert::list_templates(request.into_inner()).map_err(BureauError::from)?;
-        let mut units = app.templates.list(&after, limit + 1).await?;
-        let next_page_token = if units.len() as i64 > limit {
-            units.truncate(limit as usize);
-            units.last().map(convert::template_page_token).unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let page = app.templates.list(&after, limit).await?;
         Ok(Response::new(pb::ListCardTemplatesResponse {
-            templates: units.iter().map(convert::template_to_proto).collect(),
-            next_page_token,
+            templates: page.items.iter().map(convert::template_to_proto).collect(),
+            next_page_token: page.next_page_token(convert::template_page_token),
         }))
     }
 
@@ -133,7 +128,7 @@ impl BureauService for BureauGrpc {
         let app = self.app()?;
         let pb::GetBillRequest { unit_appid, order_id } = request.into_inner();
         let key = convert::bill_key(unit_appid, order_id).map_err(BureauError::from)?;
-        let bill = app.store.bill(&key).await.map_err(BureauError::from)?.ok_or(BureauError::BillNotFound(key))?;
+        let bill = app.bills.get(&key).await?;
         Ok(Response::new(pb::GetBillResponse { bill: Some(convert::bill_to_proto(&bill)) }))
     }
 
@@ -142,19 +137,11 @@ impl BureauService for BureauGrpc {
         request: Request<pb::ListBillsRequest>,
     ) -> Result<Response<pb::ListBillsResponse>, Status> {
         let app = self.app()?;
-        let mut query = convert::list_bills(request.into_inner()).map_err(BureauError::from)?;
-        let limit = query.limit;
-        query.limit += 1;
-        let mut bills = app.store.list_bills(&query).await.map_err(BureauError::from)?;
-        let next_page_token = if bills.len() as i64 > limit {
-            bills.truncate(limit as usize);
-            bills.last().map(convert::bill_page_token).unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let query = convert::list_bills(request.into_inner()).map_err(BureauError::from)?;
+        let page = app.bills.list(&query).await?;
         Ok(Response::new(pb::ListBillsResponse {
-            bills: bills.iter().map(convert::bill_to_proto).collect(),
-            next_page_token,
+            bills: page.items.iter().map(convert::bill_to_proto).collect(),
+            next_page_token: page.next_page_token(convert::bill_page_token),
         }))
     }
 

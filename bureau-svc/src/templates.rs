@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fiscalbill_common::db::now_millis;
+use fiscalbill_common::paging::{Page, fetch_page};
 use wechat::Credentials;
 use wechat::types::BillCardInfo;
 
@@ -83,8 +84,9 @@ impl Templates {
         }
     }
 
-    pub async fn list(&self, after: &str, limit: i64) -> Result<Vec<Unit>, BureauError> {
-        Ok(self.store.list_templates(after, limit).await?)
+    /// ListCardTemplates: units with a template, by appid, after `after`.
+    pub async fn list(&self, after: &str, limit: i64) -> Result<Page<Unit>, BureauError> {
+        Ok(fetch_page(limit, |limit| self.store.list_templates(after, limit)).await?)
     }
 
     /// The unit's card_id, creating the template on first need; and whether this call did.

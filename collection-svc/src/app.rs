@@ -1,10 +1,14 @@
-//! collection-svc's parts, wired together once the database is ready.
+//! collection-svc's parts, wired together once the database is ready, and what the shared
+//! lifecycle does with them.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use wechat::Credentials;
-
+use fiscalbill_common::lifecycle::Application;
 use fiscalbill_common::metrics::Metrics;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use wechat::Credentials;
 
 use crate::authorize::Authorizations;
 use crate::config::AuthorizationConfig;
@@ -22,9 +26,20 @@ pub struct App {
     pub config: AuthorizationConfig,
 }
 
-impl App {
-    /// Updates the scrape-time gauges: authorizations by state, outbox depth and age.
-    pub async fn refresh_metrics(&self, metrics: &Metrics) {
+impl Application for App {
+    fn spawn_background(self: &Arc<Self>, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+        vec![
+            tokio::spawn(self.dispatcher.clone().run()),
+            tokio::spawn(self.authorizations.clone().run_reconciler(stop)),
+        ]
+    }
+
+    async fn drain(&self, grace: Duration) {
+        self.dispatcher.shutdown(grace).await;
+    }
+
+    /// Authorizations by state, outbox depth and age.
+    async fn refresh_metrics(&self, metrics: &Metrics) {
         match self.store.count_by_state().await {
             Ok(counts) => metrics.set_states(&AuthState::ALL.map(AuthState::as_str), &counts),
             Err(error) => tracing::warn!(%error, "cannot count authorizations for metrics"),

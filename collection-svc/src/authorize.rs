@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fiscalbill_common::db::now_millis;
+use fiscalbill_common::paging::{Page, fetch_page};
 use sha2::{Digest, Sha256};
 use wechat::types::{AuthSource, GetBillAuthUrlRequest, OrderRef, RejectInsertRequest};
 use wechat::{CallError, Credentials, ErrorKind};
@@ -13,9 +14,9 @@ use wechat::{CallError, Credentials, ErrorKind};
 use crate::bureau::BureauLink;
 use crate::config::AuthorizationConfig;
 use crate::dispatch::Dispatcher;
-use crate::domain::{AuthEvent, AuthState, Authorization, CreateRequest, OrderKey};
+use crate::domain::{AuthEvent, AuthQuery, AuthState, Authorization, CreateRequest, OrderKey};
 use crate::error::CollectionError;
-use crate::store::Store;
+use crate::store::{PushOutcome, PushRow, Store};
 use crate::units::Units;
 
 pub struct Authorizations {
@@ -41,6 +42,27 @@ impl Authorizations {
 
     pub async fn get(&self, key: &OrderKey) -> Result<Authorization, CollectionError> {
         self.store.authorization(key).await?.ok_or_else(|| CollectionError::NotFound(key.clone()))
+    }
+
+    /// ListAuthorizations: newest first, after the query's cursor.
+    pub async fn list(&self, query: &AuthQuery) -> Result<Page<Authorization>, CollectionError> {
+        let page =
+            fetch_page(
+                query.limit,
+                |limit| async move { self.store.list(&AuthQuery { limit, ..query.clone() }).await },
+            )
+            .await?;
+        Ok(page)
+    }
+
+    /// Records a verified push (once: WeChat's retries and replays are duplicates) and applies
+    /// it; an authorization it authorizes has its IssueBill queued in the same transaction.
+    pub async fn record_push(&self, push: &PushRow<'_>) -> Result<PushOutcome, CollectionError> {
+        let outcome = self.store.record_push(push, now_millis()).await?;
+        if outcome == PushOutcome::Authorized {
+            self.dispatcher.kick();
+        }
+        Ok(outcome)
     }
 
     /// CreateAuthorization. A repeat with the same data returns the stored authorization (with

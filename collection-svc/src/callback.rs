@@ -4,7 +4,7 @@
 //! `success` at once: the bureau is never waited for. Forged, malformed or oversized requests
 //! are refused without any effect.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -12,7 +12,6 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use fiscalbill_common::db::now_millis;
 use http::StatusCode;
 use sha2::{Digest, Sha256};
 use wechat::callback::message::{EVENT_UPDATE_INVOICE_STATUS, EVENT_USER_AUTHORIZE_INVOICE};
@@ -21,13 +20,14 @@ use wechat::callback::{CallbackError, CallbackQuery, MAX_PUSH_BYTES, open_push, 
 use fiscalbill_common::metrics::Metrics;
 
 use crate::app::App;
-use crate::store::{PushOutcome, PushRow};
+use crate::store::PushRow;
 use crate::units::Units;
+use fiscalbill_common::lifecycle::AppCell;
 
 #[derive(Clone)]
 pub struct CallbackState {
     pub units: Arc<Units>,
-    pub app: Arc<OnceLock<Arc<App>>>,
+    pub app: AppCell<App>,
     /// Forwards pushes meant for the bureau (self-built platform).
     pub forwarder: reqwest::Client,
     pub metrics: Arc<Metrics>,
@@ -112,13 +112,10 @@ async fn receive(
         create_time: event.create_time,
         body: &String::from_utf8_lossy(&opened.plaintext),
     };
-    match app.store.record_push(&row, now_millis()).await {
+    match app.authorizations.record_push(&row).await {
         Ok(outcome) => {
             tracing::info!(%appid, order_id = %event.order_id, outcome = outcome.as_str(), "authorization push");
             state.metrics.record_push(outcome.as_str());
-            if outcome == PushOutcome::Authorized {
-                app.dispatcher.kick();
-            }
             "success".into_response()
         }
         Err(error) => {

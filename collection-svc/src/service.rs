@@ -1,8 +1,9 @@
 //! The gRPC handlers: proto in, domain call, proto out.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use fiscalbill_common::bill::timestamp;
+use fiscalbill_common::lifecycle::AppCell;
 use fiscalbill_common::proto::collection as pb;
 use fiscalbill_common::proto::collection::collection_service_server::CollectionService;
 use fiscalbill_common::trace::TraceContext;
@@ -15,11 +16,11 @@ use crate::convert;
 use crate::error::CollectionError;
 
 pub struct CollectionGrpc {
-    app: Arc<OnceLock<Arc<App>>>,
+    app: AppCell<App>,
 }
 
 impl CollectionGrpc {
-    pub fn new(app: Arc<OnceLock<Arc<App>>>) -> Self {
+    pub fn new(app: AppCell<App>) -> Self {
         Self { app }
     }
 
@@ -69,19 +70,11 @@ impl CollectionService for CollectionGrpc {
         request: Request<pb::ListAuthorizationsRequest>,
     ) -> Result<Response<pb::ListAuthorizationsResponse>, Status> {
         let app = self.app()?;
-        let mut query = convert::list_request(request.into_inner()).map_err(CollectionError::from)?;
-        let limit = query.limit;
-        query.limit += 1;
-        let mut found = app.store.list(&query).await.map_err(CollectionError::from)?;
-        let next_page_token = if found.len() as i64 > limit {
-            found.truncate(limit as usize);
-            found.last().map(convert::page_token).unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let query = convert::list_request(request.into_inner()).map_err(CollectionError::from)?;
+        let page = app.authorizations.list(&query).await?;
         Ok(Response::new(pb::ListAuthorizationsResponse {
-            authorizations: found.iter().map(convert::to_proto).collect(),
-            next_page_token,
+            authorizations: page.items.iter().map(convert::to_proto).collect(),
+            next_page_token: page.next_page_token(convert::page_token),
         }))
     }
 

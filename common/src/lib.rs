@@ -7,6 +7,7 @@ pub mod auth;
 pub mod bill;
 pub mod config;
 pub mod db;
+pub mod lifecycle;
 pub mod metrics;
 pub mod paging;
 pub mod pdf_store;

@@ -1,5 +1,8 @@
-//! Page tokens of the list calls: an opaque encoding of where the last page ended (newest
-//! first, then by unit and order).
+//! Paging of the list calls: a page is fetched with one row more than asked, which only tells
+//! whether another page follows; page tokens are an opaque encoding of where a page ended
+//! (newest first, then by unit and order).
+
+use std::future::Future;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -49,9 +52,50 @@ impl Cursor {
     }
 }
 
+/// One page of a list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Another page follows this one.
+    pub has_more: bool,
+}
+
+impl<T> Page<T> {
+    /// The token of the next page (made by `token_of` from this page's last item), or empty
+    /// when this page is the last.
+    pub fn next_page_token(&self, token_of: impl Fn(&T) -> String) -> String {
+        match self.items.last() {
+            Some(last) if self.has_more => token_of(last),
+            _ => String::new(),
+        }
+    }
+}
+
+/// Fetches a page of at most `limit` items: `fetch` is asked for `limit + 1`.
+pub async fn fetch_page<T, E, Fut>(limit: i64, fetch: impl FnOnce(i64) -> Fut) -> Result<Page<T>, E>
+where
+    Fut: Future<Output = Result<Vec<T>, E>>,
+{
+    let mut items = fetch(limit + 1).await?;
+    let has_more = items.len() as i64 > limit;
+    items.truncate(limit.max(0) as usize);
+    Ok(Page { items, has_more })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn pages_fetch_one_row_more_than_they_show() {
+        let rows = |n: i64| async move { Ok::<_, ()>((0..n.min(5)).collect::<Vec<i64>>()) };
+        let first = fetch_page(3, rows).await.unwrap();
+        assert_eq!(first, Page { items: vec![0, 1, 2], has_more: true });
+        assert_eq!(first.next_page_token(|n| n.to_string()), "2");
+        let all = fetch_page(5, rows).await.unwrap();
+        assert_eq!(all, Page { items: vec![0, 1, 2, 3, 4], has_more: false });
+        assert_eq!(all.next_page_token(|n| n.to_string()), "");
+    }
 
     #[test]
     fn tokens_round_trip_and_garbage_is_refused() {

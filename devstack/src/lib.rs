@@ -3,6 +3,7 @@
 //! App) registered at the sandbox. Dev-only credentials.
 
 pub mod demo;
+pub mod services;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use collection_svc::config as collection_config;
 use fiscalbill_common::auth::AuthConfig;
 use fiscalbill_common::config::SecretSetting;
 use fiscalbill_common::db::DatabaseConfig;
+use fiscalbill_common::lifecycle::RunningService;
 use serde_json::json;
 use wechat::Secret;
 use wechat::WechatHttpConfig;
@@ -192,8 +194,8 @@ pub struct DevStack {
     pub addresses: Addresses,
     pub data_dir: PathBuf,
     pub sandbox: wechat_sandbox::RunningSandbox,
-    pub bureau: bureau_svc::RunningBureau,
-    pub collection: collection_svc::RunningCollection,
+    pub bureau: RunningService,
+    pub collection: RunningService,
 }
 
 #[derive(Debug)]

@@ -8,6 +8,7 @@ use std::time::Duration;
 use fiscalbill_common::auth::{AuthConfig, BearerKey, ClientConfig, key_sha256};
 use fiscalbill_common::config::SecretSetting;
 use fiscalbill_common::db::DatabaseConfig;
+use fiscalbill_common::lifecycle::RunningService;
 use fiscalbill_common::proto::bureau::bureau_service_client::BureauServiceClient;
 use fiscalbill_common::proto::collection as pb;
 use fiscalbill_common::proto::collection::collection_service_client::CollectionServiceClient;
@@ -43,28 +44,27 @@ pub fn cert(name: &str) -> std::path::PathBuf {
 }
 
 /// A service in a runtime of its own.
-pub struct Hosted<T> {
+pub struct Hosted {
     runtime: Option<tokio::runtime::Runtime>,
-    running: Option<T>,
+    running: Option<RunningService>,
 }
 
-impl<T> Hosted<T> {
-    fn start<F>(start: impl FnOnce() -> F) -> (Self, T::Addrs)
+/// gRPC, push (HTTP) and admin addresses, as bound.
+type Bound = (SocketAddr, SocketAddr, SocketAddr);
+
+impl Hosted {
+    fn start<F>(start: impl FnOnce() -> F) -> (Self, Bound)
     where
-        F: std::future::Future<Output = T>,
-        T: Addresses,
+        F: std::future::Future<Output = RunningService>,
     {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let running = runtime.block_on(start());
-        let addrs = running.addrs();
-        (Hosted { runtime: Some(runtime), running: Some(running) }, addrs)
+        let bound = (running.grpc_addr, running.http_addr, running.admin_addr);
+        (Hosted { runtime: Some(runtime), running: Some(running) }, bound)
     }
 
     /// A clean stop (drain, park, close), or a crash: every task dies at once.
-    fn stop(mut self, crash: bool)
-    where
-        T: Stop,
-    {
+    fn stop(mut self, crash: bool) {
         let runtime = self.runtime.take().unwrap();
         if let (false, Some(running)) = (crash, self.running.take()) {
             runtime.block_on(running.stop());
@@ -73,7 +73,7 @@ impl<T> Hosted<T> {
     }
 }
 
-impl<T> Drop for Hosted<T> {
+impl Drop for Hosted {
     fn drop(&mut self) {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
@@ -82,55 +82,17 @@ impl<T> Drop for Hosted<T> {
 }
 
 /// A further replica of a service.
-pub struct Replica<T> {
-    host: Hosted<T>,
+pub struct Replica {
+    host: Hosted,
     pub grpc: SocketAddr,
     pub http: SocketAddr,
     pub admin: SocketAddr,
 }
 
-impl<T: Stop + Send + 'static> Replica<T> {
+impl Replica {
     pub async fn stop(self) {
         let host = self.host;
         tokio::task::spawn_blocking(move || host.stop(false)).await.unwrap();
-    }
-}
-
-pub trait Stop {
-    fn stop(self) -> impl std::future::Future<Output = ()>;
-}
-
-impl Stop for bureau_svc::RunningBureau {
-    fn stop(self) -> impl std::future::Future<Output = ()> {
-        bureau_svc::RunningBureau::stop(self)
-    }
-}
-
-impl Stop for collection_svc::RunningCollection {
-    fn stop(self) -> impl std::future::Future<Output = ()> {
-        collection_svc::RunningCollection::stop(self)
-    }
-}
-
-pub trait Addresses {
-    type Addrs;
-    fn addrs(&self) -> Self::Addrs;
-}
-
-/// gRPC, push (HTTP) and admin addresses, as bound.
-type Bound = (SocketAddr, SocketAddr, SocketAddr);
-
-impl Addresses for bureau_svc::RunningBureau {
-    type Addrs = Bound;
-    fn addrs(&self) -> Self::Addrs {
-        (self.grpc_addr, self.http_addr, self.admin_addr)
-    }
-}
-
-impl Addresses for collection_svc::RunningCollection {
-    type Addrs = Bound;
-    fn addrs(&self) -> Self::Addrs {
-        (self.grpc_addr, self.http_addr, self.admin_addr)
     }
 }
 
@@ -184,8 +146,8 @@ pub struct Stack {
     pub options: Options,
     pub sandbox: RunningSandbox,
     pub http: reqwest::Client,
-    bureau_host: Option<Hosted<bureau_svc::RunningBureau>>,
-    collection_host: Option<Hosted<collection_svc::RunningCollection>>,
+    bureau_host: Option<Hosted>,
+    collection_host: Option<Hosted>,
     bureau_db: DatabaseConfig,
     collection_db: DatabaseConfig,
     pub bureau_grpc: SocketAddr,
@@ -506,7 +468,7 @@ impl Stack {
     }
 
     /// Another bureau-svc on free ports, sharing this stack's database.
-    pub async fn bureau_replica(&self) -> Replica<bureau_svc::RunningBureau> {
+    pub async fn bureau_replica(&self) -> Replica {
         let config = self.bureau_config_at(any_port(), any_port(), any_port());
         let start = || async move { bureau_svc::start(config).await.expect("bureau replica starts") };
         let (host, (grpc, http, admin)) = host(start, self.options.tls, true).await;
@@ -515,7 +477,7 @@ impl Stack {
 
     /// Another collection-svc on free ports, sharing this stack's database, calling the
     /// bureau at `bureau_grpc`.
-    pub async fn collection_replica(&self, bureau_grpc: SocketAddr) -> Replica<collection_svc::RunningCollection> {
+    pub async fn collection_replica(&self, bureau_grpc: SocketAddr) -> Replica {
         let config = self.collection_config_at(any_port(), any_port(), any_port(), bureau_grpc);
         let start = || async move { collection_svc::start(config).await.expect("collection replica starts") };
         let (host, (grpc, http, admin)) = host(start, self.options.tls, false).await;
@@ -647,10 +609,9 @@ pub fn channel(addr: SocketAddr, tls: bool, mutual: bool) -> Channel {
 
 /// Starts a service on a runtime of its own (so that a crash can end all its tasks at once)
 /// and waits until it serves; `mutual` as for [`channel`].
-async fn host<T, F>(start: impl FnOnce() -> F + Send + 'static, tls: bool, mutual: bool) -> (Hosted<T>, Bound)
+async fn host<F>(start: impl FnOnce() -> F + Send + 'static, tls: bool, mutual: bool) -> (Hosted, Bound)
 where
-    F: std::future::Future<Output = T>,
-    T: Addresses<Addrs = Bound> + Send + 'static,
+    F: std::future::Future<Output = RunningService>,
 {
     let (hosted, bound) = tokio::task::spawn_blocking(move || Hosted::start(start)).await.unwrap();
     wait_serving(channel(bound.0, tls, mutual)).await;

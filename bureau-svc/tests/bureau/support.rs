@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use bureau_svc::RunningBureau;
 use bureau_svc::config::{AccountConfig, BureauConfig, IssuingConfig, ServerConfig, UnitConfig};
 use fiscalbill_common::config::SecretSetting;
 use fiscalbill_common::db::DatabaseConfig;
+use fiscalbill_common::lifecycle::RunningService;
 use fiscalbill_common::proto::bureau as pb;
 use fiscalbill_common::proto::bureau::bureau_service_client::BureauServiceClient;
 use fiscalbill_common::proto::types as types_pb;
@@ -27,7 +27,7 @@ pub const PAYER: &str = "oPayer000000000000000000001";
 
 pub struct Bureau {
     runtime: Option<tokio::runtime::Runtime>,
-    running: Option<RunningBureau>,
+    running: Option<RunningService>,
     pub grpc_addr: std::net::SocketAddr,
     pub http_addr: std::net::SocketAddr,
 }

@@ -4,6 +4,8 @@
 
 use std::process::ExitCode;
 
+use devstack::services::{Role, ServiceConfig};
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -19,16 +21,12 @@ async fn main() -> ExitCode {
         }
     };
     fiscalbill_common::server::init_tracing(false, "warn");
-    let started = match role.as_str() {
-        "bureau" => match serde_json::from_str(&text) {
-            Ok(config) => bureau_svc::start(config).await.map(Running::Bureau).map_err(|e| e.to_string()),
-            Err(error) => Err(error.to_string()),
+    let started = match Role::parse(role) {
+        Some(role) => match ServiceConfig::from_json(role, &text) {
+            Ok(config) => config.start().await,
+            Err(error) => Err(error),
         },
-        "collection" => match serde_json::from_str(&text) {
-            Ok(config) => collection_svc::start(config).await.map(Running::Collection).map_err(|e| e.to_string()),
-            Err(error) => Err(error.to_string()),
-        },
-        other => Err(format!("unknown role {other}")),
+        None => Err(format!("unknown role {role}")),
     };
     let running = match started {
         Ok(running) => running,
@@ -38,14 +36,6 @@ async fn main() -> ExitCode {
         }
     };
     fiscalbill_common::server::shutdown_signal().await;
-    match running {
-        Running::Bureau(bureau) => bureau.stop().await,
-        Running::Collection(collection) => collection.stop().await,
-    }
+    running.stop().await;
     ExitCode::SUCCESS
-}
-
-enum Running {
-    Bureau(bureau_svc::RunningBureau),
-    Collection(collection_svc::RunningCollection),
 }

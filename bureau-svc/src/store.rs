@@ -5,12 +5,11 @@
 
 use bytes::Bytes;
 use fiscalbill_common::bill::{BillContent, BillItem};
-use fiscalbill_common::db::{Db, Migration, placeholders};
+use fiscalbill_common::db::{Db, Migration, sql_list};
 use fiscalbill_common::paging::Cursor;
 use fiscalbill_common::pdf_store::PdfTable;
-use sqlx::any::{AnyArguments, AnyRow};
-use sqlx::query::Query;
-use sqlx::{Any, AssertSqlSafe, Error, Row};
+use sqlx::any::AnyRow;
+use sqlx::{AssertSqlSafe, Error, Row};
 use wechat::types::ReimburseStatus;
 
 use crate::domain::{Bill, BillEvent, BillKey, BillQuery, BillState, Failure, NewBill, PdfOrigin, SpApp, Unit};
@@ -386,19 +385,17 @@ impl Store {
 
     /// Takes the lease of one open bill, if free (or already ours).
     pub async fn claim_bill(&self, key: &BillKey, holder: &str, now: i64, until: i64) -> Result<bool, Error> {
-        let open = BillState::open();
         let done = sqlx::query(AssertSqlSafe(format!(
             "UPDATE bill SET lease_holder = $3, lease_until = $5
              WHERE unit_appid = $1 AND order_id = $2 AND state IN ({})
                AND (lease_holder IS NULL OR lease_holder = $3 OR lease_until <= $4)",
-            state_list(&open, 6)
+            states(&BillState::open())
         )))
         .bind(&key.unit_appid)
         .bind(&key.order_id)
         .bind(holder)
         .bind(now)
         .bind(until)
-        .bind_states(&open)
         .execute(self.db.writer())
         .await?;
         Ok(done.rows_affected() == 1)
@@ -419,13 +416,11 @@ impl Store {
                 ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED)
              RETURNING unit_appid, order_id",
         );
-        let open = BillState::open();
-        sqlx::query(AssertSqlSafe(sql.replace("{open}", &state_list(&open, 5))))
+        sqlx::query(AssertSqlSafe(sql.replace("{open}", &states(&BillState::open()))))
             .bind(holder)
             .bind(until)
             .bind(now)
             .bind(limit)
-            .bind_states(&open)
             .fetch_all(self.db.writer())
             .await?
             .iter()
@@ -455,7 +450,6 @@ impl Store {
         lease_until: i64,
     ) -> Result<bool, Error> {
         let failure = change.failure.as_ref();
-        let from = change.event.sources();
         let done = sqlx::query(AssertSqlSafe(format!(
             "UPDATE bill SET state = $3, card_id = COALESCE($4, card_id), s_media_id = $5, media_expires_at = $6,
                 insert_pending = $7, card_code = $8, openid = $9, reimburse_status = $10,
@@ -463,7 +457,7 @@ impl Store {
                 failed_at = $16, attempts = $17, last_error = $18, never_authorized_since = $19, next_attempt_at = $20,
                 inserted_at = $21, updated_at = $22, lease_until = $23
              WHERE unit_appid = $1 AND order_id = $2 AND lease_holder = $24 AND state IN ({})",
-            state_list(&from, 25)
+            states(&change.event.sources())
         )))
         .bind(&key.unit_appid)
         .bind(&key.order_id)
@@ -489,7 +483,6 @@ impl Store {
         .bind(now)
         .bind(lease_until)
         .bind(holder)
-        .bind_states(&from)
         .execute(self.db.writer())
         .await?;
         Ok(done.rows_affected() == 1)
@@ -498,19 +491,17 @@ impl Store {
     /// Starts a failed bill over (a repeated IssueBill after a fixable failure).
     pub async fn restart_failed(&self, key: &BillKey, now: i64) -> Result<bool, Error> {
         let event = BillEvent::Restarted;
-        let from = event.sources();
         let done = sqlx::query(AssertSqlSafe(format!(
             "UPDATE bill SET state = $4, s_media_id = NULL, media_expires_at = 0, failure_reason = NULL,
                 failure_message = NULL, failure_errcode = 0, failure_errmsg = NULL, failure_rid = NULL, failed_at = 0,
                 attempts = 0, last_error = NULL, never_authorized_since = 0, next_attempt_at = $3, updated_at = $3
              WHERE unit_appid = $1 AND order_id = $2 AND state IN ({})",
-            state_list(&from, 5)
+            states(&event.sources())
         )))
         .bind(&key.unit_appid)
         .bind(&key.order_id)
         .bind(now)
         .bind(BillState::Failed.after(event).expect("a failed bill can restart").as_str())
-        .bind_states(&from)
         .execute(self.db.writer())
         .await?;
         Ok(done.rows_affected() == 1)
@@ -562,12 +553,11 @@ impl Store {
             tx.rollback().await?;
             return Ok(EventOutcome::Duplicate);
         }
-        let from = ReimburseStatus::sources(event.status);
         let applied = sqlx::query(AssertSqlSafe(format!(
             "UPDATE bill SET reimburse_status = $3, reimburse_updated_secs = $4, updated_at = $5
              WHERE card_id = $1 AND card_code = $2 AND reimburse_updated_secs <= $4
                AND COALESCE(reimburse_status, $6) IN ({})",
-            placeholders(7, from.len())
+            sql_list(ReimburseStatus::sources(event.status).iter().map(|status| status.as_str()))
         )))
         .bind(event.card_id)
         .bind(event.code)
@@ -576,7 +566,6 @@ impl Store {
         .bind(now)
         // A bill never given a status is at INIT.
         .bind(ReimburseStatus::Init.as_str())
-        .bind_statuses(&from)
         .execute(&mut *tx)
         .await?;
         let outcome = if applied.rows_affected() > 0 {
@@ -649,26 +638,9 @@ impl Change {
     }
 }
 
-/// The placeholders of `states`, numbered from `first` (after the statement's own parameters);
-/// [`BindSet::bind_states`] binds them last.
-fn state_list(states: &[BillState], first: usize) -> String {
-    placeholders(first, states.len())
-}
-
-/// Binds a set given as data, for a `state_list` or `placeholders` list.
-trait BindSet {
-    fn bind_states(self, states: &[BillState]) -> Self;
-    fn bind_statuses(self, statuses: &[ReimburseStatus]) -> Self;
-}
-
-impl BindSet for Query<'_, Any, AnyArguments> {
-    fn bind_states(self, states: &[BillState]) -> Self {
-        states.iter().fold(self, |query, state| query.bind(state.as_str()))
-    }
-
-    fn bind_statuses(self, statuses: &[ReimburseStatus]) -> Self {
-        statuses.iter().fold(self, |query, status| query.bind(status.as_str()))
-    }
+/// The SQL list of `states` (see [`sql_list`]).
+fn states(states: &[BillState]) -> String {
+    sql_list(states.iter().map(|state| state.as_str()))
 }
 
 #[cfg(test)]
@@ -676,6 +648,17 @@ mod tests {
     use fiscalbill_common::pdf_store::test_support::whole_pdfs_survive_the_move_to_chunks;
 
     use super::{BILL_PDF, MIGRATIONS};
+
+    #[test]
+    fn the_due_index_covers_exactly_the_open_states() {
+        // The worker's query names the open states as literals; the partial index must name
+        // the same, or the planner cannot use it.
+        let index = format!(
+            "CREATE INDEX bill_due ON bill (next_attempt_at) WHERE state IN ({});",
+            super::states(&super::BillState::open())
+        );
+        assert!(MIGRATIONS[0].sql.contains(&index), "{index}");
+    }
 
     #[tokio::test]
     async fn pdfs_stored_whole_survive_the_move_to_chunks() {

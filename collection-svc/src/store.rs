@@ -4,12 +4,11 @@
 
 use bytes::Bytes;
 use fiscalbill_common::bill::BillContent;
-use fiscalbill_common::db::{Db, Migration, placeholders};
+use fiscalbill_common::db::{Db, Migration, sql_list};
 use fiscalbill_common::paging::Cursor;
 use fiscalbill_common::pdf_store::PdfTable;
-use sqlx::any::{AnyArguments, AnyRow};
-use sqlx::query::Query;
-use sqlx::{Any, AssertSqlSafe, Error, Row};
+use sqlx::any::AnyRow;
+use sqlx::{AssertSqlSafe, Error, Row};
 use wechat::types::AuthSource;
 
 use crate::domain::{AuthEvent, AuthQuery, AuthState, Authorization, Failure, Job, JobPhase, OrderKey};
@@ -41,23 +40,11 @@ macro_rules! auth_columns {
 }
 
 /// The SQL of a change of state by `event`: `{to}` becomes the event's target state and
-/// `{from}` the placeholders, numbered from `first` (after the statement's own parameters), of
-/// the states that allow it, which [`BindFrom::bind_from`] binds last. The rule is the
-/// domain's; the SQL only takes its "from" set as data.
-fn event_sql(sql: &str, event: AuthEvent, first: usize) -> AssertSqlSafe<String> {
-    let from = placeholders(first, event.sources().len());
+/// `{from}` the states that allow it. The rule is the domain's; the SQL only takes its "from"
+/// set as data.
+fn event_sql(sql: &str, event: AuthEvent) -> AssertSqlSafe<String> {
+    let from = sql_list(event.sources().iter().map(|state| state.as_str()));
     AssertSqlSafe(sql.replace("{from}", &from).replace("{to}", event.target().as_str()))
-}
-
-trait BindFrom {
-    /// Binds the states that allow `event`, for the `{from}` list of [`event_sql`].
-    fn bind_from(self, event: AuthEvent) -> Self;
-}
-
-impl BindFrom for Query<'_, Any, AnyArguments> {
-    fn bind_from(self, event: AuthEvent) -> Self {
-        event.sources().into_iter().fold(self, |query, state| query.bind(state.as_str()))
-    }
 }
 
 fn corrupt(what: &str, value: &str) -> Error {
@@ -244,14 +231,12 @@ impl Store {
             "UPDATE payer_authorization SET auth_url = $3, auth_url_expires_at = $4, state = '{to}', updated_at = $5
              WHERE unit_appid = $1 AND order_id = $2 AND state IN ({from})",
             event,
-            6,
         ))
         .bind(&key.unit_appid)
         .bind(&key.order_id)
         .bind(auth_url)
         .bind(expires_at)
         .bind(now)
-        .bind_from(event)
         .execute(self.db.writer())
         .await?;
         Ok(done.rows_affected() == 1)
@@ -330,13 +315,11 @@ impl Store {
                     "UPDATE payer_authorization SET state = '{to}', openid = $3, updated_at = $4
                      WHERE unit_appid = $1 AND order_id = $2 AND state IN ({from})",
                     event,
-                    5,
                 ))
                 .bind(push.unit_appid)
                 .bind(push.order_id)
                 .bind(push.openid)
                 .bind(now)
-                .bind_from(event)
                 .execute(&mut *tx)
                 .await?;
                 if declined.rows_affected() == 1 { PushOutcome::Declined } else { PushOutcome::NoChange }
@@ -387,12 +370,10 @@ impl Store {
             "UPDATE payer_authorization SET state = '{to}', updated_at = $3
              WHERE unit_appid = $1 AND order_id = $2 AND state IN ({from})",
             event,
-            4,
         ))
         .bind(&key.unit_appid)
         .bind(&key.order_id)
         .bind(now)
-        .bind_from(event)
         .execute(self.db.writer())
         .await?;
         Ok(done.rows_affected() == 1)
@@ -431,13 +412,11 @@ impl Store {
             "UPDATE payer_authorization SET state = '{to}', reject_reason = $3, updated_at = $4
              WHERE unit_appid = $1 AND order_id = $2 AND state IN ({from})",
             event,
-            5,
         ))
         .bind(&key.unit_appid)
         .bind(&key.order_id)
         .bind(reason)
         .bind(now)
-        .bind_from(event)
         .execute(&mut *tx)
         .await?;
         sqlx::query("DELETE FROM outbox WHERE unit_appid = $1 AND order_id = $2")
@@ -458,13 +437,11 @@ impl Store {
                 failure_errmsg = NULL, failure_rid = NULL, failed_at = 0, updated_at = $3
              WHERE unit_appid = $1 AND order_id = $2 AND state IN ({from})",
             event,
-            4,
         ))
         .bind(&key.unit_appid)
         .bind(&key.order_id)
         .bind(now)
-        .bind_from(event)
-        .execute(&mut *tx)
+                .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 1 {
             queue_job(&mut tx, key, now).await?;
@@ -559,7 +536,6 @@ impl Store {
                         failure_errmsg = NULL, failure_rid = NULL, failed_at = 0, updated_at = $6
                      WHERE unit_appid = $1 AND order_id = $2 AND state IN ({from})",
                     event,
-                    7,
                 ))
                 .bind(&key.unit_appid)
                 .bind(&key.order_id)
@@ -567,8 +543,7 @@ impl Store {
                 .bind(card_code.as_deref())
                 .bind(openid.as_deref())
                 .bind(now)
-                .bind_from(event)
-                .execute(&mut *tx)
+                                .execute(&mut *tx)
                 .await?;
             }
             JobOutcome::Failed(failure) => {
@@ -597,12 +572,10 @@ impl Store {
                 "UPDATE payer_authorization SET state = '{to}', issue_attempts = issue_attempts + 1, updated_at = $3
                  WHERE unit_appid = $1 AND order_id = $2 AND state IN ({from})",
                 event,
-                4,
             ))
             .bind(&key.unit_appid)
             .bind(&key.order_id)
             .bind(now)
-            .bind_from(event)
             .execute(&mut *tx)
             .await?;
         }
@@ -673,7 +646,6 @@ async fn authorize(
             wechat_invoice_status = COALESCE($5, wechat_invoice_status), updated_at = $6
          WHERE unit_appid = $1 AND order_id = $2 AND state IN ({from})",
         event,
-        7,
     ))
     .bind(&key.unit_appid)
     .bind(&key.order_id)
@@ -681,7 +653,6 @@ async fn authorize(
     .bind(authorize_time)
     .bind(invoice_status)
     .bind(now)
-    .bind_from(event)
     .execute(&mut **tx)
     .await?;
     if done.rows_affected() == 0 {
@@ -720,7 +691,6 @@ async fn set_failure(
             failure_errmsg = $7, failure_rid = $8, failed_at = $9, issue_attempts = issue_attempts + 1, updated_at = $9
          WHERE unit_appid = $1 AND order_id = $2 AND state IN ({from})",
         event,
-        10,
     ))
     .bind(&key.unit_appid)
     .bind(&key.order_id)
@@ -731,8 +701,7 @@ async fn set_failure(
     .bind(&failure.wechat_errmsg)
     .bind(&failure.wechat_rid)
     .bind(now)
-    .bind_from(event)
-    .execute(&mut **tx)
+        .execute(&mut **tx)
     .await?;
     Ok(())
 }

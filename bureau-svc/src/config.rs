@@ -97,6 +97,9 @@ pub struct IssuingConfig {
     pub bill_title: String,
     /// How long an insert answered "invoice order never auth" is retried, seconds.
     pub never_authorized_retry_secs: u64,
+    /// How many consecutive inserts WeChat may answer "invalid card status" (retried with
+    /// backoff: it may follow a template created moments before) before the bill fails.
+    pub invalid_card_status_tries: u32,
     /// How long transient failures are retried before a bill fails, seconds.
     pub give_up_after_secs: u64,
     /// The pause after WeChat's per-minute quota, milliseconds.
@@ -120,6 +123,7 @@ impl Default for IssuingConfig {
             pdf_max_bytes: 2 * 1024 * 1024,
             bill_title: "非税收入统一票据（电子）".to_owned(),
             never_authorized_retry_secs: 600,
+            invalid_card_status_tries: 8,
             give_up_after_secs: 86_400,
             minute_quota_pause_ms: 60_000,
             retry_base_ms: 500,

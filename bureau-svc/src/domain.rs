@@ -176,6 +176,10 @@ pub struct Bill {
     pub attempts: i64,
     pub last_error: Option<String>,
     pub never_authorized_since: i64,
+    /// Consecutive inserts answered "invalid card status".
+    pub card_status_failures: i64,
+    /// Uploads whose copy at WeChat differed from the PDF sent.
+    pub pdf_mismatches: i64,
     pub next_attempt_at: i64,
     pub created_at: i64,
     pub updated_at: i64,

@@ -23,6 +23,8 @@ pub enum Disposition {
     },
     /// The payer has not authorized yet: retry for `never_authorized_retry_secs`, then fail.
     NeverAuthorized,
+    /// The card's state forbids the insert: retry `invalid_card_status_tries` times, then fail.
+    InvalidCardStatus,
     Fail(Failure),
 }
 
@@ -33,6 +35,7 @@ pub fn classify(error: &BureauError, now: i64, minute_quota_pause_ms: i64) -> Di
             Retry::NextMinute => Disposition::Retry { min_delay_ms: minute_quota_pause_ms },
             Retry::Later => Disposition::Retry { min_delay_ms: DAILY_QUOTA_PAUSE_MS },
             Retry::WhilePayerMayAuthorize => Disposition::NeverAuthorized,
+            Retry::FewTimesThenFix => Disposition::InvalidCardStatus,
             Retry::AfterFix | Retry::Never => Disposition::Fail(failure_of(error, now)),
         },
         BureauError::Wechat(CallError::Store(_)) | BureauError::Storage(_) | BureauError::Busy(_) => {
@@ -65,6 +68,21 @@ pub fn failure_of(error: &BureauError, now: i64) -> Failure {
     }
 }
 
+/// The failure of a bill whose inserts WeChat kept answering "invalid card status": what to
+/// check, since WeChat gives several causes and none of them is "already inserted".
+pub fn invalid_card_status(error: &BureauError, tries: i64, card_id: &str, now: i64) -> Failure {
+    let failure = failure_of(error, now);
+    Failure {
+        message: format!(
+            "WeChat answered \"invalid card status\" to {tries} inserts: check at WeChat that the unit's bill \
+             template {card_id} is authorized and its card permission enabled, and that the template was not \
+             created moments before; then issue the bill again ({})",
+            failure.message
+        ),
+        ..failure
+    }
+}
+
 /// Whether a repeated IssueBill may start a failed bill over: its cause can go away (the payer
 /// authorizes, the account or configuration is fixed, the daily quota renews), or it failed
 /// only because retries ran out. A final answer (rejected order, numbers repeated, PDF
@@ -76,7 +94,7 @@ pub fn reissuable(failure: &Failure) -> bool {
             failure.wechat_errcode != 0
                 && matches!(
                     rulebook::kind_of(failure.wechat_errcode).retry(),
-                    Retry::AfterFix | Retry::WhilePayerMayAuthorize | Retry::Later
+                    Retry::AfterFix | Retry::WhilePayerMayAuthorize | Retry::FewTimesThenFix | Retry::Later
                 )
         }
     }
@@ -100,6 +118,7 @@ mod tests {
             &rulebook::INVALID_APPSECRET,
             &rulebook::IP_NOT_WHITELISTED,
             &rulebook::DAILY_QUOTA,
+            &rulebook::INVALID_CARD_STATUS,
         ] {
             assert!(reissuable(&failed_with(rule)), "{}", rule.name);
         }
@@ -108,7 +127,6 @@ mod tests {
             &rulebook::BILLING_NUMBERS_REPEATED,
             &rulebook::PDF_ERROR,
             &rulebook::INVALID_PARAMS,
-            &rulebook::INVALID_CARD_STATUS,
         ] {
             assert!(!reissuable(&failed_with(rule)), "{}", rule.name);
         }

@@ -29,7 +29,7 @@ use wechat::{CallError, Credentials, ErrorKind};
 use crate::config::IssuingConfig;
 use crate::domain::{Bill, BillEvent, BillKey, BillState, Failure, IssueRequest, NewBill, PdfOrigin};
 use crate::error::BureauError;
-use crate::failures::{Disposition, RETRIES_EXHAUSTED, classify, failure_of, reissuable};
+use crate::failures::{Disposition, RETRIES_EXHAUSTED, classify, failure_of, invalid_card_status, reissuable};
 use crate::pdf::render::{BillHeader, render};
 use crate::spappid::SpAppIds;
 use crate::store::{Change, Store};
@@ -336,6 +336,7 @@ impl Issuer {
                 change.last_error = None;
                 change.next_attempt_at = now;
                 change.never_authorized_since = 0;
+                change.card_status_failures = 0;
                 Ok(change)
             }
             Err(BureauError::Storage(error)) => Err(BureauError::Storage(error)),
@@ -413,10 +414,7 @@ impl Issuer {
                 change.inserted_at = now;
                 Ok(())
             }
-            Err(CallError::Wechat(error))
-                if was_pending
-                    && matches!(error.kind(), ErrorKind::BillingNumbersRepeated | ErrorKind::InvalidCardStatus) =>
-            {
+            Err(CallError::Wechat(error)) if was_pending && error.kind() == ErrorKind::BillingNumbersRepeated => {
                 tracing::warn!(bill = %bill.key, errcode = error.errcode(), rid = error.rid(),
                     "an earlier insert whose answer was lost had landed: the bill is inserted, its card code unknown");
                 change.apply(BillEvent::Inserted);
@@ -428,8 +426,9 @@ impl Issuer {
             }
             Err(CallError::Wechat(error)) if error.outcome_unknown() => Err(CallError::Wechat(error).into()),
             Err(error) => {
-                // WeChat answered: this insert did not land.
-                change.insert_pending = false;
+                // WeChat answered: this insert did not land. An earlier one whose answer was
+                // lost still may have: only success or "billing numbers repeated" settles it.
+                change.insert_pending = was_pending;
                 Err(error.into())
             }
         }
@@ -467,6 +466,15 @@ impl Issuer {
                 change.never_authorized_since = since;
                 if now - since >= self.config.never_authorized_retry_secs as i64 * 1000 {
                     fail(change, failure_of(error, now))
+                } else {
+                    retry(change, 0)
+                }
+            }
+            Disposition::InvalidCardStatus => {
+                change.card_status_failures = bill.card_status_failures + 1;
+                if change.card_status_failures >= i64::from(self.config.invalid_card_status_tries.max(1)) {
+                    let card_id = bill.card_id.as_deref().unwrap_or_default();
+                    fail(change, invalid_card_status(error, bill.card_status_failures + 1, card_id, now))
                 } else {
                     retry(change, 0)
                 }

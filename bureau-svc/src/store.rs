@@ -22,6 +22,12 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "PDFs in chunks",
         sql: include_str!("../migrations/0002_pdf_chunks.sql"),
     },
+    Migration {
+        set: "bureau",
+        version: 3,
+        name: "bounded card status retries, PDF checks, uploaded logos",
+        sql: include_str!("../migrations/0003_fidelity.sql"),
+    },
 ];
 
 const BILL_PDF: PdfTable = PdfTable("bill_pdf_chunk");
@@ -32,7 +38,7 @@ macro_rules! bill_columns {
          billing_time, items, remarks, pdf_sha256, pdf_size, pdf_origin, card_id, s_media_id, media_expires_at, \
          insert_pending, card_code, openid, reimburse_status, failure_reason, failure_message, failure_errcode, \
          failure_errmsg, failure_rid, failed_at, attempts, last_error, never_authorized_since, next_attempt_at, \
-         created_at, updated_at, inserted_at"
+         created_at, updated_at, inserted_at, card_status_failures, pdf_mismatches"
     };
 }
 
@@ -94,6 +100,8 @@ fn bill_from_row(row: &AnyRow) -> Result<Bill, Error> {
         attempts: row.try_get("attempts")?,
         last_error: row.try_get("last_error")?,
         never_authorized_since: row.try_get("never_authorized_since")?,
+        card_status_failures: row.try_get("card_status_failures")?,
+        pdf_mismatches: row.try_get("pdf_mismatches")?,
         next_attempt_at: row.try_get("next_attempt_at")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
@@ -455,7 +463,7 @@ impl Store {
                 insert_pending = $7, card_code = $8, openid = $9, reimburse_status = $10,
                 failure_reason = $11, failure_message = $12, failure_errcode = $13, failure_errmsg = $14, failure_rid = $15,
                 failed_at = $16, attempts = $17, last_error = $18, never_authorized_since = $19, next_attempt_at = $20,
-                inserted_at = $21, updated_at = $22, lease_until = $23
+                inserted_at = $21, updated_at = $22, lease_until = $23, card_status_failures = $25, pdf_mismatches = $26
              WHERE unit_appid = $1 AND order_id = $2 AND lease_holder = $24 AND state IN ({})",
             states(&change.event.sources())
         )))
@@ -483,6 +491,8 @@ impl Store {
         .bind(now)
         .bind(lease_until)
         .bind(holder)
+        .bind(change.card_status_failures)
+        .bind(change.pdf_mismatches)
         .execute(self.db.writer())
         .await?;
         Ok(done.rows_affected() == 1)
@@ -494,7 +504,8 @@ impl Store {
         let done = sqlx::query(AssertSqlSafe(format!(
             "UPDATE bill SET state = $4, s_media_id = NULL, media_expires_at = 0, failure_reason = NULL,
                 failure_message = NULL, failure_errcode = 0, failure_errmsg = NULL, failure_rid = NULL, failed_at = 0,
-                attempts = 0, last_error = NULL, never_authorized_since = 0, next_attempt_at = $3, updated_at = $3
+                attempts = 0, last_error = NULL, never_authorized_since = 0, card_status_failures = 0, pdf_mismatches = 0,
+                next_attempt_at = $3, updated_at = $3
              WHERE unit_appid = $1 AND order_id = $2 AND state IN ({})",
             states(&event.sources())
         )))
@@ -599,6 +610,8 @@ pub struct Change {
     pub attempts: i64,
     pub last_error: Option<String>,
     pub never_authorized_since: i64,
+    pub card_status_failures: i64,
+    pub pdf_mismatches: i64,
     pub next_attempt_at: i64,
     pub inserted_at: i64,
 }
@@ -620,6 +633,8 @@ impl Change {
             attempts: bill.attempts,
             last_error: bill.last_error.clone(),
             never_authorized_since: bill.never_authorized_since,
+            card_status_failures: bill.card_status_failures,
+            pdf_mismatches: bill.pdf_mismatches,
             next_attempt_at: bill.next_attempt_at,
             inserted_at: bill.inserted_at,
         }

@@ -33,7 +33,8 @@ pub enum ErrorKind {
     /// billing_no or billing_code is too long: fix the bill.
     BillingNumberSize,
     /// The card's state forbids the call (card_id not authorized, card permission off, insert
-    /// too soon after createbillcard, a written-off card).
+    /// too soon after createbillcard, a written-off card). It never says that a bill is
+    /// already in a card package: only `BillingNumbersRepeated` does.
     InvalidCardStatus,
     /// The uploaded media is unknown or expired: upload again.
     MediaGone,
@@ -64,6 +65,9 @@ pub enum Retry {
     WithFreshToken,
     /// For a while: the payer may still authorize.
     WhilePayerMayAuthorize,
+    /// A few times with backoff (the condition may pass, e.g. an insert too soon after the
+    /// template was created); after that it needs a fix, and then a caller may start over.
+    FewTimesThenFix,
     /// Not by itself: once the configuration or the account is fixed, a caller may start over.
     AfterFix,
     /// Never: the answer is final, or the request must change.
@@ -103,10 +107,10 @@ impl ErrorKind {
             ErrorKind::CredentialsRejected | ErrorKind::IpNotWhitelisted | ErrorKind::PermissionMissing => {
                 Retry::AfterFix
             }
+            ErrorKind::InvalidCardStatus => Retry::FewTimesThenFix,
             ErrorKind::OrderRejected
             | ErrorKind::BillingNumbersRepeated
             | ErrorKind::BillingNumberSize
-            | ErrorKind::InvalidCardStatus
             | ErrorKind::MediaGone
             | ErrorKind::PdfRejected
             | ErrorKind::InvalidParameters

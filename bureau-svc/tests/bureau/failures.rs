@@ -136,3 +136,43 @@ async fn per_minute_quota_waits_a_minute_instead_of_failing() {
     assert_eq!(bill.attempts, 1);
     assert_eq!(env.calls("/card/invoice/platform/getpdf").await, 1, "not hammered");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_card_status_after_a_lost_answer_is_never_taken_as_inserted() {
+    let mut issuing = fast_issuing();
+    issuing.invalid_card_status_tries = 3;
+    let mut env = Env::start_with(test_support::sqlite(), issuing).await;
+    env.authorize("o-40078").await;
+    // The first insert reaches WeChat but its answer is lost (it did not land); every resend is
+    // answered "invalid card status", which says nothing about the first.
+    env.fault(json!({"path": "/nontax/insertbill", "kind": "drop", "count": 1})).await;
+    env.fault(json!({"path": "/nontax/insertbill", "kind": "errcode", "errcode": 40078, "count": 3})).await;
+    let bill = env.issue(request("o-40078")).await.unwrap();
+    assert_eq!(state(&bill), pb::BillState::Failed, "{bill:?}");
+    assert_eq!(failure(&bill), ("WECHAT_INVALID_CARD_STATUS".to_owned(), 40078));
+    let message = bill.failure.clone().unwrap().message;
+    assert!(message.contains("3 inserts") && message.contains("card permission"), "{message}");
+    assert!(env.cards().await.is_empty(), "nothing was inserted");
+    assert_eq!(env.calls("/nontax/insertbill").await, 4, "the lost one, then a bounded number of tries");
+
+    // Once the card is fixed at WeChat, a repeated IssueBill starts over and inserts, once.
+    let bill = env.issue(request("o-40078")).await.unwrap();
+    assert_eq!(state(&bill), pb::BillState::Inserted, "{bill:?}");
+    assert!(!bill.card_code.is_empty(), "the insert was answered");
+    assert_eq!(env.cards().await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_that_landed_is_proven_by_repeated_billing_numbers_only() {
+    let mut env = Env::start(test_support::sqlite()).await;
+    env.authorize("o-landed").await;
+    // The first insert lands but its answer is lost; the resend is answered "invalid card
+    // status" once (not proof), then "billing numbers repeated" (proof).
+    env.fault(json!({"path": "/nontax/insertbill", "kind": "drop", "after_processing": true, "count": 1})).await;
+    env.fault(json!({"path": "/nontax/insertbill", "kind": "errcode", "errcode": 40078, "count": 1})).await;
+    let bill = env.issue(request("o-landed")).await.unwrap();
+    assert_eq!(state(&bill), pb::BillState::Inserted, "{bill:?}");
+    assert!(bill.card_code.is_empty(), "the code was in the lost answer");
+    assert_eq!(env.cards().await.len(), 1);
+    assert_eq!(env.calls("/nontax/insertbill").await, 3);
+}

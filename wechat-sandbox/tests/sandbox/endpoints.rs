@@ -353,3 +353,21 @@ async fn api_errors_are_typed_with_rid() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_repeated_insert_is_refused_only_for_repeated_billing_numbers() {
+    let env = Env::start().await;
+    let creds = env.credentials(TokenMode::StableToken);
+    let (s_pappid, card_id) = bureau_setup(&env, &creds).await;
+    let media = upload_pdf(&creds, "x").await;
+    authorized_order(&env, &creds, &s_pappid, "o-1", "oU1").await;
+    let bureau = creds.account(BUREAU);
+    bureau.insert_bill(&insert_request("o-1", &card_id, UNIT, &media, "1")).await.unwrap();
+    // The same order and numbers again: "billing numbers repeated", as WeChat documents.
+    assert_eq!(errcode(bureau.insert_bill(&insert_request("o-1", &card_id, UNIT, &media, "1")).await), 72042);
+    // WeChat documents no refusal of the same order under new numbers: the sandbox invents
+    // none (no "invalid card status"), so a bureau that inserted twice would be caught.
+    bureau.insert_bill(&insert_request("o-1", &card_id, UNIT, &media, "2")).await.unwrap();
+    let cards = env.get("/sandbox/users/oU1/cards").await;
+    assert_eq!(cards["cards"].as_array().unwrap().len(), 2);
+}

@@ -3,6 +3,7 @@
 use fiscalbill_common::status::ApiError;
 use tonic::{Code, Status};
 use wechat::CallError;
+use wechat::types::ReimburseStatus;
 
 use crate::domain::BillKey;
 
@@ -34,8 +35,8 @@ pub enum BureauError {
     BillNotInserted(BillKey),
     #[error("bill {0} was inserted but WeChat's answer with its card code was lost; its status cannot be changed here")]
     CardCodeUnknown(BillKey),
-    #[error("bill {0} was written off (CLOSURE), which is final")]
-    StatusFinal(BillKey),
+    #[error("bill {0} is {status}, which is final (written off)", status = .1.as_str())]
+    StatusFinal(BillKey, ReimburseStatus),
     #[error("cannot render the bill PDF: {0}")]
     Render(String),
     #[error(transparent)]
@@ -94,9 +95,12 @@ impl From<BureauError> for Status {
             BureauError::CardCodeUnknown(key) => ApiError::new(Code::FailedPrecondition, "CARD_CODE_UNKNOWN", message)
                 .with("unit_appid", key.unit_appid)
                 .with("order_id", key.order_id),
-            BureauError::StatusFinal(key) => ApiError::new(Code::FailedPrecondition, "REIMBURSE_STATUS_FINAL", message)
-                .with("unit_appid", key.unit_appid)
-                .with("order_id", key.order_id),
+            BureauError::StatusFinal(key, status) => {
+                ApiError::new(Code::FailedPrecondition, "REIMBURSE_STATUS_FINAL", message)
+                    .with("unit_appid", key.unit_appid)
+                    .with("order_id", key.order_id)
+                    .with("reimburse_status", status.as_str())
+            }
             BureauError::Render(_) => ApiError::new(Code::Internal, "PDF_RENDER_FAILED", message),
             BureauError::Wechat(error) => ApiError::from_call(&error),
             BureauError::Storage(error) => {

@@ -1,5 +1,6 @@
-//! Reimbursement status: UpdateBillStatus through WeChat updatestatus (CLOSURE is final), and
-//! the `update_invoice_status` pushes WeChat sends when a reimbursing party changes it.
+//! Reimbursement status: UpdateBillStatus through WeChat updatestatus (CLOSURE and CANCEL are
+//! final), and the `update_invoice_status` pushes WeChat sends when a reimbursing party
+//! changes it.
 
 use std::sync::Arc;
 
@@ -39,7 +40,7 @@ impl Reimburse {
             return Ok(bill);
         }
         if !current.can_change_to(status) {
-            return Err(BureauError::StatusFinal(key.clone()));
+            return Err(BureauError::StatusFinal(key.clone(), current));
         }
         let request = &UpdateStatusRequest { card_id, code, reimburse_status: status };
         self.credentials.account(&self.bureau_appid).update_status(request).await?;

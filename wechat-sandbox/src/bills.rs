@@ -200,7 +200,9 @@ impl World {
         })
     }
 
-    /// A user's card package: their bills not written off, newest first.
+    /// A user's card package, newest first: every bill but those written off by a reimburser
+    /// (CLOSURE), which leave it. A reversed bill (CANCEL, 冲红) stays, shown as written off,
+    /// as the guide describes a reversal in WeChat.
     pub fn card_package(&self, openid: &str) -> Vec<&CardBill> {
         let mut bills: Vec<&CardBill> =
             self.bills.iter().filter(|b| b.openid == openid && b.status != ReimburseStatus::Closure).collect();

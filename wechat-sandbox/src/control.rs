@@ -239,7 +239,7 @@ fn card_json(sandbox: &Sandbox, bill: &crate::world::CardBill) -> Value {
         "code": bill.code, "card_id": bill.card_id, "issuer": bill.issuer, "appid": bill.appid,
         "order_id": bill.order_id, "openid": bill.openid, "fee": bill.fee, "title": bill.title,
         "billing_time": bill.billing_time, "billing_no": bill.billing_no, "billing_code": bill.billing_code,
-        "reimburse_status": bill.status.as_str(), "pdf_sha256": bill.pdf_sha256, "pdf_size": bill.pdf.len(),
+        "reimburse_status": bill.status.as_str(), "written_off": bill.status.is_final(), "pdf_sha256": bill.pdf_sha256, "pdf_size": bill.pdf.len(),
         "pdf_url": format!("{}/sandbox/cards/{}/pdf", sandbox.public_url(), bill.code), "inserted_at": bill.inserted_at,
     })
 }

@@ -36,6 +36,7 @@ dl {{ display: grid; grid-template-columns: max-content auto; gap: .25rem 1rem; 
 button {{ font-size: 1rem; padding: .6rem 1.4rem; border-radius: .5rem; border: 0; margin-right: .5rem; cursor: pointer; }}
 #authorize {{ background: #07c160; color: white; }} #decline {{ background: #eee; }}
 .amount {{ font-size: 1.6rem; font-weight: 600; }}
+.card.final {{ opacity: .6; }} .written-off {{ color: #c00; font-weight: 600; }}
 </style></head>
 <body><p class="banner">WeChat sandbox: a stand-in for WeChat, for development and tests only.</p>
 <h1>{title}</h1>
@@ -95,9 +96,14 @@ pub fn answered(authorized: bool, openid: &str, redirect_url: Option<&str>) -> S
 pub fn card_package(openid: &str, cards: &[(CardBill, String)]) -> String {
     let mut body = format!("<p>Card package (卡包) of <code>{}</code>: {} bill(s).</p>", escape(openid), cards.len());
     for (bill, payee) in cards {
+        let written_off = if bill.status.is_final() {
+            r#"<p class="written-off">已核销 · Written off (reversed, 冲红): no longer valid for reimbursement</p>"#
+        } else {
+            ""
+        };
         body.push_str(&format!(
-            r#"<div class="card" data-code="{code}">
-<p class="amount">¥{amount}</p>
+            r#"<div class="card{class}" data-code="{code}">
+{written_off}<p class="amount">¥{amount}</p>
 <dl>
 <dt>Payee</dt><dd>{payee}</dd>
 <dt>Payer</dt><dd>{title}</dd>
@@ -107,6 +113,7 @@ pub fn card_package(openid: &str, cards: &[(CardBill, String)]) -> String {
 </dl>
 <p><a class="pdf-link" href="/sandbox/cards/{code}/pdf">View the bill (PDF)</a></p>
 </div>"#,
+            class = if bill.status.is_final() { " final" } else { "" },
             code = escape(&bill.code),
             amount = yuan(bill.fee),
             payee = escape(payee),

@@ -251,9 +251,10 @@ impl ReimburseStatus {
         Self::ALL.into_iter().find(|s| s.as_str() == value)
     }
 
-    /// CLOSURE (written off) is final: WeChat removes the card from the card package.
+    /// CLOSURE (written off) and CANCEL (reversed, 冲红) are final: the guide says a reversal
+    /// shows in WeChat as the card being written off.
     pub fn is_final(self) -> bool {
-        self == ReimburseStatus::Closure
+        matches!(self, ReimburseStatus::Closure | ReimburseStatus::Cancel)
     }
 
     /// A final status changes no more. Setting the current status again is a no-op.
@@ -361,9 +362,9 @@ mod tests {
         assert_eq!(ReimburseStatus::parse("INVOICE_REIMBURSE_CANCEL"), Some(ReimburseStatus::Cancel));
         assert!(ReimburseStatus::Init.can_change_to(ReimburseStatus::Closure));
         assert!(!ReimburseStatus::Closure.can_change_to(ReimburseStatus::Init));
-        assert_eq!(
-            ReimburseStatus::sources(ReimburseStatus::Closure),
-            [ReimburseStatus::Init, ReimburseStatus::Lock, ReimburseStatus::Cancel]
-        );
+        assert!(!ReimburseStatus::Cancel.can_change_to(ReimburseStatus::Init));
+        assert!(!ReimburseStatus::Cancel.can_change_to(ReimburseStatus::Closure));
+        assert!(ReimburseStatus::Cancel.can_change_to(ReimburseStatus::Cancel));
+        assert_eq!(ReimburseStatus::sources(ReimburseStatus::Closure), [ReimburseStatus::Init, ReimburseStatus::Lock]);
     }
 }

@@ -115,3 +115,36 @@ async fn status_pushes_are_verified_applied_once_and_forgeries_refused() {
         .unwrap();
     assert_eq!(bad.status().as_u16(), 403);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reversal_is_final_like_a_write_off() {
+    let mut env = Env::start(test_support::sqlite()).await;
+    env.authorize("o-cancel").await;
+    env.issue(request("o-cancel")).await.unwrap();
+    let cancelled = update(&mut env, "o-cancel", ReimburseStatus::Cancel).await.unwrap();
+    assert_eq!(cancelled.reimburse_status, ReimburseStatus::Cancel as i32);
+    // WeChat shows a reversal as the card written off: it stays in the card package, marked so.
+    let cards = env.cards().await;
+    assert_eq!((cards.len(), &cards[0]["written_off"]), (1, &json!(true)));
+    for next in [ReimburseStatus::Init, ReimburseStatus::Lock, ReimburseStatus::Closure] {
+        let status = update(&mut env, "o-cancel", next).await.unwrap_err();
+        assert_eq!(
+            (status.code(), reason(&status).as_str()),
+            (tonic::Code::FailedPrecondition, "REIMBURSE_STATUS_FINAL"),
+            "{next:?}"
+        );
+    }
+    assert_eq!(env.calls("/card/invoice/platform/updatestatus").await, 1, "refused before WeChat");
+
+    // A reimburser cannot move it on at the sandbox either, and a push after it changes nothing.
+    let code = cards[0]["code"].as_str().unwrap();
+    let refused = env
+        .http
+        .post(format!("{}/sandbox/cards/{code}/status", env.sandbox.base_url()))
+        .json(&json!({"reimburse_status": "INVOICE_REIMBURSE_LOCK"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 409);
+    assert_eq!(env.bill("o-cancel").await.reimburse_status, ReimburseStatus::Cancel as i32);
+}

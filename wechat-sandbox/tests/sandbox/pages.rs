@@ -48,3 +48,37 @@ async fn the_authorization_page_authorizes_through_its_form() {
     env.advance(7_201).await;
     assert_eq!(env.http.get(&link).send().await.unwrap().status(), 410);
 }
+
+#[tokio::test]
+async fn a_reversed_bill_stays_in_the_card_package_marked_written_off() {
+    let env = Env::start().await;
+    let creds = env.credentials(TokenMode::StableToken);
+    let (s_pappid, card_id) = bureau_setup(&env, &creds).await;
+    authorized_order(&env, &creds, &s_pappid, "o-rev", "oRevUser").await;
+    let media = upload_pdf(&creds, "reversed").await;
+    let bureau = creds.account(BUREAU);
+    let inserted = bureau.insert_bill(&insert_request("o-rev", &card_id, UNIT, &media, "7")).await.unwrap();
+    let status = |status| wechat::types::UpdateStatusRequest {
+        card_id: card_id.clone(),
+        code: inserted.code.clone(),
+        reimburse_status: status,
+    };
+    bureau.update_status(&status(wechat::types::ReimburseStatus::Cancel)).await.unwrap();
+
+    let cards = env.get("/sandbox/users/oRevUser/cards").await;
+    assert_eq!(cards["cards"][0]["reimburse_status"], "INVOICE_REIMBURSE_CANCEL");
+    assert_eq!(cards["cards"][0]["written_off"], true);
+    let page = env.http.get(format!("{}/sandbox/users/oRevUser", env.base)).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("class=\"written-off\"") && page.contains("冲红"), "{page}");
+    // Final: neither the bureau nor a reimburser moves it on.
+    let error = bureau.update_status(&status(wechat::types::ReimburseStatus::Init)).await.unwrap_err();
+    assert!(matches!(error, wechat::CallError::Wechat(ref e) if e.kind() == wechat::ErrorKind::InvalidCardStatus));
+    let (code, _) = env
+        .control(
+            reqwest::Method::POST,
+            &format!("/sandbox/cards/{}/status", inserted.code),
+            Some(serde_json::json!({"reimburse_status": "INVOICE_REIMBURSE_LOCK"})),
+        )
+        .await;
+    assert_eq!(code, 409);
+}

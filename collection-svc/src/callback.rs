@@ -20,7 +20,7 @@ use wechat::callback::{CallbackError, CallbackQuery, MAX_PUSH_BYTES, open_push, 
 use fiscalbill_common::metrics::Metrics;
 
 use crate::app::App;
-use crate::store::PushRow;
+use crate::store::{PushOutcome, PushRow};
 use crate::units::Units;
 use fiscalbill_common::lifecycle::AppCell;
 
@@ -108,11 +108,19 @@ async fn receive(
         order_id: &event.order_id,
         openid: &event.openid,
         authorize_appid: event.authorize_appid.as_deref(),
+        s_pappid: event.s_pappid.as_deref(),
         authorized: event.authorized,
         create_time: event.create_time,
         body: &String::from_utf8_lossy(&opened.plaintext),
     };
     match app.authorizations.record_push(&row).await {
+        Ok(PushOutcome::SpAppIdMismatch) => {
+            // Verified, but about an order of another s_pappid than this one was created
+            // under: nothing is recorded or changed.
+            tracing::warn!(%appid, order_id = %event.order_id, "push refused: its SPAppId is not the order's s_pappid");
+            state.metrics.record_push("refused_spappid_mismatch");
+            (StatusCode::BAD_REQUEST, "spappid_mismatch").into_response()
+        }
         Ok(outcome) => {
             tracing::info!(%appid, order_id = %event.order_id, outcome = outcome.as_str(), "authorization push");
             state.metrics.record_push(outcome.as_str());
@@ -125,12 +133,19 @@ async fn receive(
     }
 }
 
-/// Passes a push on unchanged (query and body); acknowledged only if the target took it.
+/// Passes a push on unchanged (query and body); acknowledged only if the target acknowledged
+/// it as WeChat requires (HTTP 200 with `success` or an empty body).
 async fn forward(client: &reqwest::Client, url: &str, query: &str, body: Bytes) -> Response {
     let separator = if url.contains('?') { '&' } else { '?' };
     let sent = client.post(format!("{url}{separator}{query}")).body(body).send().await;
     match sent {
-        Ok(answer) if answer.status().is_success() => "success".into_response(),
+        Ok(answer) if answer.status() == StatusCode::OK => match answer.text().await {
+            Ok(text) if text.is_empty() || text == "success" => "success".into_response(),
+            _ => {
+                tracing::warn!("forwarded push answered abnormally");
+                (StatusCode::BAD_GATEWAY, "forward answered abnormally").into_response()
+            }
+        },
         Ok(answer) => {
             tracing::warn!(status = answer.status().as_u16(), "forwarded push refused");
             (StatusCode::BAD_GATEWAY, "forward refused").into_response()

@@ -101,6 +101,8 @@ pub struct PushRow<'a> {
     pub order_id: &'a str,
     pub openid: &'a str,
     pub authorize_appid: Option<&'a str>,
+    /// The push's SPAppId, when it carries one.
+    pub s_pappid: Option<&'a str>,
     pub authorized: bool,
     /// Unix seconds, from the push.
     pub create_time: i64,
@@ -121,6 +123,8 @@ pub enum PushOutcome {
     UnknownOrder,
     /// The push names another appid than the order was authorized under: kept, not applied.
     AppidMismatch,
+    /// The push names another s_pappid than the order was created under: refused, not kept.
+    SpAppIdMismatch,
 }
 
 impl PushOutcome {
@@ -132,6 +136,7 @@ impl PushOutcome {
             PushOutcome::NoChange => "no_change",
             PushOutcome::UnknownOrder => "unknown_order",
             PushOutcome::AppidMismatch => "appid_mismatch",
+            PushOutcome::SpAppIdMismatch => "spappid_mismatch",
         }
     }
 }
@@ -269,9 +274,23 @@ impl Store {
     }
 
     /// Records a verified push once and applies it, queueing the IssueBill job when the payer
-    /// authorized: all in one transaction.
+    /// authorized: all in one transaction. A push naming another s_pappid than the order was
+    /// created under is refused before anything is written.
     pub async fn record_push(&self, push: &PushRow<'_>, now: i64) -> Result<PushOutcome, Error> {
         let mut tx = self.db.begin_write().await?;
+        let current = sqlx::query(
+            "SELECT authorized_appid, s_pappid FROM payer_authorization WHERE unit_appid = $1 AND order_id = $2",
+        )
+        .bind(push.unit_appid)
+        .bind(push.order_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let (Some(row), Some(s_pappid)) = (&current, push.s_pappid)
+            && row.try_get::<String, _>(1)? != s_pappid
+        {
+            tx.rollback().await?;
+            return Ok(PushOutcome::SpAppIdMismatch);
+        }
         let inserted = sqlx::query(
             "INSERT INTO push_event (dedupe_key, unit_appid, event, order_id, openid, authorize_appid, create_time, outcome, body, received_at)
              VALUES ($1, $2, 'user_authorize_invoice', $3, $4, $5, $6, '', $7, $8) ON CONFLICT (dedupe_key) DO NOTHING",
@@ -290,12 +309,6 @@ impl Store {
             tx.rollback().await?;
             return Ok(PushOutcome::Duplicate);
         }
-        let current =
-            sqlx::query("SELECT authorized_appid FROM payer_authorization WHERE unit_appid = $1 AND order_id = $2")
-                .bind(push.unit_appid)
-                .bind(push.order_id)
-                .fetch_optional(&mut *tx)
-                .await?;
         let outcome = match current {
             None => PushOutcome::UnknownOrder,
             Some(row) if push.authorize_appid.is_some_and(|appid| appid != row.get::<String, _>(0)) => {

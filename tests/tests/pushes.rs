@@ -183,3 +183,52 @@ async fn pushes_sealed_for_another_appid_or_with_another_key_are_refused() {
     stack.answer(&created.auth_url, false).await;
     stack.wait_for("order-sealed", pb::AuthorizationState::Issued).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_naming_another_s_pappid_is_refused_without_effect_and_counted() {
+    use wechat::Secret;
+    use wechat::callback::{CallbackKeys, PushFormat, PushMessage, PushMode, seal_push};
+    let mut stack = Stack::start(Options::default()).await;
+    let created = stack.create("order-spapp").await;
+    let message = |s_pappid: &str, create_time: &str| {
+        PushMessage::new(
+            PushFormat::Xml,
+            [
+                ("ToUserName", "gh_c0000000000000"),
+                ("FromUserName", PAYER),
+                ("CreateTime", create_time),
+                ("MsgType", "event"),
+                ("Event", "user_authorize_invoice"),
+                ("SuccOrderId", "order-spapp"),
+                ("FailOrderId", ""),
+                ("AuthorizeAppId", UNIT),
+                ("SPAppId", s_pappid),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        )
+    };
+    let keys = CallbackKeys::new(UNIT, Secret::new(TOKEN), Some(&Secret::new(AES_KEY)), None, PushMode::Safe).unwrap();
+    let url = format!("http://{}/wechat/callback/{UNIT}", stack.collection_http);
+    let sealed = seal_push(&keys, PushFormat::Xml, &message("d3hvdGhlcmJ1cmVhdV8=", "1760000000"), 1_760_000_000, "7");
+    let response = stack.http.post(format!("{url}?{}", sealed.query_string())).body(sealed.body).send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(response.text().await.unwrap(), "spappid_mismatch");
+    assert_eq!(stack.authorization("order-spapp").await.state, pb::AuthorizationState::Pending as i32);
+    let metrics = stack.http.get(format!("http://{}/metrics", stack.collection_admin)).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(metrics.contains("fiscalbill_pushes_total{outcome=\"refused_spappid_mismatch\"} 1"), "{metrics}");
+
+    // The same push under the order's own s_pappid is taken: the refused one left no
+    // deduplication record behind.
+    assert_eq!(created.state, pb::AuthorizationState::Pending as i32);
+    let request = fiscalbill_common::proto::bureau::GetSpAppIdRequest {};
+    let s_pappid = stack.bureau_client.get_sp_app_id(request).await.unwrap().into_inner().s_pappid;
+    let sealed = seal_push(&keys, PushFormat::Xml, &message(&s_pappid, "1760000000"), 1_760_000_000, "8");
+    let response = stack.http.post(format!("{url}?{}", sealed.query_string())).body(sealed.body).send().await.unwrap();
+    assert_eq!(response.text().await.unwrap(), "success");
+    let metrics = stack.http.get(format!("http://{}/metrics", stack.collection_admin)).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(metrics.contains("fiscalbill_pushes_total{outcome=\"authorized\"} 1"), "{metrics}");
+}

@@ -8,7 +8,8 @@ use wechat::types::ReimburseStatus;
 
 use crate::fields;
 use crate::world::{
-    ALNUM, CardBill, DIGITS, HEX, Media, OrderState, Template, World, WxError, WxResult, json_object, random_string,
+    ALNUM, CardBill, DIGITS, HEX, Media, OrderState, PayerMessage, Template, World, WxError, WxResult, json_object,
+    random_string,
 };
 
 /// WeChat keeps an uploaded PDF for 3 days.
@@ -162,7 +163,30 @@ impl World {
             status: ReimburseStatus::Init,
             inserted_at: now,
         });
+        self.notify_payer_of_bill(&code);
         Ok(json_object(json!({"errcode": 0, "errmsg": "ok", "code": code, "openid": openid})))
+    }
+
+    /// After an insert WeChat sends the payer a notification leading to the bill in the card
+    /// package. Its wording is the sandbox's own (WeChat does not publish it): who issued the
+    /// bill, the amount and the bill's numbers.
+    fn notify_payer_of_bill(&mut self, code: &str) {
+        let Some(bill) = self.bills.by_code_mut(code).map(|b| b.clone()) else { return };
+        let payee = self.templates.get(&bill.card_id).map(|t| t.payee.clone()).unwrap_or_default();
+        let from = self.account(&bill.issuer).map_or_else(|| bill.issuer.clone(), |a| a.name.clone());
+        self.messages.push(PayerMessage {
+            openid: bill.openid.clone(),
+            at: bill.inserted_at,
+            kind: "bill_inserted",
+            from,
+            text: format!(
+                "您收到一张财政电子票据：{payee}，金额 ¥{}，票据代码 {}，票据号码 {}。已存入微信卡包，点击查看。",
+                crate::pages::yuan(bill.fee),
+                bill.billing_no,
+                bill.billing_code
+            ),
+            link: Some(format!("/sandbox/users/{}#card-{code}", bill.openid)),
+        });
     }
 
     /// `POST card/invoice/platform/updatestatus` by the issuer.

@@ -33,6 +33,7 @@ pub fn router(sandbox: Sandbox) -> Router {
         .route("/sandbox/orders", get(list_orders))
         .route("/sandbox/users/{openid}", get(card_package_page))
         .route("/sandbox/users/{openid}/cards", get(card_package))
+        .route("/sandbox/users/{openid}/messages", get(messages))
         .route("/sandbox/cards/{code}/pdf", get(card_pdf))
         .route("/sandbox/cards/{code}/status", post(reimburser_status))
         .route("/sandbox/pdf/{token}", get(pdf_link))
@@ -250,6 +251,22 @@ async fn card_package(State(sandbox): State<Sandbox>, Path(openid): Path<String>
     Json(json!({ "openid": openid, "cards": cards }))
 }
 
+/// What WeChat showed the payer, newest first: bill notifications and service notices.
+async fn messages(State(sandbox): State<Sandbox>, Path(openid): Path<String>) -> Json<Value> {
+    let world = sandbox.world();
+    let messages: Vec<Value> = world
+        .messages_of(&openid)
+        .into_iter()
+        .map(|m| {
+            json!({
+                "at": m.at, "kind": m.kind, "from": m.from, "text": m.text,
+                "link": m.link.as_ref().map(|link| format!("{}{link}", sandbox.public_url())),
+            })
+        })
+        .collect();
+    Json(json!({ "openid": openid, "messages": messages }))
+}
+
 async fn card_package_page(State(sandbox): State<Sandbox>, Path(openid): Path<String>) -> Html<String> {
     let world = sandbox.world();
     let cards: Vec<(crate::world::CardBill, String)> = world
@@ -260,7 +277,8 @@ async fn card_package_page(State(sandbox): State<Sandbox>, Path(openid): Path<St
             (b.clone(), payee)
         })
         .collect();
-    Html(pages::card_package(&openid, &cards))
+    let messages: Vec<crate::world::PayerMessage> = world.messages_of(&openid).into_iter().cloned().collect();
+    Html(pages::card_package(&openid, &messages, &cards))
 }
 
 fn pdf_response(pdf: bytes::Bytes) -> Response {

@@ -1,7 +1,7 @@
 //! The sandbox's HTML pages: the payer's authorization page and card package, and an index.
 
 use crate::config::AccountConfig;
-use crate::world::{AuthLink, CardBill};
+use crate::world::{AuthLink, CardBill, PayerMessage};
 
 fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -93,8 +93,24 @@ pub fn answered(authorized: bool, openid: &str, redirect_url: Option<&str>) -> S
     page(if authorized { "Authorized" } else { "Declined" }, &body)
 }
 
-pub fn card_package(openid: &str, cards: &[(CardBill, String)]) -> String {
-    let mut body = format!("<p>Card package (卡包) of <code>{}</code>: {} bill(s).</p>", escape(openid), cards.len());
+pub fn card_package(openid: &str, messages: &[PayerMessage], cards: &[(CardBill, String)]) -> String {
+    let mut body = String::new();
+    if !messages.is_empty() {
+        body.push_str("<h2>Messages (服务通知)</h2><ul id=\"messages\">");
+        for message in messages {
+            let text = match &message.link {
+                Some(link) => format!("<a href=\"{}\">{}</a>", escape(link), escape(&message.text)),
+                None => escape(&message.text),
+            };
+            body.push_str(&format!(
+                "<li class=\"message {kind}\"><b>{from}</b>: {text}</li>",
+                kind = message.kind,
+                from = escape(&message.from),
+            ));
+        }
+        body.push_str("</ul>");
+    }
+    body.push_str(&format!("<p>Card package (卡包) of <code>{}</code>: {} bill(s).</p>", escape(openid), cards.len()));
     for (bill, payee) in cards {
         let written_off = if bill.status.is_final() {
             r#"<p class="written-off">已核销 · Written off (reversed, 冲红): no longer valid for reimbursement</p>"#
@@ -102,7 +118,7 @@ pub fn card_package(openid: &str, cards: &[(CardBill, String)]) -> String {
             ""
         };
         body.push_str(&format!(
-            r#"<div class="card{class}" data-code="{code}">
+            r#"<div class="card{class}" id="card-{code}" data-code="{code}">
 {written_off}<p class="amount">¥{amount}</p>
 <dl>
 <dt>Payee</dt><dd>{payee}</dd>

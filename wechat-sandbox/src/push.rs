@@ -1,5 +1,7 @@
 //! Event pushes to callback URLs, sealed per the recipient's mode and format and delivered
-//! like WeChat: a timeout per attempt (5 s) and 3 attempts; any HTTP 200 acknowledges.
+//! like WeChat: a timeout per attempt (5 s) and 3 attempts. Only `success` or an empty body
+//! acknowledges a push; any other answer is abnormal data, which WeChat does not retry and
+//! for which it shows the payer "该公众号暂时无法提供服务，请稍后再试".
 
 use std::time::{Duration, Instant};
 
@@ -10,7 +12,7 @@ use crate::Sandbox;
 use crate::bills::StatusChange;
 use crate::config::AccountConfig;
 use crate::invoice::{Answer, Answered};
-use crate::world::{DIGITS, random_string};
+use crate::world::{DIGITS, PayerMessage, random_string};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct PushRecord {
@@ -28,18 +30,38 @@ pub struct PushRecord {
     pub content_type: &'static str,
     pub replay_of: Option<u64>,
     pub attempts: Vec<PushAttempt>,
+    /// Acknowledged (`success` or an empty body).
     pub delivered: bool,
+    /// Answered with something else: not retried, and the payer was told the account cannot
+    /// serve them.
+    pub abnormal: bool,
     pub finished: bool,
+    /// The payer the push is about (its FromUserName).
+    #[serde(skip)]
+    pub openid: String,
     pub created_at: i64,
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct PushAttempt {
-    /// `http_200`, `http_500`, `timeout`, `error: ...`.
+    /// `http_200` (acknowledged: `success` or an empty body), `abnormal_answer` (HTTP 200 with
+    /// another body), `http_500`, `timeout`, `error: ...`.
     pub outcome: String,
     pub response_body: String,
     /// Milliseconds from sending to the answer, to the microsecond.
     pub elapsed_ms: f64,
+}
+
+/// What WeChat shows the payer when an account's callback answered abnormally or not at all.
+pub const SERVICE_UNAVAILABLE: &str = "该公众号暂时无法提供服务，请稍后再试";
+
+/// The outcomes of an HTTP 200 answer: a proper acknowledgement, or abnormal data.
+const ACKNOWLEDGED: &str = "http_200";
+const ABNORMAL: &str = "abnormal_answer";
+
+/// A proper acknowledgement: `success`, or an empty body.
+fn is_acknowledgement(body: &str) -> bool {
+    body.is_empty() || body == "success"
 }
 
 /// The callback URL and the sealed push for the recipient's mode and format.
@@ -108,7 +130,8 @@ impl Sandbox {
         order_id: Option<String>,
         code: Option<String>,
     ) -> u64 {
-        let event = fields.iter().find(|(k, _)| *k == "Event").map(|(_, v)| v.clone()).unwrap_or_default();
+        let field = |name: &str| fields.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone()).unwrap_or_default();
+        let (event, openid) = (field("Event"), field("FromUserName"));
         let mut record = PushRecord {
             id: 0,
             event,
@@ -122,7 +145,9 @@ impl Sandbox {
             replay_of: None,
             attempts: Vec::new(),
             delivered: false,
+            abnormal: false,
             finished: false,
+            openid,
             created_at: self.now(),
         };
         match seal_for(recipient, fields, self.now()) {
@@ -150,6 +175,7 @@ impl Sandbox {
             replay_of: Some(id),
             attempts: Vec::new(),
             delivered: false,
+            abnormal: false,
             finished: false,
             created_at: self.now(),
             ..original
@@ -189,24 +215,34 @@ impl Sandbox {
                 .body(record.body.clone())
                 .send()
                 .await;
-            let (outcome, response_body, delivered) = match result {
+            let (outcome, response_body) = match result {
                 Ok(response) => {
                     let status = response.status();
                     let body = response.text().await.unwrap_or_default();
-                    (format!("http_{}", status.as_u16()), body, status == reqwest::StatusCode::OK)
+                    let outcome = match (status == reqwest::StatusCode::OK, is_acknowledgement(&body)) {
+                        (true, false) => ABNORMAL.to_owned(),
+                        _ => format!("http_{}", status.as_u16()),
+                    };
+                    (outcome, body)
                 }
-                Err(e) if e.is_timeout() => ("timeout".to_owned(), String::new(), false),
-                Err(e) => (format!("error: {}", e.without_url()), String::new(), false),
+                Err(e) if e.is_timeout() => ("timeout".to_owned(), String::new()),
+                Err(e) => (format!("error: {}", e.without_url()), String::new()),
             };
             tracing::info!(push = record.id, event = %record.event, recipient = %record.recipient, attempt, %outcome, "push delivery attempt");
             let elapsed_ms = (started.elapsed().as_micros() as f64) / 1000.0;
+            let (delivered, abnormal) = (outcome == ACKNOWLEDGED, outcome == ABNORMAL);
             if delivered {
                 acknowledged += 1
-            } else {
+            } else if !abnormal {
                 failures += 1
             }
-            let finished = acknowledged >= copies || failures >= attempts;
-            self.update_push(record.id, PushAttempt { outcome, response_body, elapsed_ms }, delivered, finished);
+            // Abnormal data is not retried (WeChat documents retries only when no answer comes).
+            let finished = abnormal || acknowledged >= copies || failures >= attempts;
+            let attempt = PushAttempt { outcome, response_body, elapsed_ms };
+            self.update_push(record.id, attempt, delivered, abnormal, finished);
+            if abnormal || (finished && acknowledged == 0) {
+                self.tell_payer_the_account_cannot_serve(&record);
+            }
             if finished {
                 break;
             }
@@ -217,13 +253,33 @@ impl Sandbox {
         self.inner.push_done.notify_waiters();
     }
 
-    fn update_push(&self, id: u64, attempt: PushAttempt, delivered: bool, finished: bool) {
+    fn update_push(&self, id: u64, attempt: PushAttempt, delivered: bool, abnormal: bool, finished: bool) {
         let mut world = self.world();
         if let Some(push) = world.push_mut(id) {
             push.attempts.push(attempt);
             push.delivered |= delivered;
+            push.abnormal |= abnormal;
             push.finished = finished;
         }
+    }
+
+    /// What WeChat shows the payer when the account answered abnormally or not at all.
+    fn tell_payer_the_account_cannot_serve(&self, record: &PushRecord) {
+        // Only the payer's own action (authorizing) shows them an answer; a replay is no action.
+        if record.event != "user_authorize_invoice" || record.openid.is_empty() || record.replay_of.is_some() {
+            return;
+        }
+        let now = self.now();
+        let mut world = self.world();
+        let from = world.account(&record.recipient).map_or_else(|| record.recipient.clone(), |a| a.name.clone());
+        world.messages.push(PayerMessage {
+            openid: record.openid.clone(),
+            at: now,
+            kind: "service_unavailable",
+            from,
+            text: SERVICE_UNAVAILABLE.to_owned(),
+            link: None,
+        });
     }
 
     /// Waits until push `id` finished (delivered or out of attempts), at most `limit`.

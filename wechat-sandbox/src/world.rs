@@ -205,6 +205,8 @@ pub struct World {
     pub stats: BTreeMap<(String, String), CallStats>,
     pub faults: Vec<FaultRule>,
     pub pushes: Vec<PushRecord>,
+    /// What WeChat showed each payer: bill notifications, service notices.
+    pub messages: Vec<PayerMessage>,
     /// How many acknowledged copies of each push to deliver (WeChat's duplicates); 0 means 1.
     pub push_copies: u32,
 }
@@ -246,6 +248,30 @@ impl World {
 
     pub fn bill_by_code(&mut self, code: &str) -> Option<&mut CardBill> {
         self.bills.by_code_mut(code)
+    }
+}
+
+/// A message WeChat shows a payer (in the sandbox: on the card package page and under
+/// `/sandbox/users/{openid}/messages`).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PayerMessage {
+    pub openid: String,
+    pub at: i64,
+    /// `bill_inserted` (the notification after insertbill) or `service_unavailable`.
+    pub kind: &'static str,
+    /// The account or service the message comes from.
+    pub from: String,
+    pub text: String,
+    /// Where the message leads.
+    pub link: Option<String>,
+}
+
+impl World {
+    /// A payer's messages, newest first.
+    pub fn messages_of(&self, openid: &str) -> Vec<&PayerMessage> {
+        let mut messages: Vec<&PayerMessage> = self.messages.iter().filter(|m| m.openid == openid).collect();
+        messages.reverse();
+        messages
     }
 }
 

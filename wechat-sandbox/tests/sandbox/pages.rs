@@ -82,3 +82,30 @@ async fn a_reversed_bill_stays_in_the_card_package_marked_written_off() {
         .await;
     assert_eq!(code, 409);
 }
+
+#[tokio::test]
+async fn the_payer_is_notified_of_an_inserted_bill() {
+    let env = Env::start().await;
+    let creds = env.credentials(TokenMode::StableToken);
+    let (s_pappid, card_id) = bureau_setup(&env, &creds).await;
+    authorized_order(&env, &creds, &s_pappid, "o-note", "oNoteUser").await;
+    assert!(env.get("/sandbox/users/oNoteUser/messages").await["messages"].as_array().unwrap().is_empty());
+    let media = upload_pdf(&creds, "notified").await;
+    let mut request = insert_request("o-note", &card_id, UNIT, &media, "8");
+    request.card_ext.user_card.invoice_user_data.fee = 12_345;
+    let inserted = creds.account(BUREAU).insert_bill(&request).await.unwrap();
+
+    let messages = env.get("/sandbox/users/oNoteUser/messages").await;
+    let message = &messages["messages"][0];
+    assert_eq!(message["kind"], "bill_inserted");
+    assert_eq!(message["from"], "沙箱市财政局");
+    let text = message["text"].as_str().unwrap();
+    assert!(text.contains("沙箱医院") && text.contains("¥123.45") && text.contains("44010125"), "{text}");
+    let link = message["link"].as_str().unwrap();
+    assert_eq!(link, format!("{}/sandbox/users/oNoteUser#card-{}", env.base, inserted.code));
+    // The notification leads to the bill on the card package page.
+    let page = env.http.get(link).send().await.unwrap().text().await.unwrap();
+    assert!(
+        page.contains(&format!("id=\"card-{}\"", inserted.code)) && page.contains("class=\"message bill_inserted\"")
+    );
+}

@@ -26,6 +26,8 @@ struct Inbox {
     bodies: Vec<String>,
     /// Answer 500 to this many requests first.
     fail_first: usize,
+    /// The body of the answer to a verified push (default `success`).
+    answer: Option<&'static str>,
 }
 
 #[derive(Clone)]
@@ -49,7 +51,7 @@ async fn receive(
     match open_push(&receiver.keys, &query, &body) {
         Ok(opened) => {
             inbox.messages.push(opened.message);
-            (StatusCode::OK, "success")
+            (StatusCode::OK, inbox.answer.unwrap_or("success"))
         }
         Err(_) => (StatusCode::BAD_REQUEST, "rejected"),
     }
@@ -193,4 +195,43 @@ async fn declines_app_orders_replays_and_status_pushes() {
         (status.status.as_str(), status.code.as_str(), status.card_id.as_str()),
         ("INVOICE_REIMBURSE_LOCK", inserted.code.as_str(), card_id.as_str())
     );
+}
+
+#[tokio::test]
+async fn only_success_or_an_empty_body_acknowledges_and_anything_else_tells_the_payer() {
+    let (env, inbox) = setup(PushMode::Safe, PushFormat::Xml, 0).await;
+    let creds = env.credentials(TokenMode::StableToken);
+    let (s_pappid, _) = bureau_setup(&env, &creds).await;
+
+    inbox.lock().unwrap().answer = Some("");
+    let link = auth_link(&env, &creds, UNIT, &s_pappid, "o-empty", 100).await;
+    let answer = env.post("/sandbox/authorize", json!({"auth_url": link, "openid": "oAck", "wait": true})).await;
+    assert_eq!(
+        (answer["push"]["delivered"].as_bool(), answer["push"]["abnormal"].as_bool()),
+        (Some(true), Some(false))
+    );
+
+    // HTTP 200 with another body is abnormal data: not retried, not acknowledged, and WeChat
+    // shows the payer that the account cannot serve them.
+    inbox.lock().unwrap().answer = Some("OK");
+    let link = auth_link(&env, &creds, UNIT, &s_pappid, "o-ok", 100).await;
+    let answer = env.post("/sandbox/authorize", json!({"auth_url": link, "openid": "oAbnormal", "wait": true})).await;
+    assert_eq!(answer["push"]["delivered"], false, "{answer}");
+    assert_eq!(answer["push"]["abnormal"], true);
+    let attempts = answer["push"]["attempts"].as_array().unwrap();
+    assert_eq!((attempts.len(), attempts[0]["outcome"].as_str()), (1, Some("abnormal_answer")));
+    let messages = env.get("/sandbox/users/oAbnormal/messages").await;
+    assert_eq!(messages["messages"][0]["kind"], "service_unavailable");
+    assert_eq!(messages["messages"][0]["text"], "该公众号暂时无法提供服务，请稍后再试");
+    let page = env.http.get(format!("{}/sandbox/users/oAbnormal", env.base)).send().await.unwrap();
+    assert!(page.text().await.unwrap().contains("该公众号暂时无法提供服务，请稍后再试"));
+    // A proper acknowledgement tells the payer nothing.
+    assert!(env.get("/sandbox/users/oAck/messages").await["messages"].as_array().unwrap().is_empty());
+
+    // No answer three times (errors): retried, then the payer is told as well.
+    inbox.lock().unwrap().fail_first = 3;
+    let link = auth_link(&env, &creds, UNIT, &s_pappid, "o-down", 100).await;
+    let answer = env.post("/sandbox/authorize", json!({"auth_url": link, "openid": "oDown", "wait": true})).await;
+    assert_eq!(answer["push"]["attempts"].as_array().unwrap().len(), 3);
+    assert_eq!(env.get("/sandbox/users/oDown/messages").await["messages"][0]["kind"], "service_unavailable");
 }

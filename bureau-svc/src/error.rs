@@ -39,6 +39,10 @@ pub enum BureauError {
     StatusFinal(BillKey, ReimburseStatus),
     #[error("cannot render the bill PDF: {0}")]
     Render(String),
+    #[error(
+        "the PDF WeChat keeps (getpdf's pdf_url, SHA-256 {at_wechat}) differs from the one uploaded (SHA-256 {uploaded}), twice"
+    )]
+    PdfMismatch { uploaded: String, at_wechat: String },
     #[error(transparent)]
     Wechat(#[from] CallError),
     #[error("storage: {0}")]
@@ -102,6 +106,7 @@ impl From<BureauError> for Status {
                     .with("reimburse_status", status.as_str())
             }
             BureauError::Render(_) => ApiError::new(Code::Internal, "PDF_RENDER_FAILED", message),
+            BureauError::PdfMismatch { .. } => ApiError::new(Code::DataLoss, "PDF_MISMATCH", message),
             BureauError::Wechat(error) => ApiError::from_call(&error),
             BureauError::Storage(error) => {
                 tracing::error!(%error, "storage failure");

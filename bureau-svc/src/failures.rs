@@ -52,6 +52,7 @@ pub fn failure_of(error: &BureauError, now: i64) -> Failure {
         BureauError::Wechat(CallError::UnknownAccount(_)) => (ACCOUNT_NOT_CONFIGURED, None),
         BureauError::UnitNotOnboarded(_) => ("UNIT_NOT_ONBOARDED", None),
         BureauError::Render(_) => ("PDF_MISSING", None),
+        BureauError::PdfMismatch { .. } => ("PDF_MISMATCH", None),
         _ => ("ISSUE_FAILED", None),
     };
     let (errmsg, rid) = match wechat {

@@ -359,23 +359,37 @@ impl Issuer {
         Ok(())
     }
 
+    /// The guide's check of the upload: getpdf gives the PDF's URL at WeChat, and the file
+    /// there must be the one uploaded (same SHA-256). A different file is uploaded again once;
+    /// a second difference fails the bill.
     async fn check(&self, bill: &Bill, change: &mut Change) -> Result<(), BureauError> {
         let media = bill.s_media_id.as_deref().unwrap_or_default();
-        let checked = self.credentials.account(&self.bureau_appid).get_pdf(media).await;
-        match checked {
-            Ok(_) => {
-                change.apply(BillEvent::PdfChecked);
-                Ok(())
-            }
+        let link = match self.credentials.account(&self.bureau_appid).get_pdf(media).await {
+            Ok(link) => link,
             // WeChat no longer knows the media: upload again.
             Err(CallError::Wechat(error)) if error.kind() == ErrorKind::MediaGone => {
                 change.apply(BillEvent::PdfLost);
                 change.s_media_id = None;
                 change.media_expires_at = 0;
-                Ok(())
+                return Ok(());
             }
-            Err(error) => Err(error.into()),
+            Err(error) => return Err(error.into()),
+        };
+        let limit = self.config.pdf_max_bytes + 64 * 1024;
+        let (sha256, size) = self.credentials.client().pdf_digest(&link.pdf_url, limit).await.map_err(CallError::from)?;
+        if sha256 == bill.pdf_sha256 {
+            change.apply(BillEvent::PdfChecked);
+            return Ok(());
         }
+        if bill.pdf_mismatches == 0 {
+            tracing::warn!(bill = %bill.key, size, "the PDF at WeChat differs from the one uploaded; uploading again");
+            change.pdf_mismatches = 1;
+            change.apply(BillEvent::PdfLost);
+            change.s_media_id = None;
+            change.media_expires_at = 0;
+            return Ok(());
+        }
+        Err(BureauError::PdfMismatch { uploaded: bill.pdf_sha256.clone(), at_wechat: sha256 })
     }
 
     async fn insert(&self, bill: &Bill, change: &mut Change, now: i64) -> Result<(), BureauError> {

@@ -78,7 +78,8 @@ async fn handle(
             connection.drop_connection().await;
         }
         Some(FaultAction::Drop { after_processing: true }) => drop_after = true,
-        None => {}
+        // Only for downloads (`/sandbox/pdf`): refused for API paths when added.
+        Some(FaultAction::Corrupt) | None => {}
     }
 
     let result = if endpoint.is_get() && method != Method::GET {

@@ -93,10 +93,10 @@ impl World {
         })))
     }
 
-    /// The PDF behind a getpdf link, while the link and the media are valid.
-    pub fn pdf_by_link(&self, token: &str, now: i64) -> Option<Bytes> {
+    /// The owner and PDF behind a getpdf link, while the link and the media are valid.
+    pub fn pdf_by_link(&self, token: &str, now: i64) -> Option<(String, Bytes)> {
         let (s_media_id, _) = self.pdf_links.get(token).filter(|(_, until)| *until > now)?;
-        self.media.get(s_media_id).filter(|m| m.expires_at > now).map(|m| m.pdf.clone())
+        self.media.get(s_media_id).filter(|m| m.expires_at > now).map(|m| (m.owner.clone(), m.pdf.clone()))
     }
 
     /// `POST nontax/insertbill`, with the documented checks in WeChat's order of concern.

@@ -15,7 +15,7 @@ use wechat::types::ReimburseStatus;
 
 use crate::Sandbox;
 use crate::config::AccountConfig;
-use crate::faults::FaultRule;
+use crate::faults::{FaultAction, FaultRule};
 use crate::invoice::{Answer, AnswerError};
 use crate::pages;
 
@@ -292,11 +292,27 @@ async fn card_pdf(State(sandbox): State<Sandbox>, Path(code): Path<String>) -> R
     }
 }
 
+/// The file behind a getpdf `pdf_url`, as WeChat serves it (counted as `/sandbox/pdf`, and
+/// subject to faults on that path).
 async fn pdf_link(State(sandbox): State<Sandbox>, Path(token): Path<String>) -> Response {
+    const PATH: &str = "/sandbox/pdf";
     let now = sandbox.now();
-    match sandbox.world().pdf_by_link(&token, now) {
-        Some(pdf) => pdf_response(pdf),
-        None => error(StatusCode::NOT_FOUND, "no such PDF link, or it expired"),
+    let mut world = sandbox.world();
+    let Some((owner, pdf)) = world.pdf_by_link(&token, now) else {
+        return error(StatusCode::NOT_FOUND, "no such PDF link, or it expired");
+    };
+    world.count_call(PATH, Some(&owner));
+    match world.pick_fault(PATH, Some(&owner)) {
+        Some(FaultAction::Corrupt) => {
+            let mut altered = pdf.to_vec();
+            if let Some(last) = altered.iter_mut().rev().find(|b| b.is_ascii_digit()) {
+                *last = if *last == b'0' { b'1' } else { b'0' };
+            }
+            altered.extend_from_slice(b"\n% altered\n");
+            pdf_response(altered.into())
+        }
+        Some(FaultAction::HttpStatus { status }) => StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY).into_response(),
+        _ => pdf_response(pdf),
     }
 }
 

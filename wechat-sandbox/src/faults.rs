@@ -29,6 +29,8 @@ pub enum FaultAction {
         #[serde(default)]
         after_processing: bool,
     },
+    /// Serve a download (a getpdf `pdf_url`, path `/sandbox/pdf`) with altered bytes.
+    Corrupt,
 }
 
 // No deny_unknown_fields: serde does not support it together with `flatten`.
@@ -37,7 +39,8 @@ pub struct FaultRule {
     /// Assigned by the sandbox.
     #[serde(default)]
     pub id: u64,
-    /// An endpoint path such as `/nontax/insertbill`, or `*` for every endpoint.
+    /// An endpoint path such as `/nontax/insertbill`, `/sandbox/pdf` for getpdf's download
+    /// links, or `*` for every endpoint.
     pub path: String,
     /// Only calls by (or for) this appid.
     #[serde(default)]
@@ -65,6 +68,9 @@ impl World {
             && !(0.0..=1.0).contains(&p)
         {
             return Err("probability must be between 0 and 1".to_owned());
+        }
+        if rule.action == FaultAction::Corrupt && rule.path != "/sandbox/pdf" {
+            return Err("kind corrupt applies to path /sandbox/pdf only".to_owned());
         }
         if let FaultAction::Error { name } = &rule.action
             && wechat::rulebook::by_name(name).is_none()

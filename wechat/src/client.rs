@@ -7,6 +7,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use crate::Endpoint;
 use crate::error::{WechatError, split_errmsg};
@@ -201,6 +202,47 @@ impl WechatClient {
     pub async fn get_pdf(&self, access_token: &Secret, s_media_id: &str) -> Result<PdfUrl, WechatError> {
         let body = GetPdfRequest { action: "get_url", s_media_id };
         self.call(Endpoint::GetPdf, Some(access_token), &[], json(&body)).await
+    }
+
+    /// Downloads the file at a getpdf `pdf_url` and returns its SHA-256 (hex) and size, reading
+    /// at most `max_bytes` and never holding the whole file: the check that WeChat keeps the
+    /// PDF that was uploaded. Errors name getpdf, whose check this is.
+    pub async fn pdf_digest(&self, pdf_url: &str, max_bytes: usize) -> Result<(String, usize), WechatError> {
+        let endpoint = Endpoint::GetPdf;
+        let started = Instant::now();
+        let result = self.digest_once(pdf_url, max_bytes).await;
+        if let Some(observer) = &self.observer {
+            observer.observe(endpoint, &format!("download_{}", outcome_label(&result)), started.elapsed());
+        }
+        if let Err(error) = &result {
+            tracing::warn!(%error, "cannot download the uploaded PDF from pdf_url");
+        }
+        result
+    }
+
+    async fn digest_once(&self, pdf_url: &str, max_bytes: usize) -> Result<(String, usize), WechatError> {
+        let endpoint = Endpoint::GetPdf;
+        let url = url::Url::parse(pdf_url)
+            .ok()
+            .filter(|url| matches!(url.scheme(), "http" | "https"))
+            .ok_or_else(|| WechatError::Malformed { endpoint, message: "pdf_url is not an http(s) URL".to_owned() })?;
+        let mut response = self.http.get(url).send().await.map_err(|e| transport_error(endpoint, e))?;
+        if response.status() != reqwest::StatusCode::OK {
+            return Err(WechatError::HttpStatus { endpoint, status: response.status().as_u16() });
+        }
+        let mut digest = Sha256::new();
+        let mut size = 0;
+        while let Some(chunk) = response.chunk().await.map_err(|e| transport_error(endpoint, e))? {
+            size += chunk.len();
+            if size > max_bytes {
+                return Err(WechatError::Malformed {
+                    endpoint,
+                    message: format!("the PDF at pdf_url is larger than {max_bytes} bytes"),
+                });
+            }
+            digest.update(&chunk);
+        }
+        Ok((hex::encode(digest.finalize()), size))
     }
 
     /// `POST nontax/insertbill`. Never resent here: the bureau's state machine decides.

@@ -176,3 +176,30 @@ async fn a_lost_answer_that_landed_is_proven_by_repeated_billing_numbers_only() 
     assert_eq!(env.cards().await.len(), 1);
     assert_eq!(env.calls("/nontax/insertbill").await, 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pdf_kept_at_wechat_is_compared_with_the_one_uploaded() {
+    let mut env = Env::start(test_support::sqlite()).await;
+    // WeChat's copy differs once: uploaded again, then checked and inserted.
+    env.authorize("o-differs-once").await;
+    env.fault(json!({"path": "/sandbox/pdf", "kind": "corrupt", "count": 1})).await;
+    let bill = env.issue(request("o-differs-once")).await.unwrap();
+    assert_eq!(state(&bill), pb::BillState::Inserted, "{bill:?}");
+    assert_eq!(env.calls("/card/invoice/platform/setpdf").await, 2, "uploaded again once");
+    assert_eq!(env.calls("/sandbox/pdf").await, 2, "each upload's copy was downloaded and compared");
+    assert_eq!(env.cards().await[0]["pdf_sha256"], bill.pdf_sha256.as_str());
+
+    // It differs again after the second upload: the bill fails with its own reason.
+    env.authorize("o-differs").await;
+    env.fault(json!({"path": "/sandbox/pdf", "kind": "corrupt", "count": 2})).await;
+    let bill = env.issue(request("o-differs")).await.unwrap();
+    assert_eq!(state(&bill), pb::BillState::Failed, "{bill:?}");
+    assert_eq!(failure(&bill), ("PDF_MISMATCH".to_owned(), 0));
+    assert_eq!(env.cards().await.len(), 1, "never inserted");
+
+    // A download that fails is retried like any transient trouble.
+    env.authorize("o-download-503").await;
+    env.fault(json!({"path": "/sandbox/pdf", "kind": "http_status", "status": 503, "count": 2})).await;
+    let bill = env.issue(request("o-download-503")).await.unwrap();
+    assert_eq!(state(&bill), pb::BillState::Inserted, "{bill:?}");
+}

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use serde_json::json;
 use wechat::Secret;
 use wechat::clock::{SystemClock, unix_now};
+use wechat::image::LogoImage;
 use wechat::types::{AuthSource, BillCardInfo, GetBillAuthUrlRequest, InsertBillRequest, InvoiceUserData};
 use wechat::{Credentials, MemoryCredentialStore, TokenMode, WechatClient, WechatHttpConfig};
 
@@ -117,7 +118,10 @@ impl Baseline {
         );
         let token = credentials.access_token(&bureau.appid).await.map_err(|e| e.to_string())?.value;
         let s_pappid = client.set_url(&token).await.map_err(|e| e.to_string())?.s_pappid;
-        let info = BillCardInfo { payee: unit.name.clone(), logo_url: "https://example.org/logo.png".to_owned() };
+        let logo =
+            LogoImage::new(bytes::Bytes::from_static(wechat_sandbox::DEMO_LOGO_PNG)).map_err(|e| e.to_string())?;
+        let logo_url = client.upload_image(&token, &logo).await.map_err(|e| e.to_string())?;
+        let info = BillCardInfo { payee: unit.name.clone(), logo_url };
         let card_id = client.create_bill_card(&token, &info).await.map_err(|e| e.to_string())?;
         Ok(Self {
             credentials,

@@ -24,6 +24,9 @@ pub struct App {
     pub issuer: Arc<Issuer>,
     pub reimburse: Reimburse,
     pub issuing: IssuingConfig,
+    /// The host of the WeChat API this bureau talks to: its image URLs are taken as logos
+    /// besides WeChat's image host (the sandbox's, in development).
+    pub image_host: Option<String>,
 }
 
 impl Application for App {

@@ -2,14 +2,19 @@
 //! `BUREAU__SECTION__KEY` (e.g. `BUREAU__DATABASE__URL`), secrets from env or files.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use fiscalbill_common::auth::AuthConfig;
-use fiscalbill_common::config::{LogConfig, SecretSetting};
+use fiscalbill_common::config::{ConfigError, LogConfig, SecretSetting};
 use fiscalbill_common::db::DatabaseConfig;
 use fiscalbill_common::tls::ServerTls;
 use serde::Deserialize;
 use wechat::callback::PushMode;
+use wechat::image::{IMAGE_HOST, LogoImage, is_wechat_image_url};
 use wechat::{TokenMode, WechatHttpConfig};
+
+use crate::domain::Logo;
+use crate::templates::ConfiguredUnit;
 
 pub const ENV_PREFIX: &str = "BUREAU";
 
@@ -142,7 +147,38 @@ pub struct UnitConfig {
     pub appid: String,
     /// The payee's full name (收款单位全称) shown on the card.
     pub payee: String,
-    pub logo_url: String,
+    /// The logo as a URL on WeChat's image host (`http://mmbiz.qpic.cn/...`, from WeChat's
+    /// image upload). Give this or `logo_file`.
+    #[serde(default)]
+    pub logo_url: Option<String>,
+    /// The logo as a JPG or PNG file of at most 1 MB, uploaded through WeChat's image upload
+    /// (media/uploadimg) before the unit's template is created. Give this or `logo_url`.
+    #[serde(default)]
+    pub logo_file: Option<PathBuf>,
+}
+
+impl UnitConfig {
+    /// The unit with its logo read and checked; `image_host` as for CreateCardTemplate.
+    pub fn resolve(&self, image_host: Option<&str>) -> Result<ConfiguredUnit, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid(format!("units {}: {message}", self.appid));
+        let logo = match (&self.logo_url, &self.logo_file) {
+            (Some(url), None) if is_wechat_image_url(url, image_host) => Logo::Url(url.clone()),
+            (Some(url), None) => {
+                return Err(invalid(format!(
+                    "logo_url {url:?} is not on WeChat's image host ({IMAGE_HOST}); upload the logo with WeChat's \
+                     image upload, or give the image as logo_file"
+                )));
+            }
+            (None, Some(path)) => {
+                let bytes = std::fs::read(path).map_err(|e| invalid(format!("logo_file {}: {e}", path.display())))?;
+                Logo::image(
+                    LogoImage::new(bytes.into()).map_err(|e| invalid(format!("logo_file {}: {e}", path.display())))?,
+                )
+            }
+            _ => return Err(invalid("give the logo as logo_url or logo_file (one of them)".to_owned())),
+        };
+        Ok(ConfiguredUnit { appid: self.appid.clone(), payee: self.payee.clone(), logo })
+    }
 }
 
 #[cfg(test)]

@@ -9,9 +9,10 @@ use fiscalbill_common::bill::{
 use fiscalbill_common::proto::bureau as pb;
 use fiscalbill_common::proto::types as types_pb;
 use fiscalbill_common::status::{ApiError, Violations};
+use wechat::image::{IMAGE_HOST, LogoImage, is_wechat_image_url};
 use wechat::types::ReimburseStatus;
 
-use crate::domain::{Bill, BillKey, BillQuery, BillState, Failure, IssueRequest, PdfOrigin, Unit};
+use crate::domain::{Bill, BillKey, BillQuery, BillState, Failure, IssueRequest, Logo, PdfOrigin, Unit};
 use fiscalbill_common::paging::Cursor;
 
 pub fn issue_request(
@@ -59,22 +60,50 @@ pub fn unit_appid(unit_appid: &str) -> Result<(), ApiError> {
     violations.into_result()
 }
 
-/// CreateCardTemplate's fields.
-pub fn template_request(request: &pb::CreateCardTemplateRequest) -> Result<(), ApiError> {
-    let pb::CreateCardTemplateRequest { unit_appid, payee, logo_url } = request;
+/// CreateCardTemplate, validated: the unit, its payee and its logo. `image_host` is the host
+/// of the WeChat this bureau talks to (the sandbox in development), whose image URLs are taken
+/// besides WeChat's image host.
+pub fn template_request(
+    request: pb::CreateCardTemplateRequest,
+    image_host: Option<&str>,
+) -> Result<(String, String, Logo), ApiError> {
+    let pb::CreateCardTemplateRequest { unit_appid, payee, logo_url, logo_image } = request;
     let mut violations = Violations::default();
-    check_appid(&mut violations, "unit_appid", unit_appid);
+    check_appid(&mut violations, "unit_appid", &unit_appid);
     let payee_chars = payee.chars().count();
     if payee.trim().is_empty() || payee_chars > 64 || payee.chars().any(char::is_control) {
         violations.add("payee", "must be the payee's full name, 1 to 64 characters");
     }
-    if !logo_url.starts_with("https://")
-        || logo_url.len() > 512
-        || logo_url.chars().any(|c| c.is_whitespace() || c.is_control())
-    {
-        violations.add("logo_url", "must be an https URL of at most 512 characters");
-    }
-    violations.into_result()
+    let logo = match (logo_url.is_empty(), logo_image.is_empty()) {
+        (false, true) if is_wechat_image_url(&logo_url, image_host) => Some(Logo::Url(logo_url)),
+        (false, true) => {
+            violations.add(
+                "logo_url",
+                format!(
+                    "must be a URL on WeChat's image host (http(s)://{IMAGE_HOST}/..., as WeChat's image upload answers) \
+                     of at most 512 characters; or give the image as logo_image"
+                ),
+            );
+            None
+        }
+        (true, false) => match LogoImage::new(logo_image) {
+            Ok(image) => Some(Logo::image(image)),
+            Err(error) => {
+                violations.add("logo_image", error.to_string());
+                None
+            }
+        },
+        (true, true) => {
+            violations.add("logo_url", "give the logo as logo_url or logo_image");
+            None
+        }
+        (false, false) => {
+            violations.add("logo_image", "give the logo as logo_url or logo_image, not both");
+            None
+        }
+    };
+    violations.into_result()?;
+    Ok((unit_appid, payee, logo.expect("a logo when nothing was violated")))
 }
 
 pub fn list_bills(request: pb::ListBillsRequest) -> Result<BillQuery, ApiError> {
@@ -203,6 +232,7 @@ pub fn template_to_proto(unit: &Unit) -> pb::CardTemplate {
         unit_appid: unit.appid.clone(),
         payee: unit.payee.clone(),
         logo_url: unit.logo_url.clone(),
+        logo_sha256: unit.logo_sha256.clone().unwrap_or_default(),
         card_id: unit.card_id.clone().unwrap_or_default(),
         create_time: optional_timestamp(unit.template_created_at),
     }

@@ -4,6 +4,8 @@
 use bytes::Bytes;
 use fiscalbill_common::bill::BillContent;
 use fiscalbill_common::paging::Cursor;
+use sha2::{Digest, Sha256};
+use wechat::image::LogoImage;
 use wechat::types::ReimburseStatus;
 
 /// A bill's identity: the collection unit and its order.
@@ -140,9 +142,35 @@ pub use fiscalbill_common::bill::Failure;
 pub struct Unit {
     pub appid: String,
     pub payee: String,
+    /// The logo's URL on WeChat's image host; empty while a logo image is not uploaded yet.
     pub logo_url: String,
+    /// The SHA-256 of the logo image, when the logo was given as an image.
+    pub logo_sha256: Option<String>,
     pub card_id: Option<String>,
     pub template_created_at: i64,
+}
+
+/// A unit's logo as given: a URL on WeChat's image host, or an image to upload through
+/// WeChat's image upload before the template is created.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Logo {
+    Url(String),
+    Image { image: LogoImage, sha256: String },
+}
+
+impl Logo {
+    pub fn image(image: LogoImage) -> Self {
+        let sha256 = hex::encode(Sha256::digest(image.bytes()));
+        Logo::Image { image, sha256 }
+    }
+
+    /// Whether `unit` was recorded with this very logo.
+    pub fn is_that_of(&self, unit: &Unit) -> bool {
+        match self {
+            Logo::Url(url) => unit.logo_sha256.is_none() && &unit.logo_url == url,
+            Logo::Image { sha256, .. } => unit.logo_sha256.as_ref() == Some(sha256),
+        }
+    }
 }
 
 /// The s_pappid and where it came from.

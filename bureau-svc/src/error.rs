@@ -37,6 +37,10 @@ pub enum BureauError {
     CardCodeUnknown(BillKey),
     #[error("bill {0} is {status}, which is final (written off)", status = .1.as_str())]
     StatusFinal(BillKey, ReimburseStatus),
+    #[error("collection unit {0} has neither a logo URL nor a logo image")]
+    LogoMissing(String),
+    #[error("the logo image of collection unit {0}: {1}")]
+    LogoInvalid(String, wechat::image::LogoError),
     #[error("cannot render the bill PDF: {0}")]
     Render(String),
     #[error(
@@ -104,6 +108,9 @@ impl From<BureauError> for Status {
                     .with("unit_appid", key.unit_appid)
                     .with("order_id", key.order_id)
                     .with("reimburse_status", status.as_str())
+            }
+            BureauError::LogoMissing(appid) | BureauError::LogoInvalid(appid, _) => {
+                ApiError::new(Code::FailedPrecondition, "LOGO_INVALID", message).with("unit_appid", appid)
             }
             BureauError::Render(_) => ApiError::new(Code::Internal, "PDF_RENDER_FAILED", message),
             BureauError::PdfMismatch { .. } => ApiError::new(Code::DataLoss, "PDF_MISMATCH", message),

@@ -376,7 +376,8 @@ impl Issuer {
             Err(error) => return Err(error.into()),
         };
         let limit = self.config.pdf_max_bytes + 64 * 1024;
-        let (sha256, size) = self.credentials.client().pdf_digest(&link.pdf_url, limit).await.map_err(CallError::from)?;
+        let (sha256, size) =
+            self.credentials.client().pdf_digest(&link.pdf_url, limit).await.map_err(CallError::from)?;
         if sha256 == bill.pdf_sha256 {
             change.apply(BillEvent::PdfChecked);
             return Ok(());

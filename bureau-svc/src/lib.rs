@@ -80,6 +80,8 @@ pub async fn start(config: BureauConfig) -> Result<RunningService, StartError> {
         }
         None => None,
     };
+    let image_host = image_host(&config.wechat.base_url);
+    let units = config.units.iter().map(|unit| unit.resolve(image_host.as_deref())).collect::<Result<Vec<_>, _>>()?;
     let metrics = Metrics::new("Bills by state");
     let client = WechatClient::new(&config.wechat)
         .map_err(|e| StartError::Client(e.to_string()))?
@@ -108,10 +110,10 @@ pub async fn start(config: BureauConfig) -> Result<RunningService, StartError> {
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
     let callback = callback::router(callback::CallbackState { keys, app: cell.clone(), metrics: metrics.clone() });
-    let parts = Parts { config, client, secret, metrics };
+    let parts = Parts { config, client, secret, metrics, image_host };
     let build = move |db: Db| async move {
         let app = build(&parts, db).await;
-        if let Err(error) = app.templates.onboard(&parts.config.units).await {
+        if let Err(error) = app.templates.onboard(&units).await {
             tracing::error!(%error, "cannot record the configured units");
         }
         app
@@ -125,6 +127,12 @@ struct Parts {
     client: WechatClient,
     secret: wechat::Secret,
     metrics: Arc<Metrics>,
+    image_host: Option<String>,
+}
+
+/// The host of the WeChat API base URL: its image URLs are taken as logos too.
+fn image_host(base_url: &str) -> Option<String> {
+    url::Url::parse(base_url).ok()?.host_str().map(str::to_owned)
 }
 
 async fn build(parts: &Parts, db: Db) -> Arc<App> {
@@ -155,5 +163,13 @@ async fn build(parts: &Parts, db: Db) -> Arc<App> {
     ));
     let reimburse = reimburse::Reimburse::new(store.clone(), credentials.clone(), appid);
     let bills = bills::Bills::new(store);
-    Arc::new(App { bills, sp_app_ids, templates, issuer, reimburse, issuing: config.issuing.clone() })
+    Arc::new(App {
+        bills,
+        sp_app_ids,
+        templates,
+        issuer,
+        reimburse,
+        issuing: config.issuing.clone(),
+        image_host: parts.image_host.clone(),
+    })
 }

@@ -75,9 +75,9 @@ impl BureauService for BureauGrpc {
         request: Request<pb::CreateCardTemplateRequest>,
     ) -> Result<Response<pb::CreateCardTemplateResponse>, Status> {
         let app = self.app()?;
-        let request = request.into_inner();
-        convert::template_request(&request).map_err(BureauError::from)?;
-        let (unit, created) = app.templates.create(&request.unit_appid, &request.payee, &request.logo_url).await?;
+        let (appid, payee, logo) =
+            convert::template_request(request.into_inner(), app.image_host.as_deref()).map_err(BureauError::from)?;
+        let (unit, created) = app.templates.create(&appid, &payee, &logo).await?;
         Ok(Response::new(pb::CreateCardTemplateResponse { template: Some(convert::template_to_proto(&unit)), created }))
     }
 

@@ -12,7 +12,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Error, Row};
 use wechat::types::ReimburseStatus;
 
-use crate::domain::{Bill, BillEvent, BillKey, BillQuery, BillState, Failure, NewBill, PdfOrigin, SpApp, Unit};
+use crate::domain::{Bill, BillEvent, BillKey, BillQuery, BillState, Failure, Logo, NewBill, PdfOrigin, SpApp, Unit};
 
 pub const MIGRATIONS: &[Migration] = &[
     Migration { set: "bureau", version: 1, name: "initial schema", sql: include_str!("../migrations/0001_init.sql") },
@@ -109,11 +109,20 @@ fn bill_from_row(row: &AnyRow) -> Result<Bill, Error> {
     })
 }
 
+/// The unit columns of a logo: its URL (empty until an image is uploaded), image and digest.
+fn logo_columns(logo: &Logo) -> (&str, Option<&[u8]>, Option<&str>) {
+    match logo {
+        Logo::Url(url) => (url, None, None),
+        Logo::Image { image, sha256 } => ("", Some(image.bytes().as_ref()), Some(sha256)),
+    }
+}
+
 fn unit_from_row(row: &AnyRow) -> Result<Unit, Error> {
     Ok(Unit {
         appid: row.try_get("appid")?,
         payee: row.try_get("payee")?,
         logo_url: row.try_get("logo_url")?,
+        logo_sha256: row.try_get("logo_sha256")?,
         card_id: row.try_get("card_id")?,
         template_created_at: row.try_get("template_created_at")?,
     })
@@ -192,24 +201,29 @@ impl Store {
     // --- units and templates ---
 
     pub async fn unit(&self, appid: &str) -> Result<Option<Unit>, Error> {
-        sqlx::query("SELECT appid, payee, logo_url, card_id, template_created_at FROM unit WHERE appid = $1")
-            .bind(appid)
-            .fetch_optional(self.db.pool())
-            .await?
-            .as_ref()
-            .map(unit_from_row)
-            .transpose()
+        sqlx::query(
+            "SELECT appid, payee, logo_url, logo_sha256, card_id, template_created_at FROM unit WHERE appid = $1",
+        )
+        .bind(appid)
+        .fetch_optional(self.db.pool())
+        .await?
+        .as_ref()
+        .map(unit_from_row)
+        .transpose()
     }
 
     /// Adds a unit; false if it existed.
-    pub async fn insert_unit(&self, appid: &str, payee: &str, logo_url: &str, now: i64) -> Result<bool, Error> {
+    pub async fn insert_unit(&self, appid: &str, payee: &str, logo: &Logo, now: i64) -> Result<bool, Error> {
+        let (url, image, sha256) = logo_columns(logo);
         let done = sqlx::query(
-            "INSERT INTO unit (appid, payee, logo_url, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)
-             ON CONFLICT (appid) DO NOTHING",
+            "INSERT INTO unit (appid, payee, logo_url, logo_image, logo_sha256, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (appid) DO NOTHING",
         )
         .bind(appid)
         .bind(payee)
-        .bind(logo_url)
+        .bind(url)
+        .bind(image)
+        .bind(sha256)
         .bind(now)
         .execute(self.db.writer())
         .await?;
@@ -221,25 +235,49 @@ impl Store {
         &self,
         appid: &str,
         payee: &str,
-        logo_url: &str,
+        logo: &Logo,
         now: i64,
     ) -> Result<bool, Error> {
+        let (url, image, sha256) = logo_columns(logo);
         let done = sqlx::query(
-            "UPDATE unit SET payee = $2, logo_url = $3, updated_at = $4 WHERE appid = $1 AND card_id IS NULL",
+            "UPDATE unit SET payee = $2, logo_url = $3, logo_image = $4, logo_sha256 = $5, updated_at = $6
+             WHERE appid = $1 AND card_id IS NULL",
         )
         .bind(appid)
         .bind(payee)
-        .bind(logo_url)
+        .bind(url)
+        .bind(image)
+        .bind(sha256)
         .bind(now)
         .execute(self.db.writer())
         .await?;
         Ok(done.rows_affected() == 1)
     }
 
+    /// The logo image of a unit, to upload.
+    pub async fn logo_image(&self, appid: &str) -> Result<Option<Vec<u8>>, Error> {
+        let row = sqlx::query("SELECT logo_image FROM unit WHERE appid = $1")
+            .bind(appid)
+            .fetch_optional(self.db.pool())
+            .await?;
+        Ok(row.map(|row| row.try_get::<Option<Vec<u8>>, _>(0)).transpose()?.flatten())
+    }
+
+    /// Stores the URL WeChat answered for the unit's uploaded logo (once).
+    pub async fn set_logo_url(&self, appid: &str, url: &str, now: i64) -> Result<(), Error> {
+        sqlx::query("UPDATE unit SET logo_url = $2, updated_at = $3 WHERE appid = $1 AND logo_url = ''")
+            .bind(appid)
+            .bind(url)
+            .bind(now)
+            .execute(self.db.writer())
+            .await?;
+        Ok(())
+    }
+
     /// Units with a template, by appid, after `after`.
     pub async fn list_templates(&self, after: &str, limit: i64) -> Result<Vec<Unit>, Error> {
         sqlx::query(
-            "SELECT appid, payee, logo_url, card_id, template_created_at FROM unit
+            "SELECT appid, payee, logo_url, logo_sha256, card_id, template_created_at FROM unit
              WHERE card_id IS NOT NULL AND appid > $1 ORDER BY appid LIMIT $2",
         )
         .bind(after)

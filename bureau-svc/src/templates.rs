@@ -9,12 +9,19 @@ use std::time::Duration;
 use fiscalbill_common::db::now_millis;
 use fiscalbill_common::paging::{Page, fetch_page};
 use wechat::Credentials;
+use wechat::image::LogoImage;
 use wechat::types::BillCardInfo;
 
-use crate::config::UnitConfig;
-use crate::domain::Unit;
+use crate::domain::{Logo, Unit};
 use crate::error::BureauError;
 use crate::store::Store;
+
+/// A unit of the configuration, its logo read and checked.
+pub struct ConfiguredUnit {
+    pub appid: String,
+    pub payee: String,
+    pub logo: Logo,
+}
 
 /// How long a replica may take to create a template before another may try.
 const CLAIM_MS: i64 = 30_000;
@@ -34,18 +41,18 @@ impl Templates {
 
     /// Records the units of the configuration. A unit whose template exists keeps the payee
     /// and logo it was created with (WeChat templates cannot change); a difference is logged.
-    pub async fn onboard(&self, units: &[UnitConfig]) -> Result<(), BureauError> {
+    pub async fn onboard(&self, units: &[ConfiguredUnit]) -> Result<(), BureauError> {
         for unit in units {
             let now = now_millis();
-            if self.store.insert_unit(&unit.appid, &unit.payee, &unit.logo_url, now).await? {
+            if self.store.insert_unit(&unit.appid, &unit.payee, &unit.logo, now).await? {
                 tracing::info!(unit_appid = %unit.appid, "onboarded collection unit from configuration");
                 continue;
             }
             let stored = self.store.unit(&unit.appid).await?.expect("the unit exists");
-            if stored.payee == unit.payee && stored.logo_url == unit.logo_url {
+            if stored.payee == unit.payee && unit.logo.is_that_of(&stored) {
                 continue;
             }
-            if self.store.update_unit_before_template(&unit.appid, &unit.payee, &unit.logo_url, now).await? {
+            if self.store.update_unit_before_template(&unit.appid, &unit.payee, &unit.logo, now).await? {
                 tracing::info!(unit_appid = %unit.appid, "updated payee and logo of a unit without template");
             } else {
                 tracing::warn!(
@@ -59,10 +66,10 @@ impl Templates {
 
     /// CreateCardTemplate: the unit's template, created now if needed. Returns whether this
     /// call created it.
-    pub async fn create(&self, appid: &str, payee: &str, logo_url: &str) -> Result<(Unit, bool), BureauError> {
-        let inserted = self.store.insert_unit(appid, payee, logo_url, now_millis()).await?;
+    pub async fn create(&self, appid: &str, payee: &str, logo: &Logo) -> Result<(Unit, bool), BureauError> {
+        let inserted = self.store.insert_unit(appid, payee, logo, now_millis()).await?;
         let unit = self.store.unit(appid).await?.expect("the unit exists");
-        if !inserted && (unit.payee != payee || unit.logo_url != logo_url) {
+        if !inserted && (unit.payee != payee || !logo.is_that_of(&unit)) {
             return Err(BureauError::TemplateConflict {
                 appid: appid.to_owned(),
                 payee: unit.payee,
@@ -116,8 +123,13 @@ impl Templates {
     }
 
     async fn create_at_wechat(&self, unit: &Unit) -> Result<String, BureauError> {
-        let info = &BillCardInfo { payee: unit.payee.clone(), logo_url: unit.logo_url.clone() };
-        let created = self.credentials.account(&self.bureau_appid).create_bill_card(info).await;
+        let created = match self.logo_url(unit).await {
+            Ok(logo_url) => {
+                let info = &BillCardInfo { payee: unit.payee.clone(), logo_url };
+                self.credentials.account(&self.bureau_appid).create_bill_card(info).await.map_err(BureauError::from)
+            }
+            Err(error) => Err(error),
+        };
         match created {
             Ok(card_id) => {
                 self.store.set_card_id(&unit.appid, &card_id, now_millis()).await?;
@@ -127,8 +139,23 @@ impl Templates {
             }
             Err(error) => {
                 self.store.release_template_claim(&unit.appid, &self.holder).await?;
-                Err(error.into())
+                Err(error)
             }
         }
+    }
+
+    /// The unit's logo URL on WeChat's image host: as given, or its image uploaded through
+    /// uploadimg now (once: the URL is stored, and the caller holds the template claim).
+    async fn logo_url(&self, unit: &Unit) -> Result<String, BureauError> {
+        if !unit.logo_url.is_empty() {
+            return Ok(unit.logo_url.clone());
+        }
+        let bytes =
+            self.store.logo_image(&unit.appid).await?.ok_or_else(|| BureauError::LogoMissing(unit.appid.clone()))?;
+        let image = LogoImage::new(bytes.into()).map_err(|e| BureauError::LogoInvalid(unit.appid.clone(), e))?;
+        let url = self.credentials.account(&self.bureau_appid).upload_image(&image).await?;
+        self.store.set_logo_url(&unit.appid, &url, now_millis()).await?;
+        tracing::info!(unit_appid = %unit.appid, %url, "uploaded the unit's logo through WeChat's image upload");
+        Ok(url)
     }
 }

@@ -111,6 +111,19 @@ fn sqlite(data_dir: &Path, name: &str) -> DatabaseConfig {
     DatabaseConfig { url: format!("sqlite://{}", data_dir.join(name).display()), ..DatabaseConfig::default() }
 }
 
+/// The demo unit's logo, written into the data directory: the bureau uploads it through WeChat's
+/// image upload before it creates the unit's template.
+pub fn demo_logo_file(data_dir: &Path) -> PathBuf {
+    let path = data_dir.join("hospital-logo.png");
+    if std::fs::read(&path).ok().as_deref() != Some(wechat_sandbox::DEMO_LOGO_PNG) {
+        let _ = std::fs::create_dir_all(data_dir);
+        if let Err(error) = std::fs::write(&path, wechat_sandbox::DEMO_LOGO_PNG) {
+            tracing::warn!(path = %path.display(), %error, "cannot write the demo logo");
+        }
+    }
+    path
+}
+
 pub fn bureau(addresses: &Addresses, data_dir: &Path) -> bureau_config::BureauConfig {
     let accounts = wechat_sandbox::demo_accounts();
     let bureau = account(&accounts, DEMO_BUREAU);
@@ -140,7 +153,8 @@ pub fn bureau(addresses: &Addresses, data_dir: &Path) -> bureau_config::BureauCo
         units: vec![bureau_config::UnitConfig {
             appid: DEMO_UNIT.to_owned(),
             payee: account(&accounts, DEMO_UNIT).name.clone(),
-            logo_url: "https://example.org/hospital-logo.png".to_owned(),
+            logo_url: None,
+            logo_file: Some(demo_logo_file(data_dir)),
         }],
         auth: development_auth(),
         log: Default::default(),

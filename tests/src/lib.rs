@@ -375,7 +375,8 @@ impl Stack {
             units: vec![UnitConfig {
                 appid: self.unit().to_owned(),
                 payee: "沙箱市人民医院".to_owned(),
-                logo_url: "https://example.org/logo.png".to_owned(),
+                logo_url: None,
+                logo_file: Some(devstack::demo_logo_file(&std::env::temp_dir().join("fiscalbill-tests"))),
             }],
             auth: self.auth(&[("collection", BUREAU_API_KEY, &["*"])]),
             log: Default::default(),

@@ -95,7 +95,7 @@ async fn services_killed_at_random_lose_and_duplicate_nothing() {
             "wechat": wechat,
             "account": {"appid": BUREAU, "secret": secret(BUREAU).expose(), "name": "沙箱市财政局"},
             "issuing": {"retry_base_ms": 20, "retry_max_ms": 300, "poll_interval_ms": 20, "lease_secs": 2, "workers": 32},
-            "units": [{"appid": UNIT, "payee": "沙箱市人民医院", "logo_url": "https://example.org/logo.png"}],
+            "units": [{"appid": UNIT, "payee": "沙箱市人民医院", "logo_file": devstack::demo_logo_file(&dir)}],
             "auth": {"enabled": false},
         }),
     );

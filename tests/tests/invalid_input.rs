@@ -138,8 +138,16 @@ async fn every_method_refuses_invalid_input_without_calling_wechat() {
         unit_appid: "wx".into(),
         payee: "\n".into(),
         logo_url: "javascript:x".into(),
+        logo_image: Default::default(),
     };
     expect("CreateCardTemplate", bureau.create_card_template(template).await, &["unit_appid", "payee", "logo_url"]);
+    let template = bureau_pb::CreateCardTemplateRequest {
+        unit_appid: "wxc0000000000000c9".into(),
+        payee: "某某医院".into(),
+        logo_url: String::new(),
+        logo_image: b"GIF89a not a jpg or png".to_vec().into(),
+    };
+    expect("CreateCardTemplate", bureau.create_card_template(template).await, &["logo_image"]);
     expect(
         "GetCardTemplate",
         bureau.get_card_template(bureau_pb::GetCardTemplateRequest { unit_appid: String::new() }).await,

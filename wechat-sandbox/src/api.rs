@@ -131,10 +131,16 @@ async fn run(
             sandbox.world().stable_token(&grant_type, &appid, &secret, force, now)
         }
         Endpoint::SetPdf => {
-            let pdf = multipart_pdf(headers, body).await?;
+            let pdf = multipart_file(headers, body, "pdf").await?;
             let mut world = sandbox.world();
             let caller = world.token_state(param("access_token"), now)?;
             world.set_pdf(&caller, pdf, sandbox.config().pdf_max_bytes, now)
+        }
+        Endpoint::UploadImg => {
+            let image = multipart_file(headers, body, "media").await?;
+            let mut world = sandbox.world();
+            world.token_state(param("access_token"), now)?;
+            world.upload_image(image, sandbox.public_url())
         }
         _ => {
             let mut world = sandbox.world();
@@ -155,13 +161,17 @@ async fn run(
                 }
                 Endpoint::GetAuthData => world.auth_data(&caller, &object),
                 Endpoint::RejectInsert => world.reject_insert(&caller, &object, now),
-                Endpoint::CreateBillCard => world.create_bill_card(&caller, &object, now),
+                Endpoint::CreateBillCard => world.create_bill_card(&caller, &object, public_url, now),
                 Endpoint::GetPdf => {
                     world.get_pdf(&caller, &object, query.get("action").map(String::as_str), public_url, now)
                 }
                 Endpoint::InsertBill => world.insert_bill(&caller, &object, now),
                 Endpoint::UpdateStatus => world.update_status(&caller, &object),
-                Endpoint::Token | Endpoint::StableToken | Endpoint::GetTicket | Endpoint::SetPdf => {
+                Endpoint::Token
+                | Endpoint::StableToken
+                | Endpoint::GetTicket
+                | Endpoint::SetPdf
+                | Endpoint::UploadImg => {
                     unreachable!("handled above")
                 }
             }
@@ -169,14 +179,15 @@ async fn run(
     }
 }
 
-/// The `pdf` part of a multipart/form-data body; 47001 when the body is not multipart.
-async fn multipart_pdf(headers: &HeaderMap, body: Bytes) -> Result<Option<Bytes>, WxError> {
+/// The file part named `name` of a multipart/form-data body; a data format error when the body
+/// is not multipart.
+async fn multipart_file(headers: &HeaderMap, body: Bytes, name: &str) -> Result<Option<Bytes>, WxError> {
     let content_type = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let boundary = multer::parse_boundary(content_type).map_err(|_| WxError::data_format())?;
     let stream = futures_util::stream::once(async move { Ok::<Bytes, std::convert::Infallible>(body) });
     let mut multipart = multer::Multipart::new(stream, boundary);
     while let Some(field) = multipart.next_field().await.map_err(|_| WxError::data_format())? {
-        if field.name() == Some("pdf") {
+        if field.name() == Some(name) {
             return field.bytes().await.map(Some).map_err(|_| WxError::data_format());
         }
     }

@@ -3,13 +3,14 @@
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
+use wechat::image::{LogoError, LogoImage};
 use wechat::rulebook;
 use wechat::types::ReimburseStatus;
 
 use crate::fields;
 use crate::world::{
-    ALNUM, CardBill, DIGITS, HEX, Media, OrderState, PayerMessage, Template, World, WxError, WxResult, json_object,
-    random_string,
+    ALNUM, CardBill, DIGITS, HEX, Image, Media, OrderState, PayerMessage, Template, World, WxError, WxResult,
+    json_object, random_string,
 };
 
 /// WeChat keeps an uploaded PDF for 3 days.
@@ -29,13 +30,46 @@ pub struct StatusChange {
 }
 
 impl World {
+    /// `POST cgi-bin/media/uploadimg`: a JPG or PNG of at most 1 MB, kept and served at the
+    /// URL answered (on the sandbox's own host: it stands in for WeChat's image host).
+    pub fn upload_image(&mut self, image: Option<Bytes>, public_url: &str) -> WxResult {
+        let image = image.ok_or_else(|| WxError::field_empty("media"))?;
+        let logo = LogoImage::new(image).map_err(|error| match error {
+            LogoError::TooLarge(_) => WxError::from(&rulebook::INVALID_IMAGE_SIZE),
+            LogoError::Empty | LogoError::NotJpgOrPng => WxError::from(&rulebook::INVALID_FILE_TYPE),
+        })?;
+        let id = random_string(ALNUM, 64);
+        let url = format!("{public_url}/mmbiz/{id}/0");
+        let image = Image { bytes: logo.bytes().clone(), mime: logo.kind().mime() };
+        self.images.insert(id, image);
+        // No errcode on success: only the URL, as WeChat answers.
+        Ok(json_object(json!({ "url": url })))
+    }
+
+    /// The uploaded image a URL of this sandbox's points at.
+    pub fn image_at(&self, url: &str, public_url: &str) -> Option<&Image> {
+        let id = url.strip_prefix(public_url)?.strip_prefix("/mmbiz/")?.strip_suffix("/0")?;
+        self.images.get(id)
+    }
+
     /// `POST nontax/createbillcard`: a new template on every call (WeChat does not dedupe).
     /// Accepts the fields wrapped in `invoice_info` (the doc's example) or bare (its table).
-    pub fn create_bill_card(&mut self, caller: &str, body: &Map<String, Value>, now: i64) -> WxResult {
+    /// The logo must be an image uploaded through uploadimg (the guide's requirement): any other
+    /// URL is refused as an invalid `logo_url` (WeChat documents no errcode of its own for it).
+    pub fn create_bill_card(
+        &mut self,
+        caller: &str,
+        body: &Map<String, Value>,
+        public_url: &str,
+        now: i64,
+    ) -> WxResult {
         let info = fields::nested(body, "invoice_info")?.unwrap_or(body);
         let payee = fields::string(info, "payee")?;
         let base_info = fields::nested(info, "base_info")?.ok_or_else(|| WxError::field_empty("logo_url"))?;
         let logo_url = fields::string(base_info, "logo_url")?;
+        if self.image_at(&logo_url, public_url).is_none() {
+            return Err(WxError::field_invalid("logo_url"));
+        }
         let card_id = format!("p{}", random_string(ALNUM, 27));
         self.templates.insert(
             card_id.clone(),

@@ -37,6 +37,7 @@ pub fn router(sandbox: Sandbox) -> Router {
         .route("/sandbox/cards/{code}/pdf", get(card_pdf))
         .route("/sandbox/cards/{code}/status", post(reimburser_status))
         .route("/sandbox/pdf/{token}", get(pdf_link))
+        .route("/mmbiz/{id}/0", get(image))
         .route("/sandbox/templates", get(list_templates))
         .route("/sandbox/faults", get(list_faults).post(add_fault).delete(clear_faults))
         .route("/sandbox/faults/{id}", axum::routing::delete(remove_fault))
@@ -311,8 +312,18 @@ async fn pdf_link(State(sandbox): State<Sandbox>, Path(token): Path<String>) -> 
             altered.extend_from_slice(b"\n% altered\n");
             pdf_response(altered.into())
         }
-        Some(FaultAction::HttpStatus { status }) => StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY).into_response(),
+        Some(FaultAction::HttpStatus { status }) => {
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY).into_response()
+        }
         _ => pdf_response(pdf),
+    }
+}
+
+/// An image uploaded through uploadimg, at the URL the upload answered.
+async fn image(State(sandbox): State<Sandbox>, Path(id): Path<String>) -> Response {
+    match sandbox.world().images.get(&id) {
+        Some(image) => ([(http::header::CONTENT_TYPE, image.mime)], image.bytes.clone()).into_response(),
+        None => error(StatusCode::NOT_FOUND, "no such image"),
     }
 }
 

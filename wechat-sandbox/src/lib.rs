@@ -167,6 +167,9 @@ pub fn demo_accounts() -> Vec<AccountConfig> {
     ]
 }
 
+/// A logo for the demo units' bill templates (a PNG, to upload through uploadimg).
+pub const DEMO_LOGO_PNG: &[u8] = include_bytes!("../assets/demo-logo.png");
+
 /// The demo accounts' appids and callback settings (dev-only values).
 pub const DEMO_BUREAU: &str = "wxb0000000000000b1";
 pub const DEMO_UNIT: &str = "wxc0000000000000c1";

@@ -117,6 +117,13 @@ pub struct Template {
     pub created_at: i64,
 }
 
+/// An image uploaded through uploadimg, served at the URL the upload answered.
+#[derive(Clone, Debug)]
+pub struct Image {
+    pub bytes: Bytes,
+    pub mime: &'static str,
+}
+
 #[derive(Clone, Debug)]
 pub struct Media {
     pub owner: String,
@@ -199,6 +206,8 @@ pub struct World {
     pub orders: HashMap<OrderKey, OrderState>,
     pub templates: HashMap<String, Template>,
     pub media: HashMap<String, Media>,
+    /// uploadimg's images by id (the URL is `{public_url}/mmbiz/{id}/0`).
+    pub images: HashMap<String, Image>,
     /// Download tokens of getpdf's pdf_url: token → (s_media_id, expires_at).
     pub pdf_links: HashMap<String, (String, i64)>,
     pub bills: CardBills,

@@ -5,6 +5,7 @@
 use bytes::Bytes;
 
 use crate::credentials::{CallError, Credential, Credentials};
+use crate::image::LogoImage;
 use crate::types::{
     AuthData, AuthUrl, BillCardInfo, GetBillAuthUrlRequest, InsertBillRequest, InsertedBill, OrderRef, PdfUrl,
     RejectInsertRequest, SpAppId, Ticket, UpdateStatusRequest,
@@ -71,6 +72,14 @@ impl<'a> Account<'a> {
         let client = self.credentials.client();
         self.credentials
             .with_access_token(self.appid, |token| async move { client.reject_insert(&token, request).await })
+            .await
+    }
+
+    /// `cgi-bin/media/uploadimg`: the image's URL on WeChat's image host.
+    pub async fn upload_image(&self, image: &LogoImage) -> Result<String, CallError> {
+        let client = self.credentials.client();
+        self.credentials
+            .with_access_token(self.appid, |token| async move { client.upload_image(&token, image).await })
             .await
     }
 

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::Endpoint;
 use crate::error::{WechatError, split_errmsg};
+use crate::image::LogoImage;
 use crate::rulebook::ErrorKind;
 use crate::secret::Secret;
 use crate::types::*;
@@ -86,7 +87,13 @@ impl std::fmt::Debug for WechatClient {
 enum Payload {
     Empty,
     Json(Vec<u8>),
-    Pdf(Bytes),
+    /// multipart/form-data with one file part.
+    File {
+        field: &'static str,
+        file_name: &'static str,
+        mime: &'static str,
+        bytes: Bytes,
+    },
 }
 
 impl WechatClient {
@@ -182,6 +189,19 @@ impl WechatClient {
         Ok(())
     }
 
+    /// `POST cgi-bin/media/uploadimg` (multipart, part `media`, a JPG or PNG of at most 1 MB):
+    /// the image's URL on WeChat's image host, for a template's logo_url.
+    pub async fn upload_image(&self, access_token: &Secret, image: &LogoImage) -> Result<String, WechatError> {
+        let payload = Payload::File {
+            field: "media",
+            file_name: image.kind().file_name(),
+            mime: image.kind().mime(),
+            bytes: image.bytes().clone(),
+        };
+        let response: UploadImgResponse = self.call(Endpoint::UploadImg, Some(access_token), &[], payload).await?;
+        Ok(response.url)
+    }
+
     /// `POST nontax/createbillcard`; returns the card_id.
     pub async fn create_bill_card(&self, access_token: &Secret, info: &BillCardInfo) -> Result<String, WechatError> {
         let body = CreateBillCardRequest {
@@ -194,7 +214,8 @@ impl WechatClient {
 
     /// `POST card/invoice/platform/setpdf` (multipart, part `pdf`); returns the s_media_id.
     pub async fn set_pdf(&self, access_token: &Secret, pdf: Bytes) -> Result<String, WechatError> {
-        let response: SetPdfResponse = self.call(Endpoint::SetPdf, Some(access_token), &[], Payload::Pdf(pdf)).await?;
+        let payload = Payload::File { field: "pdf", file_name: "bill.pdf", mime: "application/pdf", bytes: pdf };
+        let response: SetPdfResponse = self.call(Endpoint::SetPdf, Some(access_token), &[], payload).await?;
         Ok(response.s_media_id)
     }
 
@@ -317,12 +338,12 @@ impl WechatClient {
             Payload::Json(body) => {
                 request.header(http::header::CONTENT_TYPE, "application/json; charset=utf-8").body(body.clone())
             }
-            Payload::Pdf(pdf) => {
-                let part = reqwest::multipart::Part::stream_with_length(pdf.clone(), pdf.len() as u64)
-                    .file_name("bill.pdf")
-                    .mime_str("application/pdf")
-                    .expect("static mime type parses");
-                request.multipart(reqwest::multipart::Form::new().part("pdf", part))
+            Payload::File { field, file_name, mime, bytes } => {
+                let part = reqwest::multipart::Part::stream_with_length(bytes.clone(), bytes.len() as u64)
+                    .file_name(*file_name)
+                    .mime_str(mime)
+                    .expect("static mime types parse");
+                request.multipart(reqwest::multipart::Form::new().part(*field, part))
             }
         };
         let response = request.send().await.map_err(|e| transport_error(endpoint, e))?;

@@ -12,6 +12,7 @@ pub enum Endpoint {
     GetBillAuthUrl,
     GetAuthData,
     RejectInsert,
+    UploadImg,
     CreateBillCard,
     SetPdf,
     GetPdf,
@@ -20,7 +21,7 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 12] = [
+    pub const ALL: [Endpoint; 13] = [
         Endpoint::Token,
         Endpoint::StableToken,
         Endpoint::GetTicket,
@@ -28,6 +29,7 @@ impl Endpoint {
         Endpoint::GetBillAuthUrl,
         Endpoint::GetAuthData,
         Endpoint::RejectInsert,
+        Endpoint::UploadImg,
         Endpoint::CreateBillCard,
         Endpoint::SetPdf,
         Endpoint::GetPdf,
@@ -45,6 +47,7 @@ impl Endpoint {
             Endpoint::GetBillAuthUrl => "/nontax/getbillauthurl",
             Endpoint::GetAuthData => "/card/invoice/getauthdata",
             Endpoint::RejectInsert => "/card/invoice/rejectinsert",
+            Endpoint::UploadImg => "/cgi-bin/media/uploadimg",
             Endpoint::CreateBillCard => "/nontax/createbillcard",
             Endpoint::SetPdf => "/card/invoice/platform/setpdf",
             Endpoint::GetPdf => "/card/invoice/platform/getpdf",
@@ -69,7 +72,7 @@ impl Endpoint {
     }
 
     /// Whether sending the same request again after errcode -1, HTTP 5xx or a lost answer is
-    /// harmless. Creating a template or uploading a PDF twice leaves garbage behind, a second
+    /// harmless. Creating a template or uploading a PDF or an image twice leaves garbage behind, a second
     /// insert must be decided by the bureau's state machine, and every cgi-bin/token fetch
     /// invalidates the previous token: those are never resent by the client itself. A request
     /// that never connected is always safe to resend.
@@ -83,7 +86,11 @@ impl Endpoint {
             | Endpoint::RejectInsert
             | Endpoint::GetPdf
             | Endpoint::UpdateStatus => true,
-            Endpoint::Token | Endpoint::CreateBillCard | Endpoint::SetPdf | Endpoint::InsertBill => false,
+            Endpoint::Token
+            | Endpoint::UploadImg
+            | Endpoint::CreateBillCard
+            | Endpoint::SetPdf
+            | Endpoint::InsertBill => false,
         }
     }
 

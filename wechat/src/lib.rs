@@ -12,6 +12,7 @@ pub mod clock;
 pub mod credentials;
 mod endpoint;
 mod error;
+pub mod image;
 pub mod pdf;
 pub mod rulebook;
 mod secret;

@@ -3,8 +3,9 @@
 //! The client classifies answers by it, the services' failure policies and gRPC statuses read
 //! kinds from it, and the sandbox raises its errors by name from it. A new errcode is one row.
 //!
-//! Sources: wechat-fiscal-api.md ("Error codes of this flow", the token-fetch errors) and the
-//! errors the sandbox answers for the documented checks.
+//! Sources: wechat-fiscal-api.md ("Error codes of this flow", the token-fetch errors), WeChat's
+//! global return codes for media uploads (40005, 40006, 40007, 40009), and the errors the sandbox
+//! answers for the documented checks.
 
 /// What an errcode means to the caller, and so how it is handled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -148,8 +149,10 @@ rules! {
     SYSTEM_BUSY = -1, "system_busy", "system error", Busy;
     INVALID_CREDENTIAL = 40001, "invalid_credential", "invalid credential, access_token is invalid or not latest", TokenRejected;
     INVALID_GRANT_TYPE = 40002, "invalid_grant_type", "invalid grant_type", MalformedRequest;
+    INVALID_FILE_TYPE = 40005, "invalid_file_type", "invalid file type", InvalidParameters;
     INVALID_MEDIA_SIZE = 40006, "invalid_media_size", "invalid meida size", PdfRejected;
     INVALID_MEDIA_ID = 40007, "invalid_media_id", "invalid media_id", MediaGone;
+    INVALID_IMAGE_SIZE = 40009, "invalid_image_size", "invalid image size", InvalidParameters;
     INVALID_APPID = 40013, "invalid_appid", "invalid appid", CredentialsRejected;
     INVALID_ACCESS_TOKEN = 40014, "invalid_access_token", "invalid access_token", TokenRejected;
     INVALID_CARD_ID = 40073, "invalid_card_id", "invalid card_id", InvalidParameters;

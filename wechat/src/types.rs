@@ -149,6 +149,12 @@ pub(crate) struct BaseInfo<'a> {
     pub logo_url: &'a str,
 }
 
+/// uploadimg's answer: no errcode on success, only the image's URL.
+#[derive(Deserialize)]
+pub(crate) struct UploadImgResponse {
+    pub url: String,
+}
+
 #[derive(Deserialize)]
 pub(crate) struct CreateBillCardResponse {
     pub card_id: String,

@@ -23,6 +23,8 @@ pub const UNIT: &str = "wxc0000000000000c1";
 pub const APP: &str = "wxa0000000000000a1";
 /// A unit WeChat knows but the bureau has not onboarded.
 pub const OTHER_UNIT: &str = "wxd0000000000000d1";
+/// A unit known to the bureau only.
+pub const THIRD_UNIT: &str = "wxd0000000000000d2";
 pub const PAYER: &str = "oPayer000000000000000000001";
 
 pub struct Bureau {
@@ -104,6 +106,15 @@ pub fn fast_issuing() -> IssuingConfig {
     }
 }
 
+/// The demo logo as a file, for the configured unit.
+pub fn demo_logo_file() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join("fiscalbill-tests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("logo-{}.png", std::process::id()));
+    std::fs::write(&path, wechat_sandbox::DEMO_LOGO_PNG).unwrap();
+    path
+}
+
 pub fn bureau_config(sandbox: &str, db: &DatabaseConfig, issuing: &IssuingConfig) -> BureauConfig {
     BureauConfig {
         server: ServerConfig {
@@ -134,7 +145,8 @@ pub fn bureau_config(sandbox: &str, db: &DatabaseConfig, issuing: &IssuingConfig
         units: vec![UnitConfig {
             appid: UNIT.to_owned(),
             payee: "沙箱市人民医院".to_owned(),
-            logo_url: "https://example.org/logo.png".to_owned(),
+            logo_url: None,
+            logo_file: Some(demo_logo_file()),
         }],
         auth: fiscalbill_common::auth::AuthConfig { enabled: false, clients: Vec::new() },
         log: Default::default(),

@@ -170,8 +170,9 @@ async fn both_documented_body_forms_are_accepted_and_wrong_shapes_fail() {
     };
 
     // createbillcard with the doc table's unwrapped form.
+    let logo_url = demo_logo_url(&creds).await;
     let unwrapped =
-        post("/nontax/createbillcard", json!({"payee": "某单位", "base_info": {"logo_url": "https://l/x.png"}})).await;
+        post("/nontax/createbillcard", json!({"payee": "某单位", "base_info": {"logo_url": logo_url}})).await;
     assert_eq!(unwrapped["errcode"], 0);
     let no_payee =
         post("/nontax/createbillcard", json!({"invoice_info": {"base_info": {"logo_url": "https://l"}}})).await;
@@ -370,4 +371,37 @@ async fn a_repeated_insert_is_refused_only_for_repeated_billing_numbers() {
     bureau.insert_bill(&insert_request("o-1", &card_id, UNIT, &media, "2")).await.unwrap();
     let cards = env.get("/sandbox/users/oU1/cards").await;
     assert_eq!(cards["cards"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn template_logos_must_come_from_the_image_upload() {
+    let env = Env::start().await;
+    let creds = env.credentials(TokenMode::StableToken);
+    let bureau = creds.account(BUREAU);
+    // uploadimg takes a JPG or PNG of at most 1 MB, answers its URL (no errcode), and serves it.
+    let png = bytes::Bytes::from_static(wechat_sandbox::DEMO_LOGO_PNG);
+    let logo_url = bureau.upload_image(&wechat::image::LogoImage::new(png.clone()).unwrap()).await.unwrap();
+    let served = env.http.get(&logo_url).send().await.unwrap();
+    assert_eq!(served.headers()["content-type"], "image/png");
+    assert_eq!(served.bytes().await.unwrap(), png);
+    let token = creds.access_token(BUREAU).await.unwrap().value;
+    let upload = |bytes: Vec<u8>| {
+        let form = reqwest::multipart::Form::new().part("media", reqwest::multipart::Part::bytes(bytes).file_name("x"));
+        let request = env.http.post(format!("{}/cgi-bin/media/uploadimg?access_token={}", env.base, token.expose()));
+        async move { request.multipart(form).send().await.unwrap().json::<serde_json::Value>().await.unwrap() }
+    };
+    assert_eq!(upload(b"GIF89a".to_vec()).await["errcode"], 40005);
+    let mut huge = wechat_sandbox::DEMO_LOGO_PNG.to_vec();
+    huge.resize(1024 * 1024 + 1, 0);
+    assert_eq!(upload(huge).await["errcode"], 40009);
+
+    // createbillcard takes only a logo the image upload issued.
+    let with_logo =
+        |logo_url: &str| wechat::types::BillCardInfo { payee: "某单位".into(), logo_url: logo_url.into() };
+    bureau.create_bill_card(&with_logo(&logo_url)).await.unwrap();
+    for foreign in ["https://example.org/logo.png", "http://mmbiz.qpic.cn/mmbiz/not-from-here/0"] {
+        let error = bureau.create_bill_card(&with_logo(foreign)).await.unwrap_err();
+        let CallError::Wechat(WechatError::Api { errcode, ref errmsg, .. }) = error else { panic!("{error:?}") };
+        assert_eq!((errcode, errmsg.as_str()), (72031, "invalid params, logo_url is invalid"), "{foreign}");
+    }
 }

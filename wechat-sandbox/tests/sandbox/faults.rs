@@ -78,7 +78,9 @@ async fn safe_endpoints_are_resent_after_5xx_and_lost_answers() {
 
     // createbillcard is not idempotent: a lost answer is reported, not resent.
     env.fault(json!({"path": "/nontax/createbillcard", "kind": "http_status", "status": 503, "count": 1})).await;
-    let info = wechat::types::BillCardInfo { payee: "p".into(), logo_url: "https://l".into() };
+    let logo = wechat::image::LogoImage::new(bytes::Bytes::from_static(wechat_sandbox::DEMO_LOGO_PNG)).unwrap();
+    let logo_url = client.upload_image(&token, &logo).await.unwrap();
+    let info = wechat::types::BillCardInfo { payee: "p".into(), logo_url };
     assert!(client.create_bill_card(&token, &info).await.is_err());
     assert_eq!(env.calls("/nontax/createbillcard", BUREAU).await, 1);
 }

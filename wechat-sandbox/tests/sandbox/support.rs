@@ -126,14 +126,17 @@ pub fn test_config() -> SandboxConfig {
 pub async fn bureau_setup(env: &Env, creds: &Credentials) -> (String, String) {
     let client = creds.client();
     let sp = creds.with_access_token(BUREAU, |t| async move { client.set_url(&t).await }).await.unwrap();
-    let info = &wechat::types::BillCardInfo {
-        payee: "沙箱医院".to_owned(),
-        logo_url: "https://example.org/logo.png".to_owned(),
-    };
+    let info = &wechat::types::BillCardInfo { payee: "沙箱医院".to_owned(), logo_url: demo_logo_url(creds).await };
     let card_id =
         creds.with_access_token(BUREAU, |t| async move { client.create_bill_card(&t, info).await }).await.unwrap();
     assert_eq!(env.get("/sandbox/templates").await["templates"].as_array().unwrap().len(), 1);
     (sp.s_pappid, card_id)
+}
+
+/// The demo logo, uploaded through uploadimg: the URL a template's logo_url must be.
+pub async fn demo_logo_url(creds: &Credentials) -> String {
+    let logo = wechat::image::LogoImage::new(bytes::Bytes::from_static(wechat_sandbox::DEMO_LOGO_PNG)).unwrap();
+    creds.account(BUREAU).upload_image(&logo).await.unwrap()
 }
 
 /// Creates an authorization link for `order_id` as the unit and authorizes it as `openid`.

@@ -37,6 +37,11 @@ pub enum BureauError {
     CardCodeUnknown(BillKey),
     #[error("bill {0} is {status}, which is final (written off)", status = .1.as_str())]
     StatusFinal(BillKey, ReimburseStatus),
+    #[error(
+        "unit {0} is the bureau's own account (a self-built platform): set token_mode = \"stable_token\" in both services, \
+         because each cgi-bin/token fetch invalidates the other service's token"
+    )]
+    SelfBuiltTokenMode(String),
     #[error("collection unit {0} has neither a logo URL nor a logo image")]
     LogoMissing(String),
     #[error("the logo image of collection unit {0}: {1}")]
@@ -108,6 +113,9 @@ impl From<BureauError> for Status {
                     .with("unit_appid", key.unit_appid)
                     .with("order_id", key.order_id)
                     .with("reimburse_status", status.as_str())
+            }
+            BureauError::SelfBuiltTokenMode(appid) => {
+                ApiError::new(Code::FailedPrecondition, "SELF_BUILT_TOKEN_MODE", message).with("unit_appid", appid)
             }
             BureauError::LogoMissing(appid) | BureauError::LogoInvalid(appid, _) => {
                 ApiError::new(Code::FailedPrecondition, "LOGO_INVALID", message).with("unit_appid", appid)

@@ -31,7 +31,7 @@ use fiscalbill_common::sql_credentials::SqlCredentialStore;
 use fiscalbill_common::tls::ServerTls;
 use wechat::callback::CallbackKeys;
 use wechat::clock::SystemClock;
-use wechat::{Credentials, WechatClient};
+use wechat::{Credentials, TokenMode, WechatClient};
 
 pub use config::BureauConfig;
 pub use error::DOMAIN;
@@ -55,6 +55,11 @@ pub enum StartError {
     Auth(#[from] fiscalbill_common::auth::AuthConfigError),
     #[error(transparent)]
     Lifecycle(#[from] LifecycleError),
+    #[error(
+        "account {0} is also a collection unit here (a self-built platform): both services must use token_mode = \"stable_token\", \
+         because each cgi-bin/token fetch invalidates the other service's token after 5 minutes"
+    )]
+    SelfBuiltTokenMode(String),
 }
 
 /// Starts bureau-svc (see [`fiscalbill_common::lifecycle`]): listening once this returns,
@@ -80,6 +85,10 @@ pub async fn start(config: BureauConfig) -> Result<RunningService, StartError> {
         }
         None => None,
     };
+    let appid = &config.account.appid;
+    if config.account.token_mode != TokenMode::StableToken && config.units.iter().any(|unit| &unit.appid == appid) {
+        return Err(StartError::SelfBuiltTokenMode(appid.clone()));
+    }
     let image_host = image_host(&config.wechat.base_url);
     let units = config.units.iter().map(|unit| unit.resolve(image_host.as_deref())).collect::<Result<Vec<_>, _>>()?;
     let metrics = Metrics::new("Bills by state");
@@ -149,8 +158,13 @@ async fn build(parts: &Parts, db: Db) -> Arc<App> {
     parts.metrics.watch_credentials(credentials.clone());
     let holder = app::replica_id();
     let sp_app_ids = Arc::new(spappid::SpAppIds::new(store.clone(), credentials.clone(), appid.clone()));
-    let templates =
-        Arc::new(templates::Templates::new(store.clone(), credentials.clone(), appid.clone(), holder.clone()));
+    let templates = Arc::new(templates::Templates::new(
+        store.clone(),
+        credentials.clone(),
+        appid.clone(),
+        config.account.token_mode,
+        holder.clone(),
+    ));
     let issuer = Arc::new(issuer::Issuer::new(
         store.clone(),
         credentials.clone(),

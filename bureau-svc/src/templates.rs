@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use fiscalbill_common::db::now_millis;
 use fiscalbill_common::paging::{Page, fetch_page};
-use wechat::Credentials;
 use wechat::image::LogoImage;
 use wechat::types::BillCardInfo;
+use wechat::{Credentials, TokenMode};
 
 use crate::domain::{Logo, Unit};
 use crate::error::BureauError;
@@ -30,13 +30,20 @@ pub struct Templates {
     store: Store,
     credentials: Arc<Credentials>,
     bureau_appid: String,
+    token_mode: TokenMode,
     holder: String,
     creating: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Templates {
-    pub fn new(store: Store, credentials: Arc<Credentials>, bureau_appid: String, holder: String) -> Self {
-        Self { store, credentials, bureau_appid, holder, creating: Mutex::default() }
+    pub fn new(
+        store: Store,
+        credentials: Arc<Credentials>,
+        bureau_appid: String,
+        token_mode: TokenMode,
+        holder: String,
+    ) -> Self {
+        Self { store, credentials, bureau_appid, token_mode, holder, creating: Mutex::default() }
     }
 
     /// Records the units of the configuration. A unit whose template exists keeps the payee
@@ -98,6 +105,11 @@ impl Templates {
 
     /// The unit's card_id, creating the template on first need; and whether this call did.
     pub async fn ensure(&self, appid: &str) -> Result<(String, bool), BureauError> {
+        // The self-built platform: the bureau's account is the unit's too, and collection-svc
+        // fetches its tokens as well. With cgi-bin/token each fetch invalidates the other's.
+        if appid == self.bureau_appid && self.token_mode != TokenMode::StableToken {
+            return Err(BureauError::SelfBuiltTokenMode(appid.to_owned()));
+        }
         let unit = self.store.unit(appid).await?.ok_or_else(|| BureauError::UnitNotOnboarded(appid.to_owned()))?;
         if let Some(card_id) = unit.card_id {
             return Ok((card_id, false));

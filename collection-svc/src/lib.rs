@@ -27,7 +27,7 @@ use fiscalbill_common::server::GrpcOptions;
 use fiscalbill_common::sql_credentials::SqlCredentialStore;
 use fiscalbill_common::tls::ServerTls;
 use wechat::clock::SystemClock;
-use wechat::{Credentials, WechatClient};
+use wechat::{Credentials, TokenMode, WechatClient};
 
 pub use config::CollectionConfig;
 pub use dispatch::request_id;
@@ -55,11 +55,22 @@ pub enum StartError {
     Auth(#[from] fiscalbill_common::auth::AuthConfigError),
     #[error(transparent)]
     Lifecycle(#[from] LifecycleError),
+    #[error(
+        "unit {0} forwards status pushes to the bureau (a self-built platform, one account for both roles): both services \
+         must use token_mode = \"stable_token\", because each cgi-bin/token fetch invalidates the other service's token \
+         after 5 minutes"
+    )]
+    SelfBuiltTokenMode(String),
 }
 
 /// Starts collection-svc (see [`fiscalbill_common::lifecycle`]): listening once this returns,
 /// SERVING once its database is ready.
 pub async fn start(config: CollectionConfig) -> Result<RunningService, StartError> {
+    if config.token_mode != TokenMode::StableToken
+        && let Some(unit) = config.units.iter().find(|unit| unit.forward_url.is_some())
+    {
+        return Err(StartError::SelfBuiltTokenMode(unit.appid.clone()));
+    }
     let (units, accounts) = Units::from_config(&config.units)?;
     let units = Arc::new(units);
     let metrics = Metrics::new("Authorizations by state");

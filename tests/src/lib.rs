@@ -331,7 +331,7 @@ impl Stack {
         }
     }
 
-    fn bureau_config(&self) -> bureau_svc::BureauConfig {
+    pub fn bureau_config(&self) -> bureau_svc::BureauConfig {
         self.bureau_config_at(self.bureau_grpc, self.bureau_http, self.bureau_admin)
     }
 
@@ -383,7 +383,7 @@ impl Stack {
         }
     }
 
-    fn collection_config(&self) -> collection_svc::CollectionConfig {
+    pub fn collection_config(&self) -> collection_svc::CollectionConfig {
         self.collection_config_at(self.collection_grpc, self.collection_http, self.collection_admin, self.bureau_grpc)
     }
 

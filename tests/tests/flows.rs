@@ -200,3 +200,25 @@ async fn an_expired_link_ends_expired_and_can_be_renewed() {
     stack.answer(&renewed.auth_url, false).await;
     stack.wait_for("order-exp", pb::AuthorizationState::Issued).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_built_platform_must_use_stable_token_in_both_services() {
+    let stack = Stack::start(Options { self_built: true, ..Options::default() }).await;
+    // cgi-bin/token in either service: each fetch would invalidate the other's token.
+    let mut bureau = stack.bureau_config();
+    bureau.account.token_mode = wechat::TokenMode::Token;
+    let error = bureau_svc::start(bureau).await.err().expect("the bureau refuses to start");
+    assert!(error.to_string().contains("token_mode = \"stable_token\""), "{error}");
+    let mut collection = stack.collection_config();
+    collection.token_mode = wechat::TokenMode::Token;
+    let error = collection_svc::start(collection).await.err().expect("collection-svc refuses to start");
+    assert!(error.to_string().contains("self-built") && error.to_string().contains("stable_token"), "{error}");
+    // cgi-bin/token is fine for accounts that play one role.
+    let plain = Stack::start(Options::default()).await;
+    let mut collection = plain.collection_config();
+    collection.token_mode = wechat::TokenMode::Token;
+    collection.server.grpc_listen = "127.0.0.1:0".parse().unwrap();
+    collection.server.http_listen = "127.0.0.1:0".parse().unwrap();
+    collection.server.admin_listen = "127.0.0.1:0".parse().unwrap();
+    collection_svc::start(collection).await.expect("starts").stop().await;
+}

@@ -11,6 +11,7 @@ mod error;
 mod failures;
 mod issuer;
 pub mod pdf;
+mod preflight;
 mod reimburse;
 mod service;
 mod spappid;
@@ -35,6 +36,7 @@ use wechat::{Credentials, TokenMode, WechatClient};
 
 pub use config::BureauConfig;
 pub use error::DOMAIN;
+pub use preflight::preflight;
 
 use app::App;
 

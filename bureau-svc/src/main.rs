@@ -1,31 +1,19 @@
-//! `bureau-svc [--config bureau.toml]`; every setting can also come from `BUREAU__...`
-//! environment variables (see README.md).
+//! `bureau-svc [serve|preflight] [--config bureau.toml]`; every setting can also come from
+//! `BUREAU__...` environment variables (see README.md and `--help`).
 
 use std::process::ExitCode;
 
 use bureau_svc::config::{BureauConfig, ENV_PREFIX};
+use fiscalbill_common::binary::{Service, run};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    fiscalbill_common::server::return_large_buffers_to_the_system();
-    let config: BureauConfig = match fiscalbill_common::config::path_from_args("bureau-svc", std::env::args().skip(1))
-        .and_then(|path| fiscalbill_common::config::load(path.as_deref(), ENV_PREFIX).map_err(|e| e.to_string()))
-    {
-        Ok(config) => config,
-        Err(message) => {
-            eprintln!("bureau-svc: {message}");
-            return ExitCode::from(2);
-        }
+    let service = Service {
+        program: "bureau-svc",
+        env_prefix: ENV_PREFIX,
+        json_logs: |config: &BureauConfig| config.log.json,
+        start: bureau_svc::start,
+        preflight: |config: BureauConfig| async move { bureau_svc::preflight(&config).await },
     };
-    fiscalbill_common::server::init_tracing(config.log.json, "info");
-    let running = match bureau_svc::start(config).await {
-        Ok(running) => running,
-        Err(error) => {
-            eprintln!("bureau-svc: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    fiscalbill_common::server::shutdown_signal().await;
-    running.stop().await;
-    ExitCode::SUCCESS
+    run(service, std::env::args().skip(1)).await
 }

@@ -10,6 +10,7 @@ mod convert;
 mod dispatch;
 pub mod domain;
 mod error;
+mod preflight;
 mod service;
 mod store;
 mod units;
@@ -32,6 +33,7 @@ use wechat::{Credentials, TokenMode, WechatClient};
 pub use config::CollectionConfig;
 pub use dispatch::request_id;
 pub use error::DOMAIN;
+pub use preflight::preflight;
 
 use app::App;
 use units::Units;

@@ -77,21 +77,68 @@ fn parse_scalar(raw: &str) -> Value {
         .unwrap_or_else(|| Value::String(raw.to_owned()))
 }
 
-/// `--config FILE` from the command line of `program` (the only argument services take).
-pub fn path_from_args(program: &str, args: impl IntoIterator<Item = String>) -> Result<Option<PathBuf>, String> {
-    let usage = format!("usage: {program} [--config {program}.toml]");
-    let mut args = args.into_iter();
-    let mut path = None;
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--config" => {
-                path = Some(PathBuf::from(args.next().ok_or_else(|| format!("--config needs a file; {usage}"))?))
+/// What a service binary is asked to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Run the service (the default).
+    Serve,
+    /// Check the configuration against WeChat, print a checklist, exit non-zero on a failure.
+    Preflight,
+}
+
+/// A service's command line: `PROGRAM [serve|preflight] [--config FILE]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommandLine {
+    pub command: Command,
+    pub config: Option<PathBuf>,
+}
+
+impl CommandLine {
+    /// Parses the arguments after the program name; `Err` holds what to print (the usage for
+    /// `--help`, or the mistake and the usage).
+    pub fn parse(program: &str, env_prefix: &str, args: impl IntoIterator<Item = String>) -> Result<Self, String> {
+        let usage = usage(program, env_prefix);
+        let mut args = args.into_iter();
+        let mut line = CommandLine { command: Command::Serve, config: None };
+        let mut first = true;
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "serve" if first => line.command = Command::Serve,
+                "preflight" if first => line.command = Command::Preflight,
+                "--config" => {
+                    let path = args.next().ok_or_else(|| format!("--config needs a file\n\n{usage}"))?;
+                    line.config = Some(PathBuf::from(path));
+                }
+                "-h" | "--help" | "help" => return Err(usage),
+                other => return Err(format!("unknown argument {other}\n\n{usage}")),
             }
-            "-h" | "--help" => return Err(usage),
-            other => return Err(format!("unknown argument {other}; {usage}")),
+            first = false;
         }
+        Ok(line)
     }
-    Ok(path)
+}
+
+fn usage(program: &str, env_prefix: &str) -> String {
+    format!(
+        "usage: {program} [serve|preflight] [--config FILE]
+
+commands:
+  serve        run the service (the default)
+  preflight    check the configuration against WeChat (credentials, IP whitelist, invoice
+               permission, s_pappid, templates, callback keys, ...) without changes you would
+               regret; print a checklist with the fix for each failure; exit 1 if any fails
+
+options:
+  --config FILE   a TOML configuration (see config/*.example.toml)
+  -h, --help      this help
+
+environment:
+  {override:<32} overrides [section] key of the configuration
+  {log:<32} log filter (default info)
+  secrets are given in the configuration as {{ env = \"NAME\" }} or {{ file = \"/path\" }}",
+        override = format!("{env_prefix}__SECTION__KEY=value"),
+        log = "RUST_LOG=...",
+    )
 }
 
 /// How a service logs.
@@ -192,12 +239,19 @@ mod tests {
     }
 
     #[test]
-    fn the_command_line_names_the_config_file() {
+    fn the_command_line_names_the_command_and_the_config_file() {
         let args = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(path_from_args("svc", args(&[])), Ok(None));
-        assert_eq!(path_from_args("svc", args(&["--config", "a.toml"])), Ok(Some(PathBuf::from("a.toml"))));
-        assert!(path_from_args("svc", args(&["--config"])).is_err());
-        assert!(path_from_args("svc", args(&["--verbose"])).unwrap_err().contains("usage: svc"));
+        let parse = |list: &[&str]| CommandLine::parse("svc", "SVC", args(list));
+        assert_eq!(parse(&[]), Ok(CommandLine { command: Command::Serve, config: None }));
+        assert_eq!(parse(&["--config", "a.toml"]).unwrap().config, Some(PathBuf::from("a.toml")));
+        let preflight = parse(&["preflight", "--config", "a.toml"]).unwrap();
+        assert_eq!((preflight.command, preflight.config), (Command::Preflight, Some(PathBuf::from("a.toml"))));
+        assert_eq!(parse(&["serve"]).unwrap().command, Command::Serve);
+        assert!(parse(&["--config"]).is_err());
+        assert!(parse(&["--verbose"]).unwrap_err().contains("usage: svc"));
+        assert!(parse(&["--config", "a", "preflight"]).is_err(), "the command comes first");
+        let help = parse(&["--help"]).unwrap_err();
+        assert!(help.contains("preflight") && help.contains("SVC__SECTION__KEY"), "{help}");
     }
 
     #[test]

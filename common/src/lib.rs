@@ -5,12 +5,14 @@
 
 pub mod auth;
 pub mod bill;
+pub mod binary;
 pub mod config;
 pub mod db;
 pub mod lifecycle;
 pub mod metrics;
 pub mod paging;
 pub mod pdf_store;
+pub mod preflight;
 pub mod proto;
 pub mod server;
 pub mod sql_credentials;

@@ -522,6 +522,18 @@ impl Stack {
             .sum()
     }
 
+    /// Calls the sandbox saw for an endpoint path by one account.
+    pub async fn calls_by(&self, path: &str, appid: &str) -> u64 {
+        let stats = self.get("/sandbox/stats").await;
+        stats["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["endpoint"] == path && r["appid"] == appid)
+            .map(|r| r["calls"].as_u64().unwrap())
+            .sum()
+    }
+
     pub async fn cards(&self, openid: &str) -> Vec<Value> {
         self.get(&format!("/sandbox/users/{openid}/cards")).await["cards"].as_array().unwrap().clone()
     }

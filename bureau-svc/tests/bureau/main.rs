@@ -1,5 +1,6 @@
 //! bureau-svc over real sockets against the WeChat sandbox, on SQLite and on PostgreSQL.
 
+mod command_line;
 mod failures;
 mod issue;
 mod restart;

@@ -90,7 +90,7 @@ fn sandbox_accounts() -> Vec<wechat_sandbox::AccountConfig> {
     accounts
 }
 
-fn secret_of(appid: &str) -> Secret {
+pub fn secret_of(appid: &str) -> Secret {
     sandbox_accounts().into_iter().find(|a| a.appid == appid).unwrap().secret
 }
 

@@ -3,10 +3,9 @@
 //! valid one; seturl answers the same s_pappid every time).
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use fiscalbill_common::db::{COMMON_MIGRATIONS, Db};
-use fiscalbill_common::preflight::Checklist;
+use fiscalbill_common::db::COMMON_MIGRATIONS;
+use fiscalbill_common::preflight::{Checklist, check_database};
 use fiscalbill_common::sql_credentials::SqlCredentialStore;
 use wechat::callback::CallbackKeys;
 use wechat::clock::SystemClock;
@@ -15,9 +14,6 @@ use wechat::{CredentialStore, Credentials, MemoryCredentialStore, TokenMode, Wec
 use crate::config::BureauConfig;
 use crate::store::{MIGRATIONS, Store};
 use crate::{SCHEMA, image_host};
-
-/// How long the database may take to answer.
-const DATABASE_WAIT: Duration = Duration::from_secs(10);
 
 pub async fn preflight(config: &BureauConfig) -> Checklist {
     let mut list = Checklist::default();
@@ -59,20 +55,7 @@ pub async fn preflight(config: &BureauConfig) -> Checklist {
         );
     }
 
-    let db = match tokio::time::timeout(DATABASE_WAIT, connect(config)).await {
-        Ok(Ok(db)) => {
-            list.pass("database", "answers and is migrated");
-            Some(db)
-        }
-        Ok(Err(error)) => {
-            list.fail("database", error, "check [database] url, and that the database runs and accepts this user");
-            None
-        }
-        Err(_) => {
-            list.fail("database", "no answer within 10 s", "check [database] url and the network to the database");
-            None
-        }
-    };
+    let db = check_database(&mut list, &config.database, SCHEMA, &[COMMON_MIGRATIONS, MIGRATIONS]).await;
     let Some(secret) = secret else { return list };
     let client = match WechatClient::new(&config.wechat) {
         Ok(client) => client,
@@ -161,11 +144,4 @@ fn check_callback_keys(config: &BureauConfig, list: &mut Checklist) {
             "copy the token and the 43-character EncodingAESKey from WeChat (设置与开发 → 基本配置 → 服务器配置)",
         ),
     }
-}
-
-async fn connect(config: &BureauConfig) -> Result<Db, String> {
-    let db = Db::connect(&config.database, SCHEMA).await.map_err(|e| e.to_string())?;
-    let schema = config.database.schema.clone().unwrap_or_else(|| SCHEMA.to_owned());
-    db.migrate(&[COMMON_MIGRATIONS, MIGRATIONS], &schema).await.map_err(|e| e.to_string())?;
-    Ok(db)
 }

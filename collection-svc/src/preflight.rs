@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fiscalbill_common::db::{COMMON_MIGRATIONS, Db};
-use fiscalbill_common::preflight::Checklist;
+use fiscalbill_common::db::COMMON_MIGRATIONS;
+use fiscalbill_common::preflight::{Checklist, check_database};
 use fiscalbill_common::proto::bureau as bureau_pb;
 use fiscalbill_common::sql_credentials::SqlCredentialStore;
 use tonic::Code;
@@ -48,20 +48,7 @@ pub async fn preflight(config: &CollectionConfig) -> Checklist {
         );
     }
 
-    let db = match tokio::time::timeout(WAIT, connect(config)).await {
-        Ok(Ok(db)) => {
-            list.pass("database", "answers and is migrated");
-            Some(db)
-        }
-        Ok(Err(error)) => {
-            list.fail("database", error, "check [database] url, and that the database runs and accepts this user");
-            None
-        }
-        Err(_) => {
-            list.fail("database", "no answer within 10 s", "check [database] url and the network to the database");
-            None
-        }
-    };
+    let db = check_database(&mut list, &config.database, SCHEMA, &[COMMON_MIGRATIONS, MIGRATIONS]).await;
     let s_pappid = check_bureau(config, &mut list).await;
 
     let client = match WechatClient::new(&config.wechat) {
@@ -166,11 +153,4 @@ async fn check_bureau(config: &CollectionConfig, list: &mut Checklist) -> Option
             config.bureau.s_pappid.clone()
         }
     }
-}
-
-async fn connect(config: &CollectionConfig) -> Result<Db, String> {
-    let db = Db::connect(&config.database, SCHEMA).await.map_err(|e| e.to_string())?;
-    let schema = config.database.schema.clone().unwrap_or_else(|| SCHEMA.to_owned());
-    db.migrate(&[COMMON_MIGRATIONS, MIGRATIONS], &schema).await.map_err(|e| e.to_string())?;
-    Ok(db)
 }

@@ -4,8 +4,11 @@
 //! shared store when the service has one, and only idempotent or read-only WeChat calls are made.
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use wechat::{CallError, ErrorKind, WechatError};
+
+use crate::db::{DatabaseConfig, Db, Migration};
 
 /// One line of the checklist.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,6 +67,35 @@ impl Checklist {
             n => writeln!(text, "{n} of {} checks failed", self.checks.len()),
         };
         text
+    }
+}
+
+/// The service's database: connected and migrated within 10 s (check `database`).
+pub async fn check_database(
+    list: &mut Checklist,
+    config: &DatabaseConfig,
+    schema: &str,
+    migrations: &[&[Migration]],
+) -> Option<Db> {
+    let connect = async {
+        let db = Db::connect(config, schema).await.map_err(|e| e.to_string())?;
+        let schema = config.schema.clone().unwrap_or_else(|| schema.to_owned());
+        db.migrate(migrations, &schema).await.map_err(|e| e.to_string())?;
+        Ok::<Db, String>(db)
+    };
+    match tokio::time::timeout(Duration::from_secs(10), connect).await {
+        Ok(Ok(db)) => {
+            list.pass("database", "answers and is migrated");
+            Some(db)
+        }
+        Ok(Err(error)) => {
+            list.fail("database", error, "check [database] url, and that the database runs and accepts this user");
+            None
+        }
+        Err(_) => {
+            list.fail("database", "no answer within 10 s", "check [database] url and the network to the database");
+            None
+        }
     }
 }
 

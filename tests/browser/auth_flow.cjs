@@ -2,7 +2,7 @@
 // open the authorization link, press Authorize, find the bill in the card package and open its
 // PDF. Screenshots of each page go to --screenshots.
 //
-// usage: NODE_PATH=.ci/node/node_modules node auth_flow.cjs --auth-url URL --card-package URL --screenshots DIR
+// usage: NODE_PATH=.tools/node/node_modules node auth_flow.cjs --auth-url URL --card-package URL --screenshots DIR
 
 const { mkdirSync } = require("node:fs");
 const { join } = require("node:path");

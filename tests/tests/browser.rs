@@ -14,8 +14,9 @@ use fiscalbill_common::proto::collection::collection_service_client::CollectionS
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payer_authorizes_in_chromium_and_finds_the_bill() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let node_modules =
-        std::env::var("FISCALBILL_NODE_MODULES").map(Into::into).unwrap_or_else(|_| root.join(".tools/node/node_modules"));
+    let node_modules = std::env::var("FISCALBILL_NODE_MODULES")
+        .map(Into::into)
+        .unwrap_or_else(|_| root.join(".tools/node/node_modules"));
     assert!(
         node_modules.join("playwright-core").is_dir(),
         "playwright-core missing in {}: run ./run-tests",
@@ -24,7 +25,7 @@ async fn a_payer_authorizes_in_chromium_and_finds_the_bill() {
     let screenshots = root.join("target/screenshots");
 
     let dir = std::env::temp_dir().join(format!("fiscalbill-browser-{}", std::process::id()));
-    let stack = devstack::start(Addresses::any_free(), dir).await.unwrap();
+    let stack = devstack::start(Addresses::any_free(), dir, devstack::Data::Fresh).await.unwrap();
     let channel = tonic::transport::Channel::from_shared(format!("http://{}", stack.addresses.collection_grpc))
         .unwrap()
         .connect_lazy();

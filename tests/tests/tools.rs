@@ -10,7 +10,7 @@ use devstack::{Addresses, DevStack};
 
 async fn dev_stack(name: &str) -> DevStack {
     let dir = std::env::temp_dir().join(format!("fiscalbill-{name}-{}", std::process::id()));
-    devstack::start(Addresses::any_free(), dir).await.unwrap()
+    devstack::start(Addresses::any_free(), dir, devstack::Data::Fresh).await.unwrap()
 }
 
 fn run(program: &str, args: &[&str]) -> String {
@@ -147,13 +147,22 @@ async fn the_node_client_runs_the_whole_flow() {
     let collection = stack.addresses.collection_grpc.to_string();
     let sandbox = format!("http://{}", stack.addresses.sandbox);
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let node_modules =
-        std::env::var("FISCALBILL_NODE_MODULES").map(Into::into).unwrap_or_else(|_| root.join(".tools/node/node_modules"));
+    let node_modules = std::env::var("FISCALBILL_NODE_MODULES")
+        .map(Into::into)
+        .unwrap_or_else(|_| root.join(".tools/node/node_modules"));
     let script = root.join("examples/node/flow.cjs");
     let output = tokio::task::spawn_blocking(move || {
         let output = Command::new("node")
             .env("NODE_PATH", &node_modules)
-            .args([script.to_str().unwrap(), "--collection", &collection, "--sandbox", &sandbox, "--order-id", "node-1"])
+            .args([
+                script.to_str().unwrap(),
+                "--collection",
+                &collection,
+                "--sandbox",
+                &sandbox,
+                "--order-id",
+                "node-1",
+            ])
             .output()
             .unwrap_or_else(|e| panic!("node: {e} (install Node.js)"));
         let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));

@@ -40,7 +40,7 @@ impl World {
         })?;
         let id = random_string(ALNUM, 64);
         let url = format!("{public_url}/mmbiz/{id}/0");
-        let image = Image { bytes: logo.bytes().clone(), mime: logo.kind().mime() };
+        let image = Image { bytes: logo.bytes().clone() };
         self.images.insert(id, image);
         // No errcode on success: only the URL, as WeChat answers.
         Ok(json_object(json!({ "url": url })))
@@ -211,7 +211,7 @@ impl World {
         self.messages.push(PayerMessage {
             openid: bill.openid.clone(),
             at: bill.inserted_at,
-            kind: "bill_inserted",
+            kind: "bill_inserted".to_owned(),
             from,
             text: format!(
                 "您收到一张财政电子票据：{payee}，金额 ¥{}，票据代码 {}，票据号码 {}。已存入微信卡包，点击查看。",

@@ -24,6 +24,9 @@ pub struct SandboxConfig {
     /// Delivery attempts per push (WeChat: 3).
     pub push_attempts: u32,
     pub accounts: Vec<AccountConfig>,
+    /// A SQLite file keeping what the sandbox remembers across restarts (tokens, orders, card
+    /// packages, ...). None: everything lives in memory and is gone at stop.
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 impl Default for SandboxConfig {
@@ -36,6 +39,7 @@ impl Default for SandboxConfig {
             push_timeout_ms: 5_000,
             push_attempts: 3,
             accounts: Vec::new(),
+            state_file: None,
         }
     }
 }

@@ -322,7 +322,11 @@ async fn pdf_link(State(sandbox): State<Sandbox>, Path(token): Path<String>) -> 
 /// An image uploaded through uploadimg, at the URL the upload answered.
 async fn image(State(sandbox): State<Sandbox>, Path(id): Path<String>) -> Response {
     match sandbox.world().images.get(&id) {
-        Some(image) => ([(http::header::CONTENT_TYPE, image.mime)], image.bytes.clone()).into_response(),
+        Some(image) => {
+            let mime =
+                wechat::image::ImageKind::of(&image.bytes).map_or("application/octet-stream", |kind| kind.mime());
+            ([(http::header::CONTENT_TYPE, mime)], image.bytes.clone()).into_response()
+        }
         None => error(StatusCode::NOT_FOUND, "no such image"),
     }
 }

@@ -1,12 +1,14 @@
-//! `wechat-sandbox [--listen ADDR] [--public-url URL] [--config FILE]`: runs the WeChat
-//! stand-in. Without a config file it starts with dev-only demo accounts.
+//! `wechat-sandbox [--listen ADDR] [--public-url URL] [--config FILE] [--state-file FILE]`: runs
+//! the WeChat stand-in. Without a config file it starts with dev-only demo accounts; with a state
+//! file it remembers its world across restarts.
 
 use std::process::ExitCode;
 
 use wechat_sandbox::SandboxConfig;
 
 fn usage() -> &'static str {
-    "usage: wechat-sandbox [--listen 127.0.0.1:8900] [--public-url http://host:port] [--config sandbox.toml]"
+    "usage: wechat-sandbox [--listen 127.0.0.1:8900] [--public-url http://host:port] [--config sandbox.toml] \
+     [--state-file sandbox.db]"
 }
 
 fn parse_args() -> Result<SandboxConfig, String> {
@@ -14,12 +16,14 @@ fn parse_args() -> Result<SandboxConfig, String> {
     let mut config_path = None;
     let mut listen = None;
     let mut public_url = None;
+    let mut state_file = None;
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value\n{}", usage()));
         match arg.as_str() {
             "--config" => config_path = Some(value()?),
             "--listen" => listen = Some(value()?),
             "--public-url" => public_url = Some(value()?),
+            "--state-file" => state_file = Some(std::path::PathBuf::from(value()?)),
             "-h" | "--help" => return Err(usage().to_owned()),
             other => return Err(format!("unknown argument {other}\n{}", usage())),
         }
@@ -36,6 +40,9 @@ fn parse_args() -> Result<SandboxConfig, String> {
     }
     if public_url.is_some() {
         config.public_url = public_url;
+    }
+    if state_file.is_some() {
+        config.state_file = state_file;
     }
     Ok(config)
 }

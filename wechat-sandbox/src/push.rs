@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use wechat::callback::{CallbackKeys, PushMessage, SealedPush, seal_push};
 
 use crate::Sandbox;
@@ -14,7 +14,7 @@ use crate::config::AccountConfig;
 use crate::invoice::{Answer, Answered};
 use crate::world::{DIGITS, PayerMessage, random_string};
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PushRecord {
     pub id: u64,
     pub event: String,
@@ -26,8 +26,8 @@ pub struct PushRecord {
     /// The exact request, for replays.
     pub query: String,
     pub body: String,
-    #[serde(skip)]
-    pub content_type: &'static str,
+    #[serde(default)]
+    pub content_type: String,
     pub replay_of: Option<u64>,
     pub attempts: Vec<PushAttempt>,
     /// Acknowledged (`success` or an empty body).
@@ -37,12 +37,12 @@ pub struct PushRecord {
     pub abnormal: bool,
     pub finished: bool,
     /// The payer the push is about (its FromUserName).
-    #[serde(skip)]
+    #[serde(default)]
     pub openid: String,
     pub created_at: i64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PushAttempt {
     /// `http_200` (acknowledged: `success` or an empty body), `abnormal_answer` (HTTP 200 with
     /// another body), `http_500`, `timeout`, `error: ...`.
@@ -141,7 +141,7 @@ impl Sandbox {
             code,
             query: String::new(),
             body: String::new(),
-            content_type: "",
+            content_type: String::new(),
             replay_of: None,
             attempts: Vec::new(),
             delivered: false,
@@ -155,7 +155,7 @@ impl Sandbox {
                 record.url = url;
                 record.query = sealed.query_string();
                 record.body = sealed.body;
-                record.content_type = sealed.content_type;
+                record.content_type = sealed.content_type.to_owned();
                 self.send(record, self.config().push_attempts)
             }
             Err(reason) => {
@@ -211,7 +211,7 @@ impl Sandbox {
                 .inner
                 .http
                 .post(&target)
-                .header(http::header::CONTENT_TYPE, record.content_type)
+                .header(http::header::CONTENT_TYPE, &record.content_type)
                 .body(record.body.clone())
                 .send()
                 .await;
@@ -275,7 +275,7 @@ impl Sandbox {
         world.messages.push(PayerMessage {
             openid: record.openid.clone(),
             at: now,
-            kind: "service_unavailable",
+            kind: "service_unavailable".to_owned(),
             from,
             text: SERVICE_UNAVAILABLE.to_owned(),
             link: None,

@@ -54,7 +54,7 @@ impl WxError {
 
 pub type WxResult = Result<Map<String, Value>, WxError>;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum TokenKind {
     /// From cgi-bin/token.
     Basic,
@@ -62,7 +62,7 @@ pub enum TokenKind {
     Stable,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct IssuedToken {
     pub appid: String,
     pub kind: TokenKind,
@@ -72,19 +72,19 @@ pub struct IssuedToken {
     pub replaced_until: Option<i64>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Ticket {
     pub value: String,
     pub expires_at: i64,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct SpApp {
     pub s_pappid: String,
     pub invoice_url: String,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct AuthLink {
     pub id: String,
     pub s_pappid: String,
@@ -99,7 +99,7 @@ pub struct AuthLink {
 }
 
 /// What happened to an order (per s_pappid, authorizing appid and order_id).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum OrderState {
     Authorized { openid: String, at: i64 },
     Declined { openid: String, at: i64 },
@@ -108,7 +108,7 @@ pub enum OrderState {
 
 pub type OrderKey = (String, String, String);
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Template {
     pub card_id: String,
     pub owner: String,
@@ -118,15 +118,16 @@ pub struct Template {
 }
 
 /// An image uploaded through uploadimg, served at the URL the upload answered.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Image {
+    #[serde(with = "crate::persist::base64_bytes")]
     pub bytes: Bytes,
-    pub mime: &'static str,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Media {
     pub owner: String,
+    #[serde(with = "crate::persist::base64_bytes")]
     pub pdf: Bytes,
     pub sha256: String,
     pub expires_at: i64,
@@ -146,6 +147,11 @@ pub struct CardBills {
 }
 
 impl CardBills {
+    /// Every bill, in insertion order.
+    pub fn all(&self) -> &[CardBill] {
+        &self.all
+    }
+
     pub fn push(&mut self, bill: CardBill) {
         let at = self.all.len();
         self.by_order.insert((bill.appid.clone(), bill.order_id.clone()), at);
@@ -172,7 +178,7 @@ impl CardBills {
 }
 
 /// A bill in a user's card package.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct CardBill {
     pub code: String,
     pub card_id: String,
@@ -185,6 +191,7 @@ pub struct CardBill {
     pub billing_time: i64,
     pub billing_no: String,
     pub billing_code: String,
+    #[serde(with = "crate::persist::base64_bytes")]
     pub pdf: Bytes,
     pub pdf_sha256: String,
     pub status: wechat::types::ReimburseStatus,
@@ -262,12 +269,12 @@ impl World {
 
 /// A message WeChat shows a payer (in the sandbox: on the card package page and under
 /// `/sandbox/users/{openid}/messages`).
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct PayerMessage {
     pub openid: String,
     pub at: i64,
     /// `bill_inserted` (the notification after insertbill) or `service_unavailable`.
-    pub kind: &'static str,
+    pub kind: String,
     /// The account or service the message comes from.
     pub from: String,
     pub text: String,

@@ -112,6 +112,19 @@ async fn auth_page(State(sandbox): State<Sandbox>, Path(id): Path<String>) -> Re
         return (StatusCode::GONE, Html(pages::message("Authorization", "This authorization link has expired.")))
             .into_response();
     }
+    // An order already answered, or rejected by the unit, offers no buttons any more.
+    let order = (link.s_pappid.clone(), link.appid.clone(), link.order_id.clone());
+    let answered = match world.orders.get(&order) {
+        Some(crate::world::OrderState::Rejected { .. }) => {
+            Some("The collection unit has rejected this order: no bill will be issued for it.")
+        }
+        Some(crate::world::OrderState::Authorized { .. }) => Some("This order is authorized already."),
+        Some(crate::world::OrderState::Declined { .. }) => Some("This order was declined."),
+        None => None,
+    };
+    if let Some(text) = answered {
+        return (StatusCode::CONFLICT, Html(pages::message("Authorization", text))).into_response();
+    }
     let unit = world.push_recipient(&link.appid).map(|a| a.name.clone()).unwrap_or_default();
     let bureau =
         world.bureau_of(&link.s_pappid).and_then(|b| world.account(b)).map(|a| a.name.clone()).unwrap_or_default();
@@ -201,7 +214,12 @@ async fn answer_and_push(
         error(status, e.to_string())
     })?;
     let push_id = sandbox.push_answer(&answered);
-    let push = if wait { sandbox.wait_for_push(push_id, Duration::from_secs(60)).await } else { None };
+    // Without `wait`, the push as it stands (delivery under way, or done already).
+    let push = if wait {
+        sandbox.wait_for_push(push_id, Duration::from_secs(60)).await
+    } else {
+        sandbox.world().push(push_id).cloned()
+    };
     Ok(json!({
         "order_id": answered.link.order_id,
         "appid": answered.link.appid,

@@ -109,3 +109,30 @@ async fn the_payer_is_notified_of_an_inserted_bill() {
         page.contains(&format!("id=\"card-{}\"", inserted.code)) && page.contains("class=\"message bill_inserted\"")
     );
 }
+
+#[tokio::test]
+async fn a_rejected_or_answered_order_offers_no_buttons_and_answers_tell_of_their_push() {
+    let env = Env::start().await;
+    let creds = env.credentials(TokenMode::StableToken);
+    let (s_pappid, _) = bureau_setup(&env, &creds).await;
+    // Answered without waiting: the push is there, under way or done, not null.
+    let link = auth_link(&env, &creds, UNIT, &s_pappid, "o-answered", 100).await;
+    let answer = env.post("/sandbox/authorize", serde_json::json!({"auth_url": link})).await;
+    assert_eq!(answer["push"]["id"], answer["push_id"], "{answer}");
+    assert_eq!(answer["push"]["order_id"], "o-answered");
+    let page = env.http.get(&link).send().await.unwrap();
+    assert_eq!(page.status(), 409);
+    let page = page.text().await.unwrap();
+    assert!(page.contains("authorized already") && !page.contains("id=\"authorize\""), "{page}");
+
+    let link = auth_link(&env, &creds, UNIT, &s_pappid, "o-rejected", 100).await;
+    let reject = wechat::types::RejectInsertRequest {
+        s_pappid: s_pappid.clone(),
+        order_id: "o-rejected".into(),
+        reason: "refunded".into(),
+        url: None,
+    };
+    creds.account(UNIT).reject_insert(&reject).await.unwrap();
+    let page = env.http.get(&link).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("rejected this order") && !page.contains("id=\"authorize\""), "{page}");
+}

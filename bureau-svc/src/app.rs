@@ -4,10 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fiscalbill_common::lifecycle::Application;
+use fiscalbill_common::lifecycle::{AccountProblem, Application};
 use fiscalbill_common::metrics::Metrics;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use wechat::Credentials;
 
 use crate::bills::Bills;
 use crate::config::IssuingConfig;
@@ -18,6 +19,8 @@ use crate::spappid::SpAppIds;
 use crate::templates::Templates;
 
 pub struct App {
+    pub bureau_appid: String,
+    pub credentials: Arc<Credentials>,
     pub bills: Bills,
     pub sp_app_ids: Arc<SpAppIds>,
     pub templates: Arc<Templates>,
@@ -42,6 +45,18 @@ impl Application for App {
         match self.bills.count_by_state().await {
             Ok(counts) => metrics.set_states(&BillState::ALL.map(BillState::as_str), &counts),
             Err(error) => tracing::warn!(%error, "cannot count bills for metrics"),
+        }
+    }
+
+    /// The bureau's token, then its s_pappid (seturl, the first time: the invoice permission).
+    async fn check_wechat(&self) -> Result<(), AccountProblem> {
+        let problem = |error| AccountProblem { appid: self.bureau_appid.clone(), error };
+        self.credentials.account(&self.bureau_appid).access_token().await.map_err(problem)?;
+        match self.sp_app_ids.get().await {
+            Ok(_) => Ok(()),
+            Err(crate::error::BureauError::Wechat(error)) => Err(problem(error)),
+            // A database problem: not WeChat's; the service reports it where it matters.
+            Err(_) => Ok(()),
         }
     }
 }

@@ -56,6 +56,11 @@ pub enum BureauError {
     Wechat(#[from] CallError),
     #[error("storage: {0}")]
     Storage(#[from] sqlx::Error),
+    #[error(
+        "WeChat cannot be reached from the bureau ({why}); the bill of order {key} is kept and retried in the background: \
+         call IssueBill again with the same request, or GetBill, to learn its state"
+    )]
+    WechatUnreachable { key: BillKey, why: String },
     #[error("the bureau is shutting down")]
     ShuttingDown,
     #[error("the bureau is starting: its database is not ready")]
@@ -127,6 +132,12 @@ impl From<BureauError> for Status {
                 tracing::error!(%error, "storage failure");
                 ApiError::new(Code::Unavailable, "STORAGE_UNAVAILABLE", "the bureau's database is unavailable")
                     .retry_after(std::time::Duration::from_secs(1))
+            }
+            BureauError::WechatUnreachable { key, .. } => {
+                ApiError::new(Code::Unavailable, "WECHAT_UNREACHABLE", message)
+                    .with("unit_appid", key.unit_appid)
+                    .with("order_id", key.order_id)
+                    .retry_after(std::time::Duration::from_secs(5))
             }
             BureauError::ShuttingDown => ApiError::new(Code::Unavailable, "SHUTTING_DOWN", message)
                 .retry_after(std::time::Duration::from_secs(1)),

@@ -23,6 +23,7 @@ use fiscalbill_common::db::now_millis;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, Semaphore};
 use wechat::backoff::jittered;
+use wechat::reachability::Reachability;
 use wechat::types::{InsertBillRequest, InvoiceUserData, ReimburseStatus};
 use wechat::{CallError, Credentials, ErrorKind};
 
@@ -47,6 +48,8 @@ pub struct Issuer {
     bureau_appid: String,
     bureau_name: String,
     holder: String,
+    /// Whether WeChat answers this process's calls at all.
+    reachability: Arc<Reachability>,
     /// Bills being driven in this process.
     driving: Mutex<HashSet<BillKey>>,
     /// Wakes IssueBill calls waiting for their bill.
@@ -69,6 +72,7 @@ impl Issuer {
         bureau_appid: String,
         bureau_name: String,
         holder: String,
+        reachability: Arc<Reachability>,
     ) -> Self {
         let workers = config.workers.max(1);
         Self {
@@ -80,6 +84,7 @@ impl Issuer {
             bureau_appid,
             bureau_name,
             holder,
+            reachability,
             driving: Mutex::default(),
             waiters: Mutex::default(),
             accepting: AtomicBool::new(true),
@@ -241,6 +246,11 @@ impl Issuer {
             };
             if bill.state.is_final() || tokio::time::Instant::now() >= deadline {
                 break Ok(bill);
+            }
+            // WeChat does not answer: say so now rather than at the deadline. The bill is kept
+            // and driven on in the background.
+            if let Some(why) = self.reachability.unreachable() {
+                break Err(BureauError::WechatUnreachable { key: key.clone(), why });
             }
             let pause = deadline.min(tokio::time::Instant::now() + Duration::from_millis(200));
             tokio::select! {

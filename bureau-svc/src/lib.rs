@@ -32,6 +32,7 @@ use fiscalbill_common::sql_credentials::SqlCredentialStore;
 use fiscalbill_common::tls::ServerTls;
 use wechat::callback::CallbackKeys;
 use wechat::clock::SystemClock;
+use wechat::reachability::Reachability;
 use wechat::{Credentials, TokenMode, WechatClient};
 
 pub use config::BureauConfig;
@@ -94,9 +95,11 @@ pub async fn start(config: BureauConfig) -> Result<RunningService, StartError> {
     let image_host = image_host(&config.wechat.base_url);
     let units = config.units.iter().map(|unit| unit.resolve(image_host.as_deref())).collect::<Result<Vec<_>, _>>()?;
     let metrics = Metrics::new("Bills by state");
+    let reachability = Arc::new(Reachability::default());
     let client = WechatClient::new(&config.wechat)
         .map_err(|e| StartError::Client(e.to_string()))?
-        .with_observer(metrics.clone());
+        .with_observer(metrics.clone())
+        .with_observer(reachability.clone());
     let server = &config.server;
     let spec = ServiceSpec {
         name: "bureau-svc",
@@ -121,7 +124,7 @@ pub async fn start(config: BureauConfig) -> Result<RunningService, StartError> {
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
     let callback = callback::router(callback::CallbackState { keys, app: cell.clone(), metrics: metrics.clone() });
-    let parts = Parts { config, client, secret, metrics, image_host };
+    let parts = Parts { config, client, secret, metrics, image_host, reachability };
     let build = move |db: Db| async move {
         let app = build(&parts, db).await;
         if let Err(error) = app.templates.onboard(&units).await {
@@ -139,6 +142,7 @@ struct Parts {
     secret: wechat::Secret,
     metrics: Arc<Metrics>,
     image_host: Option<String>,
+    reachability: Arc<Reachability>,
 }
 
 /// The host of the WeChat API base URL: its image URLs are taken as logos too.
@@ -176,10 +180,13 @@ async fn build(parts: &Parts, db: Db) -> Arc<App> {
         appid.clone(),
         config.account.name.clone(),
         holder,
+        parts.reachability.clone(),
     ));
-    let reimburse = reimburse::Reimburse::new(store.clone(), credentials.clone(), appid);
+    let reimburse = reimburse::Reimburse::new(store.clone(), credentials.clone(), appid.clone());
     let bills = bills::Bills::new(store);
     Arc::new(App {
+        bureau_appid: appid,
+        credentials,
         bills,
         sp_app_ids,
         templates,

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fiscalbill_common::lifecycle::Application;
+use fiscalbill_common::lifecycle::{AccountProblem, Application};
 use fiscalbill_common::metrics::Metrics;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -51,6 +51,16 @@ impl Application for App {
             }
             Err(error) => tracing::warn!(%error, "cannot measure the outbox for metrics"),
         }
+    }
+
+    /// An access token of every account: each unit's Service Account and App.
+    async fn check_wechat(&self) -> Result<(), AccountProblem> {
+        for appid in self.units.accounts() {
+            if let Err(error) = self.credentials.account(appid).access_token().await {
+                return Err(AccountProblem { appid: appid.to_owned(), error });
+            }
+        }
+        Ok(())
     }
 }
 

@@ -148,7 +148,10 @@ impl Dispatcher {
             }
             Err(status) if retryable(&status) => {
                 let message = format!("bureau {}: {}", code_name(status.code()), status.message());
-                self.retry(job, &message, "BUREAU_UNAVAILABLE", now).await
+                // The bureau's reason when it gave one (WECHAT_UNREACHABLE: the bill waits at
+                // the bureau for WeChat).
+                let reason = status.get_error_details().error_info().map(|info| info.reason.clone());
+                self.retry(job, &message, reason.as_deref().unwrap_or("BUREAU_UNAVAILABLE"), now).await
             }
             Err(status) => {
                 let info = status.get_error_details().error_info().cloned();

@@ -74,6 +74,11 @@ impl Units {
         self.by_appid.get(appid)
     }
 
+    /// Every account the units use: Service Accounts and Apps.
+    pub fn accounts(&self) -> impl Iterator<Item = &str> {
+        self.by_appid.values().flat_map(|u| std::iter::once(u.appid.as_str()).chain(u.app_appid.as_deref()))
+    }
+
     /// Whether `appid` is a unit's Service Account or App served here.
     pub fn serves_account(&self, appid: &str) -> bool {
         self.by_appid.values().any(|u| u.appid == appid || u.app_appid.as_deref() == Some(appid))

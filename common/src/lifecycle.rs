@@ -8,6 +8,10 @@
 //! 4. build the application, start its background work, report SERVING;
 //! 5. on stop: NOT_SERVING, the application drains (no new work, in-flight work finishes up to
 //!    the grace), background work ends, the servers finish their requests, the database closes.
+//!
+//! Once the application runs, the start check tries its WeChat accounts and makes a refusal
+//! visible (a log line with the fix, `/healthz`, `fiscalbill_wechat_ready`) before a request
+//! meets it.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,9 +21,11 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::server::Router;
+use wechat::CallError;
 
 use crate::db::{DatabaseConfig, Db, Migration};
 use crate::metrics::Metrics;
+use crate::preflight::fix_for;
 use crate::server::{GrpcLayers, GrpcOptions, Health, Servers, admin_router, base_router, bind};
 
 /// A service's application once its database is ready: what the lifecycle drives.
@@ -33,7 +39,21 @@ pub trait Application: Send + Sync + 'static {
 
     /// Updates the gauges read at scrape time (records by state, queue depths).
     fn refresh_metrics(&self, metrics: &Metrics) -> impl Future<Output = ()> + Send;
+
+    /// Tries the service's WeChat accounts (an access token each; a cached one counts): the
+    /// start check, which makes a misconfiguration visible before the first request meets it.
+    fn check_wechat(&self) -> impl Future<Output = Result<(), AccountProblem>> + Send;
 }
+
+/// An account WeChat would not serve at the start check.
+#[derive(Debug)]
+pub struct AccountProblem {
+    pub appid: String,
+    pub error: CallError,
+}
+
+/// How often the start check is repeated until it passes.
+const WECHAT_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The application, once built: handlers hold this from the start and answer NOT_READY while
 /// it is empty.
@@ -108,6 +128,7 @@ where
 {
     let ServiceSpec { name, listen, grpc, storage, shutdown_grace } = spec;
     let metrics = grpc.metrics.clone();
+    let grpc_metrics = metrics.clone();
     let grpc_listener = bind(listen.grpc).await?;
     let http_listener = bind(listen.http).await?;
     let admin_listener = bind(listen.admin).await?;
@@ -133,7 +154,7 @@ where
         Servers::spawn(router, grpc_listener, vec![(callback, http_listener), (admin, admin_listener)], stop_rx);
     tracing::info!(service = name, %grpc_addr, %http_addr, %admin_addr, "listening");
 
-    let lifecycle = Lifecycle { name, storage, shutdown_grace, cell, health, servers };
+    let lifecycle = Lifecycle { name, storage, shutdown_grace, cell, health, servers, metrics: grpc_metrics };
     let task = tokio::spawn(lifecycle.run(build, stop_tx.subscribe()));
     Ok(RunningService { grpc_addr, http_addr, admin_addr, stop: stop_tx, task })
 }
@@ -145,6 +166,7 @@ struct Lifecycle<A> {
     cell: AppCell<A>,
     health: Health,
     servers: Servers,
+    metrics: Arc<Metrics>,
 }
 
 impl<A: Application> Lifecycle<A> {
@@ -153,7 +175,7 @@ impl<A: Application> Lifecycle<A> {
         Build: FnOnce(Db) -> Built + Send + 'static,
         Built: Future<Output = Arc<A>> + Send + 'static,
     {
-        let Lifecycle { name, storage, shutdown_grace, cell, health, servers } = self;
+        let Lifecycle { name, storage, shutdown_grace, cell, health, servers, metrics } = self;
         let db = tokio::select! {
             db = Db::connect_until_ready(&storage.config, storage.schema, &storage.migrations) => Some(db),
             _ = stop.wait_for(|stop| *stop) => None,
@@ -162,6 +184,7 @@ impl<A: Application> Lifecycle<A> {
         if let Some(db) = &db {
             let app = build(db.clone()).await;
             background = app.spawn_background(stop.clone());
+            background.push(tokio::spawn(check_wechat(name, app.clone(), metrics, health.clone())));
             let _ = cell.set(app);
             health.set(true).await;
             tracing::info!(service = name, "ready");
@@ -181,5 +204,37 @@ impl<A: Application> Lifecycle<A> {
             db.close().await;
         }
         tracing::info!(service = name, "stopped");
+    }
+}
+
+/// The start check: tries the service's WeChat accounts until WeChat serves them all, and
+/// until then logs each new problem once with its fix, shows it on `/healthz` and keeps
+/// `fiscalbill_wechat_ready` at 0. The service stays up meanwhile: WeChat may come back.
+async fn check_wechat<A: Application>(name: &'static str, app: Arc<A>, metrics: Arc<Metrics>, health: Health) {
+    let mut last_problem = String::new();
+    loop {
+        match app.check_wechat().await {
+            Ok(()) => {
+                metrics.wechat_ready.set(1);
+                health.set_detail(None);
+                tracing::info!(service = name, "WeChat serves every account of this service");
+                return;
+            }
+            Err(AccountProblem { appid, error }) => {
+                metrics.wechat_ready.set(0);
+                let fix = fix_for(&appid, &error);
+                let problem = format!("WeChat account {appid}: {error}; fix: {fix}");
+                if problem != last_problem {
+                    let (errcode, rid) = match &error {
+                        CallError::Wechat(wechat) => (wechat.errcode(), wechat.rid().map(str::to_owned)),
+                        _ => (None, None),
+                    };
+                    tracing::error!(service = name, %appid, errcode, rid, %error, %fix, "WeChat does not serve this account");
+                    health.set_detail(Some(problem.clone()));
+                    last_problem = problem;
+                }
+            }
+        }
+        tokio::time::sleep(WECHAT_CHECK_INTERVAL).await;
     }
 }

@@ -71,6 +71,8 @@ pub struct Metrics {
     /// Outbox jobs waiting, and the age of the oldest (collection), refreshed at scrape.
     pub outbox_jobs: Gauge,
     pub outbox_oldest_seconds: Gauge<f64, AtomicU64>,
+    /// 1 once WeChat accepted every account of the service at the start check, 0 before.
+    pub wechat_ready: Gauge,
     token_fetches: Counter,
     ticket_fetches: Counter,
     failed_fetches: Counter,
@@ -102,6 +104,12 @@ impl Metrics {
         registry.register("outbox_jobs", "IssueBill jobs waiting in the outbox", outbox_jobs.clone());
         let outbox_oldest_seconds = Gauge::<f64, AtomicU64>::default();
         registry.register("outbox_oldest_age_seconds", "Age of the oldest outbox job", outbox_oldest_seconds.clone());
+        let wechat_ready = Gauge::default();
+        registry.register(
+            "wechat_ready",
+            "1 once WeChat accepted every account of the service (token fetch at start), 0 before",
+            wechat_ready.clone(),
+        );
         let token_fetches = Counter::default();
         registry.register("access_token_fetches", "Access tokens fetched from WeChat", token_fetches.clone());
         let ticket_fetches = Counter::default();
@@ -124,6 +132,7 @@ impl Metrics {
             states,
             outbox_jobs,
             outbox_oldest_seconds,
+            wechat_ready,
             token_fetches,
             ticket_fetches,
             failed_fetches,

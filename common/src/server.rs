@@ -26,11 +26,22 @@ pub struct Health {
     reporter: HealthReporter,
     services: Vec<&'static str>,
     serving: Arc<AtomicBool>,
+    /// A problem that leaves the service up but worth an operator's eye (WeChat refusing an
+    /// account), shown by `/healthz`.
+    detail: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Health {
     pub fn is_serving(&self) -> bool {
         self.serving.load(Ordering::SeqCst)
+    }
+
+    pub fn set_detail(&self, detail: Option<String>) {
+        *self.detail.lock().unwrap() = detail;
+    }
+
+    pub fn detail(&self) -> Option<String> {
+        self.detail.lock().unwrap().clone()
     }
 
     pub async fn set(&self, serving: bool) {
@@ -60,7 +71,7 @@ pub struct GrpcOptions {
 pub async fn base_router(options: GrpcOptions) -> Result<(Router<GrpcLayers>, Health), tonic::transport::Error> {
     let GrpcOptions { services, tls, authenticator, metrics } = options;
     let (reporter, health_service) = tonic_health::server::health_reporter();
-    let health = Health { reporter, services, serving: Arc::default() };
+    let health = Health { reporter, services, serving: Arc::default(), detail: Arc::default() };
     health.set(false).await;
     // Every descriptor is registered (so error details decode), but only the services this
     // server really serves are listed.
@@ -94,7 +105,8 @@ pub async fn base_router(options: GrpcOptions) -> Result<(Router<GrpcLayers>, He
 }
 
 /// The admin HTTP endpoints: `GET /metrics` (Prometheus text, after `refresh` updated the
-/// scrape-time gauges) and `GET /healthz` (200 while serving, 503 otherwise).
+/// scrape-time gauges) and `GET /healthz` (200 while serving, 503 otherwise; a further line
+/// names a problem that leaves the service up, such as WeChat refusing an account).
 pub fn admin_router<F, Fut>(metrics: Arc<Metrics>, health: Health, refresh: F) -> axum::Router
 where
     F: Fn() -> Fut + Clone + Send + Sync + 'static,
@@ -110,12 +122,16 @@ where
         }
     };
     let healthz = move || {
-        let serving = health.is_serving();
+        let (serving, detail) = (health.is_serving(), health.detail());
         async move {
-            if serving {
+            let (status, state) = if serving {
                 (http::StatusCode::OK, "serving")
             } else {
                 (http::StatusCode::SERVICE_UNAVAILABLE, "not serving")
+            };
+            match detail {
+                Some(detail) => (status, format!("{state}\n{detail}\n")),
+                None => (status, state.to_owned()),
             }
         }
     };

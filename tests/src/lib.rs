@@ -264,7 +264,29 @@ impl Stack {
             channel(stack.bureau_grpc, tls, true),
             BearerKey::new(bureau_key).unwrap(),
         );
+        stack.wait_wechat_ready().await;
         stack
+    }
+
+    /// Waits until both services' start checks found WeChat serving their accounts, so that
+    /// what tests count at the sandbox afterwards is their own doing.
+    pub async fn wait_wechat_ready(&self) {
+        for admin in [self.bureau_admin, self.collection_admin] {
+            let ready = async {
+                loop {
+                    let metrics = self.http.get(format!("http://{admin}/metrics")).send().await;
+                    if let Ok(response) = metrics
+                        && response.text().await.is_ok_and(|text| text.contains("fiscalbill_wechat_ready 1"))
+                    {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(20), ready)
+                .await
+                .unwrap_or_else(|_| panic!("the start check of the service at {admin} never passed"));
+        }
     }
 
     fn bureau_appid(&self) -> &'static str {

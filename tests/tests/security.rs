@@ -137,7 +137,8 @@ async fn metrics_describe_what_happened() {
         ("fiscalbill_records_by_state{state=\"issued\"}", 1.0),
         ("fiscalbill_records_by_state{state=\"declined\"}", 1.0),
         ("fiscalbill_outbox_jobs", 0.0),
-        ("fiscalbill_access_token_fetches_total", 1.0),
+        // The unit's and its App's (the start check fetches every account's token).
+        ("fiscalbill_access_token_fetches_total", 2.0),
         ("fiscalbill_card_ticket_fetches_total", 1.0),
     ] {
         assert_eq!(sample(&collection, series), value, "{series}");

@@ -75,7 +75,7 @@ pub struct WechatClient {
     base_url: String,
     max_resends: u32,
     resend_backoff: Duration,
-    observer: Option<std::sync::Arc<dyn CallObserver>>,
+    observers: Vec<std::sync::Arc<dyn CallObserver>>,
 }
 
 impl std::fmt::Debug for WechatClient {
@@ -120,13 +120,13 @@ impl WechatClient {
             base_url,
             max_resends: config.max_resends,
             resend_backoff: Duration::from_millis(config.resend_backoff_ms),
-            observer: None,
+            observers: Vec::new(),
         })
     }
 
-    /// Reports every call to `observer` (metrics).
+    /// Reports every call to `observer` too (metrics, reachability).
     pub fn with_observer(mut self, observer: std::sync::Arc<dyn CallObserver>) -> Self {
-        self.observer = Some(observer);
+        self.observers.push(observer);
         self
     }
 
@@ -232,8 +232,9 @@ impl WechatClient {
         let endpoint = Endpoint::GetPdf;
         let started = Instant::now();
         let result = self.digest_once(pdf_url, max_bytes).await;
-        if let Some(observer) = &self.observer {
-            observer.observe(endpoint, &format!("download_{}", outcome_label(&result)), started.elapsed());
+        let outcome = format!("download_{}", outcome_label(&result));
+        for observer in &self.observers {
+            observer.observe(endpoint, &outcome, started.elapsed());
         }
         if let Err(error) = &result {
             tracing::warn!(%error, "cannot download the uploaded PDF from pdf_url");
@@ -294,8 +295,9 @@ impl WechatClient {
             let result = self.send_once(endpoint, access_token, query, &payload).await;
             let elapsed = started.elapsed();
             let elapsed_ms = elapsed.as_millis() as u64;
-            if let Some(observer) = &self.observer {
-                observer.observe(endpoint, &outcome_label(&result), elapsed);
+            let outcome = outcome_label(&result);
+            for observer in &self.observers {
+                observer.observe(endpoint, &outcome, elapsed);
             }
             match &result {
                 Ok(_) => tracing::debug!(%endpoint, elapsed_ms, "wechat call ok"),

@@ -4,6 +4,7 @@ mod command_line;
 mod failures;
 mod issue;
 mod restart;
+mod start_check;
 mod status;
 mod support;
 mod templates;

@@ -32,6 +32,7 @@ pub struct Bureau {
     running: Option<RunningService>,
     pub grpc_addr: std::net::SocketAddr,
     pub http_addr: std::net::SocketAddr,
+    pub admin_addr: std::net::SocketAddr,
 }
 
 impl Bureau {
@@ -42,6 +43,7 @@ impl Bureau {
         Bureau {
             grpc_addr: running.grpc_addr,
             http_addr: running.http_addr,
+            admin_addr: running.admin_addr,
             runtime: Some(runtime),
             running: Some(running),
         }
@@ -207,6 +209,19 @@ impl Env {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         panic!("bureau never became ready");
+    }
+
+    /// Waits until the bureau's start check found WeChat serving its account.
+    pub async fn wait_wechat_ready(&self) {
+        let admin = self.bureau.as_ref().unwrap().admin_addr;
+        for _ in 0..200 {
+            let metrics = self.http.get(format!("http://{admin}/metrics")).send().await.unwrap().text().await.unwrap();
+            if metrics.contains("fiscalbill_wechat_ready 1") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the bureau's start check never passed");
     }
 
     /// Stops (cleanly) or crashes the bureau, then starts it again on the same database.

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tonic::Code;
 
+use crate::config::SecretSetting;
 use crate::status::ApiError;
 
 /// Methods that return secrets: never covered by `*`.
@@ -44,15 +45,21 @@ impl Default for AuthConfig {
 pub struct ClientConfig {
     /// Who the client is, for logs.
     pub name: String,
-    /// Lowercase hex SHA-256 of the client's API key (`printf %s "$KEY" | sha256sum`).
-    pub key_sha256: String,
+    /// Lowercase hex SHA-256 of the client's API key (`printf %s "$KEY" | sha256sum`). Give
+    /// this (the key itself then lives only with the client) or `key`.
+    #[serde(default)]
+    pub key_sha256: Option<String>,
+    /// The API key itself, as a secret (`{ env = "NAME" }` or `{ file = "/path" }`), hashed at
+    /// start. Give this or `key_sha256`.
+    #[serde(default)]
+    pub key: Option<SecretSetting>,
     /// Method names (`CreateAuthorization`), or `*` for every method except those that hand
     /// out secrets.
     pub methods: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("auth client {0}: key_sha256 must be 64 lowercase hex digits")]
+#[error("auth client {0}")]
 pub struct AuthConfigError(String);
 
 struct Client {
@@ -80,11 +87,22 @@ impl Authenticator {
             .clients
             .iter()
             .map(|client| {
-                let digest = hex::decode(&client.key_sha256)
-                    .ok()
-                    .and_then(|d| <[u8; 32]>::try_from(d).ok())
-                    .filter(|_| client.key_sha256.bytes().all(|b| !b.is_ascii_uppercase()))
-                    .ok_or_else(|| AuthConfigError(client.name.clone()))?;
+                let invalid = |problem: &str| AuthConfigError(format!("{}: {problem}", client.name));
+                let digest: [u8; 32] = match (&client.key_sha256, &client.key) {
+                    (Some(sha256), None) => hex::decode(sha256)
+                        .ok()
+                        .and_then(|d| <[u8; 32]>::try_from(d).ok())
+                        .filter(|_| sha256.bytes().all(|b| !b.is_ascii_uppercase()))
+                        .ok_or_else(|| invalid("key_sha256 must be 64 lowercase hex digits"))?,
+                    (None, Some(key)) => {
+                        let key = key.resolve().map_err(|e| invalid(&e.to_string()))?;
+                        if key.expose().len() < 16 {
+                            return Err(invalid("key must be at least 16 characters"));
+                        }
+                        Sha256::digest(key.expose().as_bytes()).into()
+                    }
+                    _ => return Err(invalid("give key_sha256 or key (one of them)")),
+                };
                 Ok(Client {
                     name: client.name.clone(),
                     key_sha256: digest,
@@ -222,10 +240,16 @@ mod tests {
         let config = AuthConfig {
             enabled,
             clients: vec![
-                ClientConfig { name: "his".into(), key_sha256: key_sha256("k-his"), methods: vec!["*".into()] },
+                ClientConfig {
+                    name: "his".into(),
+                    key_sha256: Some(key_sha256("k-his")),
+                    key: None,
+                    methods: vec!["*".into()],
+                },
                 ClientConfig {
                     name: "tokens".into(),
-                    key_sha256: key_sha256("k-tok"),
+                    key_sha256: None,
+                    key: Some(SecretSetting::Inline(wechat::Secret::new("k-tok-long-enough-0001"))),
                     methods: vec!["GetAccessToken".into()],
                 },
             ],
@@ -245,19 +269,33 @@ mod tests {
         assert_eq!(auth.check(CREATE, Some("Bearer nope")).unwrap_err().code, Code::Unauthenticated);
         // `*` does not reach the secret methods; naming them does.
         assert_eq!(auth.check(TOKEN, Some("Bearer k-his")).unwrap_err().code, Code::PermissionDenied);
-        assert_eq!(auth.check(TOKEN, Some("Bearer k-tok")).unwrap(), Some("tokens"));
-        assert_eq!(auth.check(CREATE, Some("Bearer k-tok")).unwrap_err().reason, "METHOD_NOT_ALLOWED");
+        assert_eq!(auth.check(TOKEN, Some("Bearer k-tok-long-enough-0001")).unwrap(), Some("tokens"));
+        assert_eq!(auth.check(CREATE, Some("Bearer k-tok-long-enough-0001")).unwrap_err().reason, "METHOD_NOT_ALLOWED");
         // Health and reflection are open.
         assert_eq!(auth.check("/grpc.health.v1.Health/Check", None).unwrap(), None);
         assert_eq!(authenticator(false).check(TOKEN, None).unwrap(), None);
     }
 
     #[test]
-    fn bad_digests_are_configuration_errors() {
-        let config = AuthConfig {
+    fn bad_digests_and_keys_are_configuration_errors() {
+        let client = |key_sha256: Option<&str>, key: Option<&str>| AuthConfig {
             enabled: true,
-            clients: vec![ClientConfig { name: "x".into(), key_sha256: "ABC".into(), methods: vec![] }],
+            clients: vec![ClientConfig {
+                name: "x".into(),
+                key_sha256: key_sha256.map(str::to_owned),
+                key: key.map(|k| SecretSetting::Inline(wechat::Secret::new(k))),
+                methods: vec![],
+            }],
         };
-        assert!(Authenticator::new(&config, "d").is_err());
+        for (sha, key, problem) in [
+            (Some("ABC"), None, "64 lowercase hex"),
+            (None, Some("short"), "at least 16"),
+            (None, None, "one of them"),
+            (Some(&*key_sha256("k")), Some("k-long-enough-00001"), "one of them"),
+        ] {
+            let error = Authenticator::new(&client(sha, key), "d").err().unwrap().to_string();
+            assert!(error.contains(problem), "{error}");
+            assert!(!error.contains("k-long-enough"), "no key in errors: {error}");
+        }
     }
 }

@@ -2,8 +2,14 @@
 //!
 //! Every setting can be overridden from the environment: `PREFIX__SECTION__KEY=value` sets
 //! `[section] key = value` (names lowercased; values parsed as TOML scalars, else taken as
-//! strings). Secrets are never written inline in production: a secret setting is either a
-//! string, `{ env = "NAME" }` or `{ file = "/path" }`.
+//! strings; an index reaches into an array of tables: `PREFIX__UNITS__0__APPID`), and an empty
+//! value removes the setting, so that an optional section can be switched off
+//! (`PREFIX__SERVER__TLS=`). Secrets are never written inline in production: a secret setting
+//! is either a string, `{ env = "NAME" }` or `{ file = "/path" }`.
+//!
+//! Loading reports every problem at once, each with its key path: unset environment variables
+//! and unreadable files of secrets and of `*_file` settings, then what does not fit the
+//! settings' types.
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +21,9 @@ use wechat::Secret;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// Everything wrong with a configuration, each with its key path, found at once.
+    #[error("the configuration has {} problem(s):\n{}", .0.len(), .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Problems(Vec<String>),
     #[error("cannot read config file {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("config file {path}: {message}")]
@@ -47,24 +56,122 @@ pub fn load_from<T: DeserializeOwned>(
         None => Table::new(),
     };
     let prefix = format!("{env_prefix}__");
-    let mut overrides: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with(&prefix)).collect();
+    let env: Vec<(String, String)> = env.into_iter().collect();
+    let mut overrides: Vec<&(String, String)> = env.iter().filter(|(k, _)| k.starts_with(&prefix)).collect();
     overrides.sort();
+    let mut problems = Vec::new();
     for (key, value) in overrides {
         let path: Vec<String> = key[prefix.len()..].split("__").map(str::to_lowercase).collect();
-        set_path(&mut table, &path, parse_scalar(&value)).map_err(|e| ConfigError::Invalid(format!("{key}: {e}")))?;
+        let value = (!value.is_empty()).then(|| parse_scalar(value));
+        if let Err(e) = set_path(&mut table, &path, value) {
+            problems.push(format!("{key}: {e}"));
+        }
     }
-    T::deserialize(Value::Table(table)).map_err(|e| ConfigError::Invalid(e.to_string()))
+    let env_set = |name: &str| env.iter().any(|(k, _)| k == name);
+    external_problems(&Value::Table(table.clone()), "", &env_set, &mut problems);
+    let config = match serde_path_to_error::deserialize::<_, T>(Value::Table(table)) {
+        Ok(config) => Some(config),
+        Err(error) => {
+            let path = error.path().to_string();
+            let at = if path == "." { String::new() } else { format!("{path}: ") };
+            problems.push(format!("{at}{}", error.inner()));
+            None
+        }
+    };
+    match config {
+        Some(config) if problems.is_empty() => Ok(config),
+        _ => {
+            if file.is_none() {
+                problems.push(format!(
+                    "no configuration file was given: use --config FILE (see config/minimal-*.toml) or {env_prefix}__... variables"
+                ));
+            }
+            Err(ConfigError::Problems(problems))
+        }
+    }
 }
 
-fn set_path(table: &mut Table, path: &[String], value: Value) -> Result<(), String> {
-    let (last, parents) = path.split_last().ok_or("empty name")?;
-    let mut current = table;
-    for name in parents {
-        let entry = current.entry(name.clone()).or_insert_with(|| Value::Table(Table::new()));
-        current = entry.as_table_mut().ok_or_else(|| format!("{name} is not a section"))?;
+/// Sets (or with `None` removes) the setting at `path`. A number reaches into a list.
+fn set_path(table: &mut Table, path: &[String], value: Option<Value>) -> Result<(), String> {
+    let mut root = Value::Table(std::mem::take(table));
+    let result = set_in(&mut root, path, value);
+    if let Value::Table(back) = root {
+        *table = back;
     }
-    current.insert(last.clone(), value);
-    Ok(())
+    result
+}
+
+fn set_in(current: &mut Value, path: &[String], value: Option<Value>) -> Result<(), String> {
+    let (name, rest) = path.split_first().ok_or("empty name")?;
+    match current {
+        Value::Table(table) if rest.is_empty() => {
+            match value {
+                Some(value) => table.insert(name.clone(), value),
+                None => table.remove(name),
+            };
+            Ok(())
+        }
+        Value::Table(table) => {
+            set_in(table.entry(name.clone()).or_insert_with(|| Value::Table(Table::new())), rest, value)
+        }
+        Value::Array(items) => {
+            let index: usize = name.parse().map_err(|_| format!("{name}: a list is reached by an index"))?;
+            let len = items.len();
+            match (rest.is_empty(), value) {
+                (true, None) if index < len => {
+                    items.remove(index);
+                    Ok(())
+                }
+                (true, Some(value)) if index < len => {
+                    items[index] = value;
+                    Ok(())
+                }
+                (false, value) if index < len => set_in(&mut items[index], rest, value),
+                _ => Err(format!("the list has no element {index} (it has {len})")),
+            }
+        }
+        _ => Err(format!("{name}: its parent is not a section")),
+    }
+}
+
+/// Problems outside the configuration's text: secrets from unset environment variables or
+/// unreadable files, and unreadable `*_file` settings (TLS certificates, logos).
+fn external_problems(value: &Value, path: &str, env_set: &dyn Fn(&str) -> bool, problems: &mut Vec<String>) {
+    let at = |name: &str| if path.is_empty() { name.to_owned() } else { format!("{path}.{name}") };
+    match value {
+        Value::Table(table) if table.len() == 1 && table.contains_key("env") => {
+            if let Some(Value::String(name)) = table.get("env")
+                && !env_set(name)
+            {
+                problems.push(format!("{path}: environment variable {name} is not set"));
+            }
+        }
+        Value::Table(table) if table.len() == 1 && table.contains_key("file") => {
+            if let Some(Value::String(file)) = table.get("file")
+                && let Err(error) = std::fs::metadata(file)
+            {
+                problems.push(format!("{path}: cannot read {file}: {error}"));
+            }
+        }
+        Value::Table(table) => {
+            for (name, value) in table {
+                match value {
+                    Value::String(file) if name.ends_with("_file") => {
+                        if let Err(error) = std::fs::File::open(file) {
+                            problems.push(format!("{}: cannot read {file}: {error}", at(name)));
+                        }
+                    }
+                    _ => external_problems(value, &at(name), env_set, problems),
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (index, item) in items.iter().enumerate() {
+                external_problems(item, &format!("{path}[{index}]"), env_set, problems);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// `8` → integer, `true` → boolean, `"x"` or `[1, 2]` → as TOML; anything else → string.
@@ -234,8 +341,76 @@ mod tests {
         std::fs::write(&file, "from-file\n").unwrap();
         let sample: Sample = load_from(None, "APP", env(&[("APP__SECRET__FILE", file.to_str().unwrap())])).unwrap();
         assert_eq!(sample.secret.resolve().unwrap().expose(), "from-file");
-        let sample: Sample = load_from(None, "APP", env(&[("APP__SECRET__ENV", "FISCALBILL_TEST_UNSET_VAR")])).unwrap();
-        assert!(matches!(sample.secret.resolve(), Err(ConfigError::MissingEnv(_))));
+        // An unset variable is reported when the configuration loads, with its key path.
+        let unset = load_from::<Sample>(None, "APP", env(&[("APP__SECRET__ENV", "FISCALBILL_TEST_UNSET_VAR")]));
+        let problems = match unset {
+            Err(ConfigError::Problems(problems)) => problems,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(problems[0], "secret: environment variable FISCALBILL_TEST_UNSET_VAR is not set");
+        let set = env(&[("APP__SECRET__ENV", "FISCALBILL_TEST_VAR"), ("FISCALBILL_TEST_VAR", "x")]);
+        assert!(load_from::<Sample>(None, "APP", set).is_ok());
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Service {
+        secret: SecretSetting,
+        #[serde(default)]
+        tls: Option<Tls>,
+        #[serde(default)]
+        units: Vec<Unit>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Tls {
+        cert_file: PathBuf,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Unit {
+        appid: String,
+        secret: SecretSetting,
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_with_its_key_path() {
+        let dir = std::env::temp_dir().join(format!("fiscalbill-problems-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.toml");
+        std::fs::write(
+            &path,
+            "secret = { env = \"UNSET_A\" }\n[tls]\ncert_file = \"/nonexistent/cert.pem\"\n\
+             [[units]]\nappid = \"a\"\nsecret = { env = \"UNSET_B\" }\n[[units]]\nappid = 5\nsecret = \"x\"\n",
+        )
+        .unwrap();
+        let Err(ConfigError::Problems(problems)) = load_from::<Service>(Some(&path), "APP", []) else { panic!() };
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert_eq!(problems[0], "secret: environment variable UNSET_A is not set");
+        assert!(problems[1].starts_with("tls.cert_file: cannot read /nonexistent/cert.pem"), "{problems:?}");
+        assert_eq!(problems[2], "units[0].secret: environment variable UNSET_B is not set");
+        assert!(problems[3].starts_with("units[1].appid: invalid type"), "{problems:?}");
+        let shown = ConfigError::Problems(problems).to_string();
+        assert!(shown.starts_with("the configuration has 4 problem(s):\n  - secret:"), "{shown}");
+
+        // An empty value switches an optional section off; an index reaches into a list.
+        let env = env(&[
+            ("APP__TLS", ""),
+            ("APP__SECRET", "inline"),
+            ("APP__UNITS__0__SECRET", "x"),
+            ("APP__UNITS__1__APPID", "b"),
+        ]);
+        let fixed: Service = load_from(Some(&path), "APP", env).unwrap();
+        assert!(fixed.tls.is_none());
+        assert_eq!(fixed.units[1].appid, "b");
+        // Without a file, a missing setting says how to give one.
+        let Err(ConfigError::Problems(problems)) = load_from::<Service>(None, "APP", []) else { panic!() };
+        assert!(
+            problems[0].contains("missing field `secret`") && problems[1].contains("--config FILE"),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -306,7 +306,8 @@ impl Stack {
                 .iter()
                 .map(|(name, key, methods)| ClientConfig {
                     name: (*name).to_owned(),
-                    key_sha256: key_sha256(key),
+                    key_sha256: Some(key_sha256(key)),
+                    key: None,
                     methods: methods.iter().map(|m| (*m).to_owned()).collect(),
                 })
                 .collect(),

@@ -352,6 +352,8 @@ mod tests {
         assert!(load_from::<Sample>(None, "APP", set).is_ok());
     }
 
+    // The shape of a service's configuration; only some fields are looked at.
+    #[allow(dead_code)]
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Service {
@@ -362,12 +364,14 @@ mod tests {
         units: Vec<Unit>,
     }
 
+    #[allow(dead_code)]
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Tls {
         cert_file: PathBuf,
     }
 
+    #[allow(dead_code)]
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Unit {

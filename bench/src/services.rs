@@ -9,6 +9,8 @@ use std::time::Duration;
 use devstack::Addresses;
 pub use devstack::services::Role;
 use devstack::services::ServiceConfig;
+use fiscalbill_common::config::LogConfig;
+use fiscalbill_common::telemetry::{self, TelemetryConfig};
 
 /// The dev stack's addresses as one argument: seven comma-separated socket addresses.
 fn encode(a: &Addresses) -> String {
@@ -193,7 +195,7 @@ pub fn serve(args: &[String]) -> ExitCode {
     // The services' own binaries use tokio's default runtime too: one worker per core.
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     runtime.block_on(async move {
-        fiscalbill_common::server::init_tracing(false, "info");
+        let _telemetry = telemetry::init(role.name(), &LogConfig::default(), &TelemetryConfig::default(), "info");
         // Held until the process is killed.
         let mut config = ServiceConfig::dev(role, &addresses, &data_dir);
         config.set_pdf_max_bytes(pdf_max_bytes);

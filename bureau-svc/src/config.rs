@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use fiscalbill_common::auth::AuthConfig;
 use fiscalbill_common::config::{ConfigError, LogConfig, SecretSetting};
 use fiscalbill_common::db::DatabaseConfig;
+use fiscalbill_common::telemetry::TelemetryConfig;
 use fiscalbill_common::tls::ServerTls;
 use serde::Deserialize;
 use wechat::callback::PushMode;
@@ -40,6 +41,9 @@ pub struct BureauConfig {
     pub auth: AuthConfig,
     #[serde(default)]
     pub log: LogConfig,
+    /// Span export over OTLP; off unless `otlp_endpoint` is set.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
 }
 
 fn default_database() -> DatabaseConfig {
@@ -188,7 +192,19 @@ mod tests {
     #[test]
     fn the_example_configuration_parses() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/bureau.example.toml");
-        let config: BureauConfig = fiscalbill_common::config::load_from(Some(&path), ENV_PREFIX, []).unwrap();
+        // Its environment: the secrets it names, TLS off (its files are the deployment's) and
+        // the logo from this repository.
+        let logo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../wechat-sandbox/assets/demo-logo.png");
+        let env = [
+            ("BUREAU_APPSECRET", "x"),
+            ("BUREAU_CALLBACK_TOKEN", "x"),
+            ("BUREAU_ENCODING_AES_KEY", "x"),
+            ("BUREAU__SERVER__TLS", ""),
+            ("BUREAU__UNITS__0__LOGO_FILE", logo.to_str().unwrap()),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let config: BureauConfig = fiscalbill_common::config::load_from(Some(&path), ENV_PREFIX, env).unwrap();
+        assert_eq!(config.telemetry.otlp_endpoint.as_deref(), Some("http://otel-collector.internal:4317"));
         assert_eq!(config.units.len(), 1);
         assert_eq!(config.server.grpc_listen.port(), 50052);
     }

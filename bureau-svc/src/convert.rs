@@ -14,10 +14,11 @@ use wechat::types::ReimburseStatus;
 
 use crate::domain::{Bill, BillKey, BillQuery, BillState, Failure, IssueRequest, Logo, PdfOrigin, Unit};
 use fiscalbill_common::paging::Cursor;
+use fiscalbill_common::trace::TraceContext;
 
 pub fn issue_request(
     request: pb::IssueBillRequest,
-    trace_id: String,
+    trace: TraceContext,
     pdf_max_bytes: usize,
     now_secs: i64,
 ) -> Result<IssueRequest, ApiError> {
@@ -40,7 +41,7 @@ pub fn issue_request(
         authorized_appid: if authorized_appid.is_empty() { unit_appid.clone() } else { authorized_appid },
         key: BillKey { unit_appid, order_id },
         request_id: (!request_id.is_empty()).then_some(request_id),
-        trace_id,
+        trace,
         content: content.expect("validated"),
         pdf: (!pdf.is_empty()).then_some(pdf),
     })
@@ -252,7 +253,7 @@ mod tests {
             request_id: "has space".into(),
             authorized_appid: "wx1".into(),
         };
-        let error = issue_request(request, String::new(), 1 << 20, 1_800_000_000).unwrap_err();
+        let error = issue_request(request, TraceContext::root(), 1 << 20, 1_800_000_000).unwrap_err();
         let fields: Vec<&str> = error.violations.iter().map(|v| v.field.as_str()).collect();
         assert_eq!(fields, ["unit_appid", "order_id", "content", "pdf", "request_id", "authorized_appid"]);
     }

@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use fiscalbill_common::bill::BillContent;
 use fiscalbill_common::paging::Cursor;
+use fiscalbill_common::trace::TraceContext;
 use sha2::{Digest, Sha256};
 use wechat::image::LogoImage;
 use wechat::types::ReimburseStatus;
@@ -187,7 +188,8 @@ pub struct Bill {
     pub key: BillKey,
     pub authorized_appid: String,
     pub request_id: Option<String>,
-    pub trace_id: String,
+    /// The bill's W3C trace and the span its later work continues under.
+    pub trace: TraceContext,
     pub state: BillState,
     pub content: BillContent,
     pub pdf_sha256: String,
@@ -220,7 +222,7 @@ pub struct NewBill {
     pub key: BillKey,
     pub authorized_appid: String,
     pub request_id: Option<String>,
-    pub trace_id: String,
+    pub trace: TraceContext,
     pub content: BillContent,
     pub pdf: Bytes,
     pub pdf_sha256: String,
@@ -233,7 +235,7 @@ pub struct IssueRequest {
     pub key: BillKey,
     pub authorized_appid: String,
     pub request_id: Option<String>,
-    pub trace_id: String,
+    pub trace: TraceContext,
     pub content: BillContent,
     pub pdf: Option<Bytes>,
 }

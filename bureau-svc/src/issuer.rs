@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fiscalbill_common::db::now_millis;
+use fiscalbill_common::telemetry;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, Semaphore};
 use wechat::backoff::jittered;
@@ -154,7 +155,7 @@ impl Issuer {
             key: request.key.clone(),
             authorized_appid: request.authorized_appid.clone(),
             request_id: request.request_id.clone(),
-            trace_id: request.trace_id.clone(),
+            trace: request.trace.clone(),
             content: request.content.clone(),
             pdf_sha256: supplied_sha256.map_or_else(|| hex::encode(Sha256::digest(&pdf)), str::to_owned),
             pdf,
@@ -279,6 +280,12 @@ impl Issuer {
         let issuer = self.clone();
         tokio::spawn(async move {
             let span = tracing::info_span!("drive", unit_appid = %key.unit_appid, order_id = %key.order_id, trace_id = tracing::field::Empty);
+            // Exported, the drive is a child of the bill's IssueBill span (read first, only then).
+            if telemetry::exporting()
+                && let Ok(Some(trace)) = issuer.store.trace(&key).await
+            {
+                trace.continue_in(&span);
+            }
             if let Err(error) = tracing::Instrument::instrument(issuer.drive(&key), span).await {
                 tracing::warn!(bill = %key, %error, "driving the bill stopped; the worker resumes it");
             }
@@ -299,7 +306,7 @@ impl Issuer {
         }
         loop {
             let Some(bill) = self.store.bill(key).await? else { break };
-            tracing::Span::current().record("trace_id", bill.trace_id.as_str());
+            tracing::Span::current().record("trace_id", bill.trace.trace_id.as_str());
             if bill.state.is_final() || bill.next_attempt_at > now_millis() || !self.accepting.load(Ordering::SeqCst) {
                 break;
             }

@@ -11,7 +11,7 @@ async fn main() -> ExitCode {
     let service = Service {
         program: "bureau-svc",
         env_prefix: ENV_PREFIX,
-        json_logs: |config: &BureauConfig| config.log.json,
+        observability: |config: &BureauConfig| (&config.log, &config.telemetry),
         start: bureau_svc::start,
         preflight: |config: BureauConfig| async move { bureau_svc::preflight(&config).await },
     };

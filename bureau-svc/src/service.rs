@@ -111,14 +111,14 @@ impl BureauService for BureauGrpc {
     ) -> Result<Response<pb::IssueBillResponse>, Status> {
         let app = self.app()?;
         let wait = wait_budget(&request, Duration::from_millis(app.issuing.default_wait_ms));
-        let trace = TraceContext::from_metadata(request.metadata());
-        let issue = convert::issue_request(request.into_inner(), trace.trace_id, app.issuing.pdf_max_bytes, unix_now())
+        let trace = TraceContext::of_request(request.metadata());
+        let issue = convert::issue_request(request.into_inner(), trace, app.issuing.pdf_max_bytes, unix_now())
             .map_err(BureauError::from)?;
         let span = tracing::info_span!(
             "IssueBill",
             unit_appid = %issue.key.unit_appid,
             order_id = %issue.key.order_id,
-            trace_id = %issue.trace_id
+            trace_id = %issue.trace.trace_id
         );
         let bill = tracing::Instrument::instrument(app.issuer.issue(issue, wait), span).await?;
         Ok(Response::new(pb::IssueBillResponse { bill: Some(convert::bill_to_proto(&bill)) }))

@@ -8,6 +8,8 @@ use fiscalbill_common::bill::{BillContent, BillItem};
 use fiscalbill_common::db::{Db, Migration, sql_list};
 use fiscalbill_common::paging::Cursor;
 use fiscalbill_common::pdf_store::PdfTable;
+use fiscalbill_common::telemetry::storage_span;
+use fiscalbill_common::trace::TraceContext;
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Error, Row};
 use wechat::types::ReimburseStatus;
@@ -28,13 +30,19 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "bounded card status retries, PDF checks, uploaded logos",
         sql: include_str!("../migrations/0003_fidelity.sql"),
     },
+    Migration {
+        set: "bureau",
+        version: 4,
+        name: "trace parent span",
+        sql: include_str!("../migrations/0004_trace.sql"),
+    },
 ];
 
 const BILL_PDF: PdfTable = PdfTable("bill_pdf_chunk");
 
 macro_rules! bill_columns {
     () => {
-        "unit_appid, order_id, authorized_appid, request_id, trace_id, state, fee, payer_title, billing_no, billing_code, \
+        "unit_appid, order_id, authorized_appid, request_id, trace_id, trace_parent_id, state, fee, payer_title, billing_no, billing_code, \
          billing_time, items, remarks, pdf_sha256, pdf_size, pdf_origin, card_id, s_media_id, media_expires_at, \
          insert_pending, card_code, openid, reimburse_status, failure_reason, failure_message, failure_errcode, \
          failure_errmsg, failure_rid, failed_at, attempts, last_error, never_authorized_since, next_attempt_at, \
@@ -72,7 +80,7 @@ fn bill_from_row(row: &AnyRow) -> Result<Bill, Error> {
         key: BillKey { unit_appid: row.try_get("unit_appid")?, order_id: row.try_get("order_id")? },
         authorized_appid: row.try_get("authorized_appid")?,
         request_id: row.try_get("request_id")?,
-        trace_id: row.try_get("trace_id")?,
+        trace: TraceContext { trace_id: row.try_get("trace_id")?, parent_id: row.try_get("trace_parent_id")? },
         state: BillState::parse(&state).ok_or_else(|| corrupt("state", &state))?,
         content: BillContent {
             fee: row.try_get("fee")?,
@@ -185,6 +193,7 @@ impl Store {
 
     /// Stores the s_pappid unless another replica stored one first; returns the stored one.
     pub async fn save_sp_app(&self, sp: &SpApp, now: i64) -> Result<SpApp, Error> {
+        let _span = storage_span("save_sp_app");
         sqlx::query(
             "INSERT INTO sp_app (bureau_appid, s_pappid, invoice_url, created_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (bureau_appid) DO NOTHING",
@@ -214,6 +223,7 @@ impl Store {
 
     /// Adds a unit; false if it existed.
     pub async fn insert_unit(&self, appid: &str, payee: &str, logo: &Logo, now: i64) -> Result<bool, Error> {
+        let _span = storage_span("insert_unit");
         let (url, image, sha256) = logo_columns(logo);
         let done = sqlx::query(
             "INSERT INTO unit (appid, payee, logo_url, logo_image, logo_sha256, created_at, updated_at)
@@ -238,6 +248,7 @@ impl Store {
         logo: &Logo,
         now: i64,
     ) -> Result<bool, Error> {
+        let _span = storage_span("update_unit_before_template");
         let (url, image, sha256) = logo_columns(logo);
         let done = sqlx::query(
             "UPDATE unit SET payee = $2, logo_url = $3, logo_image = $4, logo_sha256 = $5, updated_at = $6
@@ -265,6 +276,7 @@ impl Store {
 
     /// Stores the URL WeChat answered for the unit's uploaded logo (once).
     pub async fn set_logo_url(&self, appid: &str, url: &str, now: i64) -> Result<(), Error> {
+        let _span = storage_span("set_logo_url");
         sqlx::query("UPDATE unit SET logo_url = $2, updated_at = $3 WHERE appid = $1 AND logo_url = ''")
             .bind(appid)
             .bind(url)
@@ -290,6 +302,7 @@ impl Store {
     }
 
     pub async fn claim_template(&self, appid: &str, holder: &str, now: i64, until: i64) -> Result<bool, Error> {
+        let _span = storage_span("claim_template");
         let done = sqlx::query(
             "UPDATE unit SET claim_holder = $2, claim_until = $4
              WHERE appid = $1 AND card_id IS NULL AND (claim_holder IS NULL OR claim_holder = $2 OR claim_until <= $3)",
@@ -305,6 +318,7 @@ impl Store {
 
     /// Stores the template and releases the claim.
     pub async fn set_card_id(&self, appid: &str, card_id: &str, now: i64) -> Result<(), Error> {
+        let _span = storage_span("set_card_id");
         sqlx::query(
             "UPDATE unit SET card_id = $2, template_created_at = $3, updated_at = $3, claim_holder = NULL, claim_until = 0
              WHERE appid = $1 AND card_id IS NULL",
@@ -318,6 +332,7 @@ impl Store {
     }
 
     pub async fn release_template_claim(&self, appid: &str, holder: &str) -> Result<(), Error> {
+        let _span = storage_span("release_template_claim");
         sqlx::query("UPDATE unit SET claim_holder = NULL, claim_until = 0 WHERE appid = $1 AND claim_holder = $2")
             .bind(appid)
             .bind(holder)
@@ -329,6 +344,7 @@ impl Store {
     // --- bills ---
 
     pub async fn bill(&self, key: &BillKey) -> Result<Option<Bill>, Error> {
+        let _span = storage_span("bill");
         sqlx::query(concat!("SELECT ", bill_columns!(), " FROM bill WHERE unit_appid = $1 AND order_id = $2"))
             .bind(&key.unit_appid)
             .bind(&key.order_id)
@@ -339,7 +355,21 @@ impl Store {
             .transpose()
     }
 
+    /// The bill's trace (for the spans of its later work).
+    pub async fn trace(&self, key: &BillKey) -> Result<Option<TraceContext>, Error> {
+        let row = sqlx::query("SELECT trace_id, trace_parent_id FROM bill WHERE unit_appid = $1 AND order_id = $2")
+            .bind(&key.unit_appid)
+            .bind(&key.order_id)
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.map(|row| {
+            Ok(TraceContext { trace_id: row.try_get("trace_id")?, parent_id: row.try_get("trace_parent_id")? })
+        })
+        .transpose()
+    }
+
     pub async fn bill_by_request_id(&self, request_id: &str) -> Result<Option<Bill>, Error> {
+        let _span = storage_span("bill_by_request_id");
         sqlx::query(concat!("SELECT ", bill_columns!(), " FROM bill WHERE request_id = $1"))
             .bind(request_id)
             .fetch_optional(self.db.pool())
@@ -363,12 +393,14 @@ impl Store {
     /// Records a new bill and its PDF in one transaction. A unique-key race surfaces as the
     /// database error; the caller re-reads to explain it.
     pub async fn insert_bill(&self, bill: &NewBill, now: i64) -> Result<(), Error> {
+        let _span = storage_span("insert_bill");
         let items = serde_json::to_string(&bill.content.items).expect("items serialize");
         let mut tx = self.db.begin_write().await?;
         sqlx::query(
             "INSERT INTO bill (unit_appid, order_id, authorized_appid, request_id, state, fee, payer_title, billing_no,
-                billing_code, billing_time, items, remarks, pdf_sha256, pdf_size, pdf_origin, next_attempt_at, created_at, updated_at, trace_id)
-             VALUES ($1, $2, $3, $4, 'accepted', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $15, $16)",
+                billing_code, billing_time, items, remarks, pdf_sha256, pdf_size, pdf_origin, next_attempt_at, created_at, updated_at, trace_id,
+                trace_parent_id)
+             VALUES ($1, $2, $3, $4, 'accepted', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $15, $16, $17)",
         )
         .bind(&bill.key.unit_appid)
         .bind(&bill.key.order_id)
@@ -385,7 +417,8 @@ impl Store {
         .bind(bill.pdf.len() as i64)
         .bind(bill.pdf_origin.as_str())
         .bind(now)
-        .bind(&bill.trace_id)
+        .bind(&bill.trace.trace_id)
+        .bind(&bill.trace.parent_id)
         .execute(&mut *tx)
         .await?;
         BILL_PDF.insert(&mut tx, &bill.key.unit_appid, &bill.key.order_id, &bill.pdf).await?;
@@ -393,6 +426,7 @@ impl Store {
     }
 
     pub async fn pdf(&self, key: &BillKey) -> Result<Option<Bytes>, Error> {
+        let _span = storage_span("pdf");
         BILL_PDF.read(self.db.pool(), &key.unit_appid, &key.order_id).await
     }
 
@@ -431,6 +465,7 @@ impl Store {
 
     /// Takes the lease of one open bill, if free (or already ours).
     pub async fn claim_bill(&self, key: &BillKey, holder: &str, now: i64, until: i64) -> Result<bool, Error> {
+        let _span = storage_span("claim_bill");
         let done = sqlx::query(AssertSqlSafe(format!(
             "UPDATE bill SET lease_holder = $3, lease_until = $5
              WHERE unit_appid = $1 AND order_id = $2 AND state IN ({})
@@ -476,6 +511,7 @@ impl Store {
 
     /// Gives up the lease (after driving, or when parking at shutdown).
     pub async fn release_bill(&self, key: &BillKey, holder: &str) -> Result<(), Error> {
+        let _span = storage_span("release_bill");
         sqlx::query("UPDATE bill SET lease_holder = NULL, lease_until = 0 WHERE unit_appid = $1 AND order_id = $2 AND lease_holder = $3")
             .bind(&key.unit_appid)
             .bind(&key.order_id)
@@ -495,6 +531,7 @@ impl Store {
         now: i64,
         lease_until: i64,
     ) -> Result<bool, Error> {
+        let _span = storage_span("advance");
         let failure = change.failure.as_ref();
         let done = sqlx::query(AssertSqlSafe(format!(
             "UPDATE bill SET state = $3, card_id = COALESCE($4, card_id), s_media_id = $5, media_expires_at = $6,
@@ -538,6 +575,7 @@ impl Store {
 
     /// Starts a failed bill over (a repeated IssueBill after a fixable failure).
     pub async fn restart_failed(&self, key: &BillKey, now: i64) -> Result<bool, Error> {
+        let _span = storage_span("restart_failed");
         let event = BillEvent::Restarted;
         let done = sqlx::query(AssertSqlSafe(format!(
             "UPDATE bill SET state = $4, s_media_id = NULL, media_expires_at = 0, failure_reason = NULL,
@@ -565,6 +603,7 @@ impl Store {
         at_secs: i64,
         now: i64,
     ) -> Result<bool, Error> {
+        let _span = storage_span("set_reimburse_status");
         let done = sqlx::query(
             "UPDATE bill SET reimburse_status = $3, reimburse_updated_secs = $4, updated_at = $5
              WHERE unit_appid = $1 AND order_id = $2 AND COALESCE(reimburse_status, '') = $6",
@@ -583,6 +622,7 @@ impl Store {
     /// Records a status push once and applies it to its bill, in one transaction. A push older
     /// than the bill's last status change, or after a final status, is recorded but not applied.
     pub async fn record_status_event(&self, event: &StatusEventRow<'_>, now: i64) -> Result<EventOutcome, Error> {
+        let _span = storage_span("record_status_event");
         let mut tx = self.db.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO callback_event (dedupe_key, event, card_id, code, status, openid, create_time, matched, body, received_at)

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use fiscalbill_common::db::now_millis;
 use fiscalbill_common::paging::{Page, fetch_page};
+use fiscalbill_common::telemetry;
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 use wechat::types::{AuthSource, GetBillAuthUrlRequest, OrderRef, RejectInsertRequest};
 use wechat::{CallError, Credentials, ErrorKind};
 
@@ -58,7 +60,21 @@ impl Authorizations {
     /// Records a verified push (once: WeChat's retries and replays are duplicates) and applies
     /// it; an authorization it authorizes has its IssueBill queued in the same transaction.
     pub async fn record_push(&self, push: &PushRow<'_>) -> Result<PushOutcome, CollectionError> {
-        let outcome = self.store.record_push(push, now_millis()).await?;
+        let span = tracing::info_span!(
+            "push",
+            otel.name = "wechat push user_authorize_invoice",
+            otel.kind = "server",
+            unit_appid = %push.unit_appid,
+            order_id = %push.order_id,
+        );
+        // Exported, the push is a child of its order's span (read first, only then).
+        if telemetry::exporting() {
+            let key = OrderKey { unit_appid: push.unit_appid.to_owned(), order_id: push.order_id.to_owned() };
+            if let Some(trace) = self.store.trace(&key).await? {
+                trace.continue_in(&span);
+            }
+        }
+        let outcome = self.store.record_push(push, now_millis()).instrument(span).await?;
         if outcome == PushOutcome::Authorized {
             self.dispatcher.kick();
         }
@@ -101,7 +117,7 @@ impl Authorizations {
             pdf_sha256,
             redirect_url: request.redirect_url.clone(),
             request_id: request.request_id.clone(),
-            trace_id: request.trace_id.clone(),
+            trace: request.trace.clone(),
             s_pappid,
             auth_url: link.auth_url,
             auth_url_expires_at: now + link.expire_time.max(0) * 1000,

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use fiscalbill_common::auth::AuthConfig;
 use fiscalbill_common::config::{LogConfig, SecretSetting};
 use fiscalbill_common::db::DatabaseConfig;
+use fiscalbill_common::telemetry::TelemetryConfig;
 use fiscalbill_common::tls::{ClientTls, ServerTls};
 use serde::Deserialize;
 use wechat::callback::PushMode;
@@ -37,6 +38,9 @@ pub struct CollectionConfig {
     pub auth: AuthConfig,
     #[serde(default)]
     pub log: LogConfig,
+    /// Span export over OTLP; off unless `otlp_endpoint` is set.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
 }
 
 fn default_database() -> DatabaseConfig {
@@ -189,13 +193,30 @@ mod tests {
     #[test]
     fn the_example_configuration_parses() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/collection.example.toml");
-        let config: CollectionConfig = fiscalbill_common::config::load_from(Some(&path), ENV_PREFIX, []).unwrap();
+        // Its environment: the secrets it names and TLS off (its files are the deployment's).
+        let env = |more: &[(&str, &str)]| {
+            [
+                ("BUREAU_API_KEY", "x"),
+                ("UNIT_APPSECRET", "x"),
+                ("UNIT_CALLBACK_TOKEN", "x"),
+                ("UNIT_ENCODING_AES_KEY", "x"),
+                ("UNIT_APP_APPSECRET", "x"),
+                ("COLLECTION__SERVER__TLS", ""),
+                ("COLLECTION__BUREAU__TLS", ""),
+            ]
+            .iter()
+            .chain(more)
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<Vec<_>>()
+        };
+        let config: CollectionConfig = fiscalbill_common::config::load_from(Some(&path), ENV_PREFIX, env(&[])).unwrap();
         assert_eq!(config.units.len(), 1);
         assert!(config.units[0].app.is_some());
+        assert!(config.telemetry.otlp_endpoint.is_some());
         let overridden: CollectionConfig = fiscalbill_common::config::load_from(
             Some(&path),
             ENV_PREFIX,
-            [("COLLECTION__DATABASE__URL".to_owned(), "sqlite://var/x.db".to_owned())],
+            env(&[("COLLECTION__DATABASE__URL", "sqlite://var/x.db")]),
         )
         .unwrap();
         assert_eq!(overridden.database.url, "sqlite://var/x.db");

@@ -6,6 +6,7 @@ use fiscalbill_common::bill::{
 use fiscalbill_common::proto::collection as pb;
 use fiscalbill_common::proto::types as types_pb;
 use fiscalbill_common::status::{ApiError, Violations};
+use fiscalbill_common::trace::TraceContext;
 use wechat::types::AuthSource;
 
 use crate::domain::{AuthQuery, AuthState, Authorization, CreateRequest, OrderKey};
@@ -23,7 +24,7 @@ fn check_url(violations: &mut Violations, field: &str, value: &str, https_only: 
 
 pub fn create_request(
     request: pb::CreateAuthorizationRequest,
-    trace_id: String,
+    trace: TraceContext,
     pdf_max_bytes: usize,
     now_secs: i64,
 ) -> Result<CreateRequest, ApiError> {
@@ -64,7 +65,7 @@ pub fn create_request(
         bill: bill.expect("validated"),
         pdf: (!pdf.is_empty()).then_some(pdf),
         request_id: (!request_id.is_empty()).then_some(request_id),
-        trace_id,
+        trace,
     })
 }
 

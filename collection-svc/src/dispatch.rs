@@ -13,11 +13,12 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, Semaphore};
 use tonic::Code;
 use tonic_types::StatusExt;
+use tracing::Instrument;
 use wechat::backoff::jittered;
 
 use crate::bureau::BureauLink;
 use crate::config::DispatchConfig;
-use crate::domain::{AuthEvent, Failure, Job, JobPhase, OrderKey};
+use crate::domain::{AuthEvent, Authorization, Failure, Job, JobPhase, OrderKey};
 use crate::store::{JobOutcome, Store};
 
 pub struct Dispatcher {
@@ -76,13 +77,7 @@ impl Dispatcher {
                 };
                 let dispatcher = self.clone();
                 tokio::spawn(async move {
-                    let span = tracing::info_span!(
-                        "deliver",
-                        unit_appid = %job.key.unit_appid,
-                        order_id = %job.key.order_id,
-                        trace_id = tracing::field::Empty
-                    );
-                    if let Err(error) = tracing::Instrument::instrument(dispatcher.deliver(&job), span).await {
+                    if let Err(error) = dispatcher.deliver(&job).await {
                         tracing::warn!(order = %job.key, %error, "delivery interrupted; the job is retried after its lease");
                     }
                     drop(permit);
@@ -105,39 +100,25 @@ impl Dispatcher {
         let Some(authorization) = self.store.authorization(&job.key).await? else {
             return self.store.release_job(&job.key, &self.holder).await;
         };
+        // The order's trace goes on: the delivery is a child of the order's span.
+        let span = tracing::info_span!(
+            "deliver",
+            unit_appid = %job.key.unit_appid,
+            order_id = %job.key.order_id,
+            trace_id = %authorization.trace.trace_id,
+            phase = job.phase.as_str(),
+        );
+        authorization.trace.continue_in(&span);
+        self.deliver_authorization(job, &authorization).instrument(span).await
+    }
+
+    async fn deliver_authorization(&self, job: &Job, authorization: &Authorization) -> Result<(), sqlx::Error> {
         if authorization.state.after(AuthEvent::BureauIssuing).is_none() {
             let outcome = JobOutcome::Failed(Failure { reason: "NOT_AUTHORIZED".into(), ..Failure::default() });
             return self.store.finish_job(&job.key, &self.holder, &outcome, now_millis()).await;
         }
-        let trace = TraceContext::continuing(&authorization.trace_id);
-        tracing::Span::current().record("trace_id", trace.trace_id.as_str());
-        tracing::info!(trace_id = %trace.trace_id, phase = job.phase.as_str(), "delivering the bill to the bureau");
-        let mut client = self.bureau.client();
-        let answer = match job.phase {
-            JobPhase::Issue => {
-                let pdf = self.store.pdf(&job.key).await?.unwrap_or_default();
-                let mut request = tonic::Request::new(pb::IssueBillRequest {
-                    unit_appid: job.key.unit_appid.clone(),
-                    order_id: job.key.order_id.clone(),
-                    content: Some(authorization.bill.to_proto()),
-                    pdf,
-                    request_id: request_id(&job.key),
-                    authorized_appid: authorization.authorized_appid.clone(),
-                });
-                request.set_timeout(self.bureau.issue_deadline);
-                trace.inject(request.metadata_mut());
-                client.issue_bill(request).await.map(|r| r.into_inner().bill)
-            }
-            JobPhase::Poll => {
-                let mut request = tonic::Request::new(pb::GetBillRequest {
-                    unit_appid: job.key.unit_appid.clone(),
-                    order_id: job.key.order_id.clone(),
-                });
-                request.set_timeout(Duration::from_secs(5));
-                trace.inject(request.metadata_mut());
-                client.get_bill(request).await.map(|r| r.into_inner().bill)
-            }
-        };
+        tracing::info!("delivering the bill to the bureau");
+        let answer = self.call_bureau(job, authorization).await?;
         let now = now_millis();
         match answer {
             Ok(Some(bill)) => self.record_bill(job, &bill, now).await,
@@ -171,6 +152,66 @@ impl Dispatcher {
                 self.store.finish_job(&job.key, &self.holder, &JobOutcome::Failed(failure), now).await
             }
         }
+    }
+
+    /// IssueBill or GetBill, in a client span whose context goes with the call.
+    async fn call_bureau(
+        &self,
+        job: &Job,
+        authorization: &Authorization,
+    ) -> Result<Result<Option<pb::Bill>, tonic::Status>, sqlx::Error> {
+        let method = match job.phase {
+            JobPhase::Issue => "fiscalbill.bureau.v1.BureauService/IssueBill",
+            JobPhase::Poll => "fiscalbill.bureau.v1.BureauService/GetBill",
+        };
+        let pdf = match job.phase {
+            JobPhase::Issue => self.store.pdf(&job.key).await?.unwrap_or_default(),
+            JobPhase::Poll => Default::default(),
+        };
+        let span = tracing::info_span!(
+            "grpc.client",
+            otel.name = method,
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            rpc.system = "grpc",
+            rpc.grpc.status_code = tracing::field::Empty,
+        );
+        let call = async {
+            let mut client = self.bureau.client();
+            match job.phase {
+                JobPhase::Issue => {
+                    let mut request = tonic::Request::new(pb::IssueBillRequest {
+                        unit_appid: job.key.unit_appid.clone(),
+                        order_id: job.key.order_id.clone(),
+                        content: Some(authorization.bill.to_proto()),
+                        pdf,
+                        request_id: request_id(&job.key),
+                        authorized_appid: authorization.authorized_appid.clone(),
+                    });
+                    request.set_timeout(self.bureau.issue_deadline);
+                    TraceContext::for_call(&authorization.trace).inject(request.metadata_mut());
+                    client.issue_bill(request).await.map(|r| r.into_inner().bill)
+                }
+                JobPhase::Poll => {
+                    let mut request = tonic::Request::new(pb::GetBillRequest {
+                        unit_appid: job.key.unit_appid.clone(),
+                        order_id: job.key.order_id.clone(),
+                    });
+                    request.set_timeout(Duration::from_secs(5));
+                    TraceContext::for_call(&authorization.trace).inject(request.metadata_mut());
+                    client.get_bill(request).await.map(|r| r.into_inner().bill)
+                }
+            }
+        };
+        let answer = call.instrument(span.clone()).await;
+        match &answer {
+            Ok(_) => span.record("rpc.grpc.status_code", 0),
+            Err(status) => {
+                span.record("otel.status_code", "ERROR");
+                span.record("rpc.grpc.status_code", status.code() as i32)
+            }
+        };
+        Ok(answer)
     }
 
     async fn record_bill(&self, job: &Job, bill: &pb::Bill, now: i64) -> Result<(), sqlx::Error> {

@@ -3,6 +3,7 @@
 use bytes::Bytes;
 use fiscalbill_common::bill::BillContent;
 use fiscalbill_common::paging::Cursor;
+use fiscalbill_common::trace::TraceContext;
 use wechat::types::AuthSource;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -151,8 +152,8 @@ pub struct Authorization {
     pub pdf_sha256: Option<String>,
     pub redirect_url: Option<String>,
     pub request_id: Option<String>,
-    /// The W3C trace id of the order (32 hex digits).
-    pub trace_id: String,
+    /// The order's W3C trace and the span its later work continues under.
+    pub trace: TraceContext,
     pub s_pappid: String,
     pub auth_url: String,
     pub auth_url_expires_at: i64,
@@ -179,7 +180,7 @@ pub struct CreateRequest {
     pub bill: BillContent,
     pub pdf: Option<Bytes>,
     pub request_id: Option<String>,
-    pub trace_id: String,
+    pub trace: TraceContext,
 }
 
 #[derive(Clone, Debug, Default)]

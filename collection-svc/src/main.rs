@@ -11,7 +11,7 @@ async fn main() -> ExitCode {
     let service = Service {
         program: "collection-svc",
         env_prefix: ENV_PREFIX,
-        json_logs: |config: &CollectionConfig| config.log.json,
+        observability: |config: &CollectionConfig| (&config.log, &config.telemetry),
         start: collection_svc::start,
         preflight: |config: CollectionConfig| async move { collection_svc::preflight(&config).await },
     };

@@ -40,15 +40,14 @@ impl CollectionService for CollectionGrpc {
         request: Request<pb::CreateAuthorizationRequest>,
     ) -> Result<Response<pb::CreateAuthorizationResponse>, Status> {
         let app = self.app()?;
-        let trace = TraceContext::from_metadata(request.metadata());
-        let request =
-            convert::create_request(request.into_inner(), trace.trace_id, app.config.pdf_max_bytes, unix_now())
-                .map_err(CollectionError::from)?;
+        let trace = TraceContext::of_request(request.metadata());
+        let request = convert::create_request(request.into_inner(), trace, app.config.pdf_max_bytes, unix_now())
+            .map_err(CollectionError::from)?;
         let span = tracing::info_span!(
             "CreateAuthorization",
             unit_appid = %request.key.unit_appid,
             order_id = %request.key.order_id,
-            trace_id = %request.trace_id
+            trace_id = %request.trace.trace_id
         );
         let authorization = tracing::Instrument::instrument(app.authorizations.create(request), span).await?;
         Ok(Response::new(pb::CreateAuthorizationResponse { authorization: Some(convert::to_proto(&authorization)) }))

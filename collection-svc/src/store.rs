@@ -7,6 +7,8 @@ use fiscalbill_common::bill::BillContent;
 use fiscalbill_common::db::{Db, Migration, sql_list};
 use fiscalbill_common::paging::Cursor;
 use fiscalbill_common::pdf_store::PdfTable;
+use fiscalbill_common::telemetry::storage_span;
+use fiscalbill_common::trace::TraceContext;
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Error, Row};
 use wechat::types::AuthSource;
@@ -26,13 +28,20 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "PDFs in chunks",
         sql: include_str!("../migrations/0002_pdf_chunks.sql"),
     },
+    Migration {
+        set: "collection",
+        version: 3,
+        name: "trace parent span",
+        sql: include_str!("../migrations/0003_trace.sql"),
+    },
 ];
 
 const AUTHORIZATION_PDF: PdfTable = PdfTable("payer_authorization_pdf_chunk");
 
 macro_rules! auth_columns {
     () => {
-        "unit_appid, order_id, authorized_appid, source, money, bill, pdf_sha256, redirect_url, request_id, trace_id, s_pappid, \
+        "unit_appid, order_id, authorized_appid, source, money, bill, pdf_sha256, redirect_url, request_id, trace_id, trace_parent_id, \
+         s_pappid, \
          auth_url, auth_url_expires_at, state, openid, authorize_time, card_id, card_code, failure_reason, failure_message, \
          failure_errcode, failure_errmsg, failure_rid, failed_at, issue_attempts, reject_reason, wechat_invoice_status, \
          created_at, updated_at"
@@ -75,7 +84,7 @@ fn auth_from_row(row: &AnyRow) -> Result<Authorization, Error> {
         pdf_sha256: row.try_get("pdf_sha256")?,
         redirect_url: row.try_get("redirect_url")?,
         request_id: row.try_get("request_id")?,
-        trace_id: row.try_get("trace_id")?,
+        trace: TraceContext { trace_id: row.try_get("trace_id")?, parent_id: row.try_get("trace_parent_id")? },
         s_pappid: row.try_get("s_pappid")?,
         auth_url: row.try_get("auth_url")?,
         auth_url_expires_at: row.try_get("auth_url_expires_at")?,
@@ -175,6 +184,7 @@ impl Store {
     // --- authorizations ---
 
     pub async fn authorization(&self, key: &OrderKey) -> Result<Option<Authorization>, Error> {
+        let _span = storage_span("authorization");
         sqlx::query(concat!(
             "SELECT ",
             auth_columns!(),
@@ -189,6 +199,21 @@ impl Store {
         .transpose()
     }
 
+    /// The order's trace (for the spans of its later work).
+    pub async fn trace(&self, key: &OrderKey) -> Result<Option<TraceContext>, Error> {
+        let row = sqlx::query(
+            "SELECT trace_id, trace_parent_id FROM payer_authorization WHERE unit_appid = $1 AND order_id = $2",
+        )
+        .bind(&key.unit_appid)
+        .bind(&key.order_id)
+        .fetch_optional(self.db.pool())
+        .await?;
+        row.map(|row| {
+            Ok(TraceContext { trace_id: row.try_get("trace_id")?, parent_id: row.try_get("trace_parent_id")? })
+        })
+        .transpose()
+    }
+
     pub async fn authorization_by_request_id(&self, request_id: &str) -> Result<Option<Authorization>, Error> {
         sqlx::query(concat!("SELECT ", auth_columns!(), " FROM payer_authorization WHERE request_id = $1"))
             .bind(request_id)
@@ -200,12 +225,14 @@ impl Store {
     }
 
     pub async fn insert_authorization(&self, auth: &Authorization, pdf: Option<&Bytes>) -> Result<(), Error> {
+        let _span = storage_span("insert_authorization");
         let bill = serde_json::to_string(&auth.bill).expect("bill serializes");
         let mut tx = self.db.begin_write().await?;
         sqlx::query(
             "INSERT INTO payer_authorization (unit_appid, order_id, authorized_appid, source, money, bill, pdf_sha256, redirect_url,
-                request_id, s_pappid, auth_url, auth_url_expires_at, state, created_at, updated_at, trace_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending', $13, $13, $14)",
+                request_id, s_pappid, auth_url, auth_url_expires_at, state, created_at, updated_at, trace_id,
+                trace_parent_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending', $13, $13, $14, $15)",
         )
         .bind(&auth.key.unit_appid)
         .bind(&auth.key.order_id)
@@ -220,7 +247,8 @@ impl Store {
         .bind(&auth.auth_url)
         .bind(auth.auth_url_expires_at)
         .bind(auth.created_at)
-        .bind(&auth.trace_id)
+        .bind(&auth.trace.trace_id)
+        .bind(&auth.trace.parent_id)
         .execute(&mut *tx)
         .await?;
         if let Some(pdf) = pdf {
@@ -231,6 +259,7 @@ impl Store {
 
     /// A new link for an expired authorization: pending again.
     pub async fn renew_link(&self, key: &OrderKey, auth_url: &str, expires_at: i64, now: i64) -> Result<bool, Error> {
+        let _span = storage_span("renew_link");
         let event = AuthEvent::LinkRenewed;
         let done = sqlx::query(event_sql(
             "UPDATE payer_authorization SET auth_url = $3, auth_url_expires_at = $4, state = '{to}', updated_at = $5
@@ -248,6 +277,7 @@ impl Store {
     }
 
     pub async fn pdf(&self, key: &OrderKey) -> Result<Option<Bytes>, Error> {
+        let _span = storage_span("pdf");
         AUTHORIZATION_PDF.read(self.db.pool(), &key.unit_appid, &key.order_id).await
     }
 
@@ -277,6 +307,7 @@ impl Store {
     /// authorized: all in one transaction. A push naming another s_pappid than the order was
     /// created under is refused before anything is written.
     pub async fn record_push(&self, push: &PushRow<'_>, now: i64) -> Result<PushOutcome, Error> {
+        let _span = storage_span("record_push");
         let mut tx = self.db.begin_write().await?;
         let current = sqlx::query(
             "SELECT authorized_appid, s_pappid FROM payer_authorization WHERE unit_appid = $1 AND order_id = $2",
@@ -356,6 +387,7 @@ impl Store {
         invoice_status: &str,
         now: i64,
     ) -> Result<bool, Error> {
+        let _span = storage_span("authorize_by_sync");
         let mut tx = self.db.begin_write().await?;
         let changed = authorize(&mut tx, key, None, auth_time, Some(invoice_status), now).await?;
         tx.commit().await?;
@@ -364,6 +396,7 @@ impl Store {
 
     /// Records getauthdata's answer on an authorization that stays as it is.
     pub async fn record_sync(&self, key: &OrderKey, invoice_status: Option<&str>, now: i64) -> Result<(), Error> {
+        let _span = storage_span("record_sync");
         sqlx::query(
             "UPDATE payer_authorization SET wechat_invoice_status = COALESCE($3, wechat_invoice_status), last_sync_at = $4
              WHERE unit_appid = $1 AND order_id = $2",
@@ -379,6 +412,7 @@ impl Store {
 
     /// Applies `event` to an authorization; false if its state does not allow it.
     pub async fn transition(&self, key: &OrderKey, event: AuthEvent, now: i64) -> Result<bool, Error> {
+        let _span = storage_span("transition");
         let done = sqlx::query(event_sql(
             "UPDATE payer_authorization SET state = '{to}', updated_at = $3
              WHERE unit_appid = $1 AND order_id = $2 AND state IN ({from})",
@@ -419,6 +453,7 @@ impl Store {
 
     /// Rejected by the unit: final; any queued job is dropped.
     pub async fn reject(&self, key: &OrderKey, reason: &str, now: i64) -> Result<bool, Error> {
+        let _span = storage_span("reject");
         let mut tx = self.db.begin_write().await?;
         let event = AuthEvent::UnitRejected;
         let done = sqlx::query(event_sql(
@@ -443,6 +478,7 @@ impl Store {
 
     /// RetryIssue: a failed issue is queued again.
     pub async fn retry_issue(&self, key: &OrderKey, now: i64) -> Result<bool, Error> {
+        let _span = storage_span("retry_issue");
         let mut tx = self.db.begin_write().await?;
         let event = AuthEvent::RetryIssue;
         let done = sqlx::query(event_sql(
@@ -528,6 +564,7 @@ impl Store {
 
     /// The bureau answered with a final bill: the authorization records it and the job ends.
     pub async fn finish_job(&self, key: &OrderKey, holder: &str, outcome: &JobOutcome, now: i64) -> Result<(), Error> {
+        let _span = storage_span("finish_job");
         let mut tx = self.db.begin_write().await?;
         let deleted = sqlx::query("DELETE FROM outbox WHERE unit_appid = $1 AND order_id = $2 AND lease_holder = $3")
             .bind(&key.unit_appid)
@@ -568,6 +605,7 @@ impl Store {
 
     /// The bureau accepted the bill and is issuing it: poll later.
     pub async fn job_in_progress(&self, key: &OrderKey, holder: &str, next_at: i64, now: i64) -> Result<(), Error> {
+        let _span = storage_span("job_in_progress");
         let mut tx = self.db.begin_write().await?;
         let updated = sqlx::query(
             "UPDATE outbox SET phase = 'poll', next_attempt_at = $4, lease_holder = NULL, lease_until = 0, last_error = NULL
@@ -605,6 +643,7 @@ impl Store {
         failure: &Failure,
         now: i64,
     ) -> Result<(), Error> {
+        let _span = storage_span("retry_job");
         let mut tx = self.db.begin_write().await?;
         let updated = sqlx::query(
             "UPDATE outbox SET attempts = attempts + 1, last_error = $4, next_attempt_at = $5, lease_holder = NULL, lease_until = 0
@@ -626,6 +665,7 @@ impl Store {
 
     /// Gives a job back untouched (shutdown).
     pub async fn release_job(&self, key: &OrderKey, holder: &str) -> Result<(), Error> {
+        let _span = storage_span("release_job");
         sqlx::query("UPDATE outbox SET lease_holder = NULL, lease_until = 0 WHERE unit_appid = $1 AND order_id = $2 AND lease_holder = $3")
             .bind(&key.unit_appid)
             .bind(&key.order_id)

@@ -7,9 +7,10 @@ use std::process::ExitCode;
 
 use serde::de::DeserializeOwned;
 
-use crate::config::{Command, CommandLine, load};
+use crate::config::{Command, CommandLine, LogConfig, load};
 use crate::lifecycle::RunningService;
 use crate::preflight::Checklist;
+use crate::telemetry::{self, TelemetryConfig};
 
 /// What a service binary needs from its crate.
 pub struct Service<C, Start, Preflight> {
@@ -17,8 +18,8 @@ pub struct Service<C, Start, Preflight> {
     pub program: &'static str,
     /// The prefix of its environment overrides: `BUREAU`, `COLLECTION`.
     pub env_prefix: &'static str,
-    /// Whether the configuration asks for JSON logs.
-    pub json_logs: fn(&C) -> bool,
+    /// The configuration's `[log]` and `[telemetry]` sections.
+    pub observability: fn(&C) -> (&LogConfig, &TelemetryConfig),
     pub start: Start,
     pub preflight: Preflight,
 }
@@ -37,7 +38,7 @@ where
     Preflight: FnOnce(C) -> Checked,
     Checked: Future<Output = Checklist>,
 {
-    let Service { program, env_prefix, json_logs, start, preflight } = service;
+    let Service { program, env_prefix, observability, start, preflight } = service;
     let line = match CommandLine::parse(program, env_prefix, args) {
         Ok(line) => line,
         Err(message) => {
@@ -54,23 +55,28 @@ where
     };
     match line.command {
         Command::Preflight => {
-            crate::server::init_tracing(json_logs(&config), "warn");
+            let (log, _) = observability(&config);
+            let telemetry = telemetry::init(program, log, &TelemetryConfig::default(), "warn");
             let checklist = preflight(config).await;
             print!("{program} preflight\n{}", checklist.render());
+            telemetry.shutdown();
             if checklist.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
         Command::Serve => {
             crate::server::return_large_buffers_to_the_system();
-            crate::server::init_tracing(json_logs(&config), "info");
+            let (log, telemetry_config) = observability(&config);
+            let telemetry = telemetry::init(program, log, telemetry_config, "info");
             let running = match start(config).await {
                 Ok(running) => running,
                 Err(error) => {
                     eprintln!("{program}: {error}");
+                    telemetry.shutdown();
                     return ExitCode::FAILURE;
                 }
             };
             crate::server::shutdown_signal().await;
             running.stop().await;
+            telemetry.shutdown();
             ExitCode::SUCCESS
         }
     }

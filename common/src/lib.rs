@@ -17,5 +17,6 @@ pub mod proto;
 pub mod server;
 pub mod sql_credentials;
 pub mod status;
+pub mod telemetry;
 pub mod tls;
 pub mod trace;

@@ -19,6 +19,7 @@ use tower::layer::util::{Identity, Stack};
 use crate::auth::{AuthLayer, Authenticator};
 use crate::metrics::{GrpcMetricsLayer, Metrics};
 use crate::proto::FILE_DESCRIPTOR_SET;
+use crate::trace::GrpcTraceLayer;
 
 /// Health of one gRPC server: the overall status ("") and the named services.
 #[derive(Clone)]
@@ -54,8 +55,9 @@ impl Health {
     }
 }
 
-/// The layers every gRPC request passes: metrics (outermost), then authentication.
-pub type GrpcLayers = Stack<Stack<AuthLayer, Stack<GrpcMetricsLayer, Identity>>, Identity>;
+/// The layers every gRPC request passes: its server span (outermost), metrics, then
+/// authentication.
+pub type GrpcLayers = Stack<Stack<AuthLayer, Stack<GrpcMetricsLayer, Stack<GrpcTraceLayer, Identity>>>, Identity>;
 
 /// What a service's gRPC server is built with.
 pub struct GrpcOptions {
@@ -98,8 +100,11 @@ pub async fn base_router(options: GrpcOptions) -> Result<(Router<GrpcLayers>, He
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
     }
-    let layers =
-        ServiceBuilder::new().layer(GrpcMetricsLayer(metrics)).layer(AuthLayer::new(authenticator)).into_inner();
+    let layers = ServiceBuilder::new()
+        .layer(GrpcTraceLayer)
+        .layer(GrpcMetricsLayer(metrics))
+        .layer(AuthLayer::new(authenticator))
+        .into_inner();
     let router = builder.layer(layers).add_service(health_service).add_service(v1).add_service(v1alpha);
     Ok((router, health))
 }
@@ -247,13 +252,4 @@ pub fn return_large_buffers_to_the_system() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
     }
-}
-
-/// Human-readable logs by default, JSON lines with `json`; `RUST_LOG` filters, else
-/// `default_filter` (e.g. "info").
-pub fn init_tracing(json: bool, default_filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = if json { builder.json().try_init() } else { builder.try_init() };
 }

@@ -1,7 +1,16 @@
 //! W3C trace context (`traceparent`): one order is one trace, from the unit's business system
-//! through collection-svc into bureau-svc, visible as `trace_id` in both services' logs.
+//! through collection-svc into bureau-svc, visible as `trace_id` in both services' logs and,
+//! with span export on, in the exported spans (see [`crate::telemetry`]). Every gRPC request
+//! runs in a server span whose parent is the caller's `traceparent`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use tonic::metadata::MetadataMap;
+use tracing::Instrument;
+
+use crate::telemetry;
 
 /// A trace and the span that is its current parent.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,11 +65,101 @@ impl TraceContext {
         metadata.get("traceparent").and_then(|v| v.to_str().ok()).and_then(Self::parse).unwrap_or_else(Self::root)
     }
 
+    /// The trace a request runs in, to store with what it creates: the current (server) span's
+    /// when spans are exported, so that later work continues it as a child of that span; else
+    /// the caller's, or a new one.
+    pub fn of_request(metadata: &MetadataMap) -> Self {
+        match telemetry::current_ids() {
+            Some((trace_id, parent_id)) => Self { trace_id, parent_id },
+            None => Self::from_metadata(metadata),
+        }
+    }
+
+    /// The context to send with a call made now on behalf of `stored` (an order's trace): the
+    /// current (client) span's when spans are exported; else the stored trace with a new span id.
+    pub fn for_call(stored: &TraceContext) -> Self {
+        match telemetry::current_ids() {
+            Some((trace_id, parent_id)) => Self { trace_id, parent_id },
+            None => Self::continuing(&stored.trace_id),
+        }
+    }
+
+    /// Makes `span` (not yet entered) a child of this context's span, when spans are exported
+    /// and the span is known; later work on a stored order thus stays in the order's trace.
+    pub fn continue_in(&self, span: &tracing::Span) {
+        if !self.parent_id.is_empty() && telemetry::exporting() {
+            telemetry::continue_trace(span, &self.trace_id, &self.parent_id);
+        }
+    }
+
     /// Sends this trace on with a call.
     pub fn inject(&self, metadata: &mut MetadataMap) {
         if let Ok(value) = self.header().parse() {
             metadata.insert("traceparent", value);
         }
+    }
+}
+
+/// A tower layer running every request to this project's gRPC services in a server span, a
+/// child of the caller's `traceparent` (health and reflection stay out).
+#[derive(Clone, Copy, Default)]
+pub struct GrpcTraceLayer;
+
+impl<S> tower::Layer<S> for GrpcTraceLayer {
+    type Service = GrpcTraceService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcTraceService { inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct GrpcTraceService<S> {
+    inner: S,
+}
+
+type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+impl<S, B, R> tower::Service<http::Request<B>> for GrpcTraceService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>> + Send + 'static,
+    S::Future: Send + 'static,
+    R: Send + 'static,
+{
+    type Response = http::Response<R>;
+    type Error = S::Error;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let path = request.uri().path();
+        if !path.starts_with("/fiscalbill.") {
+            return Box::pin(self.inner.call(request));
+        }
+        let span = tracing::info_span!(
+            "grpc.server",
+            otel.name = path.trim_start_matches('/'),
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.grpc.status_code = tracing::field::Empty,
+        );
+        let caller = request.headers().get("traceparent").and_then(|v| v.to_str().ok()).and_then(TraceContext::parse);
+        if let Some(caller) = caller {
+            telemetry::continue_trace(&span, &caller.trace_id, &caller.parent_id);
+        }
+        let response = self.inner.call(request);
+        Box::pin(
+            async move {
+                let response = response.await?;
+                let code = response.headers().get("grpc-status").and_then(|v| v.to_str().ok()).unwrap_or("0");
+                tracing::Span::current().record("rpc.grpc.status_code", code);
+                Ok(response)
+            }
+            .instrument(span),
+        )
     }
 }
 

@@ -158,6 +158,7 @@ pub fn bureau(addresses: &Addresses, data_dir: &Path) -> bureau_config::BureauCo
         }],
         auth: development_auth(),
         log: Default::default(),
+        telemetry: Default::default(),
     }
 }
 
@@ -200,6 +201,7 @@ pub fn collection(addresses: &Addresses, data_dir: &Path) -> collection_config::
         dispatch: Default::default(),
         auth: development_auth(),
         log: Default::default(),
+        telemetry: Default::default(),
     }
 }
 

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use devstack::{Addresses, DEMO_OPENID};
+use fiscalbill_common::config::LogConfig;
+use fiscalbill_common::telemetry::{self, TelemetryConfig};
 
 const USAGE: &str = "usage: devstack [demo] [--data-dir ./var] [--fresh] [--sandbox 127.0.0.1:8900] [--collection-grpc 127.0.0.1:50051] \
 [--bureau-grpc 127.0.0.1:50052] [--collection-http 127.0.0.1:8081] [--bureau-http 127.0.0.1:8082] \
@@ -104,7 +106,9 @@ async fn main() -> ExitCode {
         }
     };
     // The demo narrates; only warnings and errors are logged beside it.
-    fiscalbill_common::server::init_tracing(args.json_logs, if args.demo { "warn" } else { "info" });
+    let log = LogConfig { json: args.json_logs };
+    let _telemetry =
+        telemetry::init("fiscalbill-dev", &log, &TelemetryConfig::default(), if args.demo { "warn" } else { "info" });
     if args.demo {
         return match devstack::demo::run().await {
             Ok(()) => ExitCode::SUCCESS,

@@ -4,7 +4,9 @@
 
 use std::path::Path;
 
+use fiscalbill_common::config::LogConfig;
 use fiscalbill_common::lifecycle::RunningService;
+use fiscalbill_common::telemetry::TelemetryConfig;
 
 use crate::Addresses;
 
@@ -64,6 +66,14 @@ impl ServiceConfig {
         match self {
             ServiceConfig::Bureau(config) => config.issuing.pdf_max_bytes = bytes,
             ServiceConfig::Collection(config) => config.authorization.pdf_max_bytes = bytes,
+        }
+    }
+
+    /// Its `[log]` and `[telemetry]` sections.
+    pub fn observability(&self) -> (&LogConfig, &TelemetryConfig) {
+        match self {
+            ServiceConfig::Bureau(config) => (&config.log, &config.telemetry),
+            ServiceConfig::Collection(config) => (&config.log, &config.telemetry),
         }
     }
 

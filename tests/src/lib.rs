@@ -2,6 +2,8 @@
 //! 127.0.0.1, each service in a runtime of its own so that a test can stop, crash and restart
 //! it on the same ports and database.
 
+pub mod processes;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -403,6 +405,7 @@ impl Stack {
             }],
             auth: self.auth(&[("collection", BUREAU_API_KEY, &["*"])]),
             log: Default::default(),
+            telemetry: Default::default(),
         }
     }
 
@@ -471,6 +474,7 @@ impl Stack {
                 ("tokens", TOKENS_API_KEY, &["GetAccessToken", "GetCardTicket"]),
             ]),
             log: Default::default(),
+            telemetry: Default::default(),
         }
     }
 

@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 
 use crate::Endpoint;
 use crate::error::{WechatError, split_errmsg};
@@ -231,7 +232,12 @@ impl WechatClient {
     pub async fn pdf_digest(&self, pdf_url: &str, max_bytes: usize) -> Result<(String, usize), WechatError> {
         let endpoint = Endpoint::GetPdf;
         let started = Instant::now();
-        let result = self.digest_once(pdf_url, max_bytes).await;
+        let span =
+            tracing::info_span!("wechat.pdf_download", otel.kind = "client", otel.status_code = tracing::field::Empty);
+        let result = self.digest_once(pdf_url, max_bytes).instrument(span.clone()).await;
+        if result.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
         let outcome = format!("download_{}", outcome_label(&result));
         for observer in &self.observers {
             observer.observe(endpoint, &outcome, started.elapsed());
@@ -292,7 +298,23 @@ impl WechatClient {
         let mut resends = 0;
         loop {
             let started = Instant::now();
-            let result = self.send_once(endpoint, access_token, query, &payload).await;
+            // A client span per attempt; the URL's path only (its query holds the token).
+            let span = tracing::info_span!(
+                "wechat.call",
+                otel.name = endpoint.path(),
+                otel.kind = "client",
+                otel.status_code = tracing::field::Empty,
+                url.path = endpoint.path(),
+                wechat.errcode = tracing::field::Empty,
+                wechat.rid = tracing::field::Empty,
+            );
+            let result = self.send_once(endpoint, access_token, query, &payload).instrument(span.clone()).await;
+            if let Err(error) = &result {
+                span.record("otel.status_code", "ERROR");
+                span.record("wechat.errcode", error.errcode());
+                span.record("wechat.rid", error.rid());
+            }
+            drop(span);
             let elapsed = started.elapsed();
             let elapsed_ms = elapsed.as_millis() as u64;
             let outcome = outcome_label(&result);

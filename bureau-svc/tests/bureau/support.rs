@@ -152,6 +152,7 @@ pub fn bureau_config(sandbox: &str, db: &DatabaseConfig, issuing: &IssuingConfig
         }],
         auth: fiscalbill_common::auth::AuthConfig { enabled: false, clients: Vec::new() },
         log: Default::default(),
+        telemetry: Default::default(),
     }
 }
 

@@ -5,6 +5,7 @@
 use std::process::ExitCode;
 
 use devstack::services::{Role, ServiceConfig};
+use fiscalbill_common::telemetry;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -20,22 +21,29 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    fiscalbill_common::server::init_tracing(false, "warn");
-    let started = match Role::parse(role) {
-        Some(role) => match ServiceConfig::from_json(role, &text) {
-            Ok(config) => config.start().await,
-            Err(error) => Err(error),
-        },
-        None => Err(format!("unknown role {role}")),
+    let config = match Role::parse(role).ok_or_else(|| format!("unknown role {role}")) {
+        Ok(role) => ServiceConfig::from_json(role, &text).map(|config| (role, config)),
+        Err(error) => Err(error),
     };
-    let running = match started {
-        Ok(running) => running,
+    let (role, config) = match config {
+        Ok(config) => config,
         Err(message) => {
             eprintln!("{role}: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let (log, telemetry_config) = config.observability();
+    let telemetry = telemetry::init(role.name(), log, telemetry_config, "warn");
+    let running = match config.start().await {
+        Ok(running) => running,
+        Err(message) => {
+            eprintln!("{}: {message}", role.name());
+            telemetry.shutdown();
             return ExitCode::FAILURE;
         }
     };
     fiscalbill_common::server::shutdown_signal().await;
     running.stop().await;
+    telemetry.shutdown();
     ExitCode::SUCCESS
 }

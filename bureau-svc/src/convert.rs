@@ -1,10 +1,9 @@
 //! Proto messages ⇄ the bureau's domain. Requests are destructured without `..`, so a new
 //! field is a compile error here until it is handled; every violation is reported at once.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use fiscalbill_common::bill::{
-    BillContent, check_appid, check_order_id, check_page_size, check_request_id, optional_timestamp, timestamp,
+    BillContent, check_appid, check_order_id, check_page_size, check_request_id, is_appid, optional_timestamp,
+    timestamp,
 };
 use fiscalbill_common::proto::bureau as pb;
 use fiscalbill_common::proto::types as types_pb;
@@ -13,7 +12,7 @@ use wechat::image::{IMAGE_HOST, LogoImage, is_wechat_image_url};
 use wechat::types::ReimburseStatus;
 
 use crate::domain::{Bill, BillKey, BillQuery, BillState, Failure, IssueRequest, Logo, PdfOrigin, Unit};
-use fiscalbill_common::paging::Cursor;
+use fiscalbill_common::paging::{Cursor, decode_token, encode_token};
 use fiscalbill_common::trace::TraceContext;
 
 pub fn issue_request(
@@ -122,9 +121,20 @@ pub fn list_bills(request: pb::ListBillsRequest) -> Result<BillQuery, ApiError> 
         }
     };
     let limit = check_page_size(&mut violations, "page_size", page_size);
-    let after = Cursor::from_page_token(&page_token, "ListBills", &mut violations);
+    let mut query = BillQuery { unit_appid: (!unit_appid.is_empty()).then_some(unit_appid), state, limit, after: None };
+    let after = Cursor::from_token(&page_token, LIST_BILLS, &bill_filters(&query));
+    violations.add_with_others(&after);
     violations.into_result()?;
-    Ok(BillQuery { unit_appid: (!unit_appid.is_empty()).then_some(unit_appid), state, limit, after })
+    query.after = after?;
+    Ok(query)
+}
+
+const LIST_BILLS: &str = "ListBills";
+const LIST_CARD_TEMPLATES: &str = "ListCardTemplates";
+
+/// What a ListBills page token is bound to.
+fn bill_filters(query: &BillQuery) -> [&str; 2] {
+    [query.unit_appid.as_deref().unwrap_or_default(), query.state.map_or("", BillState::as_str)]
 }
 
 /// ListCardTemplates: (after appid, limit).
@@ -132,28 +142,31 @@ pub fn list_templates(request: pb::ListCardTemplatesRequest) -> Result<(String, 
     let pb::ListCardTemplatesRequest { page_size, page_token } = request;
     let mut violations = Violations::default();
     let limit = check_page_size(&mut violations, "page_size", page_size);
-    let after = if page_token.is_empty() {
-        String::new()
-    } else {
-        match URL_SAFE_NO_PAD.decode(&page_token).ok().and_then(|raw| String::from_utf8(raw).ok()) {
-            Some(appid) => appid,
-            None => {
-                violations.add("page_token", "is not a token from a previous ListCardTemplates response");
-                String::new()
-            }
-        }
+    let after = match page_token.as_str() {
+        "" => Ok(String::new()),
+        token => decode_token(token, LIST_CARD_TEMPLATES, &[]).and_then(|[appid]| {
+            is_appid(&appid).then_some(appid).ok_or_else(|| {
+                ApiError::invalid_field(
+                    "INVALID_PAGE_TOKEN",
+                    "page_token",
+                    "is not a token from a previous ListCardTemplates response",
+                )
+            })
+        }),
     };
+    violations.add_with_others(&after);
     violations.into_result()?;
-    Ok((after, limit))
+    Ok((after?, limit))
 }
 
 pub fn template_page_token(last: &Unit) -> String {
-    URL_SAFE_NO_PAD.encode(&last.appid)
+    encode_token(LIST_CARD_TEMPLATES, &[], &[&last.appid])
 }
 
-pub fn bill_page_token(last: &Bill) -> String {
+/// The token of the ListBills page after `last`, for the same `query`.
+pub fn bill_page_token(query: &BillQuery, last: &Bill) -> String {
     Cursor { created_at: last.created_at, unit_appid: last.key.unit_appid.clone(), order_id: last.key.order_id.clone() }
-        .encode()
+        .token(LIST_BILLS, &bill_filters(query))
 }
 
 pub fn reimburse_status(value: i32) -> Result<ReimburseStatus, ApiError> {

@@ -100,6 +100,7 @@ pub async fn start(config: BureauConfig) -> Result<RunningService, StartError> {
         .map_err(|e| StartError::Client(e.to_string()))?
         .with_observer(metrics.clone())
         .with_observer(reachability.clone());
+    let max_message = config.issuing.pdf_max_bytes + 256 * 1024;
     let server = &config.server;
     let spec = ServiceSpec {
         name: "bureau-svc",
@@ -109,6 +110,7 @@ pub async fn start(config: BureauConfig) -> Result<RunningService, StartError> {
             tls: server.tls.as_ref().map(ServerTls::tonic).transpose()?,
             authenticator: Authenticator::new(&config.auth, DOMAIN)?,
             metrics: metrics.clone(),
+            max_message_bytes: max_message,
         },
         storage: Storage {
             config: config.database.clone(),
@@ -119,7 +121,6 @@ pub async fn start(config: BureauConfig) -> Result<RunningService, StartError> {
     };
 
     let cell: AppCell<App> = Arc::default();
-    let max_message = config.issuing.pdf_max_bytes + 256 * 1024;
     let service = BureauServiceServer::new(service::BureauGrpc::new(cell.clone()))
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);

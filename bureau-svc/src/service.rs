@@ -141,7 +141,7 @@ impl BureauService for BureauGrpc {
         let page = app.bills.list(&query).await?;
         Ok(Response::new(pb::ListBillsResponse {
             bills: page.items.iter().map(convert::bill_to_proto).collect(),
-            next_page_token: page.next_page_token(convert::bill_page_token),
+            next_page_token: page.next_page_token(|last| convert::bill_page_token(&query, last)),
         }))
     }
 

@@ -233,7 +233,15 @@ impl Authorizations {
         let now = now_millis();
         let status = match answer {
             Ok(data) if data.is_authorized() => {
-                if self.store.authorize_by_sync(key, data.auth_time * 1000, &data.invoice_status, now).await? {
+                // WeChat says authorized; an absurd auth_time is not kept (the time we learned
+                // of it stands in), so that no stored time overflows or becomes unreadable.
+                let auth_time = if wechat::clock::is_plausible(data.auth_time, now / 1000) {
+                    data.auth_time * 1000
+                } else {
+                    tracing::warn!(order = %key, auth_time = data.auth_time, "getauthdata answered an implausible auth_time; using the time of the sync");
+                    now
+                };
+                if self.store.authorize_by_sync(key, auth_time, &data.invoice_status, now).await? {
                     tracing::info!(order = %key, "authorization found through getauthdata (the push was lost)");
                     self.dispatcher.kick();
                 }

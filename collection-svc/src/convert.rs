@@ -115,14 +115,25 @@ pub fn list_request(request: pb::ListAuthorizationsRequest) -> Result<AuthQuery,
         }
     };
     let limit = check_page_size(&mut violations, "page_size", page_size);
-    let after = Cursor::from_page_token(&page_token, "ListAuthorizations", &mut violations);
+    let mut query = AuthQuery { unit_appid: (!unit_appid.is_empty()).then_some(unit_appid), state, limit, after: None };
+    let after = Cursor::from_token(&page_token, LIST_AUTHORIZATIONS, &filters(&query));
+    violations.add_with_others(&after);
     violations.into_result()?;
-    Ok(AuthQuery { unit_appid: (!unit_appid.is_empty()).then_some(unit_appid), state, limit, after })
+    query.after = after?;
+    Ok(query)
 }
 
-pub fn page_token(last: &Authorization) -> String {
+const LIST_AUTHORIZATIONS: &str = "ListAuthorizations";
+
+/// What a ListAuthorizations page token is bound to.
+fn filters(query: &AuthQuery) -> [&str; 2] {
+    [query.unit_appid.as_deref().unwrap_or_default(), query.state.map_or("", AuthState::as_str)]
+}
+
+/// The token of the ListAuthorizations page after `last`, for the same `query`.
+pub fn page_token(query: &AuthQuery, last: &Authorization) -> String {
     Cursor { created_at: last.created_at, unit_appid: last.key.unit_appid.clone(), order_id: last.key.order_id.clone() }
-        .encode()
+        .token(LIST_AUTHORIZATIONS, &filters(query))
 }
 
 fn state_from_proto(state: pb::AuthorizationState) -> AuthState {

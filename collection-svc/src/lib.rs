@@ -90,6 +90,7 @@ pub async fn start(config: CollectionConfig) -> Result<RunningService, StartErro
             tls: server.tls.as_ref().map(ServerTls::tonic).transpose()?,
             authenticator: Authenticator::new(&config.auth, DOMAIN)?,
             metrics: metrics.clone(),
+            max_message_bytes: max_message,
         },
         storage: Storage {
             config: config.database.clone(),

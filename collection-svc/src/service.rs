@@ -73,7 +73,7 @@ impl CollectionService for CollectionGrpc {
         let page = app.authorizations.list(&query).await?;
         Ok(Response::new(pb::ListAuthorizationsResponse {
             authorizations: page.items.iter().map(convert::to_proto).collect(),
-            next_page_token: page.next_page_token(convert::page_token),
+            next_page_token: page.next_page_token(|last| convert::page_token(&query, last)),
         }))
     }
 

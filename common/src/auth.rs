@@ -117,6 +117,11 @@ impl Authenticator {
         Ok(Self { enabled: config.enabled, clients, domain })
     }
 
+    /// The ErrorInfo domain of the service's errors.
+    pub fn domain(&self) -> &'static str {
+        self.domain
+    }
+
     /// Checks a call of `path` (`/package.Service/Method`) with its `authorization` header.
     /// Returns the client's name (None when authentication is off or the path is open).
     pub fn check(&self, path: &str, authorization: Option<&str>) -> Result<Option<&str>, ApiError> {
@@ -124,7 +129,7 @@ impl Authenticator {
             return Ok(None);
         }
         let method = path.rsplit('/').next().unwrap_or_default();
-        let key = authorization.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim).filter(|k| !k.is_empty());
+        let key = authorization.and_then(bearer_key);
         let Some(key) = key else {
             return Err(ApiError::new(
                 Code::Unauthenticated,
@@ -155,6 +160,13 @@ impl Authenticator {
         }
         Ok(Some(&client.name))
     }
+}
+
+/// The key of `Bearer <key>`; the scheme is case-insensitive (RFC 7235).
+fn bearer_key(header: &str) -> Option<&str> {
+    let (scheme, key) = header.trim().split_once(' ')?;
+    let key = key.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !key.is_empty()).then_some(key)
 }
 
 /// A client-side interceptor sending `authorization: Bearer <key>` (or nothing).
@@ -267,6 +279,13 @@ mod tests {
         assert_eq!(auth.check(CREATE, None).unwrap_err().reason, "API_KEY_MISSING");
         assert_eq!(auth.check(CREATE, Some("Basic x")).unwrap_err().reason, "API_KEY_MISSING");
         assert_eq!(auth.check(CREATE, Some("Bearer nope")).unwrap_err().code, Code::Unauthenticated);
+        // The scheme is case-insensitive; the key is not.
+        for header in ["bearer k-his", "BEARER k-his", "Bearer   k-his "] {
+            assert_eq!(auth.check(CREATE, Some(header)).unwrap(), Some("his"), "{header}");
+        }
+        for header in ["Bearer K-HIS", "Basic k-his", "Bearerk-his", "Bearer "] {
+            assert_eq!(auth.check(CREATE, Some(header)).unwrap_err().code, Code::Unauthenticated, "{header}");
+        }
         // `*` does not reach the secret methods; naming them does.
         assert_eq!(auth.check(TOKEN, Some("Bearer k-his")).unwrap_err().code, Code::PermissionDenied);
         assert_eq!(auth.check(TOKEN, Some("Bearer k-tok-long-enough-0001")).unwrap(), Some("tokens"));

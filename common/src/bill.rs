@@ -6,10 +6,6 @@ use serde::{Deserialize, Serialize};
 use crate::proto::types as pb;
 use crate::status::Violations;
 
-/// 2000-01-01T00:00:00Z: no fiscal e-bill is older.
-const EARLIEST_BILLING_TIME: i64 = 946_684_800;
-/// A bill may be dated at most a day ahead (clock skew between systems).
-const MAX_FUTURE_SECS: i64 = 86_400;
 /// 1e13 fen = 100 billion yuan: far above any bill, far below i64 overflow when summed.
 pub const MAX_FEE: i64 = 10_000_000_000_000;
 pub const MAX_ITEMS: usize = 200;
@@ -98,8 +94,12 @@ impl BillContent {
                 violations.add(at("billing_time"), "is required");
                 0
             }
-            Some(time) if time.seconds < EARLIEST_BILLING_TIME || time.seconds > now + MAX_FUTURE_SECS => {
+            Some(time) if !wechat::clock::is_plausible(time.seconds, now) => {
                 violations.add(at("billing_time"), "must lie between 2000-01-01 and one day from now");
+                0
+            }
+            Some(time) if !(0..=999_999_999).contains(&time.nanos) => {
+                violations.add(at("billing_time"), "nanos must lie in 0..=999999999");
                 0
             }
             Some(time) => time.seconds,
@@ -316,6 +316,16 @@ mod tests {
         assert_eq!(check(pb::BillContent { billing_time: None, ..valid() }), ["content.billing_time"]);
         let future = Some(prost_types::Timestamp { seconds: 1_800_000_000 + 86_401, nanos: 0 });
         assert_eq!(check(pb::BillContent { billing_time: future, ..valid() }), ["content.billing_time"]);
+        for (seconds, nanos) in
+            [(i64::MAX, 0), (253_402_300_800, 0), (1_700_000_000, -1), (1_700_000_000, 2_000_000_000)]
+        {
+            let time = Some(prost_types::Timestamp { seconds, nanos });
+            assert_eq!(
+                check(pb::BillContent { billing_time: time, ..valid() }),
+                ["content.billing_time"],
+                "{seconds}.{nanos}"
+            );
+        }
         assert_eq!(check(pb::BillContent { fee: 1600, ..valid() }), ["content.items"]);
         let mut bad_item = valid();
         bad_item.items[1].quantity = "2.50001".into();

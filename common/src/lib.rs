@@ -8,6 +8,7 @@ pub mod bill;
 pub mod binary;
 pub mod config;
 pub mod db;
+pub mod grpc_errors;
 pub mod lifecycle;
 pub mod metrics;
 pub mod paging;

@@ -270,14 +270,15 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let method = request.uri().path().rsplit('/').next().unwrap_or_default().to_owned();
+        // Only known methods become labels: a caller's made-up paths all count as "unknown".
+        let method = crate::proto::method_name(request.uri().path()).unwrap_or("unknown");
         let metrics = self.metrics.clone();
         let started = Instant::now();
         let response = self.inner.call(request);
         Box::pin(async move {
             let response = response.await?;
             let code = response.headers().get("grpc-status").and_then(|v| v.to_str().ok()).map_or("OK", code_name);
-            metrics.record_grpc(&method, code, started.elapsed());
+            metrics.record_grpc(method, code, started.elapsed());
             Ok(response)
         })
     }

@@ -48,3 +48,31 @@ pub use fiscalbill::r#type::v1 as types;
 
 /// Encoded `FileDescriptorSet` of every contract and its imports, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("fiscalbill_descriptor");
+
+/// The gRPC methods this project's servers answer, by path (`/fiscalbill.bureau.v1.BureauService/IssueBill`,
+/// health, reflection) → method name. Anything else a caller sends is unknown: it never becomes a
+/// metric label or a span name, so that callers cannot grow either.
+pub fn method_name(path: &str) -> Option<&'static str> {
+    static METHODS: std::sync::OnceLock<std::collections::HashMap<String, String>> = std::sync::OnceLock::new();
+    let methods = METHODS.get_or_init(|| {
+        use prost::Message;
+        let set =
+            prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).expect("the built descriptor set decodes");
+        let ours = set.file.iter().flat_map(|file| {
+            file.service.iter().flat_map(move |service| {
+                service.method.iter().map(move |method| {
+                    (format!("/{}.{}/{}", file.package(), service.name(), method.name()), method.name().to_owned())
+                })
+            })
+        });
+        let served = [
+            ("grpc.health.v1.Health", "Check"),
+            ("grpc.health.v1.Health", "Watch"),
+            ("grpc.reflection.v1.ServerReflection", "ServerReflectionInfo"),
+            ("grpc.reflection.v1alpha.ServerReflection", "ServerReflectionInfo"),
+        ]
+        .map(|(service, method)| (format!("/{service}/{method}"), method.to_owned()));
+        ours.chain(served).collect()
+    });
+    methods.get(path).map(String::as_str)
+}

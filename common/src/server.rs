@@ -17,6 +17,7 @@ use tower::ServiceBuilder;
 use tower::layer::util::{Identity, Stack};
 
 use crate::auth::{AuthLayer, Authenticator};
+use crate::grpc_errors::ErrorInfoLayer;
 use crate::metrics::{GrpcMetricsLayer, Metrics};
 use crate::proto::FILE_DESCRIPTOR_SET;
 use crate::trace::GrpcTraceLayer;
@@ -55,9 +56,10 @@ impl Health {
     }
 }
 
-/// The layers every gRPC request passes: its server span (outermost), metrics, then
-/// authentication.
-pub type GrpcLayers = Stack<Stack<AuthLayer, Stack<GrpcMetricsLayer, Stack<GrpcTraceLayer, Identity>>>, Identity>;
+/// The layers every gRPC request passes: its server span (outermost), metrics, ErrorInfo on
+/// the framework's own statuses, then authentication.
+pub type GrpcLayers =
+    Stack<Stack<AuthLayer, Stack<ErrorInfoLayer, Stack<GrpcMetricsLayer, Stack<GrpcTraceLayer, Identity>>>>, Identity>;
 
 /// What a service's gRPC server is built with.
 pub struct GrpcOptions {
@@ -66,12 +68,15 @@ pub struct GrpcOptions {
     pub tls: Option<ServerTlsConfig>,
     pub authenticator: Authenticator,
     pub metrics: Arc<Metrics>,
+    /// The largest message the service decodes (named when a larger one is refused).
+    pub max_message_bytes: usize,
 }
 
 /// A tonic router with health and reflection, NOT_SERVING until [`Health::set`], behind TLS
 /// (when configured), metrics and authentication. Add the service itself, then [`serve`].
 pub async fn base_router(options: GrpcOptions) -> Result<(Router<GrpcLayers>, Health), tonic::transport::Error> {
-    let GrpcOptions { services, tls, authenticator, metrics } = options;
+    let GrpcOptions { services, tls, authenticator, metrics, max_message_bytes } = options;
+    let errors = ErrorInfoLayer { domain: authenticator.domain(), max_message_bytes };
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let health = Health { reporter, services, serving: Arc::default(), detail: Arc::default() };
     health.set(false).await;
@@ -103,6 +108,7 @@ pub async fn base_router(options: GrpcOptions) -> Result<(Router<GrpcLayers>, He
     let layers = ServiceBuilder::new()
         .layer(GrpcTraceLayer)
         .layer(GrpcMetricsLayer(metrics))
+        .layer(errors)
         .layer(AuthLayer::new(authenticator))
         .into_inner();
     let router = builder.layer(layers).add_service(health_service).add_service(v1).add_service(v1alpha);

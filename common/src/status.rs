@@ -20,6 +20,16 @@ impl Violations {
         self.0.push(FieldViolation::new(field, description));
     }
 
+    /// When other fields are invalid too, adds the violations of `result`'s error (which has a
+    /// reason of its own, such as INVALID_PAGE_TOKEN) so that all are reported at once.
+    pub fn add_with_others<T>(&mut self, result: &Result<T, ApiError>) {
+        if let Err(error) = result
+            && !self.is_empty()
+        {
+            self.0.extend(error.violations.iter().cloned());
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -63,6 +73,14 @@ impl ApiError {
         let mut error =
             Self::new(Code::InvalidArgument, "INVALID_ARGUMENT", format!("invalid request: {}", summary.join("; ")));
         error.violations = violations.0;
+        error
+    }
+
+    /// INVALID_ARGUMENT with its own reason, about one field.
+    pub fn invalid_field(reason: &'static str, field: &str, description: impl Into<String>) -> Self {
+        let description = description.into();
+        let mut error = Self::new(Code::InvalidArgument, reason, format!("invalid request: {field}: {description}"));
+        error.violations = vec![FieldViolation::new(field, description)];
         error
     }
 

@@ -232,3 +232,40 @@ async fn a_push_naming_another_s_pappid_is_refused_without_effect_and_counted() 
     let metrics = metrics.text().await.unwrap();
     assert!(metrics.contains("fiscalbill_pushes_total{outcome=\"authorized\"} 1"), "{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_push_with_an_absurd_create_time_is_refused_and_counted() {
+    use wechat::Secret;
+    use wechat::callback::{CallbackKeys, PushFormat, PushMessage, PushMode, seal_push};
+    let mut stack = Stack::start(Options::default()).await;
+    stack.create("order-time").await;
+    let keys = CallbackKeys::new(UNIT, Secret::new(TOKEN), Some(&Secret::new(AES_KEY)), None, PushMode::Safe).unwrap();
+    let url = format!("http://{}/wechat/callback/{UNIT}", stack.collection_http);
+    // Signed with the unit's own keys: only the time is wrong (i64::MAX overflowed as
+    // milliseconds; year 10000 is no Timestamp a client can read; 1999 is before any bill).
+    for (nonce, create_time) in ["9223372036854775807", "253402300800", "946684799"].into_iter().enumerate() {
+        let message = PushMessage::new(
+            PushFormat::Xml,
+            [
+                ("ToUserName", "gh_c0000000000000"),
+                ("FromUserName", PAYER),
+                ("CreateTime", create_time),
+                ("MsgType", "event"),
+                ("Event", "user_authorize_invoice"),
+                ("SuccOrderId", "order-time"),
+                ("FailOrderId", ""),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        );
+        let sealed = seal_push(&keys, PushFormat::Xml, &message, 1_760_000_000, &nonce.to_string());
+        let response =
+            stack.http.post(format!("{url}?{}", sealed.query_string())).body(sealed.body).send().await.unwrap();
+        assert_eq!(response.status(), 400, "CreateTime {create_time}");
+    }
+    assert_eq!(stack.authorization("order-time").await.state, pb::AuthorizationState::Pending as i32);
+    let metrics = stack.http.get(format!("http://{}/metrics", stack.collection_admin)).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(metrics.contains("fiscalbill_pushes_total{outcome=\"refused_implausible_time\"} 3"), "{metrics}");
+}

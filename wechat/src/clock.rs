@@ -45,3 +45,31 @@ impl Clock for OffsetClock {
         unix_now() + self.offset()
     }
 }
+
+/// 2000-01-01T00:00:00Z: no time WeChat or a client sends us is older.
+pub const EARLIEST_PLAUSIBLE: i64 = 946_684_800;
+/// How far ahead of our clock a time may be (clocks drift).
+pub const MAX_AHEAD_SECS: i64 = 86_400;
+
+/// Whether `secs` (Unix seconds) is a believable time from WeChat or a client: between
+/// 2000-01-01 and one day after `now_secs`. Times enter as a push's CreateTime, getauthdata's
+/// auth_time and a bill's billing_time; an absurd one would overflow when turned into
+/// milliseconds or come back as a Timestamp no client can read.
+pub fn is_plausible(secs: i64, now_secs: i64) -> bool {
+    (EARLIEST_PLAUSIBLE..=now_secs.saturating_add(MAX_AHEAD_SECS)).contains(&secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plausible_times_lie_between_2000_and_tomorrow() {
+        let now = 1_800_000_000;
+        assert!(is_plausible(EARLIEST_PLAUSIBLE, now));
+        assert!(is_plausible(now + MAX_AHEAD_SECS, now));
+        for absurd in [EARLIEST_PLAUSIBLE - 1, now + MAX_AHEAD_SECS + 1, 0, -1, i64::MAX, i64::MIN, 253_402_300_800] {
+            assert!(!is_plausible(absurd, now), "{absurd}");
+        }
+    }
+}

@@ -34,6 +34,8 @@ pub enum MessageError {
     Missing(&'static str),
     #[error("push element {0} is invalid")]
     Invalid(&'static str),
+    #[error("push element {0} is not a plausible time (before 2000 or more than a day ahead)")]
+    ImplausibleTime(&'static str),
 }
 
 /// A push's named values in document order.
@@ -281,8 +283,13 @@ pub const EVENT_USER_AUTHORIZE_INVOICE: &str = "user_authorize_invoice";
 pub const EVENT_UPDATE_INVOICE_STATUS: &str = "update_invoice_status";
 
 impl PushMessage {
+    /// CreateTime, if it is a plausible time (see [`crate::clock`]): an absurd one is refused.
     fn create_time(&self) -> Result<i64, MessageError> {
-        self.require("CreateTime")?.trim().parse().map_err(|_| MessageError::Invalid("CreateTime"))
+        let time: i64 = self.require("CreateTime")?.trim().parse().map_err(|_| MessageError::Invalid("CreateTime"))?;
+        if !crate::clock::is_plausible(time, crate::clock::unix_now()) {
+            return Err(MessageError::ImplausibleTime("CreateTime"));
+        }
+        Ok(time)
     }
 
     fn non_empty(&self, name: &str) -> Option<String> {
@@ -424,16 +431,24 @@ mod tests {
             PushMessage::parse(neither.as_bytes()).unwrap().authorize_event(),
             Err(MessageError::Missing("SuccOrderId"))
         );
-        let no_time = DOC_EXAMPLE.replace("<CreateTime>1475134700</CreateTime>", "<CreateTime>soon</CreateTime>");
+        let not_a_time = DOC_EXAMPLE.replace("1475134700", "soon");
         assert_eq!(
-            PushMessage::parse(no_time.as_bytes()).unwrap().authorize_event(),
+            PushMessage::parse(not_a_time.as_bytes()).unwrap().authorize_event(),
             Err(MessageError::Invalid("CreateTime"))
         );
+        for time in ["9223372036854775807", "253402300800", "0", "946684799"] {
+            let bad_time = DOC_EXAMPLE.replace("1475134700", time);
+            assert_eq!(
+                PushMessage::parse(bad_time.as_bytes()).unwrap().authorize_event(),
+                Err(MessageError::ImplausibleTime("CreateTime")),
+                "{time}"
+            );
+        }
     }
 
     #[test]
     fn parses_status_events() {
-        let xml = "<xml><ToUserName>gh_1</ToUserName><FromUserName>o1</FromUserName><CreateTime>1</CreateTime><MsgType>event</MsgType><Event>update_invoice_status</Event><Status>INVOICE_REIMBURSE_LOCK</Status><CardId>pc</CardId><Code>123</Code></xml>";
+        let xml = "<xml><ToUserName>gh_1</ToUserName><FromUserName>o1</FromUserName><CreateTime>1475134700</CreateTime><MsgType>event</MsgType><Event>update_invoice_status</Event><Status>INVOICE_REIMBURSE_LOCK</Status><CardId>pc</CardId><Code>123</Code></xml>";
         let event = PushMessage::parse(xml.as_bytes()).unwrap().status_event().unwrap();
         assert_eq!(
             (event.status.as_str(), event.card_id.as_str(), event.code.as_str()),

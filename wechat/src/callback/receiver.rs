@@ -98,6 +98,7 @@ impl CallbackError {
             CallbackError::Decrypt(_) => "decrypt_failed",
             CallbackError::AppidMismatch => "appid_mismatch",
             CallbackError::Message(MessageError::TooLarge) => "too_large",
+            CallbackError::Message(MessageError::ImplausibleTime(_)) => "implausible_time",
             CallbackError::Message(_) => "malformed_body",
         }
     }

@@ -104,6 +104,8 @@ impl Authorizations {
         if let Some(existing) = self.store.authorization(&request.key).await? {
             return self.repeat(existing, &request, &pdf_sha256).await;
         }
+        // Before any WeChat call: a number another order holds gets no link.
+        self.check_billing_number(&request).await?;
 
         let s_pappid = self.bureau.s_pappid().await?;
         let link = self.auth_link(&authorized_appid, &s_pappid, &request).await?;
@@ -134,14 +136,28 @@ impl Authorizations {
             updated_at: now,
         };
         if let Err(error) = self.store.insert_authorization(&authorization, request.pdf.as_ref()).await {
-            // A concurrent call created it first.
-            return match self.store.authorization(&request.key).await? {
-                Some(existing) => self.repeat(existing, &request, &authorization.pdf_sha256).await,
-                None => Err(error.into()),
-            };
+            // A concurrent call created the order, or another order took the number, first.
+            if let Some(existing) = self.store.authorization(&request.key).await? {
+                return self.repeat(existing, &request, &authorization.pdf_sha256).await;
+            }
+            self.check_billing_number(&request).await?;
+            return Err(error.into());
         }
         tracing::info!(order = %request.key, source = request.source.as_str(), "authorization link created");
         Ok(authorization)
+    }
+
+    /// Refuses a billing number that another order holds.
+    async fn check_billing_number(&self, request: &CreateRequest) -> Result<(), CollectionError> {
+        let (billing_no, billing_code) = (&request.bill.billing_no, &request.bill.billing_code);
+        match self.store.billing_number_holder(billing_no, billing_code).await? {
+            Some(holder) if holder != request.key => Err(CollectionError::BillingNumberTaken {
+                billing_no: billing_no.clone(),
+                billing_code: billing_code.clone(),
+                holder,
+            }),
+            _ => Ok(()),
+        }
     }
 
     async fn repeat(
@@ -284,6 +300,12 @@ impl Authorizations {
     /// RetryIssue: a failed issue goes to the bureau again.
     pub async fn retry_issue(&self, key: &OrderKey) -> Result<Authorization, CollectionError> {
         let existing = self.get(key).await?;
+        if let Some(failure) = &existing.failure
+            && existing.state == AuthState::IssueFailed
+            && !failure.retry_may_help()
+        {
+            return Err(CollectionError::RetryCannotFix { key: key.clone(), reason: failure.reason.clone() });
+        }
         if !self.store.retry_issue(key, now_millis()).await? {
             return Err(CollectionError::WrongState {
                 key: key.clone(),

@@ -25,6 +25,10 @@ pub enum CollectionError {
     NotFound(OrderKey),
     #[error("order {0} already has an authorization with different data")]
     OrderConflict(OrderKey),
+    #[error("billing number {billing_no}/{billing_code} belongs to order {holder}")]
+    BillingNumberTaken { billing_no: String, billing_code: String, holder: OrderKey },
+    #[error("order {key} failed with {reason}, which the same request to the bureau would meet again")]
+    RetryCannotFix { key: OrderKey, reason: String },
     #[error("request_id {0:?} was used for another order")]
     RequestIdReused(String),
     #[error("order {key} is {}: cannot {action}", state.as_str())]
@@ -70,6 +74,17 @@ impl From<CollectionError> for Status {
             }
             CollectionError::OrderConflict(key) => {
                 order(ApiError::new(Code::AlreadyExists, "ORDER_CONFLICT", message), &key)
+            }
+            CollectionError::BillingNumberTaken { billing_no, billing_code, holder } => {
+                ApiError::new(Code::AlreadyExists, "BILLING_NUMBER_TAKEN", message)
+                    .with("billing_no", billing_no)
+                    .with("billing_code", billing_code)
+                    .with("other_unit_appid", &holder.unit_appid)
+                    .with("other_order_id", &holder.order_id)
+            }
+            CollectionError::RetryCannotFix { key, reason } => {
+                order(ApiError::new(Code::FailedPrecondition, "RETRY_CANNOT_FIX", message), &key)
+                    .with("failure_reason", reason)
             }
             CollectionError::RequestIdReused(request_id) => {
                 let mut violations = Violations::default();

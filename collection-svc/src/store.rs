@@ -34,6 +34,12 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "trace parent span",
         sql: include_str!("../migrations/0003_trace.sql"),
     },
+    Migration {
+        set: "collection",
+        version: 4,
+        name: "billing numbers",
+        sql: include_str!("../migrations/0004_billing_numbers.sql"),
+    },
 ];
 
 const AUTHORIZATION_PDF: PdfTable = PdfTable("payer_authorization_pdf_chunk");
@@ -199,6 +205,19 @@ impl Store {
         .transpose()
     }
 
+    /// The order that holds a billing number, if any.
+    pub async fn billing_number_holder(&self, billing_no: &str, billing_code: &str) -> Result<Option<OrderKey>, Error> {
+        let _span = storage_span("billing_number_holder");
+        let row =
+            sqlx::query("SELECT unit_appid, order_id FROM billing_number WHERE billing_no = $1 AND billing_code = $2")
+                .bind(billing_no)
+                .bind(billing_code)
+                .fetch_optional(self.db.pool())
+                .await?;
+        row.map(|row| Ok(OrderKey { unit_appid: row.try_get("unit_appid")?, order_id: row.try_get("order_id")? }))
+            .transpose()
+    }
+
     /// The order's trace (for the spans of its later work).
     pub async fn trace(&self, key: &OrderKey) -> Result<Option<TraceContext>, Error> {
         let row = sqlx::query(
@@ -249,6 +268,15 @@ impl Store {
         .bind(auth.created_at)
         .bind(&auth.trace.trace_id)
         .bind(&auth.trace.parent_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO billing_number (billing_no, billing_code, unit_appid, order_id) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&auth.bill.billing_no)
+        .bind(&auth.bill.billing_code)
+        .bind(&auth.key.unit_appid)
+        .bind(&auth.key.order_id)
         .execute(&mut *tx)
         .await?;
         if let Some(pdf) = pdf {

@@ -188,7 +188,23 @@ pub struct Failure {
     pub at: i64,
 }
 
+/// Failures caused by the order's own stored data: the same request to the bureau meets them
+/// again, so a retry cannot help (a new order with corrected data can).
+const FAILURES_A_RETRY_CANNOT_FIX: &[&str] = &[
+    "BILLING_NUMBER_TAKEN",
+    "ORDER_CONFLICT",
+    "INVALID_ARGUMENT",
+    "WECHAT_BILLING_NUMBER_REPEATED",
+    "WECHAT_BILLING_NUMBER_SIZE",
+    "WECHAT_ORDER_REJECTED",
+];
+
 impl Failure {
+    /// Whether issuing again might succeed.
+    pub fn retry_may_help(&self) -> bool {
+        !FAILURES_A_RETRY_CANNOT_FIX.contains(&self.reason.as_str())
+    }
+
     pub fn to_proto(&self) -> pb::Failure {
         pb::Failure {
             reason: self.reason.clone(),

@@ -5,6 +5,7 @@ use e2e::*;
 use fiscalbill_common::proto::collection as pb;
 use fiscalbill_common::proto::types::Source;
 use serde_json::json;
+use tonic_types::StatusExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_requests_get_field_violations_and_no_wechat_call() {
@@ -116,6 +117,80 @@ async fn a_failed_issue_can_be_retried() {
         .await
         .unwrap_err();
     assert_eq!((status.code(), reason(&status).as_str()), (tonic::Code::FailedPrecondition, "INVALID_STATE"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_billing_number_belongs_to_one_order_from_the_start() {
+    billing_numbers(Options::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_billing_number_belongs_to_one_order_from_the_start_on_postgres() {
+    billing_numbers(Options { postgres: true, ..Options::default() }).await;
+}
+
+async fn billing_numbers(options: Options) {
+    let mut stack = Stack::start(options).await;
+    let first = stack.create("o-number-1").await;
+    let links = stack.calls("/nontax/getbillauthurl").await;
+
+    // Another order with the first one's number: refused before a link exists.
+    let mut second = stack.create_request("o-number-2", Source::Web);
+    second.bill = Some(content("o-number-1", 2_500));
+    let status = stack.collection.create_authorization(second).await.unwrap_err();
+    assert_eq!((status.code(), reason(&status).as_str()), (tonic::Code::AlreadyExists, "BILLING_NUMBER_TAKEN"));
+    let info = status.get_error_details().error_info().cloned().unwrap();
+    assert_eq!(info.metadata["other_order_id"], "o-number-1");
+    assert_eq!(info.metadata["other_unit_appid"], UNIT);
+    assert_eq!(stack.calls("/nontax/getbillauthurl").await, links, "no WeChat call for it");
+    // The first order's own repeat is still the same order.
+    assert_eq!(stack.create("o-number-1").await.auth_url, first.auth_url);
+
+    // Racing orders with one number: exactly one gets it.
+    let racers: Vec<_> = (0..8)
+        .map(|i| {
+            let mut collection = stack.collection.clone();
+            let mut request = stack.create_request(&format!("o-race-{i}"), Source::Web);
+            request.bill = Some(content("o-race-number", 2_500));
+            tokio::spawn(async move { collection.create_authorization(request).await })
+        })
+        .collect();
+    let mut won = 0;
+    for racer in racers {
+        match racer.await.unwrap() {
+            Ok(_) => won += 1,
+            Err(status) => assert_eq!(reason(&status), "BILLING_NUMBER_TAKEN", "{status:?}"),
+        }
+    }
+    assert_eq!(won, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_that_cannot_help_is_refused_with_the_reason() {
+    let mut stack = Stack::start(Options::default()).await;
+    let created = stack.create("o-doomed").await;
+    // Another system used the order's billing number at the bureau directly in the meantime.
+    let direct = fiscalbill_common::proto::bureau::IssueBillRequest {
+        unit_appid: UNIT.into(),
+        order_id: "o-elsewhere".into(),
+        content: Some(content("o-doomed", 2_500)),
+        pdf: Default::default(),
+        request_id: String::new(),
+        authorized_appid: String::new(),
+    };
+    stack.bureau_client.issue_bill(direct).await.unwrap();
+    stack.answer(&created.auth_url, false).await;
+    let failed = stack.wait_for("o-doomed", pb::AuthorizationState::IssueFailed).await;
+    assert_eq!(failed.failure.unwrap().reason, "BILLING_NUMBER_TAKEN");
+    let status = stack
+        .collection
+        .retry_issue(pb::RetryIssueRequest { unit_appid: UNIT.into(), order_id: "o-doomed".into() })
+        .await
+        .unwrap_err();
+    assert_eq!((status.code(), reason(&status).as_str()), (tonic::Code::FailedPrecondition, "RETRY_CANNOT_FIX"));
+    let info = status.get_error_details().error_info().cloned().unwrap();
+    assert_eq!(info.metadata["failure_reason"], "BILLING_NUMBER_TAKEN");
+    assert_eq!(stack.authorization("o-doomed").await.state, pb::AuthorizationState::IssueFailed as i32);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

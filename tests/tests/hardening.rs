@@ -35,12 +35,19 @@ async fn statuses_the_framework_answers_carry_error_info() {
         ("unknown_service", "UNIMPLEMENTED", "UNKNOWN_METHOD"),
     ] {
         let answer = &answers[case];
-        assert_eq!((answer["code"].as_str(), answer["reason"].as_str()), (Some(code), Some(reason)), "{case}: {answer}");
+        assert_eq!(
+            (answer["code"].as_str(), answer["reason"].as_str()),
+            (Some(code), Some(reason)),
+            "{case}: {answer}"
+        );
         assert_eq!(answer["domain"], "collection.fiscalbill", "{case}: {answer}");
     }
     let limit: usize = answers["too_large"]["metadata"]["limit_bytes"].as_str().unwrap().parse().unwrap();
     assert_eq!(limit, stack.collection_config().authorization.pdf_max_bytes + 256 * 1024);
-    assert_eq!(answers["unknown_method"]["metadata"]["method"], "/fiscalbill.collection.v1.CollectionService/NoSuchMethod");
+    assert_eq!(
+        answers["unknown_method"]["metadata"]["method"],
+        "/fiscalbill.collection.v1.CollectionService/NoSuchMethod"
+    );
 }
 
 /// The lines of collection-svc's `/metrics`.

@@ -61,8 +61,3 @@ impl Application for App {
     }
 }
 
-/// Who this replica is in leases and claims.
-pub fn replica_id() -> String {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "bureau".to_owned());
-    format!("{host}-{}-{}", std::process::id(), hex::encode(rand::random::<[u8; 4]>()))
-}

@@ -62,6 +62,9 @@ pub struct ServerConfig {
     pub tls: Option<ServerTls>,
     /// How long a shutdown waits for in-flight bills before parking them.
     pub shutdown_grace_ms: u64,
+    /// This replica's name on the leases it holds; default `host:grpc_port`. Stable across
+    /// restarts, so that a restarted replica resumes its own work at once; unique per replica.
+    pub replica_id: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -72,6 +75,7 @@ impl Default for ServerConfig {
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9082)),
             tls: None,
             shutdown_grace_ms: 20_000,
+            replica_id: None,
         }
     }
 }

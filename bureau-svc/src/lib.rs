@@ -21,6 +21,7 @@ mod templates;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fiscalbill_common::replica::replica_id;
 use fiscalbill_common::auth::Authenticator;
 use fiscalbill_common::config::ConfigError;
 use fiscalbill_common::db::{COMMON_MIGRATIONS, Db};
@@ -163,7 +164,13 @@ async fn build(parts: &Parts, db: Db) -> Arc<App> {
         Arc::new(SystemClock),
     ));
     parts.metrics.watch_credentials(credentials.clone());
-    let holder = app::replica_id();
+    let holder = replica_id(config.server.replica_id.as_deref(), config.server.grpc_listen);
+    // This replica's leases from before a restart are its own again at once.
+    match store.release_leases(&holder).await {
+        Ok(0) => {}
+        Ok(released) => tracing::info!(released, replica = %holder, "took back the bills this replica held before its restart"),
+        Err(error) => tracing::warn!(%error, "cannot release this replica's old leases; they expire on their own"),
+    }
     let sp_app_ids = Arc::new(spappid::SpAppIds::new(store.clone(), credentials.clone(), appid.clone()));
     let templates = Arc::new(templates::Templates::new(
         store.clone(),

@@ -482,6 +482,22 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Frees the bill leases and template claims `holder` took before a restart (it holds none
+    /// yet); returns how many bills.
+    pub async fn release_leases(&self, holder: &str) -> Result<u64, Error> {
+        let mut tx = self.db.begin_write().await?;
+        let bills = sqlx::query("UPDATE bill SET lease_holder = NULL, lease_until = 0 WHERE lease_holder = $1")
+            .bind(holder)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE unit SET claim_holder = NULL, claim_until = 0 WHERE claim_holder = $1")
+            .bind(holder)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(bills.rows_affected())
+    }
+
     /// Leases up to `limit` due open bills whose lease is free. On PostgreSQL, SKIP LOCKED
     /// keeps replicas from contending for the same rows.
     pub async fn claim_due(&self, holder: &str, now: i64, until: i64, limit: i64) -> Result<Vec<BillKey>, Error> {

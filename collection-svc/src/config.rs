@@ -58,6 +58,9 @@ pub struct ServerConfig {
     /// TLS (and mutual TLS) of the gRPC server; plaintext without it.
     pub tls: Option<ServerTls>,
     pub shutdown_grace_ms: u64,
+    /// This replica's name on the leases it holds; default `host:grpc_port`. Stable across
+    /// restarts, so that a restarted replica resumes its own work at once; unique per replica.
+    pub replica_id: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +71,7 @@ impl Default for ServerConfig {
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9081)),
             tls: None,
             shutdown_grace_ms: 10_000,
+            replica_id: None,
         }
     }
 }

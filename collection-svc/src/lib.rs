@@ -18,6 +18,7 @@ mod units;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fiscalbill_common::replica::replica_id;
 use fiscalbill_common::auth::Authenticator;
 use fiscalbill_common::config::ConfigError;
 use fiscalbill_common::db::{COMMON_MIGRATIONS, Db};
@@ -111,7 +112,7 @@ pub async fn start(config: CollectionConfig) -> Result<RunningService, StartErro
         metrics: metrics.clone(),
     });
     let parts = Parts { config, client, accounts, units, bureau_client, metrics };
-    let build = move |db: Db| async move { build(parts, db) };
+    let build = move |db: Db| build(parts, db);
     Ok(lifecycle::start(spec, cell, |router| router.add_service(service), callback, build).await?)
 }
 
@@ -125,8 +126,15 @@ struct Parts {
     metrics: Arc<Metrics>,
 }
 
-fn build(parts: Parts, db: Db) -> Arc<App> {
+async fn build(parts: Parts, db: Db) -> Arc<App> {
     let store = store::Store::new(db.clone());
+    let holder = replica_id(parts.config.server.replica_id.as_deref(), parts.config.server.grpc_listen);
+    // This replica's leases from before a restart are its own again at once.
+    match store.release_leases(&holder).await {
+        Ok(0) => {}
+        Ok(released) => tracing::info!(released, replica = %holder, "took back the deliveries this replica held before its restart"),
+        Err(error) => tracing::warn!(%error, "cannot release this replica's old leases; they expire on their own"),
+    }
     let credentials = Arc::new(Credentials::new(
         parts.client,
         parts.accounts,
@@ -140,7 +148,7 @@ fn build(parts: Parts, db: Db) -> Arc<App> {
         store.clone(),
         bureau.clone(),
         parts.config.dispatch.clone(),
-        app::replica_id(),
+        holder,
     ));
     let authorizations = Arc::new(authorize::Authorizations::new(
         store.clone(),

@@ -560,6 +560,16 @@ impl Store {
     // --- outbox ---
 
     /// Leases due jobs.
+    /// Frees the outbox leases `holder` took before a restart (it holds none yet); returns how
+    /// many.
+    pub async fn release_leases(&self, holder: &str) -> Result<u64, Error> {
+        let done = sqlx::query("UPDATE outbox SET lease_holder = NULL, lease_until = 0 WHERE lease_holder = $1")
+            .bind(holder)
+            .execute(self.db.writer())
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     pub async fn claim_jobs(&self, holder: &str, now: i64, until: i64, limit: i64) -> Result<Vec<Job>, Error> {
         let sql = self.db.sql(
             "UPDATE outbox SET lease_holder = $1, lease_until = $2 WHERE (unit_appid, order_id) IN (

@@ -15,6 +15,7 @@ pub mod paging;
 pub mod pdf_store;
 pub mod preflight;
 pub mod proto;
+pub mod replica;
 pub mod server;
 pub mod sql_credentials;
 pub mod status;

@@ -125,6 +125,7 @@ pub fn bureau_config(sandbox: &str, db: &DatabaseConfig, issuing: &IssuingConfig
             admin_listen: "127.0.0.1:0".parse().unwrap(),
             tls: None,
             shutdown_grace_ms: 2_000,
+            replica_id: None,
         },
         database: db.clone(),
         wechat: WechatHttpConfig {

@@ -60,4 +60,3 @@ impl Application for App {
         }
     }
 }
-

@@ -21,13 +21,13 @@ mod templates;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fiscalbill_common::replica::replica_id;
 use fiscalbill_common::auth::Authenticator;
 use fiscalbill_common::config::ConfigError;
 use fiscalbill_common::db::{COMMON_MIGRATIONS, Db};
 use fiscalbill_common::lifecycle::{self, AppCell, LifecycleError, Listen, RunningService, ServiceSpec, Storage};
 use fiscalbill_common::metrics::Metrics;
 use fiscalbill_common::proto::bureau::bureau_service_server::BureauServiceServer;
+use fiscalbill_common::replica::replica_id;
 use fiscalbill_common::server::GrpcOptions;
 use fiscalbill_common::sql_credentials::SqlCredentialStore;
 use fiscalbill_common::tls::ServerTls;
@@ -105,7 +105,12 @@ pub async fn start(config: BureauConfig) -> Result<RunningService, StartError> {
     let server = &config.server;
     let spec = ServiceSpec {
         name: "bureau-svc",
-        listen: Listen { grpc: server.grpc_listen, http: server.http_listen, admin: server.admin_listen },
+        listen: Listen {
+            grpc: server.grpc_listen,
+            http: server.http_listen,
+            admin: server.admin_listen,
+            limits: server.limits,
+        },
         grpc: GrpcOptions {
             services: vec![SERVICE_NAME],
             tls: server.tls.as_ref().map(ServerTls::tonic).transpose()?,
@@ -168,7 +173,9 @@ async fn build(parts: &Parts, db: Db) -> Arc<App> {
     // This replica's leases from before a restart are its own again at once.
     match store.release_leases(&holder).await {
         Ok(0) => {}
-        Ok(released) => tracing::info!(released, replica = %holder, "took back the bills this replica held before its restart"),
+        Ok(released) => {
+            tracing::info!(released, replica = %holder, "took back the bills this replica held before its restart")
+        }
         Err(error) => tracing::warn!(%error, "cannot release this replica's old leases; they expire on their own"),
     }
     let sp_app_ids = Arc::new(spappid::SpAppIds::new(store.clone(), credentials.clone(), appid.clone()));

@@ -63,4 +63,3 @@ impl Application for App {
         Ok(())
     }
 }
-

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use fiscalbill_common::auth::AuthConfig;
 use fiscalbill_common::config::{LogConfig, SecretSetting};
+use fiscalbill_common::connections::ConnectionLimits;
 use fiscalbill_common::db::DatabaseConfig;
 use fiscalbill_common::telemetry::TelemetryConfig;
 use fiscalbill_common::tls::{ClientTls, ServerTls};
@@ -61,6 +62,8 @@ pub struct ServerConfig {
     /// This replica's name on the leases it holds; default `host:grpc_port`. Stable across
     /// restarts, so that a restarted replica resumes its own work at once; unique per replica.
     pub replica_id: Option<String>,
+    /// Timeouts and connection caps of every port (see README, Security).
+    pub limits: ConnectionLimits,
 }
 
 impl Default for ServerConfig {
@@ -72,6 +75,7 @@ impl Default for ServerConfig {
             tls: None,
             shutdown_grace_ms: 10_000,
             replica_id: None,
+            limits: ConnectionLimits::default(),
         }
     }
 }

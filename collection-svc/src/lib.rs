@@ -18,13 +18,13 @@ mod units;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fiscalbill_common::replica::replica_id;
 use fiscalbill_common::auth::Authenticator;
 use fiscalbill_common::config::ConfigError;
 use fiscalbill_common::db::{COMMON_MIGRATIONS, Db};
 use fiscalbill_common::lifecycle::{self, AppCell, LifecycleError, Listen, RunningService, ServiceSpec, Storage};
 use fiscalbill_common::metrics::Metrics;
 use fiscalbill_common::proto::collection::collection_service_server::CollectionServiceServer;
+use fiscalbill_common::replica::replica_id;
 use fiscalbill_common::server::GrpcOptions;
 use fiscalbill_common::sql_credentials::SqlCredentialStore;
 use fiscalbill_common::tls::ServerTls;
@@ -85,7 +85,12 @@ pub async fn start(config: CollectionConfig) -> Result<RunningService, StartErro
     let server = &config.server;
     let spec = ServiceSpec {
         name: "collection-svc",
-        listen: Listen { grpc: server.grpc_listen, http: server.http_listen, admin: server.admin_listen },
+        listen: Listen {
+            grpc: server.grpc_listen,
+            http: server.http_listen,
+            admin: server.admin_listen,
+            limits: server.limits,
+        },
         grpc: GrpcOptions {
             services: vec![SERVICE_NAME],
             tls: server.tls.as_ref().map(ServerTls::tonic).transpose()?,
@@ -132,7 +137,9 @@ async fn build(parts: Parts, db: Db) -> Arc<App> {
     // This replica's leases from before a restart are its own again at once.
     match store.release_leases(&holder).await {
         Ok(0) => {}
-        Ok(released) => tracing::info!(released, replica = %holder, "took back the deliveries this replica held before its restart"),
+        Ok(released) => {
+            tracing::info!(released, replica = %holder, "took back the deliveries this replica held before its restart")
+        }
         Err(error) => tracing::warn!(%error, "cannot release this replica's old leases; they expire on their own"),
     }
     let credentials = Arc::new(Credentials::new(
@@ -144,12 +151,8 @@ async fn build(parts: Parts, db: Db) -> Arc<App> {
     ));
     parts.metrics.watch_credentials(credentials.clone());
     let bureau = Arc::new(bureau::BureauLink::new(parts.bureau_client, &parts.config.bureau, store.clone()));
-    let dispatcher = Arc::new(dispatch::Dispatcher::new(
-        store.clone(),
-        bureau.clone(),
-        parts.config.dispatch.clone(),
-        holder,
-    ));
+    let dispatcher =
+        Arc::new(dispatch::Dispatcher::new(store.clone(), bureau.clone(), parts.config.dispatch.clone(), holder));
     let authorizations = Arc::new(authorize::Authorizations::new(
         store.clone(),
         credentials.clone(),

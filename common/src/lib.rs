@@ -7,6 +7,7 @@ pub mod auth;
 pub mod bill;
 pub mod binary;
 pub mod config;
+pub mod connections;
 pub mod db;
 pub mod grpc_errors;
 pub mod lifecycle;

@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::server::Router;
 use wechat::CallError;
 
+use crate::connections::ConnectionLimits;
 use crate::db::{DatabaseConfig, Db, Migration};
 use crate::metrics::Metrics;
 use crate::preflight::fix_for;
@@ -67,6 +68,8 @@ pub struct Listen {
     pub http: SocketAddr,
     /// Metrics and health, for operators.
     pub admin: SocketAddr,
+    /// Timeouts and connection caps on all three.
+    pub limits: ConnectionLimits,
 }
 
 /// A service's database: where, its schema and its migrations.
@@ -136,7 +139,7 @@ where
     let http_addr = http_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
 
-    let (router, health) = base_router(grpc).await?;
+    let (router, health) = base_router(grpc, listen.limits).await?;
     let router = add_service(router);
     let admin = admin_router(metrics.clone(), health.clone(), {
         let cell = cell.clone();
@@ -150,8 +153,13 @@ where
         }
     });
     let (stop_tx, stop_rx) = watch::channel(false);
-    let servers =
-        Servers::spawn(router, grpc_listener, vec![(callback, http_listener), (admin, admin_listener)], stop_rx);
+    let servers = Servers::spawn(
+        router,
+        grpc_listener,
+        vec![(callback, http_listener), (admin, admin_listener)],
+        listen.limits,
+        stop_rx,
+    );
     tracing::info!(service = name, %grpc_addr, %http_addr, %admin_addr, "listening");
 
     let lifecycle = Lifecycle { name, storage, shutdown_grace, cell, health, servers, metrics: grpc_metrics };

@@ -10,13 +10,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::net::TcpListener;
 use tonic::transport::ServerTlsConfig;
-use tonic::transport::server::{Router, TcpIncoming};
+use tonic::transport::server::Router;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tower::ServiceBuilder;
 use tower::layer::util::{Identity, Stack};
 
 use crate::auth::{AuthLayer, Authenticator};
+use crate::connections::{ConnectionLimits, guarded_incoming, serve_http};
 use crate::grpc_errors::ErrorInfoLayer;
 use crate::metrics::{GrpcMetricsLayer, Metrics};
 use crate::proto::FILE_DESCRIPTOR_SET;
@@ -74,7 +75,10 @@ pub struct GrpcOptions {
 
 /// A tonic router with health and reflection, NOT_SERVING until [`Health::set`], behind TLS
 /// (when configured), metrics and authentication. Add the service itself, then [`serve`].
-pub async fn base_router(options: GrpcOptions) -> Result<(Router<GrpcLayers>, Health), tonic::transport::Error> {
+pub async fn base_router(
+    options: GrpcOptions,
+    limits: ConnectionLimits,
+) -> Result<(Router<GrpcLayers>, Health), tonic::transport::Error> {
     let GrpcOptions { services, tls, authenticator, metrics, max_message_bytes } = options;
     let errors = ErrorInfoLayer { domain: authenticator.domain(), max_message_bytes };
     let (reporter, health_service) = tonic_health::server::health_reporter();
@@ -101,9 +105,9 @@ pub async fn base_router(options: GrpcOptions) -> Result<(Router<GrpcLayers>, He
         .with_service_name("grpc.reflection.v1alpha.ServerReflection")
         .build_v1alpha()
         .expect("descriptors are valid");
-    let mut builder = tonic::transport::Server::builder();
+    let mut builder = limits.grpc_builder();
     if let Some(tls) = tls {
-        builder = builder.tls_config(tls)?;
+        builder = builder.tls_config(tls.timeout(limits.handshake_timeout()))?;
     }
     let layers = ServiceBuilder::new()
         .layer(GrpcTraceLayer)
@@ -161,18 +165,16 @@ impl Servers {
         grpc: Router<GrpcLayers>,
         grpc_listener: TcpListener,
         http: Vec<(axum::Router, TcpListener)>,
+        limits: ConnectionLimits,
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         let until_stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
             let _ = stop.wait_for(|stop| *stop).await;
         };
-        let grpc = tokio::spawn(serve(grpc, grpc_listener, until_stopped(stop.clone())));
+        let grpc = tokio::spawn(serve(grpc, grpc_listener, limits, until_stopped(stop.clone())));
         let http = http
             .into_iter()
-            .map(|(router, listener)| {
-                let stopped = until_stopped(stop.clone());
-                tokio::spawn(async move { axum::serve(listener, router).with_graceful_shutdown(stopped).await })
-            })
+            .map(|(router, listener)| tokio::spawn(serve_http(listener, router, limits, until_stopped(stop.clone()))))
             .collect();
         Self { grpc, http }
     }
@@ -194,10 +196,10 @@ impl Servers {
 pub async fn serve(
     router: Router<GrpcLayers>,
     listener: TcpListener,
+    limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    router.serve_with_incoming_shutdown(incoming, shutdown).await
+    router.serve_with_incoming_shutdown(guarded_incoming(listener, limits), shutdown).await
 }
 
 /// Binds a listener, with the address in the error.

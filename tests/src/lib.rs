@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use fiscalbill_common::auth::{AuthConfig, BearerKey, ClientConfig, key_sha256};
 use fiscalbill_common::config::SecretSetting;
+use fiscalbill_common::connections::ConnectionLimits;
 use fiscalbill_common::db::DatabaseConfig;
 use fiscalbill_common::lifecycle::RunningService;
 use fiscalbill_common::proto::bureau::bureau_service_client::BureauServiceClient;
@@ -124,6 +125,8 @@ pub struct Options {
     pub wechat_timeout_ms: u64,
     /// Bills the bureau's worker drives at once; IssueBill deliveries collection-svc makes at once.
     pub workers: usize,
+    /// Timeouts and connection caps of both services' ports.
+    pub limits: ConnectionLimits,
 }
 
 impl Default for Options {
@@ -140,6 +143,7 @@ impl Default for Options {
             wechat_proxy: None,
             wechat_timeout_ms: 1_500,
             workers: 8,
+            limits: ConnectionLimits::default(),
         }
     }
 }
@@ -375,6 +379,7 @@ impl Stack {
                 }),
                 shutdown_grace_ms: 2_000,
                 replica_id: None,
+                limits: self.options.limits,
             },
             database: self.bureau_db.clone(),
             wechat: self.wechat(),
@@ -435,6 +440,7 @@ impl Stack {
                 }),
                 shutdown_grace_ms: 2_000,
                 replica_id: None,
+                limits: self.options.limits,
             },
             database: self.collection_db.clone(),
             wechat: self.wechat(),

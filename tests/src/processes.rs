@@ -61,6 +61,7 @@ pub struct ProcessStack {
     /// The sandbox's base URL.
     pub base: String,
     pub collection_grpc: SocketAddr,
+    pub bureau_grpc: SocketAddr,
     pub bureau: ServiceProcess,
     pub collection: ServiceProcess,
 }
@@ -128,17 +129,16 @@ impl ProcessStack {
             sandbox,
             base,
             collection_grpc,
+            bureau_grpc,
             bureau: process("bureau", bureau),
             collection: process("collection", collection),
         }
     }
 
-    /// Waits until collection-svc answers gRPC (at most `limit`).
+    /// Waits until both services report SERVING (at most `limit`).
     pub async fn wait_serving(&self, limit: Duration) {
-        let deadline = std::time::Instant::now() + limit;
-        while tokio::net::TcpStream::connect(self.collection_grpc).await.is_err() {
-            assert!(std::time::Instant::now() < deadline, "collection-svc does not listen at {}", self.collection_grpc);
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        for addr in [self.bureau_grpc, self.collection_grpc] {
+            fiscalbill_common::server::wait_until_serving(addr, limit).await.unwrap();
         }
     }
 }

@@ -22,7 +22,7 @@ const CHAOS: Duration = Duration::from_secs(25);
 async fn services_killed_at_random_lose_and_duplicate_nothing() {
     let dir = std::env::temp_dir().join(format!("fiscalbill-crashes-{}", std::process::id()));
     let stack = ProcessStack::new(env!("CARGO_BIN_EXE_fiscalbill-service"), &dir, |_, _| {}).await;
-    let ProcessStack { base, collection_grpc, bureau, collection, sandbox: _sandbox } = stack;
+    let ProcessStack { base, collection_grpc, bureau, collection, sandbox: _sandbox, .. } = stack;
     let http = reqwest::Client::new();
     let services = Arc::new([Mutex::new(bureau), Mutex::new(collection)]);
     for service in services.iter() {
@@ -138,7 +138,7 @@ async fn a_restarted_service_resumes_its_own_work_at_once() {
     stack.bureau.start();
     stack.collection.start();
     stack.wait_serving(Duration::from_secs(30)).await;
-    let ProcessStack { base, collection_grpc, mut bureau, mut collection, sandbox: _sandbox } = stack;
+    let ProcessStack { base, collection_grpc, mut bureau, mut collection, sandbox: _sandbox, .. } = stack;
     let channel = tonic::transport::Channel::from_shared(format!("http://{collection_grpc}")).unwrap().connect_lazy();
     let mut client = CollectionServiceClient::with_interceptor(channel, BearerKey::default());
     let http = reqwest::Client::new();

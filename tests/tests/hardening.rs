@@ -138,3 +138,91 @@ async fn page_tokens_continue_only_the_list_they_came_from() {
     // Without a token: the first page.
     bureau.list_card_templates(templates(String::new())).await.unwrap();
 }
+
+/// Opens a connection to `addr` and sends `bytes` (and then nothing more).
+async fn hold(addr: std::net::SocketAddr, bytes: &[u8]) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    stream
+}
+
+/// What the server sent before it closed the connection, or None if it is still open after
+/// `limit`.
+async fn until_closed(mut stream: tokio::net::TcpStream, limit: std::time::Duration) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(limit, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+            }
+        }
+    });
+    read.await.ok().map(|()| received)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_silent_connections_are_closed_while_others_are_answered() {
+    use fiscalbill_common::connections::ConnectionLimits;
+    use std::time::{Duration, Instant};
+    let limits = ConnectionLimits {
+        header_read_timeout_ms: 1_000,
+        request_timeout_ms: 1_500,
+        handshake_timeout_ms: 1_000,
+        max_connections: 400,
+        ..ConnectionLimits::default()
+    };
+    let mut stack = Stack::start(Options { limits, ..Options::default() }).await;
+    let started = Instant::now();
+    let mut held = Vec::new();
+    // 250 slowloris connections on the port that faces WeChat: headers never finished.
+    for _ in 0..250 {
+        held.push(("callback slowloris", hold(stack.collection_http, b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await));
+    }
+    held.push(("admin, half a header", hold(stack.bureau_admin, b"GET /healthz HTTP/1.1\r\nHo").await));
+    held.push(("callback, silent", hold(stack.collection_http, b"").await));
+    held.push(("gRPC, silent", hold(stack.bureau_grpc, b"").await));
+    held.push((
+        "gRPC, the HTTP/2 preface only",
+        hold(stack.collection_grpc, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await,
+    ));
+    // A body announced and never sent.
+    let stalled_body = hold(
+        stack.collection_http,
+        format!("POST /wechat/callback/{UNIT}?signature=1&timestamp=1&nonce=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\n<xml>").as_bytes(),
+    )
+    .await;
+
+    // Meanwhile everyone else is answered.
+    let health = stack.http.get(format!("http://{}/healthz", stack.collection_admin)).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    stack.create("order-during-slowloris").await;
+
+    for (case, stream) in held {
+        assert!(until_closed(stream, Duration::from_secs(10)).await.is_some(), "{case}: still open after 10 s");
+    }
+    let answer =
+        until_closed(stalled_body, Duration::from_secs(10)).await.expect("the stalled body's connection closes");
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 408"), "{}", String::from_utf8_lossy(&answer));
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(900), "closed only after the timeouts, not at once: {elapsed:?}");
+
+    // Past the cap, a connection is closed at once; the service still answers afterwards.
+    let mut crowd = Vec::new();
+    for _ in 0..400 {
+        crowd.push(hold(stack.collection_http, b"").await);
+    }
+    let refused = hold(stack.collection_http, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(
+        until_closed(refused, Duration::from_secs(1)).await,
+        Some(Vec::new()),
+        "over the cap: closed unanswered"
+    );
+    drop(crowd);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let health = stack.http.get(format!("http://{}/healthz", stack.collection_admin)).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+}

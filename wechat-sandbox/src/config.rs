@@ -27,6 +27,12 @@ pub struct SandboxConfig {
     /// A SQLite file keeping what the sandbox remembers across restarts (tokens, orders, card
     /// packages, ...). None: everything lives in memory and is gone at stop.
     pub state_file: Option<std::path::PathBuf>,
+    /// A request's headers must arrive within this, milliseconds; idle connections close after it.
+    pub header_read_timeout_ms: u64,
+    /// A request, its body and its answer must be done within this, milliseconds (else 408).
+    pub request_timeout_ms: u64,
+    /// Open connections; further ones are closed at once.
+    pub max_connections: usize,
 }
 
 impl Default for SandboxConfig {
@@ -40,6 +46,9 @@ impl Default for SandboxConfig {
             push_attempts: 3,
             accounts: Vec::new(),
             state_file: None,
+            header_read_timeout_ms: 10_000,
+            request_timeout_ms: 60_000,
+            max_connections: 1_024,
         }
     }
 }

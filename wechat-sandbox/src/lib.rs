@@ -199,6 +199,11 @@ pub async fn start(config: SandboxConfig) -> std::io::Result<RunningSandbox> {
         }
         None => (None, 0),
     };
+    let limits = server::Limits {
+        header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
+        request_timeout: Duration::from_millis(config.request_timeout_ms),
+        max_connections: config.max_connections,
+    };
     let sandbox = Sandbox::new(config, public_url, world, state);
     sandbox.inner.clock.advance(clock_offset);
     let saver = sandbox.inner.state.is_some().then(|| {
@@ -207,7 +212,7 @@ pub async fn start(config: SandboxConfig) -> std::io::Result<RunningSandbox> {
     });
     let router = control::router(sandbox.clone()).merge(api::router(sandbox.clone()));
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let task = tokio::spawn(server::serve(listener, router, async {
+    let task = tokio::spawn(server::serve(listener, router, limits, async {
         let _ = rx.await;
     }));
     tracing::info!(%local_addr, "wechat sandbox listening");

@@ -126,6 +126,7 @@ pub fn bureau_config(sandbox: &str, db: &DatabaseConfig, issuing: &IssuingConfig
             tls: None,
             shutdown_grace_ms: 2_000,
             replica_id: None,
+            limits: Default::default(),
         },
         database: db.clone(),
         wechat: WechatHttpConfig {

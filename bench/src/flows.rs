@@ -87,8 +87,22 @@ impl Driver {
             pdf: pdf.clone(),
             request_id: String::new(),
         };
-        let answer =
-            self.collection.clone().create_authorization(request).await.map_err(|s| format!("{order_id}: {s}"))?;
+        // CreateAuthorization is idempotent: like a business system, retry what was unavailable
+        // (WeChat failing under the soak's faults).
+        let mut attempts = 0;
+        let answer = loop {
+            attempts += 1;
+            match self.collection.clone().create_authorization(request.clone()).await {
+                Ok(answer) => break answer,
+                Err(status)
+                    if attempts < 20
+                        && matches!(status.code(), tonic::Code::Unavailable | tonic::Code::ResourceExhausted) =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(status) => return Err(format!("{order_id}: {status}")),
+            }
+        };
         let authorization = answer.into_inner().authorization.ok_or("no authorization in the answer")?;
         Ok((order_id, authorization.auth_url))
     }

@@ -13,6 +13,7 @@ mod burst;
 mod flows;
 mod report;
 mod services;
+mod soak;
 mod stats;
 mod wechat_calls;
 
@@ -30,6 +31,9 @@ use stats::mib;
 const USAGE: &str =
     "usage: fiscalbill-bench [--duration SECS] [--concurrency N] [--pdf-kib KIB] [--push-rate PER_SEC] \
 [--push-secs SECS] [--baseline-secs SECS] [--big-pdf-mib MIB] [--poll-ms MS] [--data-dir DIR] [--json FILE]
+       fiscalbill-bench --soak-secs SECS --soak-rate PER_SEC [--soak-faults FRACTION] [--pdf-kib KIB] [--json FILE]
+           (the soak instead: flows at a fixed rate with WeChat failing FRACTION (default 0.05) of
+           business calls, sampled every minute)
 environment: BENCH_SERVICE_WRAPPER, a command to run both services under (e.g. valgrind --tool=massif)";
 
 #[derive(Clone, Debug)]
@@ -44,6 +48,9 @@ struct Options {
     poll: Duration,
     data_dir: PathBuf,
     json: Option<PathBuf>,
+    soak: Option<Duration>,
+    soak_rate: f64,
+    soak_faults: f64,
 }
 
 impl Options {
@@ -59,6 +66,9 @@ impl Options {
             poll: Duration::from_millis(5),
             data_dir: std::env::temp_dir().join("fiscalbill-bench"),
             json: None,
+            soak: None,
+            soak_rate: 100.0,
+            soak_faults: 0.05,
         };
         let mut iter = args.iter();
         while let Some(arg) = iter.next() {
@@ -76,6 +86,9 @@ impl Options {
                 "--poll-ms" => options.poll = Duration::from_secs_f64(number(value)? / 1e3),
                 "--data-dir" => options.data_dir = PathBuf::from(value),
                 "--json" => options.json = Some(PathBuf::from(value)),
+                "--soak-secs" => options.soak = Some(Duration::from_secs_f64(number(value)?)),
+                "--soak-rate" => options.soak_rate = number(value)?,
+                "--soak-faults" => options.soak_faults = number(value)?.min(1.0),
                 _ => return Err(format!("unknown argument {arg}\n{USAGE}")),
             }
         }
@@ -111,7 +124,11 @@ fn main() -> ExitCode {
         }
     };
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    match runtime.block_on(run(options)) {
+    let result = match options.soak {
+        Some(duration) => runtime.block_on(run_soak(options, duration)),
+        None => runtime.block_on(run(options)),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("benchmark failed: {message}");
@@ -213,6 +230,55 @@ async fn run(options: Options) -> Result<(), String> {
     drop((bureau, collection));
     sandbox.stop().await;
     eprintln!("bench: stopped in {:?}", started.elapsed());
+    Ok(())
+}
+
+/// The soak (see `soak.rs`), on one pair of service processes after the warm-up.
+async fn run_soak(options: Options, duration: Duration) -> Result<(), String> {
+    let _ = std::fs::remove_dir_all(&options.data_dir);
+    std::fs::create_dir_all(&options.data_dir).map_err(|e| format!("{}: {e}", options.data_dir.display()))?;
+    let addresses = Addresses::ephemeral();
+    let pdf_limit = (options.pdf_kib * 1024).max(2 * 1024 * 1024);
+    let sandbox = wechat_sandbox::start(wechat_sandbox::SandboxConfig {
+        listen: addresses.sandbox,
+        accounts: devstack::sandbox_accounts(&addresses),
+        pdf_max_bytes: pdf_limit,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| format!("sandbox: {e}"))?;
+    let sandbox_url = sandbox.base_url().to_owned();
+    let driver = Arc::new(flows::Driver::new(
+        addresses.collection_grpc,
+        &sandbox_url,
+        wechat_sandbox::DEMO_UNIT,
+        DEMO_OPENID,
+        options.poll.max(Duration::from_millis(50)),
+    ));
+    let pdf = flows::padded_pdf(options.pdf_kib * 1024);
+    let (bureau, collection) = start_services(&addresses, &options.data_dir, pdf_limit, &driver, &pdf).await?;
+    soak::inject_faults(driver.http(), &sandbox_url, options.soak_faults).await?;
+    eprintln!(
+        "bench: soak for {duration:?}: a flow every {:.1} ms, {:.0}% of business calls failing",
+        1e3 / options.soak_rate,
+        options.soak_faults * 100.0
+    );
+    let plan = soak::Plan { rate: options.soak_rate, faults: options.soak_faults, duration, pdf };
+    let result = soak::run(driver.clone(), &[&bureau, &collection], plan, &sandbox_url, DEMO_OPENID).await?;
+    let text = format!("{}\n{}", report::machine(), result.render());
+    print!("{text}");
+    if let Some(path) = &options.json {
+        let json = serde_json::to_vec_pretty(&result.to_json()).expect("JSON");
+        std::fs::write(path, json).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    drop((bureau, collection));
+    sandbox.stop().await;
+    if result.cards != result.distinct_orders || result.cards as u64 != result.started {
+        return Err(format!(
+            "{} cards for {} distinct orders of {} started: not every bill issued exactly once",
+            result.cards, result.distinct_orders, result.started
+        ));
+    }
     Ok(())
 }
 

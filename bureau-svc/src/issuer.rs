@@ -231,8 +231,8 @@ impl Issuer {
         }
     }
 
-    /// Waits until the bill is final or `wait` runs out. Another replica may be driving it,
-    /// so the store is read again at least every 200 ms.
+    /// Waits until the bill is final, waits for a retry, or `wait` runs out. Another replica
+    /// may be driving it, so the store is read again at least every 200 ms.
     async fn wait_for(&self, key: &BillKey, wait: Duration) -> Result<Bill, BureauError> {
         let deadline = tokio::time::Instant::now() + wait;
         let notify = self.waiter(key);
@@ -245,7 +245,9 @@ impl Issuer {
                 Ok(None) => break Err(BureauError::BillNotFound(key.clone())),
                 Err(error) => break Err(error.into()),
             };
-            if bill.state.is_final() || tokio::time::Instant::now() >= deadline {
+            // A bill waiting for a retry (WeChat failed a step) is answered as it stands: its
+            // caller polls GetBill instead of holding the call (and its own slot) for the wait.
+            if bill.state.is_final() || bill.next_attempt_at > now_millis() || tokio::time::Instant::now() >= deadline {
                 break Ok(bill);
             }
             // WeChat does not answer: say so now rather than at the deadline. The bill is kept
@@ -313,8 +315,8 @@ impl Issuer {
             let change = self.step(&bill).await?;
             let now = now_millis();
             let kept = self.store.advance(key, &self.holder, &change, now, now + self.lease_ms()).await?;
-            // Waiters only care about final states (and re-read every 200 ms anyway).
-            if change.state.is_final() || !kept {
+            // Waiters care about final states and retries (and re-read every 200 ms anyway).
+            if change.state.is_final() || change.next_attempt_at > now || !kept {
                 self.notify(key);
             }
             if !kept {

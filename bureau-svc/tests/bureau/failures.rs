@@ -34,12 +34,13 @@ async fn an_authorization_arriving_within_the_window_is_inserted() {
     let mut issuing = fast_issuing();
     issuing.never_authorized_retry_secs = 30;
     let mut env = Env::start_with(test_support::sqlite(), issuing).await;
-    let mut client = env.client.clone();
-    let pending =
-        tokio::spawn(async move { client.issue_bill(request("o-late")).await.unwrap().into_inner().bill.unwrap() });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Not authorized yet: IssueBill answers at once with the bill waiting for its retry and
+    // why, rather than holding the call.
+    let first = env.client.issue_bill(request("o-late")).await.unwrap().into_inner().bill.unwrap();
+    assert!(!is_final(&first), "{first:?}");
+    assert!(first.last_error.contains("72038"), "{first:?}");
     env.authorize("o-late").await;
-    let bill = pending.await.unwrap();
+    let bill = env.issue(request("o-late")).await.unwrap();
     assert_eq!(state(&bill), pb::BillState::Inserted, "{bill:?}");
     assert!(bill.attempts >= 1);
 }

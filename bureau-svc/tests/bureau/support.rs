@@ -304,8 +304,17 @@ impl Env {
         self.get(&format!("/sandbox/users/{PAYER}/cards")).await["cards"].as_array().unwrap().clone()
     }
 
+    /// IssueBill, then GetBill until the bill is final, as the contract says a caller does when
+    /// IssueBill answers with a bill in progress (a step waiting for its retry).
     pub async fn issue(&mut self, request: pb::IssueBillRequest) -> Result<pb::Bill, tonic::Status> {
-        self.client.issue_bill(request).await.map(|r| r.into_inner().bill.unwrap())
+        let order_id = request.order_id.clone();
+        let mut bill = self.client.issue_bill(request).await.map(|r| r.into_inner().bill.unwrap())?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !is_final(&bill) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            bill = self.bill(&order_id).await;
+        }
+        Ok(bill)
     }
 
     pub async fn bill(&mut self, order_id: &str) -> pb::Bill {
@@ -375,3 +384,8 @@ pub fn state(bill: &pb::Bill) -> pb::BillState {
 }
 
 pub use fiscalbill_common::status::{error_reason as reason, violation_fields as violations};
+
+/// Inserted or failed.
+pub fn is_final(bill: &pb::Bill) -> bool {
+    matches!(pb::BillState::try_from(bill.state), Ok(pb::BillState::Inserted | pb::BillState::Failed))
+}

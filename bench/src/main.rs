@@ -11,6 +11,7 @@
 mod baseline;
 mod burst;
 mod flows;
+mod render;
 mod report;
 mod services;
 mod soak;
@@ -34,6 +35,8 @@ const USAGE: &str =
        fiscalbill-bench --soak-secs SECS --soak-rate PER_SEC [--soak-faults FRACTION] [--pdf-kib KIB] [--json FILE]
            (the soak instead: flows at a fixed rate with WeChat failing FRACTION (default 0.05) of
            business calls, sampled every minute)
+       fiscalbill-bench --render-bills N
+           (the cost of rendering and signing one 10-item bill, in this process)
 environment: BENCH_SERVICE_WRAPPER, a command to run both services under (e.g. valgrind --tool=massif)";
 
 #[derive(Clone, Debug)]
@@ -111,6 +114,19 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("serve") {
         return services::serve(&args[1..]);
+    }
+    if args.first().map(String::as_str) == Some("--render-bills") {
+        let count = args.get(1).and_then(|n| n.parse().ok()).filter(|n| *n > 0).unwrap_or(200);
+        return match render::run(count) {
+            Ok(report) => {
+                print!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(message) => {
+                eprintln!("render: {message}");
+                ExitCode::FAILURE
+            }
+        };
     }
     if args.iter().any(|a| a == "-h" || a == "--help") {
         println!("{USAGE}");

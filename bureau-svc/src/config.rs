@@ -9,6 +9,8 @@ use fiscalbill_common::config::{ConfigError, LogConfig, SecretSetting};
 use fiscalbill_common::connections::ConnectionLimits;
 use fiscalbill_common::db::DatabaseConfig;
 use fiscalbill_common::telemetry::TelemetryConfig;
+
+use crate::pdf::sign::BillSigner;
 use fiscalbill_common::tls::ServerTls;
 use serde::Deserialize;
 use wechat::callback::PushMode;
@@ -45,6 +47,27 @@ pub struct BureauConfig {
     /// Span export over OTLP; off unless `otlp_endpoint` is set.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// The certificate and key that sign the bills the bureau renders; without it they are not
+    /// signed (a warning at start, a failed preflight check).
+    #[serde(default)]
+    pub signing: Option<SigningConfig>,
+}
+
+/// `[signing]`: the bureau's document-signing certificate (PEM) and its P-256 private key (PEM,
+/// PKCS #8 or SEC1), each `{ file = "..." }` or `{ env = "..." }`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningConfig {
+    pub certificate: SecretSetting,
+    pub key: SecretSetting,
+}
+
+impl SigningConfig {
+    pub fn signer(&self) -> Result<BillSigner, String> {
+        let certificate = self.certificate.resolve().map_err(|e| format!("signing.certificate: {e}"))?;
+        let key = self.key.resolve().map_err(|e| format!("signing.key: {e}"))?;
+        BillSigner::from_pem(certificate.expose(), key.expose())
+    }
 }
 
 fn default_database() -> DatabaseConfig {
@@ -200,14 +223,15 @@ mod tests {
     #[test]
     fn the_example_configuration_parses() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/bureau.example.toml");
-        // Its environment: the secrets it names, TLS off (its files are the deployment's) and
-        // the logo from this repository.
+        // Its environment: the secrets it names, TLS and signing off (their files are the
+        // deployment's) and the logo from this repository.
         let logo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../wechat-sandbox/assets/demo-logo.png");
         let env = [
             ("BUREAU_APPSECRET", "x"),
             ("BUREAU_CALLBACK_TOKEN", "x"),
             ("BUREAU_ENCODING_AES_KEY", "x"),
             ("BUREAU__SERVER__TLS", ""),
+            ("BUREAU__SIGNING", ""),
             ("BUREAU__UNITS__0__LOGO_FILE", logo.to_str().unwrap()),
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned()));

@@ -226,6 +226,7 @@ pub fn bill_to_proto(bill: &Bill) -> pb::Bill {
             as i32,
         failure: bill.failure.as_ref().map(Failure::to_proto),
         pdf_sha256: bill.pdf_sha256.clone(),
+        signer_certificate_sha256: bill.signer_sha256.clone().unwrap_or_default(),
         pdf_size: bill.pdf_size,
         pdf_origin: match bill.pdf_origin {
             PdfOrigin::Supplied => pb::PdfOrigin::Supplied,

@@ -194,6 +194,8 @@ pub struct Bill {
     pub content: BillContent,
     pub pdf_sha256: String,
     pub pdf_size: i64,
+    /// SHA-256 of the certificate that signed the rendered PDF.
+    pub signer_sha256: Option<String>,
     pub pdf_origin: PdfOrigin,
     pub card_id: Option<String>,
     pub s_media_id: Option<String>,
@@ -227,6 +229,7 @@ pub struct NewBill {
     pub pdf: Bytes,
     pub pdf_sha256: String,
     pub pdf_origin: PdfOrigin,
+    pub signer_sha256: Option<String>,
 }
 
 /// An IssueBill call after validation; the PDF is rendered later if absent.

@@ -33,6 +33,7 @@ use crate::domain::{Bill, BillEvent, BillKey, BillState, Failure, IssueRequest, 
 use crate::error::BureauError;
 use crate::failures::{Disposition, RETRIES_EXHAUSTED, classify, failure_of, invalid_card_status, reissuable};
 use crate::pdf::render::{BillHeader, render};
+use crate::pdf::sign::BillSigner;
 use crate::spappid::SpAppIds;
 use crate::store::{Change, Store};
 use crate::templates::Templates;
@@ -51,6 +52,8 @@ pub struct Issuer {
     holder: String,
     /// Whether WeChat answers this process's calls at all.
     reachability: Arc<Reachability>,
+    /// Signs the bills this bureau renders.
+    signer: Option<Arc<BillSigner>>,
     /// Bills being driven in this process.
     driving: Mutex<HashSet<BillKey>>,
     /// Wakes IssueBill calls waiting for their bill.
@@ -74,6 +77,7 @@ impl Issuer {
         bureau_name: String,
         holder: String,
         reachability: Arc<Reachability>,
+        signer: Option<Arc<BillSigner>>,
     ) -> Self {
         let workers = config.workers.max(1);
         Self {
@@ -86,6 +90,7 @@ impl Issuer {
             bureau_name,
             holder,
             reachability,
+            signer,
             driving: Mutex::default(),
             waiters: Mutex::default(),
             accepting: AtomicBool::new(true),
@@ -132,8 +137,8 @@ impl Issuer {
             return Err(billing_taken(&request, other.key));
         }
 
-        let (pdf, pdf_origin) = match supplied_pdf {
-            Some(pdf) => (pdf, PdfOrigin::Supplied),
+        let (pdf, pdf_origin, signer_sha256) = match supplied_pdf {
+            Some(pdf) => (pdf, PdfOrigin::Supplied, None),
             None => {
                 let header = BillHeader {
                     title: &self.config.bill_title,
@@ -141,14 +146,15 @@ impl Issuer {
                     payee: &unit.payee,
                     order_id: &request.key.order_id,
                 };
-                let rendered = Bytes::from(render(&header, &request.content));
+                let signer = self.signer.as_deref().map(|signer| (signer, now_millis() / 1000));
+                let rendered = Bytes::from(render(&header, &request.content, signer).map_err(BureauError::Render)?);
                 if rendered.len() > self.config.pdf_max_bytes {
                     return Err(BureauError::Render(format!(
                         "the rendered PDF has {} bytes, more than pdf_max_bytes",
                         rendered.len()
                     )));
                 }
-                (rendered, PdfOrigin::Rendered)
+                (rendered, PdfOrigin::Rendered, self.signer.as_ref().map(|s| s.fingerprint().to_owned()))
             }
         };
         let new = NewBill {
@@ -160,6 +166,7 @@ impl Issuer {
             pdf_sha256: supplied_sha256.map_or_else(|| hex::encode(Sha256::digest(&pdf)), str::to_owned),
             pdf,
             pdf_origin,
+            signer_sha256,
         };
         let inserted = self.store.insert_bill(&new, now_millis()).await;
         drop(new);

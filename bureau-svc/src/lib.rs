@@ -21,6 +21,7 @@ mod templates;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::pdf::sign::BillSigner;
 use fiscalbill_common::auth::Authenticator;
 use fiscalbill_common::config::ConfigError;
 use fiscalbill_common::db::{COMMON_MIGRATIONS, Db};
@@ -53,6 +54,8 @@ pub enum StartError {
     Keys(String),
     #[error("WeChat client: {0}")]
     Client(String),
+    #[error("{0}")]
+    Signing(String),
     #[error("TLS: {0}")]
     Tls(#[from] fiscalbill_common::tls::TlsError),
     #[error(transparent)]
@@ -93,6 +96,16 @@ pub async fn start(config: BureauConfig) -> Result<RunningService, StartError> {
     if config.account.token_mode != TokenMode::StableToken && config.units.iter().any(|unit| &unit.appid == appid) {
         return Err(StartError::SelfBuiltTokenMode(appid.clone()));
     }
+    let signer = match &config.signing {
+        Some(signing) => Some(Arc::new(signing.signer().map_err(StartError::Signing)?)),
+        None => {
+            tracing::warn!("[signing] is not configured: the bills this bureau renders are not signed");
+            None
+        }
+    };
+    if let Some(signer) = &signer {
+        tracing::info!(certificate_sha256 = signer.fingerprint(), "bills are signed");
+    }
     let image_host = image_host(&config.wechat.base_url);
     let units = config.units.iter().map(|unit| unit.resolve(image_host.as_deref())).collect::<Result<Vec<_>, _>>()?;
     let metrics = Metrics::new("Bills by state");
@@ -131,7 +144,7 @@ pub async fn start(config: BureauConfig) -> Result<RunningService, StartError> {
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
     let callback = callback::router(callback::CallbackState { keys, app: cell.clone(), metrics: metrics.clone() });
-    let parts = Parts { config, client, secret, metrics, image_host, reachability };
+    let parts = Parts { config, client, secret, metrics, image_host, reachability, signer };
     let build = move |db: Db| async move {
         let app = build(&parts, db).await;
         if let Err(error) = app.templates.onboard(&units).await {
@@ -150,6 +163,7 @@ struct Parts {
     metrics: Arc<Metrics>,
     image_host: Option<String>,
     reachability: Arc<Reachability>,
+    signer: Option<Arc<BillSigner>>,
 }
 
 /// The host of the WeChat API base URL: its image URLs are taken as logos too.
@@ -196,6 +210,7 @@ async fn build(parts: &Parts, db: Db) -> Arc<App> {
         config.account.name.clone(),
         holder,
         parts.reachability.clone(),
+        parts.signer.clone(),
     ));
     let reimburse = reimburse::Reimburse::new(store.clone(), credentials.clone(), appid.clone());
     let bills = bills::Bills::new(store);

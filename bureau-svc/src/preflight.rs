@@ -34,6 +34,19 @@ pub async fn preflight(config: &BureauConfig) -> Checklist {
         }
     };
     check_callback_keys(config, &mut list);
+    match config.signing.as_ref().map(|signing| signing.signer()) {
+        Some(Ok(signer)) => list.pass("bill signing", format!("certificate SHA-256 {}", signer.fingerprint())),
+        Some(Err(error)) => list.fail(
+            "bill signing",
+            error,
+            "give [signing] certificate (PEM) and key (its P-256 private key, PEM) as files or env variables",
+        ),
+        None => list.fail(
+            "bill signing",
+            "[signing] is not configured: rendered bills would carry no signature",
+            "give [signing] certificate and key: the bureau's document-signing certificate and its P-256 key",
+        ),
+    }
     let image_host = image_host(&config.wechat.base_url);
     for unit in &config.units {
         match unit.resolve(image_host.as_deref()) {

@@ -1,11 +1,14 @@
-//! The rendered bill in a real PDF toolchain: poppler extracts its Chinese text (pdftotext) and
-//! draws its glyphs (pdftoppm). Needs poppler-utils, poppler-data and a CJK font
-//! (Debian: `apt-get install poppler-utils poppler-data fonts-wqy-microhei`); `.ci/run`
-//! installs them. Missing tools fail the test: it never skips.
+//! The rendered bill in a real PDF toolchain: poppler lists its fonts as embedded (pdffonts),
+//! extracts its Chinese text (pdftotext), draws its glyphs with no CJK font on the machine
+//! (pdftoppm) and verifies the bureau's signature (pdfsig), which breaks when one byte changes.
+//! Needs poppler-utils (`./run-tests` installs it). Missing tools fail the test: it never skips.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 use bureau_svc::pdf::render::{BillHeader, render};
+use bureau_svc::pdf::sign::BillSigner;
 use fiscalbill_common::bill::{BillContent, BillItem};
 
 fn bill() -> BillContent {
@@ -35,24 +38,45 @@ fn bill() -> BillContent {
     }
 }
 
-fn write_pdf(name: &str) -> std::path::PathBuf {
+fn signer() -> &'static BillSigner {
+    static SIGNER: OnceLock<BillSigner> = OnceLock::new();
+    SIGNER.get_or_init(|| BillSigner::generate_throwaway("沙箱市财政局").unwrap().0)
+}
+
+fn dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fiscalbill-poppler-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn rendered(content: &BillContent) -> Vec<u8> {
     let header = BillHeader {
         title: "广东省非税收入统一票据（电子）",
         bureau: "沙箱市财政局",
         payee: "沙箱市人民医院",
         order_id: "order-42",
     };
-    let dir = std::env::temp_dir().join(format!("fiscalbill-poppler-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, render(&header, &bill())).unwrap();
+    render(&header, content, Some((signer(), 1_700_000_000))).unwrap()
+}
+
+fn write_pdf(name: &str) -> PathBuf {
+    let path = dir().join(name);
+    std::fs::write(&path, rendered(&bill())).unwrap();
     path
 }
 
 fn run(program: &str, args: &[&str]) -> std::process::Output {
-    let output = Command::new(program).args(args).output().unwrap_or_else(|e| {
-        panic!("{program} is required (apt-get install poppler-utils poppler-data fonts-wqy-microhei): {e}")
-    });
+    run_with(program, args, &[])
+}
+
+fn run_with(program: &str, args: &[&str], env: &[(&str, &Path)]) -> std::process::Output {
+    let mut command = Command::new(program);
+    command.args(args);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output =
+        command.output().unwrap_or_else(|e| panic!("{program} is required (./run-tests installs poppler-utils): {e}"));
     assert!(output.status.success(), "{program} failed: {}", String::from_utf8_lossy(&output.stderr));
     output
 }
@@ -100,16 +124,94 @@ fn dark_pixels(pgm: &[u8], top: usize, bottom: usize) -> usize {
     pixels[top * width..bottom * width].iter().filter(|&&p| p < 128).count()
 }
 
+/// A fontconfig that knows no font at all: whatever poppler draws comes from the PDF.
+fn no_fonts_config() -> PathBuf {
+    let dir = dir();
+    let empty = dir.join("no-fonts");
+    std::fs::create_dir_all(&empty).unwrap();
+    let config = dir.join("fonts.conf");
+    let xml = format!(
+        "<?xml version=\"1.0\"?>\n<!DOCTYPE fontconfig SYSTEM \"fonts.dtd\">\n<fontconfig><dir>{}</dir><cachedir>{}</cachedir></fontconfig>\n",
+        empty.display(),
+        dir.join("fc-cache").display()
+    );
+    std::fs::write(&config, xml).unwrap();
+    config
+}
+
+/// Dark pixels of the title row (35..56 pt from the top, at 72 dpi), drawn with `env`.
+fn title_ink(path: &Path, env: &[(&str, &Path)]) -> usize {
+    let prefix = path.with_extension(format!("{}", env.len()));
+    run_with("pdftoppm", &["-gray", "-r", "72", "-singlefile", path.to_str().unwrap(), prefix.to_str().unwrap()], env);
+    let pgm = std::fs::read(format!("{}.pgm", prefix.display())).unwrap();
+    dark_pixels(&pgm, 35, 56)
+}
+
 #[test]
-fn pdftoppm_draws_the_chinese_glyphs() {
+fn pdftoppm_draws_the_chinese_glyphs_without_any_font_installed() {
     let path = write_pdf("draw.pdf");
-    let prefix = path.with_extension("");
-    run("pdftoppm", &["-gray", "-r", "72", "-singlefile", path.to_str().unwrap(), prefix.to_str().unwrap()]);
-    let pgm = std::fs::read(prefix.with_extension("pgm")).unwrap();
-    // At 72 dpi a pixel is a point: the title's glyphs sit between 35 and 56 pt from the top,
-    // above its rule. Without a CJK font poppler draws nothing there.
-    let title = dark_pixels(&pgm, 35, 56);
-    assert!(title > 300, "the title's Chinese glyphs were not drawn ({title} dark pixels)");
-    // The rows between the title and the header line stay blank.
-    assert!(dark_pixels(&pgm, 64, 70) < 20);
+    let config = no_fonts_config();
+    let bare = title_ink(&path, &[("FONTCONFIG_FILE", &config)]);
+    let with_fonts = title_ink(&path, &[]);
+    // Without a CJK font on the machine poppler drew empty boxes or nothing for the title;
+    // with the font embedded it draws the same glyphs either way.
+    assert!(bare > 300, "the title's Chinese glyphs were not drawn without fonts ({bare} dark pixels)");
+    assert_eq!(bare, with_fonts, "the same glyphs with and without the machine's fonts");
+}
+
+#[test]
+fn pdffonts_lists_every_font_embedded() {
+    let path = write_pdf("fonts.pdf");
+    let output = String::from_utf8(run("pdffonts", &[path.to_str().unwrap()]).stdout).unwrap();
+    let fonts: Vec<&str> = output.lines().skip(2).collect();
+    assert!(!fonts.is_empty(), "{output}");
+    for font in fonts {
+        let columns: Vec<&str> = font.split_whitespace().collect();
+        // name type encoding emb sub uni object ID
+        assert!(font.contains("CID TrueType") && font.contains("Identity-H"), "{output}");
+        assert_eq!(
+            &columns[columns.len() - 5..columns.len() - 2],
+            ["yes", "yes", "yes"],
+            "embedded, subset, ToUnicode:\n{output}"
+        );
+    }
+}
+
+#[test]
+fn pdfsig_verifies_the_signature_and_sees_one_changed_byte() {
+    let path = write_pdf("signed.pdf");
+    let output = String::from_utf8(run("pdfsig", &[path.to_str().unwrap()]).stdout).unwrap();
+    assert!(output.contains("Signature Validation: Signature is Valid."), "{output}");
+    assert!(output.contains("Total document signed"), "{output}");
+    assert!(output.contains("Signer Certificate Common Name: 沙箱市财政局"), "{output}");
+    assert!(output.contains("adbe.pkcs7.detached"), "{output}");
+
+    // One byte changed in the signed range: a digit of the billing code in the document
+    // information.
+    let mut tampered = std::fs::read(&path).unwrap();
+    let at = tampered.windows(10).position(|w| w == b"0000012345").expect("the billing code");
+    tampered[at + 9] = b'6';
+    let tampered_path = dir().join("tampered.pdf");
+    std::fs::write(&tampered_path, &tampered).unwrap();
+    let output = Command::new("pdfsig").arg(&tampered_path).output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("Signature Validation: Digest Mismatch."), "{text}");
+}
+
+#[test]
+fn a_ten_item_bill_stays_small() {
+    let mut content = bill();
+    content.items = (0..10)
+        .map(|i| BillItem {
+            name: format!("检查项目第{i}项（含影像、化验及诊疗）"),
+            quantity: "1".into(),
+            unit: "次".into(),
+            unit_price: 10_000,
+            amount: 10_000,
+        })
+        .collect();
+    content.fee = 100_000;
+    let pdf = rendered(&content);
+    assert!(pdf.len() < 200 * 1024, "{} bytes", pdf.len());
+    eprintln!("a signed 10-item bill: {} bytes", pdf.len());
 }

@@ -62,7 +62,9 @@ pub fn init(service: &str, log: &LogConfig, telemetry: &TelemetryConfig, default
     let fmt = if log.json {
         tracing_subscriber::fmt::layer().json().with_filter(filter).boxed()
     } else {
-        tracing_subscriber::fmt::layer().with_filter(filter).boxed()
+        // Colours only for a terminal: log files and journald get plain text.
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+        tracing_subscriber::fmt::layer().with_ansi(ansi).with_filter(filter).boxed()
     };
     let provider = telemetry.otlp_endpoint.as_ref().and_then(|endpoint| {
         let exporter = SpanExporter::builder()

@@ -124,6 +124,48 @@ pub fn demo_logo_file(data_dir: &Path) -> PathBuf {
     path
 }
 
+/// The dev stack's bill-signing certificate and key (`bureau-signing.pem`, `bureau-signing.key`
+/// in the data directory): generated once, for this stack only, and kept with its data. Never for
+/// production: a bureau signs with the certificate its CA issued.
+pub fn dev_signing_files(data_dir: &Path) -> (PathBuf, PathBuf) {
+    let (certificate, key) = (data_dir.join("bureau-signing.pem"), data_dir.join("bureau-signing.key"));
+    let usable = || {
+        let (Ok(certificate), Ok(key)) = (std::fs::read_to_string(&certificate), std::fs::read_to_string(&key)) else {
+            return false;
+        };
+        bureau_svc::pdf::sign::BillSigner::from_pem(&certificate, &key).is_ok()
+    };
+    if !usable() {
+        let _ = std::fs::create_dir_all(data_dir);
+        match bureau_svc::pdf::sign::BillSigner::generate_throwaway(
+            &account(&wechat_sandbox::demo_accounts(), DEMO_BUREAU).name,
+        ) {
+            Ok((signer, certificate_pem, key_pem)) => {
+                let written =
+                    std::fs::write(&certificate, certificate_pem).and_then(|()| std::fs::write(&key, key_pem));
+                match written {
+                    Ok(()) => tracing::info!(
+                        certificate = %certificate.display(),
+                        sha256 = signer.fingerprint(),
+                        "generated a throwaway bill-signing certificate for the dev stack (not for production)"
+                    ),
+                    Err(error) => tracing::warn!(%error, "cannot write the dev stack's signing certificate"),
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot generate the dev stack's signing certificate"),
+        }
+    }
+    (certificate, key)
+}
+
+fn dev_signing(data_dir: &Path) -> bureau_config::SigningConfig {
+    let (certificate, key) = dev_signing_files(data_dir);
+    bureau_config::SigningConfig {
+        certificate: SecretSetting::File { file: certificate },
+        key: SecretSetting::File { file: key },
+    }
+}
+
 pub fn bureau(addresses: &Addresses, data_dir: &Path) -> bureau_config::BureauConfig {
     let accounts = wechat_sandbox::demo_accounts();
     let bureau = account(&accounts, DEMO_BUREAU);
@@ -159,6 +201,7 @@ pub fn bureau(addresses: &Addresses, data_dir: &Path) -> bureau_config::BureauCo
         auth: development_auth(),
         log: Default::default(),
         telemetry: Default::default(),
+        signing: Some(dev_signing(data_dir)),
     }
 }
 

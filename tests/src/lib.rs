@@ -412,6 +412,7 @@ impl Stack {
             auth: self.auth(&[("collection", BUREAU_API_KEY, &["*"])]),
             log: Default::default(),
             telemetry: Default::default(),
+            signing: Some(throwaway_signing()),
         }
     }
 
@@ -769,3 +770,12 @@ pub fn content(order_id: &str, fee: i64) -> types_pb::BillContent {
 }
 
 pub use fiscalbill_common::status::{error_reason as reason, violation_fields as violations};
+
+/// A throwaway bill-signing certificate and key, inline: the bureau signs what it renders.
+pub fn throwaway_signing() -> bureau_svc::config::SigningConfig {
+    let (_, certificate, key) = bureau_svc::pdf::sign::BillSigner::generate_throwaway("沙箱市财政局").unwrap();
+    bureau_svc::config::SigningConfig {
+        certificate: SecretSetting::Inline(Secret::new(certificate)),
+        key: SecretSetting::Inline(Secret::new(key)),
+    }
+}

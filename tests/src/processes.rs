@@ -99,7 +99,9 @@ impl ProcessStack {
 
         let server = |grpc: SocketAddr, http: SocketAddr, admin: SocketAddr| json!({"grpc_listen": grpc, "http_listen": http, "admin_listen": admin, "shutdown_grace_ms": 1000});
         let wechat = json!({"base_url": base, "timeout_ms": 1000, "resend_backoff_ms": 10});
+        let (certificate, key) = devstack::dev_signing_files(dir);
         let mut bureau = json!({
+            "signing": {"certificate": {"file": certificate}, "key": {"file": key}},
             "server": server(bureau_grpc, bureau_http, bureau_admin),
             "database": {"url": format!("sqlite://{}", dir.join("bureau.db").display())},
             "wechat": wechat,

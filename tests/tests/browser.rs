@@ -1,6 +1,7 @@
 //! The sandbox's pages in a real browser: Debian's headless Chromium driven by playwright-core
 //! (`tests/browser/auth_flow.cjs`): open an auth_url, press Authorize, see the bill in the card
-//! package with a working PDF link. Screenshots land in `target/screenshots/`. Needs
+//! package with a working PDF link, and open the bill in Chromium's PDF viewer. Screenshots
+//! (the bill's first page among them) land in `target/screenshots/`. Needs
 //! `/usr/bin/chromium` (Debian package `chromium`) and playwright-core under `.tools/node`, both
 //! installed by `./run-tests`; missing, the test fails.
 
@@ -23,6 +24,7 @@ async fn a_payer_authorizes_in_chromium_and_finds_the_bill() {
         node_modules.display()
     );
     let screenshots = root.join("target/screenshots");
+    let _ = std::fs::remove_file(screenshots.join("4-bill-pdf.png"));
 
     let dir = std::env::temp_dir().join(format!("fiscalbill-browser-{}", std::process::id()));
     let stack = devstack::start(Addresses::any_free(), dir, devstack::Data::Fresh).await.unwrap();
@@ -67,6 +69,9 @@ async fn a_payer_authorizes_in_chromium_and_finds_the_bill() {
     assert_eq!(report["amount"], "¥123.45");
     assert_eq!(report["cards"], 1);
     assert!(report["pdf_bytes"].as_u64().unwrap() > 1000);
+    // Chromium's PDF viewer opened the bill (target/screenshots/4-bill-pdf.png shows its page).
+    assert_eq!(report["viewed_as"], "application/pdf", "{report}");
+    assert!(screenshots.join("4-bill-pdf.png").metadata().unwrap().len() > 10_000);
 
     let authorization = collection
         .get_authorization(pb::GetAuthorizationRequest {

@@ -25,7 +25,10 @@ async fn both_services_start_from_their_minimal_configurations() {
     let collection_key = "minimal-collection-key-0001".to_owned();
 
     // bureau-svc: the shipped file, the secrets, and what differs from production here.
+    let (_, certificate, signing_key) = bureau_svc::pdf::sign::BillSigner::generate_throwaway("沙箱市财政局").unwrap();
     let bureau_env = env(&[
+        ("BUREAU_SIGNING_CERTIFICATE", certificate),
+        ("BUREAU_SIGNING_KEY", signing_key),
         ("BUREAU_APPSECRET", secret(BUREAU).expose().to_owned()),
         ("BUREAU_CALLBACK_TOKEN", TOKEN.to_owned()),
         ("BUREAU_ENCODING_AES_KEY", AES_KEY.to_owned()),

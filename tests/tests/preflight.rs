@@ -83,6 +83,17 @@ async fn each_misconfiguration_fails_its_check_with_the_fix() {
     assert!(failed(&list, "callback keys").contains("EncodingAESKey"));
     assert!(failed(&list, &format!("logo of unit {UNIT}")).contains("logo_file"));
 
+    // No signing certificate, or a key that is not the certificate's.
+    let mut unsigned = fresh_bureau();
+    unsigned.signing = None;
+    assert!(failed(&bureau_svc::preflight(&unsigned).await, "bill signing").contains("[signing]"));
+    let mut mismatched = fresh_bureau();
+    let other = throwaway_signing();
+    mismatched.signing.as_mut().unwrap().key = other.key;
+    let list = bureau_svc::preflight(&mismatched).await;
+    assert!(failed(&list, "bill signing").contains("[signing]"));
+    assert!(list.render().contains("the signing key does not belong to the signing certificate"), "{}", list.render());
+
     // The database does not answer.
     let mut no_db = fresh_bureau();
     no_db.database = fiscalbill_common::db::DatabaseConfig {

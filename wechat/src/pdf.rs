@@ -1,6 +1,6 @@
-//! A structural check that bytes are a well-formed PDF file: header, trailer and a
-//! cross-reference offset that points at a cross-reference section or stream. It does not
-//! render the document; it rejects what is plainly not a PDF or is truncated.
+//! Whether bytes are a PDF a reader (and WeChat) can use, parsed with `lopdf`: within the size
+//! limit, a PDF header, a cross-reference table that resolves as written (no repair needed),
+//! a document catalog, not encrypted, and at least one page. It does not render the document.
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PdfError {
@@ -10,18 +10,17 @@ pub enum PdfError {
     TooLarge { size: usize, limit: usize },
     #[error("not a PDF: no %PDF-1.x or %PDF-2.0 header")]
     Header,
-    #[error("PDF is truncated: no %%EOF marker at the end")]
-    Eof,
-    #[error("PDF has no valid startxref offset")]
-    StartXref,
-    #[error("PDF startxref does not point at a cross-reference table or stream")]
-    XrefTarget,
+    #[error("PDF is malformed: {0}")]
+    Malformed(String),
+    #[error("PDF's cross-reference table does not resolve (objects are not where it says)")]
+    BrokenXref,
+    #[error("PDF is encrypted: give it without a password or permissions")]
+    Encrypted,
+    #[error("PDF has no pages")]
+    NoPages,
 }
 
-/// How far from the end the trailer keywords may sit.
-const TAIL: usize = 1024;
-
-/// Checks `pdf` against the structure of a PDF file and a size limit.
+/// Checks `pdf` against a size limit and parses it.
 pub fn validate(pdf: &[u8], max_bytes: usize) -> Result<(), PdfError> {
     if pdf.is_empty() {
         return Err(PdfError::Empty);
@@ -35,73 +34,67 @@ pub fn validate(pdf: &[u8], max_bytes: usize) -> Result<(), PdfError> {
     if !version_ok {
         return Err(PdfError::Header);
     }
-    let tail_start = pdf.len().saturating_sub(TAIL);
-    let tail = &pdf[tail_start..];
-    let eof_at = rfind(tail, b"%%EOF").ok_or(PdfError::Eof)?;
-    if !tail[eof_at + 5..].iter().all(|b| b.is_ascii_whitespace()) {
-        return Err(PdfError::Eof);
+    let document = lopdf::Document::load_mem(pdf).map_err(|e| PdfError::Malformed(e.to_string()))?;
+    // lopdf repairs a broken table by scanning the file; a reader should not have to.
+    if document.xref_recovery.is_some() {
+        return Err(PdfError::BrokenXref);
     }
-    let startxref_at = rfind(&tail[..eof_at], b"startxref").ok_or(PdfError::StartXref)?;
-    let digits: Vec<u8> = tail[startxref_at + 9..eof_at]
-        .iter()
-        .copied()
-        .skip_while(u8::is_ascii_whitespace)
-        .take_while(u8::is_ascii_digit)
-        .collect();
-    let offset: usize = std::str::from_utf8(&digits).ok().and_then(|d| d.parse().ok()).ok_or(PdfError::StartXref)?;
-    if offset >= tail_start + startxref_at {
-        return Err(PdfError::StartXref);
+    if document.was_encrypted() || document.is_encrypted() {
+        return Err(PdfError::Encrypted);
     }
-    let target = &pdf[offset..];
-    if target.starts_with(b"xref") || is_object_header(target) { Ok(()) } else { Err(PdfError::XrefTarget) }
-}
-
-/// `<number> <generation> obj`, the start of an indirect object (a cross-reference stream).
-fn is_object_header(bytes: &[u8]) -> bool {
-    let head = &bytes[..bytes.len().min(32)];
-    let Ok(text) =
-        std::str::from_utf8(head.split(|b| *b == b'<' || *b == b'\n' || *b == b'\r').next().unwrap_or_default())
-    else {
-        return false;
-    };
-    let mut parts = text.split_ascii_whitespace();
-    matches!(
-        (parts.next(), parts.next(), parts.next()),
-        (Some(n), Some(g), Some("obj")) if n.bytes().all(|b| b.is_ascii_digit()) && g.bytes().all(|b| b.is_ascii_digit())
-    )
-}
-
-fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).rposition(|w| w == needle)
+    document.catalog().map_err(|e| PdfError::Malformed(format!("no document catalog ({e})")))?;
+    if document.get_pages().is_empty() {
+        return Err(PdfError::NoPages);
+    }
+    Ok(())
 }
 
 /// A minimal valid one-page PDF with `text` on it (ASCII only), for tests and demos.
 pub fn sample(text: &str) -> Vec<u8> {
-    let text: String =
-        text.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').filter(|c| !matches!(c, '(' | ')' | '\\')).collect();
-    let content = format!("BT /F1 18 Tf 72 720 Td ({text}) Tj ET");
-    let objects = [
-        "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
-        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_owned(),
-        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Resources << /Font << /F1 5 0 R >> >> /Contents 4 0 R >>".to_owned(),
-        format!("<< /Length {} >>\nstream\n{content}\nendstream", content.len()),
-        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_owned(),
-    ];
-    let mut pdf = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n".to_vec();
-    let mut offsets = Vec::new();
-    for (index, object) in objects.iter().enumerate() {
-        offsets.push(pdf.len());
-        pdf.extend_from_slice(format!("{} 0 obj\n{object}\nendobj\n", index + 1).as_bytes());
-    }
-    let xref = pdf.len();
-    pdf.extend_from_slice(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes());
-    for offset in offsets {
-        pdf.extend_from_slice(format!("{offset:010} 00000 n \n").as_bytes());
-    }
-    pdf.extend_from_slice(
-        format!("trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n", objects.len() + 1).as_bytes(),
-    );
-    pdf
+    use pdf_writer::{Content, Name, Pdf, Rect, Ref, Str};
+    let text: String = text.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').collect();
+    let (catalog, pages, page, content, font) = (Ref::new(1), Ref::new(2), Ref::new(3), Ref::new(4), Ref::new(5));
+    let mut pdf = Pdf::new();
+    pdf.catalog(catalog).pages(pages);
+    pdf.pages(pages).kids([page]).count(1);
+    let mut page_writer = pdf.page(page);
+    page_writer.parent(pages).media_box(Rect::new(0.0, 0.0, 595.0, 842.0)).contents(content);
+    page_writer.resources().fonts().pair(Name(b"F1"), font);
+    drop(page_writer);
+    let mut drawing = Content::new();
+    drawing.begin_text().set_font(Name(b"F1"), 18.0).next_line(72.0, 720.0).show(Str(text.as_bytes())).end_text();
+    pdf.stream(content, &drawing.finish());
+    pdf.type1_font(font).base_font(Name(b"Helvetica"));
+    pdf.finish()
+}
+
+fn replaced(pdf: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let at = pdf.windows(from.len()).position(|w| w == from).expect("found");
+    [&pdf[..at], to, &pdf[at + from.len()..]].concat()
+}
+
+/// The sample, encrypted (RC4-128, an empty user password) by lopdf: for tests.
+pub fn encrypted_sample() -> Vec<u8> {
+    let mut document = lopdf::Document::load_mem(&sample("secret")).unwrap();
+    let id = lopdf::Object::String(b"0123456789abcdef".to_vec(), lopdf::StringFormat::Hexadecimal);
+    document.trailer.set("ID", lopdf::Object::Array(vec![id.clone(), id]));
+    let state = lopdf::EncryptionState::try_from(lopdf::EncryptionVersion::V2 {
+        document: &document,
+        owner_password: "owner",
+        user_password: "",
+        key_length: 128,
+        permissions: lopdf::Permissions::all(),
+    })
+    .unwrap();
+    document.encrypt(&state).unwrap();
+    let mut out = Vec::new();
+    document.save_to(&mut out).unwrap();
+    out
+}
+
+/// The sample with an empty page tree (the cross-reference table still resolves): for tests.
+pub fn sample_without_pages() -> Vec<u8> {
+    replaced(&replaced(&sample("x"), b"/Kids [3 0 R]", b"/Kids []     "), b"/Count 1", b"/Count 0")
 }
 
 #[cfg(test)]
@@ -121,23 +114,16 @@ mod tests {
         assert_eq!(validate(&pdf, 10), Err(PdfError::TooLarge { size: pdf.len(), limit: 10 }));
         assert_eq!(validate(b"<html>not a pdf</html>", 100), Err(PdfError::Header));
         assert_eq!(validate(b"%PDF-3.0 ...", 100), Err(PdfError::Header));
-        assert_eq!(validate(&pdf[..pdf.len() - 20], 1 << 20), Err(PdfError::Eof));
-        let mut trailing = pdf.clone();
-        trailing.extend_from_slice(b"garbage");
-        assert_eq!(validate(&trailing, 1 << 20), Err(PdfError::Eof));
-        let text = String::from_utf8_lossy(&pdf).into_owned();
-        let wrong_offset = text.replace(&format!("startxref\n{}", text.rfind("xref\n0 ").unwrap()), "startxref\n9");
-        assert_eq!(validate(wrong_offset.as_bytes(), 1 << 20), Err(PdfError::XrefTarget));
-        let no_offset = text.replace("startxref\n", "startxref\nabc");
-        assert_eq!(validate(no_offset.as_bytes(), 1 << 20), Err(PdfError::StartXref));
+        assert!(matches!(validate(b"%PDF-1.4\n%%EOF\n", 100), Err(PdfError::Malformed(_) | PdfError::BrokenXref)));
+        // Objects moved: the table's offsets point at nothing.
+        let shifted = replaced(&pdf, b"1 0 obj", b"\n\n\n\n1 0 obj");
+        assert_eq!(validate(&shifted, 1 << 20), Err(PdfError::BrokenXref));
+        assert!(validate(&pdf[..pdf.len() / 2], 1 << 20).is_err(), "truncated");
     }
 
     #[test]
-    fn accepts_cross_reference_streams() {
-        let mut pdf = b"%PDF-1.5\n".to_vec();
-        let at = pdf.len();
-        pdf.extend_from_slice(b"7 0 obj\n<< /Type /XRef /Size 8 >>\nstream\nendstream\nendobj\n");
-        pdf.extend_from_slice(format!("startxref\n{at}\n%%EOF").as_bytes());
-        assert_eq!(validate(&pdf, 1 << 20), Ok(()));
+    fn rejects_encrypted_and_page_less_documents() {
+        assert_eq!(validate(&sample_without_pages(), 1 << 20), Err(PdfError::NoPages));
+        assert_eq!(validate(&encrypted_sample(), 1 << 20), Err(PdfError::Encrypted));
     }
 }

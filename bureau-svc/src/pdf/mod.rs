@@ -1,5 +1,7 @@
-//! The bill PDF: validation of a supplied one (in `fiscalbill_common::pdf`) and rendering.
+//! The bill PDF: rendering (with its embedded font) and the bureau's signature. A supplied PDF
+//! is validated in `wechat::pdf`.
 
 pub mod amount;
+pub mod font;
 pub mod render;
-mod writer;
+pub mod sign;

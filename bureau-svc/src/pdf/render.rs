@@ -1,19 +1,17 @@
-//! Renders a fiscal e-bill (财政电子票据) as a small PDF: title, bill code and number, payer,
-//! collection unit, detail items, the total in figures and in capital numerals, issue date and
-//! issuing bureau.
-//!
-//! Chinese text uses the standard Chinese font STSong-Light with the UniGB-UCS2-H encoding, and
-//! ASCII runs the standard Helvetica (neither embedded: every common viewer supplies them, and
-//! the file stays a few kilobytes). A ToUnicode map keeps the Chinese text extractable and
-//! searchable; Helvetica's known metrics keep figures aligned.
+//! Renders a fiscal e-bill (财政电子票据) as a PDF: title, bill code and number, payer,
+//! collection unit, detail items, the total in figures and in capital numerals, issue date,
+//! issuing bureau and the bureau's seal, written with `pdf-writer`. All text is drawn in the
+//! embedded subset of the bill font (see `font.rs`), so that any viewer shows it and it stays
+//! extractable. With a signer, the seal is also the box of the PDF's digital signature (see
+//! `sign.rs`).
 
-use std::collections::BTreeSet;
-use std::fmt::Write as _;
+use pdf_writer::{Content, Finish, Name, Pdf, Rect, Ref, Str, TextStr};
 
 use fiscalbill_common::bill::{BillContent, BillItem};
 
 use super::amount::{capital, figures};
-use super::writer::{PdfWriter, text_string};
+use super::font::{GlyphSet, deflate, font};
+use super::sign::{BillSigner, SignatureSlot};
 
 const WIDTH: f32 = 595.0;
 const HEIGHT: f32 = 420.0;
@@ -21,7 +19,13 @@ const MARGIN: f32 = 36.0;
 const ITEMS_PER_PAGE: usize = 10;
 const ROW: f32 = 17.0;
 /// Frame and rule colour: the brownish red of printed fiscal bills.
-const FRAME_RGB: &str = "0.62 0.16 0.12";
+const FRAME_RGB: (f32, f32, f32) = (0.62, 0.16, 0.12);
+/// The seal's red.
+const SEAL_RGB: (f32, f32, f32) = (0.85, 0.1, 0.1);
+/// The seal: a circle at the lower right of the last page, over the remarks.
+const SEAL_CENTER: (f32, f32) = (WIDTH - MARGIN - 70.0, MARGIN + 52.0);
+const SEAL_RADIUS: f32 = 40.0;
+const FONT_NAME: Name<'static> = Name(b"F1");
 
 /// What goes on the bill besides its content.
 #[derive(Clone, Debug)]
@@ -44,26 +48,8 @@ const COLUMNS: [(&str, f32, f32, bool); 5] = [
     ("金额（元）", 460.0, WIDTH - MARGIN, true),
 ];
 
-/// Helvetica's advance widths (1/1000 em) for ASCII 32..=126, from its standard metrics.
-const HELVETICA: [u16; 95] = [
-    278, 278, 355, 556, 556, 889, 667, 191, 333, 333, 389, 584, 278, 333, 278, 278, 556, 556, 556, 556, 556, 556, 556,
-    556, 556, 556, 278, 278, 584, 584, 584, 556, 1015, 667, 667, 722, 722, 667, 611, 778, 722, 278, 500, 667, 556, 833,
-    722, 778, 667, 778, 722, 667, 611, 722, 667, 944, 667, 667, 611, 278, 278, 278, 469, 556, 333, 556, 556, 500, 556,
-    556, 278, 556, 556, 222, 222, 500, 222, 833, 556, 556, 556, 556, 333, 500, 278, 556, 500, 722, 500, 500, 500, 334,
-    260, 334, 584,
-];
-
-/// Width of one character in em: Helvetica's for printable ASCII, one em for everything else
-/// (CJK and full-width forms).
-fn char_em(ch: char) -> f32 {
-    match ch {
-        ' '..='~' => f32::from(HELVETICA[ch as usize - 32]) / 1000.0,
-        _ => 1.0,
-    }
-}
-
 fn em_width(text: &str) -> f32 {
-    text.chars().map(char_em).sum()
+    font().width_em(text)
 }
 
 /// `text` shortened with `…` to fit `width` points at `size`.
@@ -71,73 +57,91 @@ fn fit(text: &str, size: f32, width: f32) -> String {
     if em_width(text) * size <= width {
         return text.to_owned();
     }
+    let ellipsis = em_width("…");
     let mut out = String::new();
+    let mut used = 0.0;
     for ch in text.chars() {
-        if (em_width(&out) + em_width(&ch.to_string()) + 1.0) * size > width {
+        let advance = em_width(ch.encode_utf8(&mut [0; 4]));
+        if (used + advance + ellipsis) * size > width {
             break;
         }
+        used += advance;
         out.push(ch);
     }
     out.push('…');
     out
 }
 
-/// Drawn in Helvetica: printable ASCII and space.
-fn is_latin(ch: char) -> bool {
-    matches!(ch, ' '..='~')
+/// One page's drawing, its glyphs going into the document's set.
+struct Page<'g> {
+    content: Content,
+    glyphs: &'g mut GlyphSet,
 }
 
-/// Characters outside the Basic Multilingual Plane cannot be encoded in UCS-2.
-fn encodable(ch: char) -> char {
-    if (ch as u32) <= 0xFFFF { ch } else { '?' }
-}
-
-struct Page {
-    content: String,
-    used: BTreeSet<u8>,
-}
-
-impl Page {
-    fn new() -> Self {
-        Self { content: String::new(), used: BTreeSet::new() }
+impl<'g> Page<'g> {
+    fn new(glyphs: &'g mut GlyphSet) -> Self {
+        let mut content = Content::new();
+        content.set_stroke_rgb(FRAME_RGB.0, FRAME_RGB.1, FRAME_RGB.2).set_line_width(0.6);
+        Self { content, glyphs }
     }
 
-    /// Draws `text` from (x, y): ASCII runs in Helvetica (/F2), the rest in STSong (/F1).
+    /// Draws `text` with its baseline starting at (x, y).
     fn text(&mut self, x: f32, y: f32, size: f32, text: &str) {
-        let mut x = x;
-        let chars: Vec<char> = text.chars().map(encodable).collect();
-        for run in chars.chunk_by(|a, b| is_latin(*a) == is_latin(*b)) {
-            let run_text: String = run.iter().collect();
-            if is_latin(run[0]) {
-                let escaped = run_text.replace('\\', "\\\\").replace('(', "\\(").replace(')', "\\)");
-                let _ = writeln!(self.content, "BT /F2 {size} Tf {x:.2} {y:.2} Td ({escaped}) Tj ET");
-            } else {
-                let mut hex = String::with_capacity(run.len() * 4);
-                for ch in run {
-                    let code = *ch as u32 as u16;
-                    self.used.insert((code >> 8) as u8);
-                    let _ = write!(hex, "{code:04X}");
-                }
-                let _ = writeln!(self.content, "BT /F1 {size} Tf {x:.2} {y:.2} Td <{hex}> Tj ET");
-            }
-            x += em_width(&run_text) * size;
-        }
+        let codes = self.glyphs.encode(text);
+        self.content.begin_text().set_font(FONT_NAME, size).next_line(x, y).show(Str(&codes)).end_text();
     }
 
     fn text_right(&mut self, right: f32, y: f32, size: f32, text: &str) {
         self.text(right - em_width(text) * size, y, size, text);
     }
 
-    fn text_center(&mut self, y: f32, size: f32, text: &str) {
-        self.text((WIDTH - em_width(text) * size) / 2.0, y, size, text);
+    fn text_center(&mut self, center: f32, y: f32, size: f32, text: &str) {
+        self.text(center - em_width(text) * size / 2.0, y, size, text);
     }
 
     fn line(&mut self, x1: f32, y1: f32, x2: f32, y2: f32) {
-        let _ = writeln!(self.content, "{x1:.2} {y1:.2} m {x2:.2} {y2:.2} l S");
+        self.content.move_to(x1, y1).line_to(x2, y2).stroke();
     }
 
     fn rect(&mut self, x: f32, y: f32, w: f32, h: f32) {
-        let _ = writeln!(self.content, "{x:.2} {y:.2} {w:.2} {h:.2} re S");
+        self.content.rect(x, y, w, h).stroke();
+    }
+
+    /// The bureau's seal: a red ring with a star, the bureau's name above it and the seal's
+    /// purpose below, drawn over whatever lies there as a stamp is.
+    fn seal(&mut self, bureau: &str) {
+        let (cx, cy) = SEAL_CENTER;
+        let r = SEAL_RADIUS;
+        // A circle from four cubic Béziers (k = 4/3·(√2−1)).
+        let k = 0.552_284_8 * r;
+        self.content
+            .save_state()
+            .set_stroke_rgb(SEAL_RGB.0, SEAL_RGB.1, SEAL_RGB.2)
+            .set_fill_rgb(SEAL_RGB.0, SEAL_RGB.1, SEAL_RGB.2)
+            .set_line_width(1.8)
+            .move_to(cx + r, cy)
+            .cubic_to(cx + r, cy + k, cx + k, cy + r, cx, cy + r)
+            .cubic_to(cx - k, cy + r, cx - r, cy + k, cx - r, cy)
+            .cubic_to(cx - r, cy - k, cx - k, cy - r, cx, cy - r)
+            .cubic_to(cx + k, cy - r, cx + r, cy - k, cx + r, cy)
+            .stroke();
+        // A five-pointed star in the middle.
+        let points: Vec<(f32, f32)> = (0..10)
+            .map(|i| {
+                let angle = std::f32::consts::FRAC_PI_2 + i as f32 * std::f32::consts::PI / 5.0;
+                let radius = if i % 2 == 0 { 9.0 } else { 3.6 };
+                (cx + radius * angle.cos(), cy + radius * angle.sin())
+            })
+            .collect();
+        self.content.move_to(points[0].0, points[0].1);
+        for (x, y) in &points[1..] {
+            self.content.line_to(*x, *y);
+        }
+        self.content.close_path().fill_nonzero();
+        let name = fit(bureau, 7.5, 2.0 * r - 12.0);
+        self.text_center(cx, cy + 15.0, 7.5, &name);
+        self.text_center(cx, cy - 22.0, 7.0, "财政票据专用章");
+        self.content.restore_state();
     }
 }
 
@@ -176,64 +180,81 @@ fn rows(content: &BillContent) -> Vec<BillItem> {
     }
 }
 
-/// Renders the bill. Deterministic: the same input gives the same bytes.
-pub fn render(header: &BillHeader<'_>, content: &BillContent) -> Vec<u8> {
+/// Renders the bill, signed when a signer is given (its seal then holds the signature).
+/// Deterministic for the same input, signer and signing time.
+pub fn render(
+    header: &BillHeader<'_>,
+    content: &BillContent,
+    signer: Option<(&BillSigner, i64)>,
+) -> Result<Vec<u8>, String> {
     let rows = rows(content);
     let page_count = rows.len().div_ceil(ITEMS_PER_PAGE).max(1);
-    let mut pages = Vec::with_capacity(page_count);
+    let mut glyphs = GlyphSet::default();
+    let mut contents = Vec::with_capacity(page_count);
     for (number, chunk) in rows.chunks(ITEMS_PER_PAGE).enumerate() {
-        pages.push(page(header, content, chunk, number + 1, page_count));
+        let mut page = Page::new(&mut glyphs);
+        draw_page(&mut page, header, content, chunk, number + 1, page_count);
+        contents.push(page.content.finish());
     }
 
-    let mut pdf = PdfWriter::default();
-    let catalog = pdf.reserve();
-    let pages_id = pdf.reserve();
-    let font = pdf.reserve();
-    let latin = pdf.add("<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>");
-    let used: BTreeSet<u8> = pages.iter().flat_map(|p| p.used.iter().copied()).collect();
-    let to_unicode = pdf.add_stream("", to_unicode_cmap(&used).as_bytes());
-    let descriptor = pdf.add(
-        "<< /Type /FontDescriptor /FontName /STSong-Light /Flags 6 /FontBBox [-25 -254 1000 880] /ItalicAngle 0 \
-         /Ascent 880 /Descent -120 /CapHeight 880 /StemV 93 >>",
-    );
-    let cid_font = pdf.add(format!(
-        "<< /Type /Font /Subtype /CIDFontType0 /BaseFont /STSong-Light \
-         /CIDSystemInfo << /Registry (Adobe) /Ordering (GB1) /Supplement 2 >> /FontDescriptor {descriptor} 0 R \
-         /DW 1000 /W [1 95 500 814 939 500] >>"
-    ));
-    pdf.set(
-        font,
-        format!(
-            "<< /Type /Font /Subtype /Type0 /BaseFont /STSong-Light /Encoding /UniGB-UCS2-H \
-             /DescendantFonts [{cid_font} 0 R] /ToUnicode {to_unicode} 0 R >>"
-        ),
-    );
-    let mut kids = Vec::new();
-    for page in &pages {
-        let stream = pdf.add_stream("", page.content.as_bytes());
-        kids.push(pdf.add(format!(
-            "<< /Type /Page /Parent {pages_id} 0 R /MediaBox [0 0 {WIDTH} {HEIGHT}] \
-             /Resources << /Font << /F1 {font} 0 R /F2 {latin} 0 R >> >> /Contents {stream} 0 R >>"
-        )));
+    let mut next_id = 1;
+    let mut alloc = || {
+        let id = Ref::new(next_id);
+        next_id += 1;
+        id
+    };
+    let (catalog_id, pages_id, font_id, info_id) = (alloc(), alloc(), alloc(), alloc());
+    let page_ids: Vec<(Ref, Ref)> = (0..page_count).map(|_| (alloc(), alloc())).collect();
+    let slot = signer.map(|_| SignatureSlot { field: alloc(), signature: alloc() });
+
+    let mut pdf = Pdf::new();
+    pdf.set_version(1, 7);
+    let mut catalog = pdf.catalog(catalog_id);
+    catalog.pages(pages_id);
+    if let Some(slot) = &slot {
+        slot.write_form(&mut catalog);
     }
-    let kids: Vec<String> = kids.iter().map(|id| format!("{id} 0 R")).collect();
-    pdf.set(pages_id, format!("<< /Type /Pages /Kids [{}] /Count {} >>", kids.join(" "), kids.len()));
-    pdf.set(catalog, format!("<< /Type /Catalog /Pages {pages_id} 0 R >>"));
-    let info = pdf.add(format!(
-        "<< /Title {} /Author {} /Subject {} /Producer (fiscalbill bureau-svc) >>",
-        text_string(header.title),
-        text_string(header.bureau),
-        text_string(&format!("{} {}", content.billing_no, content.billing_code)),
-    ));
-    pdf.finish(catalog, Some(info))
+    catalog.finish();
+    pdf.pages(pages_id).kids(page_ids.iter().map(|(page, _)| *page)).count(page_count as i32);
+    for (index, ((page_id, content_id), stream)) in page_ids.iter().zip(&contents).enumerate() {
+        let mut page = pdf.page(*page_id);
+        page.parent(pages_id).media_box(Rect::new(0.0, 0.0, WIDTH, HEIGHT)).contents(*content_id);
+        page.resources().fonts().pair(FONT_NAME, font_id);
+        let last = index + 1 == page_count;
+        if let (Some(slot), true) = (&slot, last) {
+            page.annotations([slot.field]);
+        }
+        page.finish();
+        pdf.stream(*content_id, &deflate(stream.as_slice())).filter(pdf_writer::Filter::FlateDecode);
+    }
+    let subject = format!("{} {}", content.billing_no, content.billing_code);
+    pdf.document_info(info_id)
+        .title(TextStr(header.title))
+        .author(TextStr(header.bureau))
+        .subject(TextStr(&subject))
+        .producer(TextStr("fiscalbill bureau-svc"));
+    glyphs.embed(&mut pdf, font_id, &mut alloc)?;
+    let (Some(slot), Some((signer, signed_at))) = (slot, signer) else {
+        return Ok(pdf.finish());
+    };
+    let last_page = page_ids.last().expect("at least one page").0;
+    let (cx, cy) = SEAL_CENTER;
+    let seal = Rect::new(cx - SEAL_RADIUS, cy - SEAL_RADIUS, cx + SEAL_RADIUS, cy + SEAL_RADIUS);
+    slot.write_signature(&mut pdf, last_page, seal, header.bureau, signed_at);
+    signer.sign(pdf.finish(), signed_at)
 }
 
-fn page(header: &BillHeader<'_>, content: &BillContent, rows: &[BillItem], number: usize, count: usize) -> Page {
-    let mut page = Page::new();
-    let _ = writeln!(page.content, "{FRAME_RGB} RG 0.6 w");
+fn draw_page(
+    page: &mut Page<'_>,
+    header: &BillHeader<'_>,
+    content: &BillContent,
+    rows: &[BillItem],
+    number: usize,
+    count: usize,
+) {
     let right = WIDTH - MARGIN;
 
-    page.text_center(HEIGHT - 52.0, 17.0, &fit(header.title, 17.0, WIDTH - 2.0 * MARGIN));
+    page.text_center(WIDTH / 2.0, HEIGHT - 52.0, 17.0, &fit(header.title, 17.0, WIDTH - 2.0 * MARGIN));
     page.line(WIDTH / 2.0 - 120.0, HEIGHT - 58.0, WIDTH / 2.0 + 120.0, HEIGHT - 58.0);
 
     let mut y = HEIGHT - 82.0;
@@ -305,33 +326,15 @@ fn page(header: &BillHeader<'_>, content: &BillContent, rows: &[BillItem], numbe
     page.text(MARGIN, footer, 9.0, &fit(&format!("开票单位：{}", header.bureau), 9.0, 220.0));
     page.text(MARGIN + 230.0, footer, 9.0, &fit(&format!("订单号：{}", header.order_id), 9.0, 200.0));
     page.text_right(right, footer, 9.0, &format!("第{number}页／共{count}页"));
-    page
-}
-
-/// Maps each 2-byte UCS-2 code back to its Unicode value (they are the same), for the high
-/// bytes the document uses; ranges never cross a high-byte boundary.
-fn to_unicode_cmap(high_bytes: &BTreeSet<u8>) -> String {
-    let mut cmap = String::from(
-        "/CIDInit /ProcSet findresource begin\n12 dict begin\nbegincmap\n\
-         /CIDSystemInfo << /Registry (Adobe) /Ordering (UCS) /Supplement 0 >> def\n\
-         /CMapName /Adobe-Identity-UCS def\n/CMapType 2 def\n\
-         1 begincodespacerange\n<0000> <FFFF>\nendcodespacerange\n",
-    );
-    let bytes: Vec<u8> = high_bytes.iter().copied().collect();
-    for chunk in bytes.chunks(100) {
-        let _ = writeln!(cmap, "{} beginbfrange", chunk.len());
-        for high in chunk {
-            let _ = writeln!(cmap, "<{high:02X}00> <{high:02X}FF> <{high:02X}00>");
-        }
-        cmap.push_str("endbfrange\n");
+    if number == count {
+        page.seal(header.bureau);
     }
-    cmap.push_str("endcmap\nCMapName currentdict /CMap defineresource pop\nend\nend\n");
-    cmap
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pdf::sign::BillSigner;
 
     fn content(items: usize) -> BillContent {
         let items: Vec<BillItem> = (0..items)
@@ -364,24 +367,36 @@ mod tests {
     }
 
     #[test]
-    fn renders_a_valid_small_pdf() {
-        let pdf = render(&header(), &content(3));
+    fn renders_a_valid_pdf_with_its_font_embedded() {
+        let pdf = render(&header(), &content(3), None).unwrap();
         wechat::pdf::validate(&pdf, 1 << 20).unwrap();
-        assert!(pdf.len() < 16 * 1024, "{} bytes", pdf.len());
-        assert_eq!(render(&header(), &content(3)), pdf, "deterministic");
+        assert_eq!(render(&header(), &content(3), None).unwrap(), pdf, "deterministic");
         let text = String::from_utf8_lossy(&pdf);
-        assert!(text.contains("/BaseFont /STSong-Light") && text.contains("/Encoding /UniGB-UCS2-H"));
+        assert!(text.contains("/FontFile2") && text.contains("/Identity-H") && text.contains("/ToUnicode"));
         assert!(text.contains("/Count 1"));
-        // 叁元整 (U+53C1 U+5143 U+6574) is hex-encoded in STSong; the billing code is Helvetica.
-        assert!(text.contains("53C151436574>"));
-        assert!(text.contains("(0000012345) Tj"));
+        assert!(!text.contains("/Sig"), "unsigned without a signer");
     }
 
     #[test]
     fn long_bills_continue_on_more_pages() {
-        let pdf = render(&header(), &content(25));
+        let pdf = render(&header(), &content(25), None).unwrap();
         wechat::pdf::validate(&pdf, 1 << 20).unwrap();
         assert!(String::from_utf8_lossy(&pdf).contains("/Count 3"));
+    }
+
+    #[test]
+    fn a_signed_bill_carries_its_signature_over_the_whole_file() {
+        let (signer, _, _) = BillSigner::generate_throwaway("某市财政局").unwrap();
+        let pdf = render(&header(), &content(3), Some((&signer, 1_700_000_000))).unwrap();
+        wechat::pdf::validate(&pdf, 1 << 20).unwrap();
+        let text = String::from_utf8_lossy(&pdf);
+        assert!(text.contains("/SubFilter /adbe.pkcs7.detached"));
+        let ranges = text.split("/ByteRange [").nth(1).unwrap().split(']').next().unwrap();
+        let ranges: Vec<usize> = ranges.split_whitespace().map(|n| n.parse().unwrap()).collect();
+        assert_eq!(ranges[0], 0);
+        assert_eq!(ranges[2] + ranges[3], pdf.len(), "the second range runs to the end");
+        assert_eq!(pdf[ranges[1]], b'<');
+        assert_eq!(pdf[ranges[2] - 1], b'>');
     }
 
     #[test]
@@ -396,7 +411,7 @@ mod tests {
     fn text_is_fitted_to_columns() {
         assert_eq!(fit("abc", 10.0, 100.0), "abc");
         let long = fit(&"检".repeat(40), 9.0, 90.0);
-        assert!((em_width("10.00") - 2.502).abs() < 0.001);
-        assert!(long.ends_with('…') && em_width(&long) * 9.0 <= 90.0);
+        assert!(long.ends_with('…') && em_width(&long) * 9.0 <= 90.0, "{long}");
+        assert!(em_width("检") > em_width("1"), "CJK wider than digits");
     }
 }

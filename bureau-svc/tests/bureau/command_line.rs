@@ -28,15 +28,22 @@ async fn preflight_prints_its_checklist_and_fails_on_a_failed_check() {
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("bureau.toml");
     let database = test_support::sqlite().url;
+    let (_, certificate, key) = bureau_svc::pdf::sign::BillSigner::generate_throwaway("沙箱市财政局").unwrap();
+    let (certificate_file, key_file) = (dir.join("signing.pem"), dir.join("signing.key"));
+    std::fs::write(&certificate_file, certificate).unwrap();
+    std::fs::write(&key_file, key).unwrap();
     std::fs::write(
         &config,
         format!(
             "[database]\nurl = {database:?}\n[wechat]\nbase_url = {base:?}\n\
              [account]\nappid = {BUREAU:?}\nsecret = {{ env = \"PREFLIGHT_BUREAU_SECRET\" }}\nname = \"沙箱市财政局\"\n\
              callback_token = \"sandboxToken\"\nencoding_aes_key = \"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG\"\n\
-             [[units]]\nappid = {UNIT:?}\npayee = \"沙箱市人民医院\"\nlogo_file = {logo:?}\n",
+             [[units]]\nappid = {UNIT:?}\npayee = \"沙箱市人民医院\"\nlogo_file = {logo:?}\n\
+             [signing]\ncertificate = {{ file = {certificate:?} }}\nkey = {{ file = {key:?} }}\n",
             base = env.sandbox.base_url(),
             logo = demo_logo_file().display().to_string(),
+            certificate = certificate_file.display().to_string(),
+            key = key_file.display().to_string(),
         ),
     )
     .unwrap();
@@ -55,6 +62,7 @@ async fn preflight_prints_its_checklist_and_fails_on_a_failed_check() {
         text.contains(&format!("✗ bill template of unit {UNIT}: not created yet\n    fix: call CreateCardTemplate")),
         "{text}"
     );
-    assert!(text.ends_with("1 of 7 checks failed\n"), "{text}");
+    assert!(text.contains("✓ bill signing: certificate SHA-256 "), "{text}");
+    assert!(text.ends_with("1 of 8 checks failed\n"), "{text}");
     assert!(!text.contains(secret_of(BUREAU).expose()), "no secret in the output");
 }

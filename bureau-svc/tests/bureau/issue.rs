@@ -129,17 +129,30 @@ async fn supplied_pdfs_are_validated_and_inserted_as_given() {
     rendered.pdf = Default::default();
     assert_eq!(env.issue(rendered).await.unwrap_err().code(), tonic::Code::AlreadyExists);
 
-    // Not a PDF, a truncated one, one over the limit: INVALID_ARGUMENT on `pdf`, no WeChat call.
+    // Not a PDF, a truncated one, one whose objects are not where its table says, an encrypted
+    // one, one without pages, one over the limit: INVALID_ARGUMENT on `pdf` saying which, and
+    // no WeChat call.
     let mut truncated = pdf.clone();
     truncated.truncate(pdf.len() - 30);
     let mut oversized = wechat::pdf::sample("big");
     oversized.splice(9..9, std::iter::repeat_n(b'%', 2 * 1024 * 1024));
-    for bad in [b"<html>not a pdf</html>".to_vec(), truncated, oversized] {
+    let mut shifted = pdf.clone();
+    shifted.splice(15..15, *b"\n\n\n\n");
+    let cases = [
+        (b"<html>not a pdf</html>".to_vec(), "no %PDF"),
+        (truncated, "PDF"),
+        (shifted, "cross-reference table does not resolve"),
+        (wechat::pdf::encrypted_sample(), "encrypted"),
+        (wechat::pdf::sample_without_pages(), "no pages"),
+        (oversized, "more than the limit"),
+    ];
+    for (bad, why) in cases {
         let mut invalid = request("o-bad-pdf");
         invalid.pdf = bad.into();
         let status = env.issue(invalid).await.unwrap_err();
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
         assert_eq!(violations(&status), ["pdf"]);
+        assert!(status.message().contains(why), "{why}: {}", status.message());
     }
     assert_eq!(env.calls("/card/invoice/platform/setpdf").await, 1);
 
@@ -149,7 +162,11 @@ async fn supplied_pdfs_are_validated_and_inserted_as_given() {
     let card = env.cards().await.into_iter().find(|c| c["code"] == rendered.card_code.as_str()).unwrap();
     let downloaded = env.http.get(card["pdf_url"].as_str().unwrap()).send().await.unwrap().bytes().await.unwrap();
     wechat::pdf::validate(&downloaded, 1 << 20).unwrap();
-    assert!(downloaded.len() < 16 * 1024);
+    assert!(downloaded.len() < 200 * 1024, "{} bytes", downloaded.len());
+    // Signed by the bureau's certificate, which GetBill names.
+    assert!(String::from_utf8_lossy(&downloaded).contains("/SubFilter /adbe.pkcs7.detached"));
+    assert_eq!(rendered.signer_certificate_sha256, env.signer_sha256);
+    assert_eq!(bill.signer_certificate_sha256, "", "a supplied PDF is not the bureau's to sign");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

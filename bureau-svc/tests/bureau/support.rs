@@ -81,6 +81,8 @@ pub struct Env {
     /// The unit's side of WeChat, for authorizing orders.
     pub unit: Credentials,
     pub issuing: IssuingConfig,
+    /// SHA-256 of the certificate the bureau signs with.
+    pub signer_sha256: String,
 }
 
 fn sandbox_accounts() -> Vec<wechat_sandbox::AccountConfig> {
@@ -155,6 +157,7 @@ pub fn bureau_config(sandbox: &str, db: &DatabaseConfig, issuing: &IssuingConfig
         auth: fiscalbill_common::auth::AuthConfig { enabled: false, clients: Vec::new() },
         log: Default::default(),
         telemetry: Default::default(),
+        signing: Some(test_signing().0.clone()),
     }
 }
 
@@ -186,8 +189,17 @@ impl Env {
             std::sync::Arc::new(MemoryCredentialStore::default()),
             std::sync::Arc::new(wechat::clock::SystemClock),
         );
-        let env =
-            Env { sandbox, db, bureau: Some(bureau), client, channel, http: reqwest::Client::new(), unit, issuing };
+        let env = Env {
+            sandbox,
+            db,
+            bureau: Some(bureau),
+            client,
+            channel,
+            http: reqwest::Client::new(),
+            unit,
+            issuing,
+            signer_sha256: test_signing().1.clone(),
+        };
         env.point_callback().await;
         env.wait_ready().await;
         env
@@ -388,4 +400,19 @@ pub use fiscalbill_common::status::{error_reason as reason, violation_fields as 
 /// Inserted or failed.
 pub fn is_final(bill: &pb::Bill) -> bool {
     matches!(pb::BillState::try_from(bill.state), Ok(pb::BillState::Inserted | pb::BillState::Failed))
+}
+
+/// This test process's throwaway signing certificate and key (inline), and the certificate's
+/// SHA-256: the same for every bureau the tests start, so that restarts keep it.
+pub fn test_signing() -> &'static (bureau_svc::config::SigningConfig, String) {
+    use fiscalbill_common::config::SecretSetting;
+    static SIGNING: std::sync::OnceLock<(bureau_svc::config::SigningConfig, String)> = std::sync::OnceLock::new();
+    SIGNING.get_or_init(|| {
+        let (signer, certificate, key) = bureau_svc::pdf::sign::BillSigner::generate_throwaway("沙箱市财政局").unwrap();
+        let config = bureau_svc::config::SigningConfig {
+            certificate: SecretSetting::Inline(wechat::Secret::new(certificate)),
+            key: SecretSetting::Inline(wechat::Secret::new(key)),
+        };
+        (config, signer.fingerprint().to_owned())
+    })
 }

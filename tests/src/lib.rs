@@ -700,6 +700,20 @@ pub async fn wait_for_state(
     panic!("{order_id} never reached {state:?}");
 }
 
+/// CreateAuthorization for `order_id` of the unit: 25.00 yuan, Service Account, no PDF.
+pub fn order_request(order_id: &str) -> pb::CreateAuthorizationRequest {
+    pb::CreateAuthorizationRequest {
+        unit_appid: UNIT.into(),
+        order_id: order_id.into(),
+        money: 2_500,
+        source: types_pb::Source::Web as i32,
+        redirect_url: String::new(),
+        bill: Some(content(order_id, 2_500)),
+        pdf: Default::default(),
+        request_id: String::new(),
+    }
+}
+
 /// A valid bill; billing codes differ per order.
 /// collection-svc's client as the tests hold it.
 pub type CollectionClient = CollectionServiceClient<InterceptedService<Channel, BearerKey>>;

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use e2e::processes::ProcessStack;
 use e2e::*;
 use fiscalbill_common::auth::BearerKey;
-use fiscalbill_common::proto::collection as pb;
 use fiscalbill_common::proto::collection::collection_service_client::CollectionServiceClient;
 use serde_json::json;
 use tokio::sync::Mutex;
@@ -55,16 +54,7 @@ async fn services_killed_at_random_lose_and_duplicate_nothing() {
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis((i as u64 * CHAOS.as_millis() as u64) / ORDERS as u64)).await;
                 let order = format!("crash-{i}");
-                let request = pb::CreateAuthorizationRequest {
-                    unit_appid: UNIT.into(),
-                    order_id: order.clone(),
-                    money: 2_500,
-                    source: fiscalbill_common::proto::types::Source::Web as i32,
-                    redirect_url: String::new(),
-                    bill: Some(content(&order, 2_500)),
-                    pdf: Default::default(),
-                    request_id: String::new(),
-                };
+                let request = order_request(&order);
                 // The process may be dead or starting: the business system retries.
                 let created = loop {
                     let mut call = tonic::Request::new(request.clone());
@@ -109,16 +99,7 @@ async fn authorized_orders(collection: &mut CollectionClient, base: &str, prefix
     let http = reqwest::Client::new();
     for i in 0..count {
         let order = format!("{prefix}-{i}");
-        let request = pb::CreateAuthorizationRequest {
-            unit_appid: UNIT.into(),
-            order_id: order.clone(),
-            money: 2_500,
-            source: fiscalbill_common::proto::types::Source::Web as i32,
-            redirect_url: String::new(),
-            bill: Some(content(&order, 2_500)),
-            pdf: Default::default(),
-            request_id: String::new(),
-        };
+        let request = order_request(&order);
         let created = collection.create_authorization(request).await.unwrap().into_inner().authorization.unwrap();
         authorize_at_sandbox(&http, base, &created.auth_url).await;
     }

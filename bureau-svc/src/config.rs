@@ -54,12 +54,17 @@ pub struct BureauConfig {
 }
 
 /// `[signing]`: the bureau's document-signing certificate (PEM) and its P-256 private key (PEM,
-/// PKCS #8 or SEC1), each `{ file = "..." }` or `{ env = "..." }`.
+/// PKCS #8 or SEC1), each `{ file = "..." }` or `{ env = "..." }`; `sign_supplied` for the PDFs
+/// units supply.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SigningConfig {
     pub certificate: SecretSetting,
     pub key: SecretSetting,
+    /// Also sign the PDFs units supply, as an incremental update that keeps their bytes (the
+    /// bill's pdf_sha256 is then the signed file's).
+    #[serde(default)]
+    pub sign_supplied: bool,
 }
 
 impl SigningConfig {

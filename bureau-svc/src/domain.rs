@@ -194,8 +194,10 @@ pub struct Bill {
     pub content: BillContent,
     pub pdf_sha256: String,
     pub pdf_size: i64,
-    /// SHA-256 of the certificate that signed the rendered PDF.
+    /// SHA-256 of the certificate that signed the PDF.
     pub signer_sha256: Option<String>,
+    /// SHA-256 of the PDF as supplied, when the bureau signed it (pdf_sha256 is the signed one).
+    pub supplied_sha256: Option<String>,
     pub pdf_origin: PdfOrigin,
     pub card_id: Option<String>,
     pub s_media_id: Option<String>,
@@ -230,6 +232,7 @@ pub struct NewBill {
     pub pdf_sha256: String,
     pub pdf_origin: PdfOrigin,
     pub signer_sha256: Option<String>,
+    pub supplied_sha256: Option<String>,
 }
 
 /// An IssueBill call after validation; the PDF is rendered later if absent.

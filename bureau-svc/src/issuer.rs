@@ -52,8 +52,10 @@ pub struct Issuer {
     holder: String,
     /// Whether WeChat answers this process's calls at all.
     reachability: Arc<Reachability>,
-    /// Signs the bills this bureau renders.
+    /// Signs the bills this bureau renders...
     signer: Option<Arc<BillSigner>>,
+    /// ...and, with this, the PDFs units supply.
+    sign_supplied: bool,
     /// Bills being driven in this process.
     driving: Mutex<HashSet<BillKey>>,
     /// Wakes IssueBill calls waiting for their bill.
@@ -78,6 +80,7 @@ impl Issuer {
         holder: String,
         reachability: Arc<Reachability>,
         signer: Option<Arc<BillSigner>>,
+        sign_supplied: bool,
     ) -> Self {
         let workers = config.workers.max(1);
         Self {
@@ -91,6 +94,7 @@ impl Issuer {
             holder,
             reachability,
             signer,
+            sign_supplied,
             driving: Mutex::default(),
             waiters: Mutex::default(),
             accepting: AtomicBool::new(true),
@@ -98,6 +102,11 @@ impl Issuer {
             idle: Notify::new(),
             worker_slots: Arc::new(Semaphore::new(workers)),
         }
+    }
+
+    /// The signer for supplied PDFs, when `[signing] sign_supplied` asks for it.
+    fn supplied_signer(&self) -> Option<&BillSigner> {
+        self.signer.as_deref().filter(|_| self.sign_supplied)
     }
 
     fn lease_ms(&self) -> i64 {
@@ -138,7 +147,15 @@ impl Issuer {
         }
 
         let (pdf, pdf_origin, signer_sha256) = match supplied_pdf {
-            Some(pdf) => (pdf, PdfOrigin::Supplied, None),
+            Some(pdf) => match self.supplied_signer() {
+                Some(signer) => {
+                    let signed = signer
+                        .sign_supplied(&pdf, &self.bureau_name, now_millis() / 1000)
+                        .map_err(BureauError::Render)?;
+                    (Bytes::from(signed), PdfOrigin::Supplied, Some(signer.fingerprint().to_owned()))
+                }
+                None => (pdf, PdfOrigin::Supplied, None),
+            },
             None => {
                 let header = BillHeader {
                     title: &self.config.bill_title,
@@ -163,7 +180,13 @@ impl Issuer {
             request_id: request.request_id.clone(),
             trace: request.trace.clone(),
             content: request.content.clone(),
-            pdf_sha256: supplied_sha256.map_or_else(|| hex::encode(Sha256::digest(&pdf)), str::to_owned),
+            // The digest of what is stored and uploaded; a supplied PDF the bureau signed keeps
+            // the digest it came with for repeats.
+            pdf_sha256: match (supplied_sha256, &signer_sha256) {
+                (Some(sha256), None) => sha256.to_owned(),
+                _ => hex::encode(Sha256::digest(&pdf)),
+            },
+            supplied_sha256: supplied_sha256.filter(|_| signer_sha256.is_some()).map(str::to_owned),
             pdf,
             pdf_origin,
             signer_sha256,
@@ -203,7 +226,10 @@ impl Issuer {
         wait: Duration,
     ) -> Result<Bill, BureauError> {
         let same_pdf = match supplied_sha256 {
-            Some(sha256) => existing.pdf_origin == PdfOrigin::Supplied && sha256 == existing.pdf_sha256,
+            Some(sha256) => {
+                existing.pdf_origin == PdfOrigin::Supplied
+                    && sha256 == existing.supplied_sha256.as_deref().unwrap_or(&existing.pdf_sha256)
+            }
             None => existing.pdf_origin == PdfOrigin::Rendered,
         };
         if existing.content != request.content || existing.authorized_appid != request.authorized_appid || !same_pdf {

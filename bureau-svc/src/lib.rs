@@ -211,6 +211,7 @@ async fn build(parts: &Parts, db: Db) -> Arc<App> {
         holder,
         parts.reachability.clone(),
         parts.signer.clone(),
+        config.signing.as_ref().is_some_and(|signing| signing.sign_supplied),
     ));
     let reimburse = reimburse::Reimburse::new(store.clone(), credentials.clone(), appid.clone());
     let bills = bills::Bills::new(store);

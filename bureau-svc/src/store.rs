@@ -44,7 +44,7 @@ const BILL_PDF: PdfTable = PdfTable("bill_pdf_chunk");
 macro_rules! bill_columns {
     () => {
         "unit_appid, order_id, authorized_appid, request_id, trace_id, trace_parent_id, state, fee, payer_title, billing_no, billing_code, \
-         billing_time, items, remarks, pdf_sha256, pdf_size, pdf_origin, signer_sha256, card_id, s_media_id, media_expires_at, \
+         billing_time, items, remarks, pdf_sha256, pdf_size, pdf_origin, signer_sha256, supplied_sha256, card_id, s_media_id, media_expires_at, \
          insert_pending, card_code, openid, reimburse_status, failure_reason, failure_message, failure_errcode, \
          failure_errmsg, failure_rid, failed_at, attempts, last_error, never_authorized_since, next_attempt_at, \
          created_at, updated_at, inserted_at, card_status_failures, pdf_mismatches"
@@ -94,6 +94,7 @@ fn bill_from_row(row: &AnyRow) -> Result<Bill, Error> {
         },
         pdf_sha256: row.try_get("pdf_sha256")?,
         signer_sha256: row.try_get("signer_sha256")?,
+        supplied_sha256: row.try_get("supplied_sha256")?,
         pdf_size: row.try_get("pdf_size")?,
         pdf_origin: PdfOrigin::parse(&origin).ok_or_else(|| corrupt("pdf_origin", &origin))?,
         card_id: row.try_get("card_id")?,
@@ -401,8 +402,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO bill (unit_appid, order_id, authorized_appid, request_id, state, fee, payer_title, billing_no,
                 billing_code, billing_time, items, remarks, pdf_sha256, pdf_size, pdf_origin, next_attempt_at, created_at, updated_at, trace_id,
-                trace_parent_id, signer_sha256)
-             VALUES ($1, $2, $3, $4, 'accepted', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $15, $16, $17, $18)",
+                trace_parent_id, signer_sha256, supplied_sha256)
+             VALUES ($1, $2, $3, $4, 'accepted', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $15, $16, $17, $18, $19)",
         )
         .bind(&bill.key.unit_appid)
         .bind(&bill.key.order_id)
@@ -422,6 +423,7 @@ impl Store {
         .bind(&bill.trace.trace_id)
         .bind(&bill.trace.parent_id)
         .bind(bill.signer_sha256.as_deref())
+        .bind(bill.supplied_sha256.as_deref())
         .execute(&mut *tx)
         .await?;
         BILL_PDF.insert(&mut tx, &bill.key.unit_appid, &bill.key.order_id, &bill.pdf).await?;

@@ -215,3 +215,27 @@ fn a_ten_item_bill_stays_small() {
     assert!(pdf.len() < 200 * 1024, "{} bytes", pdf.len());
     eprintln!("a signed 10-item bill: {} bytes", pdf.len());
 }
+
+#[test]
+fn a_supplied_pdf_is_signed_by_an_incremental_update_that_keeps_its_bytes() {
+    let supplied = wechat::pdf::sample("Supplied by the hospital");
+    let signed = signer().sign_supplied(&supplied, "沙箱市财政局", 1_700_000_000).unwrap();
+    assert_eq!(&signed[..supplied.len()], &supplied[..], "the supplied bytes are kept as they were");
+    wechat::pdf::validate(&signed, 1 << 20).unwrap();
+    let path = dir().join("supplied-signed.pdf");
+    std::fs::write(&path, &signed).unwrap();
+    let output = String::from_utf8(run("pdfsig", &[path.to_str().unwrap()]).stdout).unwrap();
+    assert!(output.contains("Signature Validation: Signature is Valid."), "{output}");
+    assert!(output.contains("Total document signed"), "{output}");
+    let text = String::from_utf8(run("pdftotext", &[path.to_str().unwrap(), "-"]).stdout).unwrap();
+    assert!(text.contains("Supplied by the hospital"), "{text}");
+
+    // Changing the hospital's own bytes breaks the signature.
+    let mut tampered = signed.clone();
+    let at = tampered.windows(8).position(|w| w == b"Supplied").unwrap();
+    tampered[at] = b's';
+    let tampered_path = dir().join("supplied-tampered.pdf");
+    std::fs::write(&tampered_path, &tampered).unwrap();
+    let output = Command::new("pdfsig").arg(&tampered_path).output().unwrap();
+    assert!(String::from_utf8_lossy(&output.stdout).contains("Digest Mismatch"));
+}

@@ -163,6 +163,8 @@ fn dev_signing(data_dir: &Path) -> bureau_config::SigningConfig {
     bureau_config::SigningConfig {
         certificate: SecretSetting::File { file: certificate },
         key: SecretSetting::File { file: key },
+        // The dev stack shows everything: supplied PDFs are signed too.
+        sign_supplied: true,
     }
 }
 

@@ -791,5 +791,6 @@ pub fn throwaway_signing() -> bureau_svc::config::SigningConfig {
     bureau_svc::config::SigningConfig {
         certificate: SecretSetting::Inline(Secret::new(certificate)),
         key: SecretSetting::Inline(Secret::new(key)),
+        sign_supplied: false,
     }
 }

@@ -117,7 +117,7 @@ async fn one_order_is_one_trace_across_both_services() {
         tonic::transport::Channel::from_shared(format!("http://{}", stack.collection_grpc)).unwrap().connect_lazy();
     let mut collection = CollectionServiceClient::with_interceptor(channel, BearerKey::default());
     let order = "traced-1";
-    let mut request = tonic::Request::new(order_request(&order));
+    let mut request = tonic::Request::new(order_request(order));
     request.metadata_mut().insert("traceparent", format!("00-{TRACE_ID}-{CALLER_SPAN}-01").parse().unwrap());
     let created = collection.create_authorization(request).await.unwrap().into_inner().authorization.unwrap();
     authorize_at_sandbox(&reqwest::Client::new(), &stack.base, &created.auth_url).await;

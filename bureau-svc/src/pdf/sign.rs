@@ -164,17 +164,89 @@ impl BillSigner {
         &self.fingerprint
     }
 
+    /// Signs a PDF someone else made, as an incremental update that keeps its bytes: an
+    /// invisible signature field on its last page (in its form, created if it has none) whose
+    /// signature covers the original file and the update.
+    pub fn sign_supplied(&self, pdf: &[u8], signer_name: &str, signed_at: i64) -> Result<Vec<u8>, String> {
+        use lopdf::{Dictionary, Object, StringFormat};
+        let error = |e: lopdf::Error| format!("cannot add a signature to the PDF: {e}");
+        let mut document: lopdf::IncrementalDocument = pdf.try_into().map_err(error)?;
+        let previous = document.get_prev_documents();
+        let catalog_id = previous.trailer.get(b"Root").and_then(Object::as_reference).map_err(error)?;
+        let last_page = *previous.get_pages().values().last().ok_or("the PDF has no pages")?;
+        // An AcroForm given by reference is changed where it lives.
+        let form_id =
+            previous.get_dictionary(catalog_id).map_err(error)?.get(b"AcroForm").and_then(Object::as_reference).ok();
+        document.opt_clone_object_to_new_document(catalog_id).map_err(error)?;
+        document.opt_clone_object_to_new_document(last_page).map_err(error)?;
+        if let Some(form_id) = form_id {
+            document.opt_clone_object_to_new_document(form_id).map_err(error)?;
+        }
+        let new = &mut document.new_document;
+        let range =
+            Object::Array(vec![0.into(), RANGE_PLACEHOLDER.into(), RANGE_PLACEHOLDER.into(), RANGE_PLACEHOLDER.into()]);
+        let mut signature = Dictionary::new();
+        signature.set("Type", Object::Name(b"Sig".to_vec()));
+        signature.set("Filter", Object::Name(b"Adobe.PPKLite".to_vec()));
+        signature.set("SubFilter", Object::Name(b"adbe.pkcs7.detached".to_vec()));
+        signature.set("ByteRange", range);
+        signature.set("Contents", Object::String(vec![PLACEHOLDER_BYTE; SIGNATURE_ROOM], StringFormat::Hexadecimal));
+        signature.set("Name", Object::string_literal(signer_name.as_bytes().to_vec()));
+        signature.set("M", Object::string_literal(pdf_date(signed_at)));
+        let signature_id = new.add_object(signature);
+        let mut field = Dictionary::new();
+        field.set("Type", Object::Name(b"Annot".to_vec()));
+        field.set("Subtype", Object::Name(b"Widget".to_vec()));
+        field.set("FT", Object::Name(b"Sig".to_vec()));
+        field.set("T", Object::string_literal("BureauSignature"));
+        field.set("V", signature_id);
+        field.set("Rect", Object::Array(vec![0.into(), 0.into(), 0.into(), 0.into()]));
+        field.set("P", last_page);
+        field.set("F", 132); // print, locked
+        let field_id = new.add_object(field);
+
+        let page = new.get_dictionary_mut(last_page).map_err(error)?;
+        match page.get_mut(b"Annots") {
+            Ok(Object::Array(annotations)) => annotations.push(field_id.into()),
+            _ => page.set("Annots", Object::Array(vec![field_id.into()])),
+        }
+        let form = match form_id {
+            Some(form_id) => new.get_dictionary_mut(form_id).map_err(error)?,
+            None => {
+                let catalog = new.get_dictionary_mut(catalog_id).map_err(error)?;
+                if !matches!(catalog.get(b"AcroForm"), Ok(Object::Dictionary(_))) {
+                    catalog.set("AcroForm", Dictionary::new());
+                }
+                catalog.get_mut(b"AcroForm").and_then(Object::as_dict_mut).map_err(error)?
+            }
+        };
+        match form.get_mut(b"Fields") {
+            Ok(Object::Array(fields)) => fields.push(field_id.into()),
+            _ => form.set("Fields", Object::Array(vec![field_id.into()])),
+        }
+        form.set("SigFlags", 3);
+        let mut out = Vec::with_capacity(pdf.len() + 2 * SIGNATURE_ROOM + 1024);
+        document.save_to(&mut out).map_err(|e| format!("cannot add a signature to the PDF: {e}"))?;
+        self.sign(out, signed_at)
+    }
+
     /// Signs a PDF written with a [`SignatureSlot`]: fills in the byte ranges, then the CMS
     /// signature over them.
     pub fn sign(&self, mut pdf: Vec<u8>, signed_at: i64) -> Result<Vec<u8>, String> {
         let room = format!("<{}>", hex::encode([PLACEHOLDER_BYTE; SIGNATURE_ROOM]));
         let contents_start = find(&pdf, room.as_bytes()).ok_or("the PDF has no room for a signature")?;
         let contents_end = contents_start + room.len();
-        let ranges = format!("[0 {RANGE_PLACEHOLDER} {RANGE_PLACEHOLDER} {RANGE_PLACEHOLDER}]");
-        let ranges_at = find(&pdf, ranges.as_bytes()).ok_or("the PDF has no signature byte range")?;
-        let filled = format!("[0 {contents_start} {contents_end} {}]", pdf.len() - contents_end);
-        let filled = format!("{filled:<width$}", width = ranges.len());
-        pdf[ranges_at..ranges_at + ranges.len()].copy_from_slice(filled.as_bytes());
+        // The byte-range array as written (its placeholders make it wide enough), overwritten
+        // in place with the real ranges, padded with spaces.
+        let key = find(&pdf, b"/ByteRange").ok_or("the PDF has no signature byte range")?;
+        let open = key + find(&pdf[key..], b"[").ok_or("the PDF's byte range is not an array")?;
+        let close = open + find(&pdf[open..], b"]").ok_or("the PDF's byte range is not an array")?;
+        let filled = format!("[0 {contents_start} {contents_end} {}", pdf.len() - contents_end);
+        if filled.len() > close - open {
+            return Err("the PDF's byte range has no room for the ranges".to_owned());
+        }
+        let filled = format!("{filled:<width$}", width = close - open);
+        pdf[open..close].copy_from_slice(filled.as_bytes());
 
         let mut digest = Sha256::new();
         digest.update(&pdf[..contents_start]);

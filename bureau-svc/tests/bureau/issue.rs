@@ -167,6 +167,22 @@ async fn supplied_pdfs_are_validated_and_inserted_as_given() {
     assert!(String::from_utf8_lossy(&downloaded).contains("/SubFilter /adbe.pkcs7.detached"));
     assert_eq!(rendered.signer_certificate_sha256, env.signer_sha256);
     assert_eq!(bill.signer_certificate_sha256, "", "a supplied PDF is not the bureau's to sign");
+
+    // Unless [signing] sign_supplied: then it is signed as an incremental update that keeps
+    // the unit's bytes, and a repeat with the same PDF is still the same request.
+    env.restart_with(false, |config| config.signing.as_mut().unwrap().sign_supplied = true).await;
+    env.authorize("o-signed").await;
+    let mut signed = request("o-signed");
+    signed.pdf = wechat::pdf::sample("Supplied bill o-signed").into();
+    let bill = env.issue(signed.clone()).await.unwrap();
+    assert_eq!(state(&bill), pb::BillState::Inserted);
+    assert_eq!(bill.signer_certificate_sha256, env.signer_sha256);
+    let card = env.cards().await.into_iter().find(|c| c["code"] == bill.card_code.as_str()).unwrap();
+    let downloaded = env.http.get(card["pdf_url"].as_str().unwrap()).send().await.unwrap().bytes().await.unwrap();
+    assert!(downloaded.starts_with(&signed.pdf), "the unit's bytes come first, unchanged");
+    assert!(String::from_utf8_lossy(&downloaded).contains("/adbe.pkcs7.detached"));
+    assert_eq!(bill.pdf_sha256, hex::encode(sha2::Sha256::digest(&downloaded)));
+    assert_eq!(env.issue(signed).await.unwrap().card_code, bill.card_code, "the repeat is the same bill");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -241,11 +241,22 @@ impl Env {
 
     /// Stops (cleanly) or crashes the bureau, then starts it again on the same database.
     pub async fn restart(&mut self, crash: bool) {
+        self.restart_with(crash, |_| {}).await;
+    }
+
+    /// Stops (or crashes) the bureau and starts it again with its configuration changed by
+    /// `adjust`.
+    pub async fn restart_with(&mut self, crash: bool, adjust: impl FnOnce(&mut BureauConfig) + Send + 'static) {
         let bureau = self.bureau.take().unwrap();
         tokio::task::spawn_blocking(move || if crash { bureau.crash() } else { bureau.stop() }).await.unwrap();
         let (base, db, issuing) = (self.sandbox.base_url().to_owned(), self.db.clone(), self.issuing.clone());
-        let bureau =
-            tokio::task::spawn_blocking(move || Bureau::start(bureau_config(&base, &db, &issuing))).await.unwrap();
+        let bureau = tokio::task::spawn_blocking(move || {
+            let mut config = bureau_config(&base, &db, &issuing);
+            adjust(&mut config);
+            Bureau::start(config)
+        })
+        .await
+        .unwrap();
         self.channel = connect(bureau.grpc_addr).await;
         self.client = client_for(self.channel.clone());
         self.bureau = Some(bureau);
@@ -412,6 +423,7 @@ pub fn test_signing() -> &'static (bureau_svc::config::SigningConfig, String) {
         let config = bureau_svc::config::SigningConfig {
             certificate: SecretSetting::Inline(wechat::Secret::new(certificate)),
             key: SecretSetting::Inline(wechat::Secret::new(key)),
+            sign_supplied: false,
         };
         (config, signer.fingerprint().to_owned())
     })

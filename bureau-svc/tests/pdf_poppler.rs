@@ -230,6 +230,13 @@ fn a_supplied_pdf_is_signed_by_an_incremental_update_that_keeps_its_bytes() {
     let text = String::from_utf8(run("pdftotext", &[path.to_str().unwrap(), "-"]).stdout).unwrap();
     assert!(text.contains("Supplied by the hospital"), "{text}");
 
+    // A PDF signed before (here: by us again) keeps its first signature; both verify.
+    let twice = signer().sign_supplied(&signed, "沙箱市财政局", 1_700_000_100).unwrap();
+    let twice_path = dir().join("supplied-signed-twice.pdf");
+    std::fs::write(&twice_path, &twice).unwrap();
+    let output = String::from_utf8(run("pdfsig", &[twice_path.to_str().unwrap()]).stdout).unwrap();
+    assert_eq!(output.matches("Signature Validation: Signature is Valid.").count(), 2, "{output}");
+
     // Changing the hospital's own bytes breaks the signature.
     let mut tampered = signed.clone();
     let at = tampered.windows(8).position(|w| w == b"Supplied").unwrap();

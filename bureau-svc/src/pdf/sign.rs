@@ -198,7 +198,8 @@ impl BillSigner {
         field.set("Type", Object::Name(b"Annot".to_vec()));
         field.set("Subtype", Object::Name(b"Widget".to_vec()));
         field.set("FT", Object::Name(b"Sig".to_vec()));
-        field.set("T", Object::string_literal("BureauSignature"));
+        // Field names are unique in a form: the PDF may hold our signature from before.
+        field.set("T", Object::string_literal(format!("BureauSignature{}", signature_id.0)));
         field.set("V", signature_id);
         field.set("Rect", Object::Array(vec![0.into(), 0.into(), 0.into(), 0.into()]));
         field.set("P", last_page);
@@ -227,18 +228,25 @@ impl BillSigner {
         form.set("SigFlags", 3);
         let mut out = Vec::with_capacity(pdf.len() + 2 * SIGNATURE_ROOM + 1024);
         document.save_to(&mut out).map_err(|e| format!("cannot add a signature to the PDF: {e}"))?;
-        self.sign(out, signed_at)
+        self.sign_from(out, pdf.len(), signed_at)
     }
 
     /// Signs a PDF written with a [`SignatureSlot`]: fills in the byte ranges, then the CMS
     /// signature over them.
-    pub fn sign(&self, mut pdf: Vec<u8>, signed_at: i64) -> Result<Vec<u8>, String> {
+    pub fn sign(&self, pdf: Vec<u8>, signed_at: i64) -> Result<Vec<u8>, String> {
+        self.sign_from(pdf, 0, signed_at)
+    }
+
+    /// [`Self::sign`], looking for the signature's room and byte range only from `start` on:
+    /// a supplied PDF may carry signatures of its own before our update.
+    fn sign_from(&self, mut pdf: Vec<u8>, start: usize, signed_at: i64) -> Result<Vec<u8>, String> {
         let room = format!("<{}>", hex::encode([PLACEHOLDER_BYTE; SIGNATURE_ROOM]));
-        let contents_start = find(&pdf, room.as_bytes()).ok_or("the PDF has no room for a signature")?;
+        let contents_start =
+            start + find(&pdf[start..], room.as_bytes()).ok_or("the PDF has no room for a signature")?;
         let contents_end = contents_start + room.len();
         // The byte-range array as written (its placeholders make it wide enough), overwritten
         // in place with the real ranges, padded with spaces.
-        let key = find(&pdf, b"/ByteRange").ok_or("the PDF has no signature byte range")?;
+        let key = start + find(&pdf[start..], b"/ByteRange").ok_or("the PDF has no signature byte range")?;
         let open = key + find(&pdf[key..], b"[").ok_or("the PDF's byte range is not an array")?;
         let close = open + find(&pdf[open..], b"]").ok_or("the PDF's byte range is not an array")?;
         let filled = format!("[0 {contents_start} {contents_end} {}", pdf.len() - contents_end);

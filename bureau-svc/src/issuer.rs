@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fiscalbill_common::db::now_millis;
+use fiscalbill_common::status::ApiError;
 use fiscalbill_common::telemetry;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, Semaphore};
@@ -152,6 +153,21 @@ impl Issuer {
                     let signed = signer
                         .sign_supplied(&pdf, &self.bureau_name, now_millis() / 1000)
                         .map_err(BureauError::Render)?;
+                    // WeChat refuses a PDF over its limit (40006): say so now, not at setpdf.
+                    if signed.len() > self.config.pdf_max_bytes {
+                        return Err(BureauError::Invalid(ApiError::invalid_field(
+                            "INVALID_ARGUMENT",
+                            "pdf",
+                            format!(
+                                "is {} bytes, {} with the bureau's signature, more than the limit of {}: supply \
+                                 a PDF at least {} bytes smaller",
+                                pdf.len(),
+                                signed.len(),
+                                self.config.pdf_max_bytes,
+                                signed.len() - self.config.pdf_max_bytes
+                            ),
+                        )));
+                    }
                     (Bytes::from(signed), PdfOrigin::Supplied, Some(signer.fingerprint().to_owned()))
                 }
                 None => (pdf, PdfOrigin::Supplied, None),

@@ -183,6 +183,19 @@ async fn supplied_pdfs_are_validated_and_inserted_as_given() {
     assert!(String::from_utf8_lossy(&downloaded).contains("/adbe.pkcs7.detached"));
     assert_eq!(bill.pdf_sha256, hex::encode(sha2::Sha256::digest(&downloaded)));
     assert_eq!(env.issue(signed).await.unwrap().card_code, bill.card_code, "the repeat is the same bill");
+
+    // A PDF within the limit that the signature would take over it is refused before WeChat
+    // (whose setpdf would answer 40006), saying by how much.
+    let setpdf_before = env.calls("/card/invoice/platform/setpdf").await;
+    let limit = 2 * 1024 * 1024;
+    let mut large = request("o-large");
+    large.pdf = wechat::pdf::sample(&"x".repeat(limit - wechat::pdf::sample("").len() - 1000)).into();
+    assert!(large.pdf.len() <= limit && large.pdf.len() > limit - 2000, "{}", large.pdf.len());
+    let status = env.issue(large).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert_eq!(violations(&status), ["pdf"]);
+    assert!(status.message().contains("with the bureau's signature"), "{}", status.message());
+    assert_eq!(env.calls("/card/invoice/platform/setpdf").await, setpdf_before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -53,12 +53,12 @@ struct Minute {
     failed: u64,
 }
 
-/// Adds faults on each business endpoint: -1, 45011, HTTP 503 and a dropped connection, each
-/// with a quarter of `share`.
+/// Adds faults on each business endpoint: system busy, the per-minute quota (by their rulebook
+/// names), HTTP 503 and a dropped connection, each with a quarter of `share`.
 pub async fn inject_faults(http: &reqwest::Client, sandbox_url: &str, share: f64) -> Result<(), String> {
     let kinds = [
-        json!({"kind": "errcode", "errcode": -1}),
-        json!({"kind": "errcode", "errcode": 45011}),
+        json!({"kind": "error", "name": "system_busy"}),
+        json!({"kind": "error", "name": "minute_quota"}),
         json!({"kind": "http_status", "status": 503}),
         json!({"kind": "drop"}),
     ];

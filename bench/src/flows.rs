@@ -1,6 +1,7 @@
 //! Full flows as a business system and a payer make them: CreateAuthorization (with the bill's
-//! PDF), the payer authorizing at WeChat (the sandbox pushes to collection-svc), then
-//! GetAuthorization until the authorization is ISSUED.
+//! PDF), the payer authorizing at WeChat (the sandbox pushes to collection-svc), then the
+//! business system learning that the bill is ISSUED: from its WatchAuthorizations stream, or
+//! (`--poll`) by calling GetAuthorization until it is.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use serde_json::json;
 use tonic::transport::Channel;
 
 use crate::stats::Latencies;
+use crate::watcher::IssuedWatch;
 
 pub struct Driver {
     collection: CollectionServiceClient<Channel>,
@@ -22,8 +24,9 @@ pub struct Driver {
     sandbox_url: String,
     unit_appid: String,
     openid: String,
-    /// How often a flow asks whether its bill is issued.
-    poll: Duration,
+    /// How often a flow asks whether its bill is issued; None: the flows watch instead.
+    poll: Option<Duration>,
+    watch: tokio::sync::OnceCell<IssuedWatch>,
     next_order: AtomicU64,
 }
 
@@ -32,13 +35,19 @@ pub struct FlowTimes {
     pub create: Duration,
     /// The callback's answer to the sandbox's push, as WeChat would time it.
     pub push_ack: Duration,
-    /// From the payer pressing "authorize" to GetAuthorization answering ISSUED.
+    /// From the payer pressing "authorize" to the business system learning of ISSUED.
     pub authorize_to_issued: Duration,
     pub polls: u64,
 }
 
 impl Driver {
-    pub fn new(collection_grpc: SocketAddr, sandbox_url: &str, unit_appid: &str, openid: &str, poll: Duration) -> Self {
+    pub fn new(
+        collection_grpc: SocketAddr,
+        sandbox_url: &str,
+        unit_appid: &str,
+        openid: &str,
+        poll: Option<Duration>,
+    ) -> Self {
         let channel = Channel::from_shared(format!("http://{collection_grpc}")).expect("valid URI").connect_lazy();
         let limit = 64 * 1024 * 1024;
         Self {
@@ -50,6 +59,7 @@ impl Driver {
             unit_appid: unit_appid.to_owned(),
             openid: openid.to_owned(),
             poll,
+            watch: tokio::sync::OnceCell::new(),
             next_order: AtomicU64::new(1),
         }
     }
@@ -129,8 +139,8 @@ impl Driver {
         Ok(Duration::from_secs_f64(elapsed_ms / 1e3))
     }
 
-    /// Asks until the order is ISSUED; returns the number of GetAuthorization calls.
-    pub async fn wait_issued(&self, order_id: &str, limit: Duration) -> Result<u64, String> {
+    /// Asks every `poll` until the order is ISSUED; returns the number of GetAuthorization calls.
+    async fn poll_issued(&self, order_id: &str, poll: Duration, limit: Duration) -> Result<u64, String> {
         let deadline = Instant::now() + limit;
         let mut client = self.collection.clone();
         for polls in 1.. {
@@ -149,10 +159,15 @@ impl Driver {
                     return Err(format!("{order_id} failed: {:?}", authorization.failure));
                 }
                 _ if Instant::now() > deadline => return Err(format!("{order_id} not issued within {limit:?}")),
-                _ => tokio::time::sleep(self.poll).await,
+                _ => tokio::time::sleep(poll).await,
             }
         }
         unreachable!("the loop returns")
+    }
+
+    /// The unit's WatchAuthorizations stream, opened by the first flow that needs it.
+    async fn watch(&self) -> Result<&IssuedWatch, String> {
+        self.watch.get_or_try_init(|| IssuedWatch::start(self.collection.clone(), &self.unit_appid)).await
     }
 
     /// One whole flow.
@@ -160,10 +175,32 @@ impl Driver {
         let started = Instant::now();
         let (order_id, auth_url) = self.create(pdf).await?;
         let create = started.elapsed();
-        let authorizing = Instant::now();
-        let push_ack = self.authorize(&auth_url).await?;
-        let polls = self.wait_issued(&order_id, Duration::from_secs(120)).await?;
-        Ok(FlowTimes { create, push_ack, authorize_to_issued: authorizing.elapsed(), polls })
+        let limit = Duration::from_secs(120);
+        let (push_ack, authorize_to_issued, polls) = match self.poll {
+            Some(poll) => {
+                let authorizing = Instant::now();
+                let push_ack = self.authorize(&auth_url).await?;
+                let polls = self.poll_issued(&order_id, poll, limit).await?;
+                (push_ack, authorizing.elapsed(), polls)
+            }
+            None => {
+                let watch = self.watch().await?;
+                let issued = watch.expect(&order_id);
+                let authorizing = Instant::now();
+                let outcome = async {
+                    let push_ack = self.authorize(&auth_url).await?;
+                    match tokio::time::timeout(limit, issued).await {
+                        Ok(Ok(outcome)) => outcome.map(|()| push_ack),
+                        Ok(Err(_)) => Err(format!("{order_id}: the watch ended")),
+                        Err(_) => Err(format!("{order_id} not issued within {limit:?}")),
+                    }
+                }
+                .await;
+                watch.forget(&order_id);
+                (outcome?, authorizing.elapsed(), 0)
+            }
+        };
+        Ok(FlowTimes { create, push_ack, authorize_to_issued, polls })
     }
 }
 

@@ -16,6 +16,7 @@ mod report;
 mod services;
 mod soak;
 mod stats;
+mod watcher;
 mod wechat_calls;
 
 use std::collections::BTreeMap;
@@ -29,9 +30,14 @@ use devstack::{Addresses, DEMO_OPENID};
 use services::{Role, Service};
 use stats::mib;
 
+/// Room for the bureau's signature on a supplied PDF (an incremental update of about 10 KiB).
+const SIGNATURE_HEADROOM: usize = 64 * 1024;
+
 const USAGE: &str =
     "usage: fiscalbill-bench [--duration SECS] [--concurrency N] [--pdf-kib KIB] [--push-rate PER_SEC] \
 [--push-secs SECS] [--baseline-secs SECS] [--big-pdf-mib MIB] [--poll-ms MS] [--data-dir DIR] [--json FILE]
+           (flows learn that their bill is issued from a WatchAuthorizations stream; with --poll-ms
+           they call GetAuthorization every MS instead)
        fiscalbill-bench --soak-secs SECS --soak-rate PER_SEC [--soak-faults FRACTION] [--pdf-kib KIB] [--json FILE]
            (the soak instead: flows at a fixed rate with WeChat failing FRACTION (default 0.05) of
            business calls, sampled every minute)
@@ -48,7 +54,8 @@ struct Options {
     push_secs: f64,
     baseline: Duration,
     big_pdf_mib: usize,
-    poll: Duration,
+    /// Poll GetAuthorization this often instead of watching.
+    poll: Option<Duration>,
     data_dir: PathBuf,
     json: Option<PathBuf>,
     soak: Option<Duration>,
@@ -66,7 +73,7 @@ impl Options {
             push_secs: 10.0,
             baseline: Duration::from_secs(20),
             big_pdf_mib: 10,
-            poll: Duration::from_millis(5),
+            poll: None,
             data_dir: std::env::temp_dir().join("fiscalbill-bench"),
             json: None,
             soak: None,
@@ -86,7 +93,7 @@ impl Options {
                 "--push-secs" => options.push_secs = number(value)?,
                 "--baseline-secs" => options.baseline = Duration::from_secs_f64(number(value)?),
                 "--big-pdf-mib" => options.big_pdf_mib = number(value)? as usize,
-                "--poll-ms" => options.poll = Duration::from_secs_f64(number(value)? / 1e3),
+                "--poll-ms" => options.poll = Some(Duration::from_secs_f64(number(value)? / 1e3)),
                 "--data-dir" => options.data_dir = PathBuf::from(value),
                 "--json" => options.json = Some(PathBuf::from(value)),
                 "--soak-secs" => options.soak = Some(Duration::from_secs_f64(number(value)?)),
@@ -100,11 +107,14 @@ impl Options {
 
     fn summary(&self, pdf_limit: usize) -> String {
         format!(
-            "concurrency {}, duration {:?}, PDF {} KiB, GetAuthorization every {:?}, services' PDF limit {}",
+            "concurrency {}, duration {:?}, PDF {} KiB, {}, services' PDF limit {}",
             self.concurrency,
             self.duration,
             self.pdf_kib,
-            self.poll,
+            match self.poll {
+                Some(poll) => format!("GetAuthorization every {poll:?}"),
+                None => "WatchAuthorizations".to_owned(),
+            },
             mib(pdf_limit as u64)
         )
     }
@@ -158,16 +168,18 @@ async fn run(options: Options) -> Result<(), String> {
     std::fs::create_dir_all(&options.data_dir).map_err(|e| format!("{}: {e}", options.data_dir.display()))?;
     let addresses = Addresses::ephemeral();
     let pdf_limit = options.big_pdf_mib * 1024 * 1024;
+    // The services and the sandbox take the large PDF with the signature the dev stack's bureau
+    // adds to supplied PDFs.
+    let services_limit = pdf_limit.max(options.pdf_kib * 1024) + SIGNATURE_HEADROOM;
     let sandbox = wechat_sandbox::start(wechat_sandbox::SandboxConfig {
         listen: addresses.sandbox,
         accounts: devstack::sandbox_accounts(&addresses),
-        pdf_max_bytes: pdf_limit.max(options.pdf_kib * 1024),
+        pdf_max_bytes: services_limit,
         ..Default::default()
     })
     .await
     .map_err(|e| format!("sandbox: {e}"))?;
     let sandbox_url = sandbox.base_url().to_owned();
-    let services_limit = pdf_limit.max(options.pdf_kib * 1024);
     let driver = Arc::new(flows::Driver::new(
         addresses.collection_grpc,
         &sandbox_url,
@@ -269,7 +281,7 @@ async fn run_soak(options: Options, duration: Duration) -> Result<(), String> {
         &sandbox_url,
         wechat_sandbox::DEMO_UNIT,
         DEMO_OPENID,
-        options.poll.max(Duration::from_millis(50)),
+        options.poll.map(|poll| poll.max(Duration::from_millis(50))),
     ));
     let pdf = flows::padded_pdf(options.pdf_kib * 1024);
     let (bureau, collection) = start_services(&addresses, &options.data_dir, pdf_limit, &driver, &pdf).await?;

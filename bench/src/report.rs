@@ -84,9 +84,11 @@ impl Results {
         for (service, cpu) in &self.cpu {
             let total = cpu.total().as_secs_f64();
             lines.push(format!(
-                "  {service} CPU: {total:.2} s in all ({:.0}% in the kernel), {:.3} ms per bill",
+                "  {service} CPU: {total:.2} s in all ({:.0}% in the kernel), {:.3} ms per bill, \
+                 {:.1} context switches per bill",
                 100.0 * cpu.system.as_secs_f64() / total.max(1e-9),
-                self.per_bill(total * 1e3)
+                self.per_bill(total * 1e3),
+                self.per_bill(cpu.switches as f64)
             ));
         }
         let own = self.own_cpu.total().as_secs_f64();
@@ -168,6 +170,10 @@ impl Results {
                 "push_ack": flows.push_ack.to_json(), "authorize_to_issued": flows.authorize_to_issued.to_json(),
                 "polls_per_bill": self.per_bill(flows.polls as f64), "wechat_calls": self.calls,
                 "cpu_ms_per_bill": self.cpu.iter().map(|(s, c)| (*s, self.per_bill(c.total().as_secs_f64() * 1e3)))
+                    .collect::<BTreeMap<_, _>>(),
+                "kernel_cpu_ms_per_bill": self.cpu.iter().map(|(s, c)| (*s, self.per_bill(c.system.as_secs_f64() * 1e3)))
+                    .collect::<BTreeMap<_, _>>(),
+                "context_switches_per_bill": self.cpu.iter().map(|(s, c)| (*s, self.per_bill(c.switches as f64)))
                     .collect::<BTreeMap<_, _>>(),
             },
             "push_burst": {

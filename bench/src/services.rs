@@ -141,7 +141,29 @@ pub fn cpu_of(pid: u32) -> Cpu {
     let seconds = |index: usize| {
         Duration::from_secs_f64(fields.get(index).copied().unwrap_or(0) as f64 / clock_ticks_per_second())
     };
-    Cpu { user: seconds(11), system: seconds(12) }
+    Cpu { user: seconds(11), system: seconds(12), switches: context_switches_of(pid) }
+}
+
+/// Context switches of all of process `pid`'s threads so far (voluntary and not), from each
+/// thread's `/proc/PID/task/TID/status`: the process's own status counts its main thread only.
+fn context_switches_of(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .map(|task| {
+            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            status
+                .lines()
+                .filter_map(|line| {
+                    line.strip_prefix("voluntary_ctxt_switches:")
+                        .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+                })
+                .filter_map(|count| count.trim().parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum()
 }
 
 /// User and kernel CPU time.
@@ -149,6 +171,8 @@ pub fn cpu_of(pid: u32) -> Cpu {
 pub struct Cpu {
     pub user: Duration,
     pub system: Duration,
+    /// Context switches of the threads alive when read (a thread that ended takes its count).
+    pub switches: u64,
 }
 
 impl Cpu {
@@ -161,7 +185,11 @@ impl std::ops::Sub for Cpu {
     type Output = Cpu;
 
     fn sub(self, earlier: Cpu) -> Cpu {
-        Cpu { user: self.user.saturating_sub(earlier.user), system: self.system.saturating_sub(earlier.system) }
+        Cpu {
+            user: self.user.saturating_sub(earlier.user),
+            system: self.system.saturating_sub(earlier.system),
+            switches: self.switches.saturating_sub(earlier.switches),
+        }
     }
 }
 

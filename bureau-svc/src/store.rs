@@ -17,26 +17,41 @@ use wechat::types::ReimburseStatus;
 use crate::domain::{Bill, BillEvent, BillKey, BillQuery, BillState, Failure, Logo, NewBill, PdfOrigin, SpApp, Unit};
 
 pub const MIGRATIONS: &[Migration] = &[
-    Migration { set: "bureau", version: 1, name: "initial schema", sql: include_str!("../migrations/0001_init.sql") },
+    Migration {
+        set: "bureau",
+        version: 1,
+        name: "initial schema",
+        sql: include_str!("../migrations/0001_init.sql"),
+        postgres_sql: None,
+    },
     Migration {
         set: "bureau",
         version: 2,
         name: "PDFs in chunks",
         sql: include_str!("../migrations/0002_pdf_chunks.sql"),
+        postgres_sql: None,
     },
     Migration {
         set: "bureau",
         version: 3,
         name: "bounded card status retries, PDF checks, uploaded logos",
         sql: include_str!("../migrations/0003_fidelity.sql"),
+        postgres_sql: None,
     },
     Migration {
         set: "bureau",
         version: 4,
         name: "trace parent span",
         sql: include_str!("../migrations/0004_trace.sql"),
+        postgres_sql: None,
     },
-    Migration { set: "bureau", version: 5, name: "bill signer", sql: include_str!("../migrations/0005_signature.sql") },
+    Migration {
+        set: "bureau",
+        version: 5,
+        name: "bill signer",
+        sql: include_str!("../migrations/0005_signature.sql"),
+        postgres_sql: None,
+    },
 ];
 
 const BILL_PDF: PdfTable = PdfTable("bill_pdf_chunk");

@@ -16,9 +16,11 @@ use crate::dispatch::Dispatcher;
 use crate::domain::AuthState;
 use crate::store::Store;
 use crate::units::Units;
+use crate::watch::Watches;
 
 pub struct App {
     pub store: Store,
+    pub watches: Arc<Watches>,
     pub credentials: Arc<Credentials>,
     pub units: Arc<Units>,
     pub authorizations: Arc<Authorizations>,
@@ -35,6 +37,7 @@ impl Application for App {
     }
 
     async fn drain(&self, grace: Duration) {
+        self.watches.stop();
         self.dispatcher.shutdown(grace).await;
     }
 

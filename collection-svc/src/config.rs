@@ -153,6 +153,9 @@ pub struct AuthorizationConfig {
     pub reconcile_batch: i64,
     /// Largest PDF accepted with CreateAuthorization, bytes (the bureau's limit applies too).
     pub pdf_max_bytes: usize,
+    /// How often a WatchAuthorizations stream looks for changes other replicas made (this
+    /// replica's own changes wake its streams at once), milliseconds.
+    pub watch_poll_ms: u64,
 }
 
 impl Default for AuthorizationConfig {
@@ -162,6 +165,7 @@ impl Default for AuthorizationConfig {
             reconcile_interval_secs: 30,
             reconcile_batch: 50,
             pdf_max_bytes: 2 * 1024 * 1024,
+            watch_poll_ms: 500,
         }
     }
 }

@@ -9,8 +9,11 @@ use fiscalbill_common::status::{ApiError, Violations};
 use fiscalbill_common::trace::TraceContext;
 use wechat::types::AuthSource;
 
-use crate::domain::{AuthQuery, AuthState, Authorization, CreateRequest, OrderKey};
-use fiscalbill_common::paging::Cursor;
+use crate::domain::{
+    AuthChange, AuthQuery, AuthState, Authorization, ChangePosition, CreateRequest, OrderKey, WatchFilter,
+};
+use crate::watch::WatchItem;
+use fiscalbill_common::paging::{Cursor, decode_token, encode_token};
 
 fn check_url(violations: &mut Violations, field: &str, value: &str, https_only: bool) {
     let valid = url::Url::parse(value).is_ok_and(|url| {
@@ -134,6 +137,85 @@ fn filters(query: &AuthQuery) -> [&str; 2] {
 pub fn page_token(query: &AuthQuery, last: &Authorization) -> String {
     Cursor { created_at: last.created_at, unit_appid: last.key.unit_appid.clone(), order_id: last.key.order_id.clone() }
         .token(LIST_AUTHORIZATIONS, &filters(query))
+}
+
+/// Orders one WatchAuthorizations stream may name.
+const WATCH_MAX_ORDERS: usize = 1_000;
+const WATCH_AUTHORIZATIONS: &str = "WatchAuthorizations";
+
+pub fn watch_request(
+    request: pb::WatchAuthorizationsRequest,
+) -> Result<(WatchFilter, Option<ChangePosition>), ApiError> {
+    let pb::WatchAuthorizationsRequest { unit_appid, order_ids, states, resume_token } = request;
+    let mut violations = Violations::default();
+    check_appid(&mut violations, "unit_appid", &unit_appid);
+    if order_ids.len() > WATCH_MAX_ORDERS {
+        violations.add("order_ids", format!("at most {WATCH_MAX_ORDERS} orders"));
+    }
+    for (i, order_id) in order_ids.iter().enumerate() {
+        check_order_id(&mut violations, &format!("order_ids[{i}]"), order_id);
+    }
+    let mut wanted = Vec::new();
+    for (i, state) in states.iter().enumerate() {
+        match pb::AuthorizationState::try_from(*state) {
+            Ok(pb::AuthorizationState::Unspecified) | Err(_) => {
+                violations.add(format!("states[{i}]"), "must be an AuthorizationState other than UNSPECIFIED")
+            }
+            Ok(known) => wanted.push(state_from_proto(known)),
+        }
+    }
+    let from = resume_position(&resume_token);
+    violations.add_with_others(&from);
+    violations.into_result()?;
+    Ok((WatchFilter { unit_appid, order_ids: order_ids.into_iter().collect(), states: wanted }, from?))
+}
+
+/// The position of a resume token (None when empty). Tokens are not bound to filters: a
+/// position in the change log means the same whatever a stream shows of it.
+fn resume_position(token: &str) -> Result<Option<ChangePosition>, ApiError> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let invalid = || {
+        ApiError::invalid_field(
+            "INVALID_RESUME_TOKEN",
+            "resume_token",
+            "is not a token from a previous WatchAuthorizations message",
+        )
+    };
+    let [txid, seq] = decode_token(token, WATCH_AUTHORIZATIONS, &[]).map_err(|_| invalid())?;
+    match (txid.parse::<i64>(), seq.parse::<i64>()) {
+        (Ok(txid), Ok(seq)) if txid >= 0 && seq >= 0 => Ok(Some(ChangePosition { txid, seq })),
+        _ => Err(invalid()),
+    }
+}
+
+fn resume_token(position: ChangePosition) -> String {
+    encode_token(WATCH_AUTHORIZATIONS, &[], &[&position.txid.to_string(), &position.seq.to_string()])
+}
+
+pub fn watch_response(item: WatchItem) -> pb::WatchAuthorizationsResponse {
+    match item {
+        WatchItem::Started(position) => {
+            pb::WatchAuthorizationsResponse { change: None, resume_token: resume_token(position) }
+        }
+        WatchItem::Change(change) => pb::WatchAuthorizationsResponse {
+            resume_token: resume_token(change.position),
+            change: Some(change_to_proto(*change)),
+        },
+    }
+}
+
+fn change_to_proto(change: AuthChange) -> pb::AuthorizationChange {
+    pb::AuthorizationChange {
+        unit_appid: change.key.unit_appid,
+        order_id: change.key.order_id,
+        state: state_to_proto(change.state) as i32,
+        change_time: Some(timestamp(change.changed_at)),
+        card_id: change.card_id.unwrap_or_default(),
+        card_code: change.card_code.unwrap_or_default(),
+        failure: change.failure.as_ref().map(|f| f.to_proto()),
+    }
 }
 
 fn state_from_proto(state: pb::AuthorizationState) -> AuthState {

@@ -191,6 +191,45 @@ pub struct AuthQuery {
     pub after: Option<Cursor>,
 }
 
+/// A position in the log of authorization changes: after every change up to (txid, seq).
+/// On SQLite txid is always 0; on PostgreSQL it is the id of the transaction that wrote the
+/// change, which orders changes by when they became visible.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ChangePosition {
+    pub txid: i64,
+    pub seq: i64,
+}
+
+/// One change of an authorization's state, as WatchAuthorizations sends it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthChange {
+    pub position: ChangePosition,
+    pub key: OrderKey,
+    pub state: AuthState,
+    pub card_id: Option<String>,
+    pub card_code: Option<String>,
+    pub failure: Option<Failure>,
+    /// Unix milliseconds.
+    pub changed_at: i64,
+}
+
+/// What a WatchAuthorizations stream delivers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchFilter {
+    pub unit_appid: String,
+    /// Empty for every order of the unit.
+    pub order_ids: std::collections::HashSet<String>,
+    /// Empty for every state.
+    pub states: Vec<AuthState>,
+}
+
+impl WatchFilter {
+    pub fn wants(&self, change: &AuthChange) -> bool {
+        (self.order_ids.is_empty() || self.order_ids.contains(&change.key.order_id))
+            && (self.states.is_empty() || self.states.contains(&change.state))
+    }
+}
+
 /// What an outbox job does next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum JobPhase {

@@ -43,6 +43,10 @@ pub enum CollectionError {
     Storage(#[from] sqlx::Error),
     #[error("collection-svc is starting: its database is not ready")]
     NotReady,
+    #[error(
+        "collection-svc is shutting down: watch again with the last resume_token (another replica, or this one once back)"
+    )]
+    ShuttingDown,
 }
 
 impl From<ApiError> for CollectionError {
@@ -112,6 +116,9 @@ impl From<CollectionError> for Status {
             }
             CollectionError::NotReady => {
                 ApiError::new(Code::Unavailable, "NOT_READY", message).retry_after(Duration::from_secs(1))
+            }
+            CollectionError::ShuttingDown => {
+                ApiError::new(Code::Unavailable, "SHUTTING_DOWN", message).retry_after(Duration::from_secs(1))
             }
         };
         api.into_status(DOMAIN)

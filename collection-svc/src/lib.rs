@@ -14,6 +14,7 @@ mod preflight;
 mod service;
 mod store;
 mod units;
+mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -161,8 +162,14 @@ async fn build(parts: Parts, db: Db) -> Arc<App> {
         dispatcher.clone(),
         parts.config.authorization.clone(),
     ));
+    let watches = Arc::new(watch::Watches::new(
+        store.clone(),
+        parts.units.clone(),
+        std::time::Duration::from_millis(parts.config.authorization.watch_poll_ms),
+    ));
     Arc::new(App {
         store,
+        watches,
         credentials,
         units: parts.units,
         authorizations,

@@ -1,5 +1,6 @@
 //! The gRPC handlers: proto in, domain call, proto out.
 
+use std::pin::Pin;
 use std::sync::Arc;
 
 use fiscalbill_common::bill::timestamp;
@@ -7,6 +8,7 @@ use fiscalbill_common::lifecycle::AppCell;
 use fiscalbill_common::proto::collection as pb;
 use fiscalbill_common::proto::collection::collection_service_server::CollectionService;
 use fiscalbill_common::trace::TraceContext;
+use futures_util::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 use wechat::Credential;
 use wechat::clock::unix_now;
@@ -33,8 +35,12 @@ fn expire_time(credential: &Credential) -> Option<prost_types::Timestamp> {
     Some(timestamp(credential.expires_at * 1000))
 }
 
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchAuthorizationsResponse, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl CollectionService for CollectionGrpc {
+    type WatchAuthorizationsStream = WatchStream;
+
     async fn create_authorization(
         &self,
         request: Request<pb::CreateAuthorizationRequest>,
@@ -75,6 +81,21 @@ impl CollectionService for CollectionGrpc {
             authorizations: page.items.iter().map(convert::to_proto).collect(),
             next_page_token: page.next_page_token(|last| convert::page_token(&query, last)),
         }))
+    }
+
+    async fn watch_authorizations(
+        &self,
+        request: Request<pb::WatchAuthorizationsRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
+        let app = self.app()?;
+        let (filter, from) = convert::watch_request(request.into_inner()).map_err(CollectionError::from)?;
+        let receiver = app.watches.start(filter, from).await?;
+        let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+            let item = receiver.recv().await?;
+            Some((item, receiver))
+        })
+        .map(|item| item.map(convert::watch_response).map_err(Status::from));
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn reject_authorization(

@@ -2,18 +2,23 @@
 //! (deduplicated), applied to its authorization and turned into an outbox job in one
 //! transaction; outbox jobs are leased so that one replica at a time delivers each.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use fiscalbill_common::bill::BillContent;
-use fiscalbill_common::db::{Db, Migration, sql_list};
+use fiscalbill_common::db::{Backend, Db, Migration, sql_list};
 use fiscalbill_common::paging::Cursor;
 use fiscalbill_common::pdf_store::PdfTable;
 use fiscalbill_common::telemetry::storage_span;
 use fiscalbill_common::trace::TraceContext;
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Error, Row};
+use tokio::sync::watch;
 use wechat::types::AuthSource;
 
-use crate::domain::{AuthEvent, AuthQuery, AuthState, Authorization, Failure, Job, JobPhase, OrderKey};
+use crate::domain::{
+    AuthChange, AuthEvent, AuthQuery, AuthState, Authorization, ChangePosition, Failure, Job, JobPhase, OrderKey,
+};
 
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -21,24 +26,35 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 1,
         name: "initial schema",
         sql: include_str!("../migrations/0001_init.sql"),
+        postgres_sql: None,
     },
     Migration {
         set: "collection",
         version: 2,
         name: "PDFs in chunks",
         sql: include_str!("../migrations/0002_pdf_chunks.sql"),
+        postgres_sql: None,
     },
     Migration {
         set: "collection",
         version: 3,
         name: "trace parent span",
         sql: include_str!("../migrations/0003_trace.sql"),
+        postgres_sql: None,
     },
     Migration {
         set: "collection",
         version: 4,
         name: "billing numbers",
         sql: include_str!("../migrations/0004_billing_numbers.sql"),
+        postgres_sql: None,
+    },
+    Migration {
+        set: "collection",
+        version: 5,
+        name: "authorization changes",
+        sql: include_str!("../migrations/0005_authorization_changes.sql"),
+        postgres_sql: Some(include_str!("../migrations/0005_authorization_changes.postgres.sql")),
     },
 ];
 
@@ -66,21 +82,38 @@ fn corrupt(what: &str, value: &str) -> Error {
     Error::Decode(format!("stored {what} {value:?} is not valid").into())
 }
 
+fn failure_from_row(row: &AnyRow) -> Result<Option<Failure>, Error> {
+    let Some(reason) = row.try_get::<Option<String>, _>("failure_reason")? else {
+        return Ok(None);
+    };
+    Ok(Some(Failure {
+        reason,
+        message: row.try_get::<Option<String>, _>("failure_message")?.unwrap_or_default(),
+        wechat_errcode: row.try_get("failure_errcode")?,
+        wechat_errmsg: row.try_get::<Option<String>, _>("failure_errmsg")?.unwrap_or_default(),
+        wechat_rid: row.try_get::<Option<String>, _>("failure_rid")?.unwrap_or_default(),
+        at: row.try_get("failed_at")?,
+    }))
+}
+
+fn change_from_row(row: &AnyRow) -> Result<AuthChange, Error> {
+    let state: String = row.try_get("state")?;
+    Ok(AuthChange {
+        position: ChangePosition { txid: row.try_get("txid")?, seq: row.try_get("seq")? },
+        key: OrderKey { unit_appid: row.try_get("unit_appid")?, order_id: row.try_get("order_id")? },
+        state: AuthState::parse(&state).ok_or_else(|| corrupt("state", &state))?,
+        card_id: row.try_get("card_id")?,
+        card_code: row.try_get("card_code")?,
+        failure: failure_from_row(row)?,
+        changed_at: row.try_get("changed_at")?,
+    })
+}
+
 fn auth_from_row(row: &AnyRow) -> Result<Authorization, Error> {
     let state: String = row.try_get("state")?;
     let source: String = row.try_get("source")?;
     let bill: String = row.try_get("bill")?;
-    let failure = match row.try_get::<Option<String>, _>("failure_reason")? {
-        Some(reason) => Some(Failure {
-            reason,
-            message: row.try_get::<Option<String>, _>("failure_message")?.unwrap_or_default(),
-            wechat_errcode: row.try_get("failure_errcode")?,
-            wechat_errmsg: row.try_get::<Option<String>, _>("failure_errmsg")?.unwrap_or_default(),
-            wechat_rid: row.try_get::<Option<String>, _>("failure_rid")?.unwrap_or_default(),
-            at: row.try_get("failed_at")?,
-        }),
-        None => None,
-    };
+    let failure = failure_from_row(row)?;
     Ok(Authorization {
         key: OrderKey { unit_appid: row.try_get("unit_appid")?, order_id: row.try_get("order_id")? },
         authorized_appid: row.try_get("authorized_appid")?,
@@ -159,11 +192,23 @@ impl PushOutcome {
 #[derive(Clone, Debug)]
 pub struct Store {
     db: Db,
+    /// Bumped after each write that may have changed a state: wakes this process's
+    /// WatchAuthorizations streams (other replicas' changes are found by their timer).
+    changed: Arc<watch::Sender<()>>,
 }
 
 impl Store {
     pub fn new(db: Db) -> Self {
-        Self { db }
+        Self { db, changed: Arc::new(watch::channel(()).0) }
+    }
+
+    /// Wakes when a write of this process may have changed an authorization's state.
+    pub fn subscribe_changes(&self) -> watch::Receiver<()> {
+        self.changed.subscribe()
+    }
+
+    fn wake_watchers(&self) {
+        self.changed.send_replace(());
     }
 
     // --- settings ---
@@ -282,7 +327,9 @@ impl Store {
         if let Some(pdf) = pdf {
             AUTHORIZATION_PDF.insert(&mut tx, &auth.key.unit_appid, &auth.key.order_id, pdf).await?;
         }
-        tx.commit().await
+        tx.commit().await?;
+        self.wake_watchers();
+        Ok(())
     }
 
     /// A new link for an expired authorization: pending again.
@@ -301,6 +348,7 @@ impl Store {
         .bind(now)
         .execute(self.db.writer())
         .await?;
+        self.wake_watchers();
         Ok(done.rows_affected() == 1)
     }
 
@@ -328,6 +376,66 @@ impl Store {
         .await?
         .iter()
         .map(auth_from_row)
+        .collect()
+    }
+
+    // --- the change log (WatchAuthorizations) ---
+
+    /// The position before every change not yet visible to all: a stream may read up to it.
+    /// On PostgreSQL, the oldest transaction still running (changes of older transactions are
+    /// all committed or gone); on SQLite, whose writes never overlap, everything committed.
+    async fn visible_horizon(&self) -> Result<i64, Error> {
+        match self.db.backend() {
+            Backend::Sqlite => Ok(1),
+            Backend::Postgres => sqlx::query("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+                .fetch_one(self.db.pool())
+                .await?
+                .try_get(0),
+        }
+    }
+
+    /// The position after every change committed so far: where a new stream starts. On
+    /// PostgreSQL it lies before the transactions still running, whose changes may already
+    /// be committed when the stream reads: those come at its start.
+    pub async fn end_of_changes(&self) -> Result<ChangePosition, Error> {
+        let horizon = self.visible_horizon().await?;
+        match self.db.backend() {
+            Backend::Sqlite => {
+                let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM authorization_change")
+                    .fetch_one(self.db.pool())
+                    .await?;
+                Ok(ChangePosition { txid: 0, seq: row.try_get(0)? })
+            }
+            Backend::Postgres => Ok(ChangePosition { txid: horizon - 1, seq: i64::MAX }),
+        }
+    }
+
+    /// Up to `limit` changes of the unit's authorizations after `after`, oldest first; only
+    /// changes every later reader will also see, so that a position never skips one.
+    pub async fn changes_after(
+        &self,
+        unit_appid: &str,
+        after: ChangePosition,
+        limit: i64,
+    ) -> Result<Vec<AuthChange>, Error> {
+        let _span = storage_span("changes_after");
+        let horizon = self.visible_horizon().await?;
+        sqlx::query(
+            "SELECT seq, txid, unit_appid, order_id, state, card_id, card_code, failure_reason, failure_message,
+                failure_errcode, failure_errmsg, failure_rid, failed_at, changed_at
+             FROM authorization_change
+             WHERE unit_appid = $1 AND (txid > $2 OR (txid = $2 AND seq > $3)) AND txid < $4
+             ORDER BY txid, seq LIMIT $5",
+        )
+        .bind(unit_appid)
+        .bind(after.txid)
+        .bind(after.seq)
+        .bind(horizon)
+        .bind(limit)
+        .fetch_all(self.db.pool())
+        .await?
+        .iter()
+        .map(change_from_row)
         .collect()
     }
 
@@ -403,6 +511,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.wake_watchers();
         Ok(outcome)
     }
 
@@ -419,6 +528,7 @@ impl Store {
         let mut tx = self.db.begin_write().await?;
         let changed = authorize(&mut tx, key, None, auth_time, Some(invoice_status), now).await?;
         tx.commit().await?;
+        self.wake_watchers();
         Ok(changed)
     }
 
@@ -451,6 +561,7 @@ impl Store {
         .bind(now)
         .execute(self.db.writer())
         .await?;
+        self.wake_watchers();
         Ok(done.rows_affected() == 1)
     }
 
@@ -501,6 +612,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.wake_watchers();
         Ok(done.rows_affected() == 1)
     }
 
@@ -524,6 +636,7 @@ impl Store {
             queue_job(&mut tx, key, now).await?;
         }
         tx.commit().await?;
+        self.wake_watchers();
         Ok(done.rows_affected() == 1)
     }
 
@@ -638,7 +751,9 @@ impl Store {
                 set_failure(&mut tx, key, AuthEvent::BureauFailed, failure, now).await?;
             }
         }
-        tx.commit().await
+        tx.commit().await?;
+        self.wake_watchers();
+        Ok(())
     }
 
     /// The bureau accepted the bill and is issuing it: poll later.
@@ -668,7 +783,9 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        tx.commit().await
+        tx.commit().await?;
+        self.wake_watchers();
+        Ok(())
     }
 
     /// The bureau could not be reached (or was busy): try again at `next_at`. The error is
@@ -698,7 +815,9 @@ impl Store {
             // The bureau still has it: the error is shown while the state stays.
             set_failure(&mut tx, key, AuthEvent::BureauIssuing, failure, now).await?;
         }
-        tx.commit().await
+        tx.commit().await?;
+        self.wake_watchers();
+        Ok(())
     }
 
     /// Gives a job back untouched (shutdown).

@@ -34,13 +34,15 @@ impl Default for DatabaseConfig {
 }
 
 /// One migration of one set (`common`, `bureau`, `collection`). The SQL is written once for
-/// both backends; the only type that differs, `BLOB`, becomes `BYTEA` on PostgreSQL.
+/// both backends where it can be (the only type that differs, `BLOB`, becomes `BYTEA` on
+/// PostgreSQL); where the dialects part (triggers), `postgres_sql` is PostgreSQL's own.
 #[derive(Clone, Copy, Debug)]
 pub struct Migration {
     pub set: &'static str,
     pub version: i64,
     pub name: &'static str,
     pub sql: &'static str,
+    pub postgres_sql: Option<&'static str>,
 }
 
 /// The tables of [`crate::sql_credentials::SqlCredentialStore`].
@@ -49,6 +51,7 @@ pub const COMMON_MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
     name: "wechat credentials",
     sql: include_str!("../migrations/common/0001_credentials.sql"),
+    postgres_sql: None,
 }];
 
 #[derive(Debug, thiserror::Error)]
@@ -202,9 +205,10 @@ impl Db {
                 Backend::Postgres => "BEGIN",
             };
             conn.execute(begin).await.map_err(fail)?;
-            let sql = match self.backend {
-                Backend::Sqlite => migration.sql.to_owned(),
-                Backend::Postgres => migration.sql.replace(" BLOB", " BYTEA"),
+            let sql = match (self.backend, migration.postgres_sql) {
+                (Backend::Sqlite, _) => migration.sql.to_owned(),
+                (Backend::Postgres, Some(sql)) => sql.to_owned(),
+                (Backend::Postgres, None) => migration.sql.replace(" BLOB", " BYTEA"),
             };
             let applied = async {
                 sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *conn).await?;

@@ -57,6 +57,7 @@ const PDF_TEST_TABLE: &[Migration] = &[Migration {
     name: "a table of PDF chunks",
     sql: "CREATE TABLE test_pdf_chunk (unit_appid TEXT NOT NULL, order_id TEXT NOT NULL, seq BIGINT NOT NULL, \
           data BLOB NOT NULL, PRIMARY KEY (unit_appid, order_id, seq))",
+    postgres_sql: None,
 }];
 
 async fn pdf_chunks_round_trip(config: fiscalbill_common::db::DatabaseConfig) {

@@ -1,6 +1,7 @@
 """One full flow against collection-svc with stubs generated from the .proto files:
-CreateAuthorization, the payer authorizes in the WeChat sandbox, GetAuthorization until the
-bill is issued; then an invalid request, and how its google.rpc error details read."""
+CreateAuthorization, WatchAuthorizations for the order, the payer authorizes in the WeChat
+sandbox, the stream tells when the bill is issued; then an invalid request, and how its
+google.rpc error details read."""
 
 import argparse
 import json
@@ -84,19 +85,26 @@ def main() -> int:
     ).authorization
     print(f"order {created.order_id}: {collection_pb2.AuthorizationState.Name(created.state)}, auth_url {created.auth_url}")
 
+    # Watch the order before the payer acts: the first message says the watch is in place,
+    # then each change of state arrives as it commits (no polling).
+    watch = stub.WatchAuthorizations(
+        collection_pb2.WatchAuthorizationsRequest(unit_appid=UNIT, order_ids=[args.order_id]),
+        metadata=metadata,
+        timeout=30,
+    )
+    first = next(watch)
+    print(f"watching from resume token {first.resume_token}")
     authorize_in_sandbox(args.sandbox, created.auth_url)
-    deadline = time.time() + 30
-    while True:
-        authorization = stub.GetAuthorization(
-            collection_pb2.GetAuthorizationRequest(unit_appid=UNIT, order_id=args.order_id), metadata=metadata, timeout=10
-        ).authorization
-        if authorization.state == collection_pb2.AUTHORIZATION_STATE_ISSUED:
-            print(f"bill issued: card_id {authorization.card_id}, card code {authorization.card_code}")
+    for message in watch:
+        change = message.change
+        print(f"order {change.order_id}: {collection_pb2.AuthorizationState.Name(change.state)}")
+        if change.state == collection_pb2.AUTHORIZATION_STATE_ISSUED:
+            print(f"bill issued: card_id {change.card_id}, card code {change.card_code}")
+            watch.cancel()
             break
-        if authorization.state == collection_pb2.AUTHORIZATION_STATE_ISSUE_FAILED or time.time() > deadline:
-            print(f"not issued: {authorization}", file=sys.stderr)
+        if change.state == collection_pb2.AUTHORIZATION_STATE_ISSUE_FAILED:
+            print(f"not issued: {change.failure}", file=sys.stderr)
             return 1
-        time.sleep(0.1)
 
     try:
         stub.CreateAuthorization(

@@ -714,7 +714,6 @@ pub fn order_request(order_id: &str) -> pb::CreateAuthorizationRequest {
     }
 }
 
-/// A valid bill; billing codes differ per order.
 /// collection-svc's client as the tests hold it.
 pub type CollectionClient = CollectionServiceClient<InterceptedService<Channel, BearerKey>>;
 
@@ -764,6 +763,7 @@ pub async fn issued_count(client: &mut CollectionClient) -> Result<usize, tonic:
     }
 }
 
+/// A valid bill; billing codes differ per order.
 pub fn content(order_id: &str, fee: i64) -> types_pb::BillContent {
     let code: u64 = order_id.bytes().fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b))) % 10_000_000_000;
     types_pb::BillContent {

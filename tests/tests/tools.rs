@@ -67,6 +67,41 @@ async fn grpcurl_walk_through_with_reflection_only() {
     assert_eq!(created["authorization"]["state"], "AUTHORIZATION_STATE_PENDING");
     let auth_url = created["authorization"]["authUrl"].as_str().unwrap();
 
+    // A watch on the order, as a business system would hold one (grpcurl prints each message
+    // as it arrives; -max-time ends it).
+    let mut watching = Command::new("grpcurl")
+        .args([
+            "-plaintext",
+            "-max-time",
+            "8",
+            "-d",
+            r#"{"unit_appid":"wxc0000000000000c1","order_ids":["grpcurl-1"]}"#,
+            collection,
+            "fiscalbill.collection.v1.CollectionService/WatchAuthorizations",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The watch is in place once it has printed its first message.
+    let printed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut stdout = watching.stdout.take().unwrap();
+    let reader = {
+        let printed = printed.clone();
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n @ 1..) = std::io::Read::read(&mut stdout, &mut chunk) {
+                printed.lock().unwrap().extend_from_slice(&chunk[..n]);
+            }
+        })
+    };
+    for _ in 0..100 {
+        if String::from_utf8_lossy(&printed.lock().unwrap()).contains('}') {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
     // The payer authorizes in the sandbox.
     let answer: serde_json::Value = reqwest::Client::new()
         .post(format!("http://{}/sandbox/authorize", stack.addresses.sandbox))
@@ -99,6 +134,19 @@ async fn grpcurl_walk_through_with_reflection_only() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(state, "AUTHORIZATION_STATE_ISSUED");
+    tokio::task::spawn_blocking(move || {
+        watching.wait().unwrap();
+        reader.join().unwrap();
+    })
+    .await
+    .unwrap();
+    let watched = String::from_utf8_lossy(&printed.lock().unwrap()).into_owned();
+    let messages: Vec<serde_json::Value> =
+        serde_json::Deserializer::from_str(&watched).into_iter().map(Result::unwrap).collect();
+    assert!(messages[0].get("change").is_none() && messages[0]["resumeToken"].is_string(), "{watched}");
+    let states: Vec<&str> = messages[1..].iter().map(|m| m["change"]["state"].as_str().unwrap()).collect();
+    assert_eq!(states.first(), Some(&"AUTHORIZATION_STATE_AUTHORIZED"), "{watched}");
+    assert_eq!(states.last(), Some(&"AUTHORIZATION_STATE_ISSUED"), "{watched}");
 
     // An invalid request prints its google.rpc details.
     let invalid = [

@@ -21,6 +21,17 @@ CREATE TABLE authorization_change (
 );
 CREATE INDEX authorization_change_position ON authorization_change (unit_appid, txid, seq);
 
+-- Changes older than `[authorization] watch_retention_hours` are deleted; this row says where
+-- the deleted part ends, so that a resume token from before it is refused instead of silently
+-- skipping what was deleted.
+CREATE INDEX authorization_change_time ON authorization_change (changed_at);
+CREATE TABLE authorization_change_pruned (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    txid BIGINT NOT NULL,
+    seq BIGINT NOT NULL
+);
+INSERT INTO authorization_change_pruned (id, txid, seq) VALUES (1, 0, 0);
+
 CREATE FUNCTION record_authorization_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO authorization_change (unit_appid, order_id, state, card_id, card_code, failure_reason, failure_message,

@@ -32,7 +32,10 @@ impl Application for App {
     fn spawn_background(self: &Arc<Self>, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
         vec![
             tokio::spawn(self.dispatcher.clone().run()),
-            tokio::spawn(self.authorizations.clone().run_reconciler(stop)),
+            tokio::spawn(self.authorizations.clone().run_reconciler(stop.clone())),
+            tokio::spawn(
+                self.watches.clone().run_pruner(Duration::from_secs(self.config.watch_retention_hours * 3600), stop),
+            ),
         ]
     }
 

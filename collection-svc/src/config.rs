@@ -156,6 +156,9 @@ pub struct AuthorizationConfig {
     /// How often a WatchAuthorizations stream looks for changes other replicas made (this
     /// replica's own changes wake its streams at once), milliseconds.
     pub watch_poll_ms: u64,
+    /// How long changes are kept for WatchAuthorizations: a stream can be resumed within this,
+    /// hours.
+    pub watch_retention_hours: u64,
 }
 
 impl Default for AuthorizationConfig {
@@ -166,6 +169,7 @@ impl Default for AuthorizationConfig {
             reconcile_batch: 50,
             pdf_max_bytes: 2 * 1024 * 1024,
             watch_poll_ms: 500,
+            watch_retention_hours: 168,
         }
     }
 }

@@ -47,6 +47,10 @@ pub enum CollectionError {
         "collection-svc is shutting down: watch again with the last resume_token (another replica, or this one once back)"
     )]
     ShuttingDown,
+    #[error(
+        "the changes after this resume_token were deleted (older than watch_retention_hours): read the current state with ListAuthorizations and watch from now"
+    )]
+    ResumeTokenExpired,
 }
 
 impl From<ApiError> for CollectionError {
@@ -117,6 +121,7 @@ impl From<CollectionError> for Status {
             CollectionError::NotReady => {
                 ApiError::new(Code::Unavailable, "NOT_READY", message).retry_after(Duration::from_secs(1))
             }
+            CollectionError::ResumeTokenExpired => ApiError::new(Code::OutOfRange, "RESUME_TOKEN_EXPIRED", message),
             CollectionError::ShuttingDown => {
                 ApiError::new(Code::Unavailable, "SHUTTING_DOWN", message).retry_after(Duration::from_secs(1))
             }

@@ -410,19 +410,68 @@ impl Store {
         }
     }
 
+    /// Where the deleted part of the change log ends: a stream positioned before it would miss
+    /// changes.
+    pub async fn pruned_through(&self) -> Result<ChangePosition, Error> {
+        let row = sqlx::query("SELECT txid, seq FROM authorization_change_pruned WHERE id = 1")
+            .fetch_one(self.db.pool())
+            .await?;
+        Ok(ChangePosition { txid: row.try_get(0)?, seq: row.try_get(1)? })
+    }
+
+    /// Deletes up to `limit` of the oldest changes made before `before` (Unix ms), and records
+    /// where the deleted part ends; returns how many were deleted.
+    pub async fn prune_changes(&self, before: i64, limit: i64) -> Result<u64, Error> {
+        let _span = storage_span("prune_changes");
+        let mut tx = self.db.begin_write().await?;
+        let last = sqlx::query(
+            "SELECT txid, seq FROM (
+                SELECT txid, seq FROM authorization_change WHERE changed_at < $1 ORDER BY txid, seq LIMIT $2
+             ) AS oldest ORDER BY txid DESC, seq DESC LIMIT 1",
+        )
+        .bind(before)
+        .bind(limit)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(last) = last else {
+            tx.rollback().await?;
+            return Ok(0);
+        };
+        let (txid, seq): (i64, i64) = (last.try_get(0)?, last.try_get(1)?);
+        sqlx::query(
+            "UPDATE authorization_change_pruned SET txid = $1, seq = $2
+             WHERE id = 1 AND (txid < $1 OR (txid = $1 AND seq < $2))",
+        )
+        .bind(txid)
+        .bind(seq)
+        .execute(&mut *tx)
+        .await?;
+        let deleted = sqlx::query("DELETE FROM authorization_change WHERE txid < $1 OR (txid = $1 AND seq <= $2)")
+            .bind(txid)
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(deleted.rows_affected())
+    }
+
     /// Up to `limit` changes of the unit's authorizations after `after`, oldest first; only
-    /// changes every later reader will also see, so that a position never skips one.
+    /// changes every later reader will also see, so that a position never skips one. Each
+    /// change comes with where the deleted part of the log ended when it was read (one
+    /// snapshot): a stream positioned before that has missed changes.
     pub async fn changes_after(
         &self,
         unit_appid: &str,
         after: ChangePosition,
         limit: i64,
-    ) -> Result<Vec<AuthChange>, Error> {
+    ) -> Result<Vec<(AuthChange, ChangePosition)>, Error> {
         let _span = storage_span("changes_after");
         let horizon = self.visible_horizon().await?;
         sqlx::query(
             "SELECT seq, txid, unit_appid, order_id, state, card_id, card_code, failure_reason, failure_message,
-                failure_errcode, failure_errmsg, failure_rid, failed_at, changed_at
+                failure_errcode, failure_errmsg, failure_rid, failed_at, changed_at,
+                (SELECT txid FROM authorization_change_pruned WHERE id = 1) AS pruned_txid,
+                (SELECT seq FROM authorization_change_pruned WHERE id = 1) AS pruned_seq
              FROM authorization_change
              WHERE unit_appid = $1 AND (txid > $2 OR (txid = $2 AND seq > $3)) AND txid < $4
              ORDER BY txid, seq LIMIT $5",
@@ -435,7 +484,10 @@ impl Store {
         .fetch_all(self.db.pool())
         .await?
         .iter()
-        .map(change_from_row)
+        .map(|row| {
+            let pruned = ChangePosition { txid: row.try_get("pruned_txid")?, seq: row.try_get("pruned_seq")? };
+            Ok((change_from_row(row)?, pruned))
+        })
         .collect()
     }
 
@@ -918,12 +970,64 @@ async fn set_failure(
 
 #[cfg(test)]
 mod tests {
+    use fiscalbill_common::db::{DatabaseConfig, Db, test_support};
     use fiscalbill_common::pdf_store::test_support::whole_pdfs_survive_the_move_to_chunks;
 
-    use super::{AUTHORIZATION_PDF, MIGRATIONS};
+    use super::{AUTHORIZATION_PDF, AuthChange, ChangePosition, MIGRATIONS, Store};
 
     #[tokio::test]
     async fn pdfs_stored_whole_survive_the_move_to_chunks() {
         whole_pdfs_survive_the_move_to_chunks(MIGRATIONS, "payer_authorization_pdf", AUTHORIZATION_PDF).await;
+    }
+
+    fn orders(changes: &[(AuthChange, ChangePosition)]) -> Vec<&str> {
+        changes.iter().map(|(change, _)| change.key.order_id.as_str()).collect()
+    }
+
+    async fn the_change_log_is_pruned_and_says_where(config: DatabaseConfig) {
+        let db = Db::connect_until_ready(&config, "collection", &[MIGRATIONS]).await;
+        let store = Store::new(db.clone());
+        for (order_id, changed_at) in [("o-1", 1_000_i64), ("o-2", 2_000), ("o-3", 3_000)] {
+            sqlx::query(
+                "INSERT INTO authorization_change (unit_appid, order_id, state, changed_at) VALUES ('wxu', $1, 'pending', $2)",
+            )
+            .bind(order_id)
+            .bind(changed_at)
+            .execute(db.writer())
+            .await
+            .unwrap();
+        }
+        let start = ChangePosition { txid: 0, seq: 0 };
+        let all = store.changes_after("wxu", start, 10).await.unwrap();
+        assert_eq!(orders(&all), ["o-1", "o-2", "o-3"]);
+        assert!(all.iter().all(|(_, pruned)| *pruned == start), "nothing deleted yet");
+
+        // One at a time, then the rest older than 2.5 s: o-1 and o-2.
+        assert_eq!(store.prune_changes(2_500, 1).await.unwrap(), 1);
+        assert_eq!(store.pruned_through().await.unwrap(), all[0].0.position);
+        assert_eq!(store.prune_changes(2_500, 10).await.unwrap(), 1);
+        assert_eq!(store.prune_changes(2_500, 10).await.unwrap(), 0);
+        let pruned = store.pruned_through().await.unwrap();
+        assert_eq!(pruned, all[1].0.position);
+
+        // A reader from before the deleted part learns it with the rows it reads; one after it
+        // reads on.
+        let rest = store.changes_after("wxu", start, 10).await.unwrap();
+        assert_eq!(orders(&rest), ["o-3"]);
+        assert!(rest[0].1 > start);
+        let after = store.changes_after("wxu", all[1].0.position, 10).await.unwrap();
+        assert_eq!(orders(&after), ["o-3"]);
+        assert!(after[0].1 <= all[1].0.position);
+        db.close().await;
+    }
+
+    #[tokio::test]
+    async fn the_change_log_is_pruned_and_says_where_on_sqlite() {
+        the_change_log_is_pruned_and_says_where(test_support::sqlite()).await;
+    }
+
+    #[tokio::test]
+    async fn the_change_log_is_pruned_and_says_where_on_postgres() {
+        the_change_log_is_pruned_and_says_where(test_support::postgres()).await;
     }
 }

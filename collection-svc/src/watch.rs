@@ -21,6 +21,9 @@ const BATCH: i64 = 500;
 /// one read then serves many commits instead of one each.
 const GATHER: Duration = Duration::from_millis(10);
 
+/// How often old changes are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
 /// What a stream carries.
 #[derive(Debug)]
 pub enum WatchItem {
@@ -56,6 +59,9 @@ impl Watches {
             return Err(CollectionError::ShuttingDown);
         }
         let position = match from {
+            Some(position) if position < self.store.pruned_through().await? => {
+                return Err(CollectionError::ResumeTokenExpired);
+            }
             Some(position) => position,
             None => self.store.end_of_changes().await?,
         };
@@ -70,6 +76,37 @@ impl Watches {
         };
         tokio::spawn(stream.run());
         Ok(receiver)
+    }
+
+    /// Deletes the changes older than `retention`, a batch at a time, every few minutes until
+    /// `stop`.
+    pub async fn run_pruner(self: Arc<Self>, retention: Duration, mut stop: watch::Receiver<bool>) {
+        const BATCH: i64 = 10_000;
+        loop {
+            let before = fiscalbill_common::db::now_millis() - retention.as_millis() as i64;
+            let mut total = 0;
+            loop {
+                match self.store.prune_changes(before, BATCH).await {
+                    Ok(deleted) => {
+                        total += deleted;
+                        if (deleted as i64) < BATCH {
+                            break;
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot delete old changes; trying again later");
+                        break;
+                    }
+                }
+            }
+            if total > 0 {
+                tracing::info!(deleted = total, "deleted changes older than watch_retention_hours");
+            }
+            tokio::select! {
+                () = tokio::time::sleep(PRUNE_EVERY) => {}
+                _ = stop.wait_for(|stop| *stop) => return,
+            }
+        }
     }
 
     /// Ends every stream with UNAVAILABLE SHUTTING_DOWN, and refuses new ones.
@@ -104,7 +141,12 @@ impl Stream {
                 }
             };
             let more = changes.len() as i64 == BATCH;
-            for change in changes {
+            if changes.first().is_some_and(|(_, pruned)| *pruned > self.position) {
+                // Changes after this stream's position were deleted: it cannot go on whole.
+                self.send(Err(CollectionError::ResumeTokenExpired)).await;
+                return;
+            }
+            for (change, _) in changes {
                 self.position = change.position;
                 if self.filter.wants(&change) && !self.send(Ok(WatchItem::Change(Box::new(change)))).await {
                     return;

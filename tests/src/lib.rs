@@ -360,6 +360,11 @@ impl Stack {
         }
     }
 
+    /// collection-svc's database, for a test that plays what only time would do to it.
+    pub fn collection_database(&self) -> &DatabaseConfig {
+        &self.collection_db
+    }
+
     pub fn bureau_config(&self) -> bureau_svc::BureauConfig {
         self.bureau_config_at(self.bureau_grpc, self.bureau_http, self.bureau_admin)
     }

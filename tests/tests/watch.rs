@@ -212,3 +212,38 @@ async fn a_watch_on_one_replica_sees_every_change_of_every_replica_once() {
     assert!(tokio::time::timeout(Duration::from_millis(1500), resumed.message()).await.is_err(), "and nothing more");
     replica.stop().await;
 }
+
+/// Changes older than `watch_retention_hours` are deleted: a token from before the deleted part
+/// is refused (OUT_OF_RANGE RESUME_TOKEN_EXPIRED) rather than skipping what was deleted, and a
+/// stream that fell behind it ends the same way. The deletion is played here by moving the
+/// log's "deleted up to" mark, as a week of pruning would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_older_than_the_kept_changes_is_refused_and_a_stream_behind_them_ends() {
+    let stack = Stack::start(Options::default()).await;
+    let mut stream = watch(&mut stack.collection.clone(), watch_request("")).await;
+    let old_token = started(&mut stream).await;
+    stack.collection.clone().create_authorization(order_request("kept-1")).await.unwrap();
+    let created = next(&mut stream).await.unwrap();
+    assert_eq!(created.change.unwrap().order_id, "kept-1");
+
+    // A week of pruning marks everything deleted up to the next change, past this stream's position.
+    let db = fiscalbill_common::db::Db::connect(stack.collection_database(), "collection").await.unwrap();
+    sqlx::query("UPDATE authorization_change_pruned SET seq = (SELECT MAX(seq) FROM authorization_change) + 1")
+        .execute(db.writer())
+        .await
+        .unwrap();
+    db.close().await;
+    for token in [&old_token, &created.resume_token] {
+        let status = stack.collection.clone().watch_authorizations(watch_request(token)).await.unwrap_err();
+        assert_eq!((status.code(), reason(&status).as_str()), (tonic::Code::OutOfRange, "RESUME_TOKEN_EXPIRED"));
+    }
+    // The open stream learns it at its next read instead of going on with a gap.
+    stack.collection.clone().create_authorization(order_request("kept-2")).await.unwrap();
+    let status = next(&mut stream).await.unwrap_err();
+    assert_eq!((status.code(), reason(&status).as_str()), (tonic::Code::OutOfRange, "RESUME_TOKEN_EXPIRED"));
+    // Watching from now works.
+    let mut fresh = watch(&mut stack.collection.clone(), watch_request("")).await;
+    started(&mut fresh).await;
+    stack.collection.clone().create_authorization(order_request("kept-3")).await.unwrap();
+    assert_eq!(next(&mut fresh).await.unwrap().change.unwrap().order_id, "kept-3");
+}

@@ -1,7 +1,7 @@
 //! Full flows as a business system and a payer make them: CreateAuthorization (with the bill's
 //! PDF), the payer authorizing at WeChat (the sandbox pushes to collection-svc), then the
 //! business system learning that the bill is ISSUED: from its WatchAuthorizations stream, or
-//! (`--poll`) by calling GetAuthorization until it is.
+//! (`--poll-ms`) by calling GetAuthorization until it is.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

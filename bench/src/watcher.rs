@@ -1,7 +1,7 @@
 //! How the benchmark's business system learns that a bill is issued: one WatchAuthorizations
 //! stream for the unit, as a real business system would hold, resumed after its last token
 //! whenever it breaks (the services restart during a run); or GetAuthorization polling
-//! (`--poll`), to show the difference.
+//! (`--poll-ms`), to show the difference.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -80,18 +80,7 @@ fn bill_from_row(row: &AnyRow) -> Result<Bill, Error> {
     let origin: String = row.try_get("pdf_origin")?;
     let items: String = row.try_get("items")?;
     let reimburse: Option<String> = row.try_get("reimburse_status")?;
-    let failure_reason: Option<String> = row.try_get("failure_reason")?;
-    let failure = match failure_reason {
-        Some(reason) => Some(Failure {
-            reason,
-            message: row.try_get::<Option<String>, _>("failure_message")?.unwrap_or_default(),
-            wechat_errcode: row.try_get("failure_errcode")?,
-            wechat_errmsg: row.try_get::<Option<String>, _>("failure_errmsg")?.unwrap_or_default(),
-            wechat_rid: row.try_get::<Option<String>, _>("failure_rid")?.unwrap_or_default(),
-            at: row.try_get("failed_at")?,
-        }),
-        None => None,
-    };
+    let failure = Failure::from_row(row)?;
     Ok(Bill {
         key: BillKey { unit_appid: row.try_get("unit_appid")?, order_id: row.try_get("order_id")? },
         authorized_appid: row.try_get("authorized_appid")?,

@@ -82,20 +82,6 @@ fn corrupt(what: &str, value: &str) -> Error {
     Error::Decode(format!("stored {what} {value:?} is not valid").into())
 }
 
-fn failure_from_row(row: &AnyRow) -> Result<Option<Failure>, Error> {
-    let Some(reason) = row.try_get::<Option<String>, _>("failure_reason")? else {
-        return Ok(None);
-    };
-    Ok(Some(Failure {
-        reason,
-        message: row.try_get::<Option<String>, _>("failure_message")?.unwrap_or_default(),
-        wechat_errcode: row.try_get("failure_errcode")?,
-        wechat_errmsg: row.try_get::<Option<String>, _>("failure_errmsg")?.unwrap_or_default(),
-        wechat_rid: row.try_get::<Option<String>, _>("failure_rid")?.unwrap_or_default(),
-        at: row.try_get("failed_at")?,
-    }))
-}
-
 fn change_from_row(row: &AnyRow) -> Result<AuthChange, Error> {
     let state: String = row.try_get("state")?;
     Ok(AuthChange {
@@ -104,7 +90,7 @@ fn change_from_row(row: &AnyRow) -> Result<AuthChange, Error> {
         state: AuthState::parse(&state).ok_or_else(|| corrupt("state", &state))?,
         card_id: row.try_get("card_id")?,
         card_code: row.try_get("card_code")?,
-        failure: failure_from_row(row)?,
+        failure: Failure::from_row(row)?,
         changed_at: row.try_get("changed_at")?,
     })
 }
@@ -113,7 +99,7 @@ fn auth_from_row(row: &AnyRow) -> Result<Authorization, Error> {
     let state: String = row.try_get("state")?;
     let source: String = row.try_get("source")?;
     let bill: String = row.try_get("bill")?;
-    let failure = failure_from_row(row)?;
+    let failure = Failure::from_row(row)?;
     Ok(Authorization {
         key: OrderKey { unit_appid: row.try_get("unit_appid")?, order_id: row.try_get("order_id")? },
         authorized_appid: row.try_get("authorized_appid")?,

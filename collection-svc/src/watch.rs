@@ -14,15 +14,16 @@ use crate::error::CollectionError;
 use crate::store::Store;
 use crate::units::Units;
 
-/// Changes read from the database at a time.
-const BATCH: i64 = 500;
+/// Changes a stream reads from the database at a time.
+const READ_BATCH: i64 = 500;
 
 /// After a wake-up, how long a stream lets further commits gather before it reads: under load
 /// one read then serves many commits instead of one each.
 const GATHER: Duration = Duration::from_millis(10);
 
-/// How often old changes are deleted.
+/// How often old changes are deleted, and how many at a time (one write transaction each).
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
+const PRUNE_BATCH: i64 = 10_000;
 
 /// What a stream carries.
 #[derive(Debug)]
@@ -81,15 +82,14 @@ impl Watches {
     /// Deletes the changes older than `retention`, a batch at a time, every few minutes until
     /// `stop`.
     pub async fn run_pruner(self: Arc<Self>, retention: Duration, mut stop: watch::Receiver<bool>) {
-        const BATCH: i64 = 10_000;
         loop {
             let before = fiscalbill_common::db::now_millis() - retention.as_millis() as i64;
             let mut total = 0;
             loop {
-                match self.store.prune_changes(before, BATCH).await {
+                match self.store.prune_changes(before, PRUNE_BATCH).await {
                     Ok(deleted) => {
                         total += deleted;
-                        if (deleted as i64) < BATCH {
+                        if (deleted as i64) < PRUNE_BATCH {
                             break;
                         }
                     }
@@ -133,14 +133,14 @@ impl Stream {
         loop {
             // Marked seen before reading: a write that commits during the read wakes the next wait.
             wake.borrow_and_update();
-            let changes = match self.store.changes_after(&self.filter.unit_appid, self.position, BATCH).await {
+            let changes = match self.store.changes_after(&self.filter.unit_appid, self.position, READ_BATCH).await {
                 Ok(changes) => changes,
                 Err(error) => {
                     self.send(Err(error.into())).await;
                     return;
                 }
             };
-            let more = changes.len() as i64 == BATCH;
+            let more = changes.len() as i64 == READ_BATCH;
             if changes.first().is_some_and(|(_, pruned)| *pruned > self.position) {
                 // Changes after this stream's position were deleted: it cannot go on whole.
                 self.send(Err(CollectionError::ResumeTokenExpired)).await;

@@ -188,6 +188,25 @@ pub struct Failure {
     pub at: i64,
 }
 
+impl Failure {
+    /// The failure stored in a row's `failure_*` columns (the same in both services' tables),
+    /// if it has one.
+    pub fn from_row(row: &sqlx::any::AnyRow) -> Result<Option<Failure>, sqlx::Error> {
+        use sqlx::Row;
+        let Some(reason) = row.try_get::<Option<String>, _>("failure_reason")? else {
+            return Ok(None);
+        };
+        Ok(Some(Failure {
+            reason,
+            message: row.try_get::<Option<String>, _>("failure_message")?.unwrap_or_default(),
+            wechat_errcode: row.try_get("failure_errcode")?,
+            wechat_errmsg: row.try_get::<Option<String>, _>("failure_errmsg")?.unwrap_or_default(),
+            wechat_rid: row.try_get::<Option<String>, _>("failure_rid")?.unwrap_or_default(),
+            at: row.try_get("failed_at")?,
+        }))
+    }
+}
+
 /// Failures caused by the order's own stored data: the same request to the bureau meets them
 /// again, so a retry cannot help (a new order with corrected data can).
 const FAILURES_A_RETRY_CANNOT_FIX: &[&str] = &[

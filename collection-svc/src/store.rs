@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use fiscalbill_common::bill::BillContent;
-use fiscalbill_common::db::{Backend, Db, Migration, sql_list};
+use fiscalbill_common::db::{Backend, Db, Migration, WriteTx, sql_list};
 use fiscalbill_common::paging::Cursor;
 use fiscalbill_common::pdf_store::PdfTable;
 use fiscalbill_common::telemetry::storage_span;
@@ -482,7 +482,8 @@ impl Store {
     /// created under is refused before anything is written.
     pub async fn record_push(&self, push: &PushRow<'_>, now: i64) -> Result<PushOutcome, Error> {
         let _span = storage_span("record_push");
-        let mut tx = self.db.begin_write().await?;
+        // WeChat waits for this: it goes before the issuing work's transactions.
+        let mut tx = self.db.begin_write_first().await?;
         let current = sqlx::query(
             "SELECT authorized_appid, s_pappid FROM payer_authorization WHERE unit_appid = $1 AND order_id = $2",
         )
@@ -881,7 +882,7 @@ pub enum JobOutcome {
 /// Marks the payer's authorization and queues the IssueBill job, if the authorization was
 /// still waiting for the payer.
 async fn authorize(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tx: &mut WriteTx,
     key: &OrderKey,
     openid: Option<&str>,
     authorize_time: i64,
@@ -910,7 +911,7 @@ async fn authorize(
     Ok(true)
 }
 
-async fn queue_job(tx: &mut sqlx::Transaction<'static, sqlx::Any>, key: &OrderKey, now: i64) -> Result<(), Error> {
+async fn queue_job(tx: &mut WriteTx, key: &OrderKey, now: i64) -> Result<(), Error> {
     sqlx::query(
         "INSERT INTO outbox (unit_appid, order_id, phase, next_attempt_at, created_at) VALUES ($1, $2, 'issue', $3, $3)
          ON CONFLICT (unit_appid, order_id) DO UPDATE SET phase = 'issue', attempts = 0, next_attempt_at = $3, last_error = NULL",
@@ -927,7 +928,7 @@ async fn queue_job(tx: &mut sqlx::Transaction<'static, sqlx::Any>, key: &OrderKe
 /// issue_failed) or stays (`BureauIssuing`: the bureau still has it); either way only while
 /// the bureau is in charge.
 async fn set_failure(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tx: &mut WriteTx,
     key: &OrderKey,
     event: AuthEvent,
     failure: &Failure,

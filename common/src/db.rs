@@ -2,12 +2,15 @@
 //! first start) or PostgreSQL (for several replicas); the URL decides. Each service brings its
 //! migrations, with SQL for both backends, applied in order at start-up under a lock.
 
+use std::ops::{Deref, DerefMut};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use sqlx::any::AnyPoolOptions;
-use sqlx::{Any, AnyPool, AssertSqlSafe, Executor, Transaction};
+use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, Executor, Transaction};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -76,6 +79,42 @@ pub struct Db {
     pool: AnyPool,
     writer: AnyPool,
     backend: Backend,
+    /// On SQLite, the turn of ordinary write transactions: one at a time waits for (or holds)
+    /// the writer, so that a write that must come first (a push's acknowledgement) never
+    /// queues behind many of them.
+    ordinary_turn: Arc<Mutex<()>>,
+}
+
+/// A write transaction; derefs to its connection like sqlx's `Transaction`. Dropped without
+/// `commit`, it rolls back.
+pub struct WriteTx {
+    // Dropped first: the connection goes back before the turn passes on.
+    tx: Transaction<'static, Any>,
+    _turn: Option<OwnedMutexGuard<()>>,
+}
+
+impl WriteTx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+}
+
+impl Deref for WriteTx {
+    type Target = AnyConnection;
+
+    fn deref(&self) -> &AnyConnection {
+        &self.tx
+    }
+}
+
+impl DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
 }
 
 impl Db {
@@ -126,7 +165,7 @@ impl Db {
             Backend::Sqlite => options(1).connect(&url).await?,
             Backend::Postgres => pool.clone(),
         };
-        Ok(Db { pool, writer, backend })
+        Ok(Db { pool, writer, backend, ordinary_turn: Arc::default() })
     }
 
     /// For reads.
@@ -152,8 +191,24 @@ impl Db {
     }
 
     /// A transaction that will write. On SQLite it takes the write lock at once (`BEGIN
-    /// IMMEDIATE`), so two writers queue instead of failing with SQLITE_BUSY on upgrade.
-    pub async fn begin_write(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
+    /// IMMEDIATE`), so two writers queue instead of failing with SQLITE_BUSY on upgrade, and
+    /// waits for its turn among ordinary transactions first.
+    pub async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
+        let turn = match self.backend {
+            Backend::Sqlite => Some(self.ordinary_turn.clone().lock_owned().await),
+            Backend::Postgres => None,
+        };
+        Ok(WriteTx { tx: self.begin_on_writer().await?, _turn: turn })
+    }
+
+    /// A write transaction that goes before ordinary ones: on SQLite it queues for the writer
+    /// directly, behind at most one ordinary transaction. For what a caller waits on under load
+    /// (WeChat's push, acknowledged once it is durable).
+    pub async fn begin_write_first(&self) -> Result<WriteTx, sqlx::Error> {
+        Ok(WriteTx { tx: self.begin_on_writer().await?, _turn: None })
+    }
+
+    async fn begin_on_writer(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
         match self.backend {
             Backend::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await,
             Backend::Postgres => self.writer.begin().await,

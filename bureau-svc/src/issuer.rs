@@ -150,8 +150,11 @@ impl Issuer {
         let (pdf, pdf_origin, signer_sha256) = match supplied_pdf {
             Some(pdf) => match self.supplied_signer() {
                 Some(signer) => {
+                    // The PDF is a slice of the request's buffer: copied out once, the buffer
+                    // goes, and signing appends to the copy.
+                    let supplied_len = pdf.len();
                     let signed = signer
-                        .sign_supplied(&pdf, &self.bureau_name, now_millis() / 1000)
+                        .sign_supplied(Vec::from(pdf), &self.bureau_name, now_millis() / 1000)
                         .map_err(BureauError::Render)?;
                     // WeChat refuses a PDF over its limit (40006): say so now, not at setpdf.
                     if signed.len() > self.config.pdf_max_bytes {
@@ -161,7 +164,7 @@ impl Issuer {
                             format!(
                                 "is {} bytes, {} with the bureau's signature, more than the limit of {}: supply \
                                  a PDF at least {} bytes smaller",
-                                pdf.len(),
+                                supplied_len,
                                 signed.len(),
                                 self.config.pdf_max_bytes,
                                 signed.len() - self.config.pdf_max_bytes

@@ -219,7 +219,7 @@ fn a_ten_item_bill_stays_small() {
 #[test]
 fn a_supplied_pdf_is_signed_by_an_incremental_update_that_keeps_its_bytes() {
     let supplied = wechat::pdf::sample("Supplied by the hospital");
-    let signed = signer().sign_supplied(&supplied, "沙箱市财政局", 1_700_000_000).unwrap();
+    let signed = signer().sign_supplied(supplied.clone(), "沙箱市财政局", 1_700_000_000).unwrap();
     assert_eq!(&signed[..supplied.len()], &supplied[..], "the supplied bytes are kept as they were");
     wechat::pdf::validate(&signed, 1 << 20).unwrap();
     let path = dir().join("supplied-signed.pdf");
@@ -231,7 +231,7 @@ fn a_supplied_pdf_is_signed_by_an_incremental_update_that_keeps_its_bytes() {
     assert!(text.contains("Supplied by the hospital"), "{text}");
 
     // A PDF signed before (here: by us again) keeps its first signature; both verify.
-    let twice = signer().sign_supplied(&signed, "沙箱市财政局", 1_700_000_100).unwrap();
+    let twice = signer().sign_supplied(signed.clone(), "沙箱市财政局", 1_700_000_100).unwrap();
     let twice_path = dir().join("supplied-signed-twice.pdf");
     std::fs::write(&twice_path, &twice).unwrap();
     let output = String::from_utf8(run("pdfsig", &[twice_path.to_str().unwrap()]).stdout).unwrap();

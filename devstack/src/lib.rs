@@ -117,7 +117,11 @@ pub fn demo_logo_file(data_dir: &Path) -> PathBuf {
     let path = data_dir.join("hospital-logo.png");
     if std::fs::read(&path).ok().as_deref() != Some(wechat_sandbox::DEMO_LOGO_PNG) {
         let _ = std::fs::create_dir_all(data_dir);
-        if let Err(error) = std::fs::write(&path, wechat_sandbox::DEMO_LOGO_PNG) {
+        // Written aside and renamed: whoever reads it meanwhile sees the old file or the whole new one.
+        let partial = data_dir.join(format!("hospital-logo.png.{}.partial", std::process::id()));
+        let written =
+            std::fs::write(&partial, wechat_sandbox::DEMO_LOGO_PNG).and_then(|()| std::fs::rename(&partial, &path));
+        if let Err(error) = written {
             tracing::warn!(path = %path.display(), %error, "cannot write the demo logo");
         }
     }

@@ -167,10 +167,16 @@ impl BillSigner {
     /// Signs a PDF someone else made, as an incremental update that keeps its bytes: an
     /// invisible signature field on its last page (in its form, created if it has none) whose
     /// signature covers the original file and the update.
-    pub fn sign_supplied(&self, pdf: &[u8], signer_name: &str, signed_at: i64) -> Result<Vec<u8>, String> {
+    /// Takes the PDF by value: it becomes the first part of the output without another copy,
+    /// and only its structure is parsed (see [`structure_only`]), so a large PDF is held about
+    /// twice at the peak (the original and the output).
+    pub fn sign_supplied(&self, pdf: Vec<u8>, signer_name: &str, signed_at: i64) -> Result<Vec<u8>, String> {
         use lopdf::{Dictionary, Object, StringFormat};
         let error = |e: lopdf::Error| format!("cannot add a signature to the PDF: {e}");
-        let mut document: lopdf::IncrementalDocument = pdf.try_into().map_err(error)?;
+        let structure = lopdf::Document::load_mem_with_options(&pdf, lopdf::LoadOptions::with_filter(structure_only))
+            .map_err(error)?;
+        let original_len = pdf.len();
+        let mut document = lopdf::IncrementalDocument::create_from(pdf, structure);
         let previous = document.get_prev_documents();
         let catalog_id = previous.trailer.get(b"Root").and_then(Object::as_reference).map_err(error)?;
         let last_page = *previous.get_pages().values().last().ok_or("the PDF has no pages")?;
@@ -226,9 +232,10 @@ impl BillSigner {
             _ => form.set("Fields", Object::Array(vec![field_id.into()])),
         }
         form.set("SigFlags", 3);
-        let mut out = Vec::with_capacity(pdf.len() + 2 * SIGNATURE_ROOM + 1024);
+        let mut out = Vec::with_capacity(original_len + 2 * SIGNATURE_ROOM + 1024);
         document.save_to(&mut out).map_err(|e| format!("cannot add a signature to the PDF: {e}"))?;
-        self.sign_from(out, pdf.len(), signed_at)
+        drop(document);
+        self.sign_from(out, original_len, signed_at)
     }
 
     /// Signs a PDF written with a [`SignatureSlot`]: fills in the byte ranges, then the CMS
@@ -368,6 +375,23 @@ fn pdf_date(unix_secs: i64) -> String {
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|window| window == needle)
+}
+
+/// A load filter that keeps a PDF's structure and not its content: a stream becomes its
+/// dictionary, except object and cross-reference streams, which hold structure. Signing needs
+/// the catalog, the page tree and the form, never what a page draws, and an incremental update
+/// rewrites none of the original objects. (lopdf keeps the object as changed in place for
+/// top-level objects and the returned one for members of object streams, which are never
+/// streams.)
+fn structure_only(id: lopdf::ObjectId, object: &mut lopdf::Object) -> Option<(lopdf::ObjectId, lopdf::Object)> {
+    if let lopdf::Object::Stream(stream) = object
+        && !stream.dict.has_type(b"ObjStm")
+        && !stream.dict.has_type(b"XRef")
+    {
+        let dict = std::mem::take(&mut stream.dict);
+        *object = lopdf::Object::Dictionary(dict);
+    }
+    Some((id, object.clone()))
 }
 
 #[cfg(test)]

@@ -110,13 +110,18 @@ pub fn fast_issuing() -> IssuingConfig {
     }
 }
 
-/// The demo logo as a file, for the configured unit.
+/// The demo logo as a file, for the configured unit: written once per test process (tests
+/// run in parallel, and a file being rewritten reads as empty to another).
 pub fn demo_logo_file() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join("fiscalbill-tests");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("logo-{}.png", std::process::id()));
-    std::fs::write(&path, wechat_sandbox::DEMO_LOGO_PNG).unwrap();
-    path
+    static PATH: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let dir = std::env::temp_dir().join("fiscalbill-tests");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("logo-{}.png", std::process::id()));
+        std::fs::write(&path, wechat_sandbox::DEMO_LOGO_PNG).unwrap();
+        path
+    })
+    .clone()
 }
 
 pub fn bureau_config(sandbox: &str, db: &DatabaseConfig, issuing: &IssuingConfig) -> BureauConfig {

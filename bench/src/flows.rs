@@ -165,6 +165,23 @@ impl Driver {
         unreachable!("the loop returns")
     }
 
+    /// The payer authorizes, then the order's outcome arrives on the unit's stream as `issued`;
+    /// returns how long the push took to be acknowledged.
+    async fn authorize_and_wait(
+        &self,
+        auth_url: &str,
+        order_id: &str,
+        issued: tokio::sync::oneshot::Receiver<crate::watcher::Outcome>,
+        limit: Duration,
+    ) -> Result<Duration, String> {
+        let push_ack = self.authorize(auth_url).await?;
+        match tokio::time::timeout(limit, issued).await {
+            Ok(Ok(outcome)) => outcome.map(|()| push_ack),
+            Ok(Err(_)) => Err(format!("{order_id}: the watch ended")),
+            Err(_) => Err(format!("{order_id} not issued within {limit:?}")),
+        }
+    }
+
     /// The unit's WatchAuthorizations stream, opened by the first flow that needs it.
     async fn watch(&self) -> Result<&IssuedWatch, String> {
         self.watch.get_or_try_init(|| IssuedWatch::start(self.collection.clone(), &self.unit_appid)).await
@@ -187,17 +204,9 @@ impl Driver {
                 let watch = self.watch().await?;
                 let issued = watch.expect(&order_id);
                 let authorizing = Instant::now();
-                let outcome = async {
-                    let push_ack = self.authorize(&auth_url).await?;
-                    match tokio::time::timeout(limit, issued).await {
-                        Ok(Ok(outcome)) => outcome.map(|()| push_ack),
-                        Ok(Err(_)) => Err(format!("{order_id}: the watch ended")),
-                        Err(_) => Err(format!("{order_id} not issued within {limit:?}")),
-                    }
-                }
-                .await;
+                let push_ack = self.authorize_and_wait(&auth_url, &order_id, issued, limit).await;
                 watch.forget(&order_id);
-                (outcome?, authorizing.elapsed(), 0)
+                (push_ack?, authorizing.elapsed(), 0)
             }
         };
         Ok(FlowTimes { create, push_ack, authorize_to_issued, polls })

@@ -384,7 +384,6 @@ impl Store {
     /// PostgreSQL it lies before the transactions still running, whose changes may already
     /// be committed when the stream reads: those come at its start.
     pub async fn end_of_changes(&self) -> Result<ChangePosition, Error> {
-        let horizon = self.visible_horizon().await?;
         match self.db.backend() {
             Backend::Sqlite => {
                 let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM authorization_change")
@@ -392,7 +391,7 @@ impl Store {
                     .await?;
                 Ok(ChangePosition { txid: 0, seq: row.try_get(0)? })
             }
-            Backend::Postgres => Ok(ChangePosition { txid: horizon - 1, seq: i64::MAX }),
+            Backend::Postgres => Ok(ChangePosition { txid: self.visible_horizon().await? - 1, seq: i64::MAX }),
         }
     }
 

@@ -10,6 +10,7 @@
 
 mod baseline;
 mod burst;
+mod db_counts;
 mod flows;
 mod render;
 mod report;
@@ -205,11 +206,15 @@ async fn run(options: Options) -> Result<(), String> {
         service.reset_peak().map_err(|e| e.to_string())?;
     }
     let calls_before = wechat_calls::fetch(&http, &sandbox_url).await?;
+    let admins = [addresses.bureau_admin, addresses.collection_admin];
+    let db_before = db_counts_of(&http, &admins).await?;
     let cpu_before: Vec<services::Cpu> = services.iter().map(|s| s.cpu()).collect();
     let own_cpu_before = services::cpu_of(std::process::id());
     let flows = flows::run_flows(driver.clone(), options.concurrency, options.duration, pdf.clone()).await;
     let cpu_flows: Vec<services::Cpu> = services.iter().zip(&cpu_before).map(|(s, before)| s.cpu() - *before).collect();
     let own_cpu = services::cpu_of(std::process::id()) - own_cpu_before;
+    let db_flows: Vec<db_counts::DbCounts> =
+        db_counts_of(&http, &admins).await?.into_iter().zip(db_before).map(|(after, before)| after - before).collect();
     let calls = wechat_calls::per_endpoint(&wechat_calls::fetch(&http, &sandbox_url).await?, &calls_before);
     if let Some(error) = &flows.first_error {
         eprintln!("bench: {} flows failed; first: {error}", flows.failed);
@@ -240,6 +245,7 @@ async fn run(options: Options) -> Result<(), String> {
         calls,
         cpu: services.iter().map(|s| s.role.name()).zip(cpu_flows).collect(),
         own_cpu,
+        db: services.iter().map(|s| s.role.name()).zip(db_flows).collect(),
         burst,
         credentials_fetched,
         whole_run,
@@ -362,4 +368,16 @@ async fn measure_big_pdf(
             peak: service.memory().peak,
         })
         .collect())
+}
+
+/// Each service's statement and transaction counts so far, from its metrics.
+async fn db_counts_of(
+    http: &reqwest::Client,
+    admins: &[std::net::SocketAddr],
+) -> Result<Vec<db_counts::DbCounts>, String> {
+    let mut counts = Vec::new();
+    for admin in admins {
+        counts.push(db_counts::fetch(http, *admin).await?);
+    }
+    Ok(counts)
 }

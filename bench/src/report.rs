@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use crate::baseline::BaselineResult;
 use crate::burst::PushBurstResult;
+use crate::db_counts::DbCounts;
 use crate::flows::FlowsResult;
 use crate::services::Cpu;
 use crate::stats::mib;
@@ -37,6 +38,8 @@ pub struct Results {
     pub cpu: Vec<(&'static str, Cpu)>,
     /// This process's CPU (sandbox and load) during the flows.
     pub own_cpu: Cpu,
+    /// Each service's SQL statements and write transactions during the flows.
+    pub db: Vec<(&'static str, DbCounts)>,
     pub burst: PushBurstResult,
     pub credentials_fetched: Calls,
     pub whole_run: BTreeMap<String, u64>,
@@ -89,6 +92,13 @@ impl Results {
                 100.0 * cpu.system.as_secs_f64() / total.max(1e-9),
                 self.per_bill(total * 1e3),
                 self.per_bill(cpu.switches as f64)
+            ));
+        }
+        for (service, db) in &self.db {
+            lines.push(format!(
+                "  {service} database: {:.1} SQL statements and {:.2} write transactions per bill",
+                self.per_bill(db.statements as f64),
+                self.per_bill(db.transactions as f64)
             ));
         }
         let own = self.own_cpu.total().as_secs_f64();
@@ -174,6 +184,10 @@ impl Results {
                 "kernel_cpu_ms_per_bill": self.cpu.iter().map(|(s, c)| (*s, self.per_bill(c.system.as_secs_f64() * 1e3)))
                     .collect::<BTreeMap<_, _>>(),
                 "context_switches_per_bill": self.cpu.iter().map(|(s, c)| (*s, self.per_bill(c.switches as f64)))
+                    .collect::<BTreeMap<_, _>>(),
+                "statements_per_bill": self.db.iter().map(|(s, d)| (*s, self.per_bill(d.statements as f64)))
+                    .collect::<BTreeMap<_, _>>(),
+                "write_transactions_per_bill": self.db.iter().map(|(s, d)| (*s, self.per_bill(d.transactions as f64)))
                     .collect::<BTreeMap<_, _>>(),
             },
             "push_burst": {

@@ -36,7 +36,7 @@ use crate::failures::{Disposition, RETRIES_EXHAUSTED, classify, failure_of, inva
 use crate::pdf::render::{BillHeader, render};
 use crate::pdf::sign::BillSigner;
 use crate::spappid::SpAppIds;
-use crate::store::{Change, Store};
+use crate::store::{BillsInTheWay, Change, Lease, Store};
 use crate::templates::Templates;
 
 /// WeChat destroys an uploaded PDF after 3 days; re-upload an hour before.
@@ -125,15 +125,14 @@ impl Issuer {
         let supplied_pdf = request.pdf.take();
         let supplied_sha256 = supplied_pdf.as_ref().map(|pdf| hex::encode(Sha256::digest(pdf)));
         let supplied_sha256 = supplied_sha256.as_deref();
-        if let Some(request_id) = &request.request_id
-            && let Some(existing) = self.store.bill_by_request_id(request_id).await?
-        {
+        let found = self.bills_in_the_way(&request).await?;
+        if let Some(existing) = found.request_id {
             if existing.key != request.key {
-                return Err(BureauError::RequestIdReused(request_id.clone()));
+                return Err(BureauError::RequestIdReused(request.request_id.clone().unwrap_or_default()));
             }
             return self.repeat(existing, &request, supplied_sha256, wait).await;
         }
-        if let Some(existing) = self.store.bill(&request.key).await? {
+        if let Some(existing) = found.order {
             return self.repeat(existing, &request, supplied_sha256, wait).await;
         }
         let unit = self
@@ -141,9 +140,7 @@ impl Issuer {
             .unit(&request.key.unit_appid)
             .await?
             .ok_or_else(|| BureauError::UnitNotOnboarded(request.key.unit_appid.clone()))?;
-        if let Some(other) =
-            self.store.bill_by_billing_number(&request.content.billing_no, &request.content.billing_code).await?
-        {
+        if let Some(other) = found.billing_number {
             return Err(billing_taken(&request, other.key));
         }
 
@@ -214,17 +211,14 @@ impl Issuer {
         drop(new);
         if let Err(error) = inserted {
             // A concurrent call recorded the same order, request_id or billing number.
-            if let Some(existing) = self.store.bill(&request.key).await? {
+            let found = self.bills_in_the_way(&request).await?;
+            if let Some(existing) = found.order {
                 return self.repeat(existing, &request, supplied_sha256, wait).await;
             }
-            if let Some(request_id) = &request.request_id
-                && self.store.bill_by_request_id(request_id).await?.is_some()
-            {
+            if let (Some(request_id), Some(_)) = (&request.request_id, found.request_id) {
                 return Err(BureauError::RequestIdReused(request_id.clone()));
             }
-            if let Some(other) =
-                self.store.bill_by_billing_number(&request.content.billing_no, &request.content.billing_code).await?
-            {
+            if let Some(other) = found.billing_number {
                 return Err(billing_taken(&request, other.key));
             }
             return Err(error.into());
@@ -232,6 +226,14 @@ impl Issuer {
         tracing::info!(bill = %request.key, origin = pdf_origin.as_str(), "bill accepted");
         self.spawn_drive(request.key.clone());
         self.wait_for(&request.key, wait).await
+    }
+
+    async fn bills_in_the_way(&self, request: &IssueRequest) -> Result<BillsInTheWay, BureauError> {
+        let content = &request.content;
+        Ok(self
+            .store
+            .bills_in_the_way(&request.key, request.request_id.as_deref(), &content.billing_no, &content.billing_code)
+            .await?)
     }
 
     /// A repeat of an IssueBill call (`supplied_sha256`: the digest of the PDF it supplied):
@@ -352,35 +354,41 @@ impl Issuer {
     }
 
     /// Takes the bill's lease and runs its due steps until it is final, waiting for a retry,
-    /// or the service is shutting down; then gives the lease back.
+    /// or the service is shutting down; then gives the lease back (with the last step's change
+    /// when there is one). The bill comes back from each write: no read between steps.
     async fn drive(&self, key: &BillKey) -> Result<(), BureauError> {
         let now = now_millis();
-        if !self.store.claim_bill(key, &self.holder, now, now + self.lease_ms()).await? {
+        let Some(mut bill) = self.store.claim_bill(key, &self.holder, now, now + self.lease_ms()).await? else {
             return Ok(());
-        }
+        };
+        tracing::Span::current().record("trace_id", bill.trace.trace_id.as_str());
         loop {
-            let Some(bill) = self.store.bill(key).await? else { break };
-            tracing::Span::current().record("trace_id", bill.trace.trace_id.as_str());
             if bill.state.is_final() || bill.next_attempt_at > now_millis() || !self.accepting.load(Ordering::SeqCst) {
-                break;
+                self.store.release_bill(key, &self.holder).await?;
+                return Ok(());
             }
             let change = self.step(&bill).await?;
             let now = now_millis();
-            let kept = self.store.advance(key, &self.holder, &change, now, now + self.lease_ms()).await?;
+            // A final state or a retry ends the drive: the lease goes with the change.
+            let last = change.state.is_final() || change.next_attempt_at > now;
+            let lease = if last { Lease::Release } else { Lease::Until(now + self.lease_ms()) };
+            let advanced = self.store.advance(key, &self.holder, &change, now, lease).await?;
             // Waiters care about final states and retries (and re-read every 200 ms anyway).
-            if change.state.is_final() || change.next_attempt_at > now || !kept {
+            if last || advanced.is_none() {
                 self.notify(key);
             }
-            if !kept {
+            let Some(advanced) = advanced else {
                 tracing::warn!(bill = %key, "lost the bill's lease; another replica drives it");
                 return Ok(());
-            }
+            };
             if change.state != bill.state {
                 tracing::info!(bill = %key, from = bill.state.as_str(), to = change.state.as_str(), "bill advanced");
             }
+            if last {
+                return Ok(());
+            }
+            bill = advanced;
         }
-        self.store.release_bill(key, &self.holder).await?;
-        Ok(())
     }
 
     /// One step of the state machine. WeChat failures become a retry or a failure in the
@@ -471,7 +479,8 @@ impl Issuer {
         if !was_pending {
             let mut pending = change.clone();
             pending.insert_pending = true;
-            if !self.store.advance(&bill.key, &self.holder, &pending, now, now + self.lease_ms()).await? {
+            let lease = Lease::Until(now + self.lease_ms());
+            if self.store.advance(&bill.key, &self.holder, &pending, now, lease).await?.is_none() {
                 return Err(BureauError::Busy("lost the bill's lease".to_owned()));
             }
             change.insert_pending = true;

@@ -66,6 +66,23 @@ macro_rules! bill_columns {
     };
 }
 
+/// See [`Store::bills_in_the_way`].
+#[derive(Debug, Default)]
+pub struct BillsInTheWay {
+    pub order: Option<Bill>,
+    pub request_id: Option<Bill>,
+    pub billing_number: Option<Bill>,
+}
+
+/// What a change does with the bill's lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lease {
+    /// Kept (renewed) until this time.
+    Until(i64),
+    /// Given up with the change: the drive ends with it.
+    Release,
+}
+
 #[derive(Clone, Debug)]
 pub struct Store {
     db: Db,
@@ -375,26 +392,45 @@ impl Store {
         .transpose()
     }
 
-    pub async fn bill_by_request_id(&self, request_id: &str) -> Result<Option<Bill>, Error> {
-        let _span = storage_span("bill_by_request_id");
-        sqlx::query(concat!("SELECT ", bill_columns!(), " FROM bill WHERE request_id = $1"))
-            .bind(request_id)
-            .fetch_optional(self.db.pool())
-            .await?
-            .as_ref()
-            .map(bill_from_row)
-            .transpose()
-    }
-
-    pub async fn bill_by_billing_number(&self, billing_no: &str, billing_code: &str) -> Result<Option<Bill>, Error> {
-        sqlx::query(concat!("SELECT ", bill_columns!(), " FROM bill WHERE billing_no = $1 AND billing_code = $2"))
-            .bind(billing_no)
-            .bind(billing_code)
-            .fetch_optional(self.db.pool())
-            .await?
-            .as_ref()
-            .map(bill_from_row)
-            .transpose()
+    /// The bills a new IssueBill could collide with, in one read: the order's own, the one
+    /// holding its request_id, the one holding its billing number (any of them may be the same).
+    pub async fn bills_in_the_way(
+        &self,
+        key: &BillKey,
+        request_id: Option<&str>,
+        billing_no: &str,
+        billing_code: &str,
+    ) -> Result<BillsInTheWay, Error> {
+        let _span = storage_span("bills_in_the_way");
+        let rows = sqlx::query(concat!(
+            "SELECT 'order' AS matched, ",
+            bill_columns!(),
+            " FROM bill WHERE unit_appid = $1 AND order_id = $2
+              UNION ALL SELECT 'request_id', ",
+            bill_columns!(),
+            " FROM bill WHERE request_id = $3
+              UNION ALL SELECT 'billing_number', ",
+            bill_columns!(),
+            " FROM bill WHERE billing_no = $4 AND billing_code = $5"
+        ))
+        .bind(&key.unit_appid)
+        .bind(&key.order_id)
+        .bind(request_id)
+        .bind(billing_no)
+        .bind(billing_code)
+        .fetch_all(self.db.pool())
+        .await?;
+        let mut found = BillsInTheWay::default();
+        for row in &rows {
+            let matched: String = row.try_get("matched")?;
+            let slot = match matched.as_str() {
+                "order" => &mut found.order,
+                "request_id" => &mut found.request_id,
+                _ => &mut found.billing_number,
+            };
+            *slot = Some(bill_from_row(row)?);
+        }
+        Ok(found)
     }
 
     /// Records a new bill and its PDF in one transaction. A unique-key race surfaces as the
@@ -472,13 +508,18 @@ impl Store {
             .collect()
     }
 
-    /// Takes the lease of one open bill, if free (or already ours).
-    pub async fn claim_bill(&self, key: &BillKey, holder: &str, now: i64, until: i64) -> Result<bool, Error> {
+    /// Takes the lease of one open bill, if free (or already ours), and returns the bill as
+    /// leased: no second read.
+    pub async fn claim_bill(&self, key: &BillKey, holder: &str, now: i64, until: i64) -> Result<Option<Bill>, Error> {
         let _span = storage_span("claim_bill");
-        let done = sqlx::query(AssertSqlSafe(format!(
-            "UPDATE bill SET lease_holder = $3, lease_until = $5
-             WHERE unit_appid = $1 AND order_id = $2 AND state IN ({})
-               AND (lease_holder IS NULL OR lease_holder = $3 OR lease_until <= $4)",
+        sqlx::query(AssertSqlSafe(format!(
+            concat!(
+                "UPDATE bill SET lease_holder = $3, lease_until = $5
+                 WHERE unit_appid = $1 AND order_id = $2 AND state IN ({})
+                   AND (lease_holder IS NULL OR lease_holder = $3 OR lease_until <= $4)
+                 RETURNING ",
+                bill_columns!()
+            ),
             states(&BillState::open())
         )))
         .bind(&key.unit_appid)
@@ -486,9 +527,11 @@ impl Store {
         .bind(holder)
         .bind(now)
         .bind(until)
-        .execute(self.db.writer())
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .fetch_optional(self.db.writer())
+        .await?
+        .as_ref()
+        .map(bill_from_row)
+        .transpose()
     }
 
     /// Frees the bill leases and template claims `holder` took before a restart (it holds none
@@ -547,24 +590,34 @@ impl Store {
     }
 
     /// Applies one step's result while holding the lease, if the bill's state allows the
-    /// step's event; false if the lease was lost.
+    /// step's event, and keeps or gives up the lease with it; returns the bill as changed, or
+    /// None if the lease was lost.
     pub async fn advance(
         &self,
         key: &BillKey,
         holder: &str,
         change: &Change,
         now: i64,
-        lease_until: i64,
-    ) -> Result<bool, Error> {
+        lease: Lease,
+    ) -> Result<Option<Bill>, Error> {
         let _span = storage_span("advance");
         let failure = change.failure.as_ref();
-        let done = sqlx::query(AssertSqlSafe(format!(
-            "UPDATE bill SET state = $3, card_id = COALESCE($4, card_id), s_media_id = $5, media_expires_at = $6,
-                insert_pending = $7, card_code = $8, openid = $9, reimburse_status = $10,
-                failure_reason = $11, failure_message = $12, failure_errcode = $13, failure_errmsg = $14, failure_rid = $15,
-                failed_at = $16, attempts = $17, last_error = $18, never_authorized_since = $19, next_attempt_at = $20,
-                inserted_at = $21, updated_at = $22, lease_until = $23, card_status_failures = $25, pdf_mismatches = $26
-             WHERE unit_appid = $1 AND order_id = $2 AND lease_holder = $24 AND state IN ({})",
+        let (lease_until, release) = match lease {
+            Lease::Until(until) => (until, 0_i64),
+            Lease::Release => (0, 1),
+        };
+        sqlx::query(AssertSqlSafe(format!(
+            concat!(
+                "UPDATE bill SET state = $3, card_id = COALESCE($4, card_id), s_media_id = $5, media_expires_at = $6,
+                    insert_pending = $7, card_code = $8, openid = $9, reimburse_status = $10,
+                    failure_reason = $11, failure_message = $12, failure_errcode = $13, failure_errmsg = $14, failure_rid = $15,
+                    failed_at = $16, attempts = $17, last_error = $18, never_authorized_since = $19, next_attempt_at = $20,
+                    inserted_at = $21, updated_at = $22, lease_until = $23, card_status_failures = $25, pdf_mismatches = $26,
+                    lease_holder = CASE WHEN $27 = 1 THEN NULL ELSE lease_holder END
+                 WHERE unit_appid = $1 AND order_id = $2 AND lease_holder = $24 AND state IN ({})
+                 RETURNING ",
+                bill_columns!()
+            ),
             states(&change.event.sources())
         )))
         .bind(&key.unit_appid)
@@ -593,9 +646,12 @@ impl Store {
         .bind(holder)
         .bind(change.card_status_failures)
         .bind(change.pdf_mismatches)
-        .execute(self.db.writer())
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .bind(release)
+        .fetch_optional(self.db.writer())
+        .await?
+        .as_ref()
+        .map(bill_from_row)
+        .transpose()
     }
 
     /// Starts a failed bill over (a repeated IssueBill after a fixable failure).

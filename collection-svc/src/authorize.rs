@@ -95,17 +95,23 @@ impl Authorizations {
             }
         };
         let pdf_sha256 = request.pdf.as_ref().map(|pdf| hex::encode(Sha256::digest(pdf)));
-        if let Some(request_id) = &request.request_id
-            && let Some(existing) = self.store.authorization_by_request_id(request_id).await?
-            && existing.key != request.key
+        let (billing_no, billing_code) = (&request.bill.billing_no, &request.bill.billing_code);
+        let found =
+            self.store.orders_in_the_way(&request.key, request.request_id.as_deref(), billing_no, billing_code).await?;
+        if let (Some(request_id), Some(holder)) = (&request.request_id, &found.request_id)
+            && *holder != request.key
         {
             return Err(CollectionError::RequestIdReused(request_id.clone()));
         }
-        if let Some(existing) = self.store.authorization(&request.key).await? {
+        if found.created
+            && let Some(existing) = self.store.authorization(&request.key).await?
+        {
             return self.repeat(existing, &request, &pdf_sha256).await;
         }
         // Before any WeChat call: a number another order holds gets no link.
-        self.check_billing_number(&request).await?;
+        if let Some(holder) = found.billing_number {
+            billing_number_free(&request, holder)?;
+        }
 
         let s_pappid = self.bureau.s_pappid().await?;
         let link = self.auth_link(&authorized_appid, &s_pappid, &request).await?;
@@ -151,12 +157,8 @@ impl Authorizations {
     async fn check_billing_number(&self, request: &CreateRequest) -> Result<(), CollectionError> {
         let (billing_no, billing_code) = (&request.bill.billing_no, &request.bill.billing_code);
         match self.store.billing_number_holder(billing_no, billing_code).await? {
-            Some(holder) if holder != request.key => Err(CollectionError::BillingNumberTaken {
-                billing_no: billing_no.clone(),
-                billing_code: billing_code.clone(),
-                holder,
-            }),
-            _ => Ok(()),
+            Some(holder) => billing_number_free(request, holder),
+            None => Ok(()),
         }
     }
 
@@ -342,4 +344,16 @@ impl Authorizations {
             }
         }
     }
+}
+
+/// Refuses a billing number another order holds (`holder`, the order holding it).
+fn billing_number_free(request: &CreateRequest, holder: OrderKey) -> Result<(), CollectionError> {
+    if holder == request.key {
+        return Ok(());
+    }
+    Err(CollectionError::BillingNumberTaken {
+        billing_no: request.bill.billing_no.clone(),
+        billing_code: request.bill.billing_code.clone(),
+        holder,
+    })
 }

@@ -128,6 +128,15 @@ fn auth_from_row(row: &AnyRow) -> Result<Authorization, Error> {
 }
 
 /// A verified `user_authorize_invoice` push, ready to record.
+/// See [`Store::orders_in_the_way`].
+#[derive(Clone, Debug, Default)]
+pub struct OrdersInTheWay {
+    /// The order was created before.
+    pub created: bool,
+    pub request_id: Option<OrderKey>,
+    pub billing_number: Option<OrderKey>,
+}
+
 #[derive(Clone, Debug)]
 pub struct PushRow<'a> {
     pub dedupe_key: &'a str,
@@ -264,14 +273,39 @@ impl Store {
         .transpose()
     }
 
-    pub async fn authorization_by_request_id(&self, request_id: &str) -> Result<Option<Authorization>, Error> {
-        sqlx::query(concat!("SELECT ", auth_columns!(), " FROM payer_authorization WHERE request_id = $1"))
-            .bind(request_id)
-            .fetch_optional(self.db.pool())
-            .await?
-            .as_ref()
-            .map(auth_from_row)
-            .transpose()
+    /// The orders a new CreateAuthorization could collide with, in one read: the order itself
+    /// (if created before), the one holding its request_id, the one holding its billing number.
+    pub async fn orders_in_the_way(
+        &self,
+        key: &OrderKey,
+        request_id: Option<&str>,
+        billing_no: &str,
+        billing_code: &str,
+    ) -> Result<OrdersInTheWay, Error> {
+        let _span = storage_span("orders_in_the_way");
+        let rows = sqlx::query(
+            "SELECT 'order' AS matched, unit_appid, order_id FROM payer_authorization WHERE unit_appid = $1 AND order_id = $2
+             UNION ALL SELECT 'request_id', unit_appid, order_id FROM payer_authorization WHERE request_id = $3
+             UNION ALL SELECT 'billing_number', unit_appid, order_id FROM billing_number WHERE billing_no = $4 AND billing_code = $5",
+        )
+        .bind(&key.unit_appid)
+        .bind(&key.order_id)
+        .bind(request_id)
+        .bind(billing_no)
+        .bind(billing_code)
+        .fetch_all(self.db.pool())
+        .await?;
+        let mut found = OrdersInTheWay::default();
+        for row in &rows {
+            let matched: String = row.try_get("matched")?;
+            let holder = OrderKey { unit_appid: row.try_get("unit_appid")?, order_id: row.try_get("order_id")? };
+            match matched.as_str() {
+                "order" => found.created = true,
+                "request_id" => found.request_id = Some(holder),
+                _ => found.billing_number = Some(holder),
+            }
+        }
+        Ok(found)
     }
 
     pub async fn insert_authorization(&self, auth: &Authorization, pdf: Option<&Bytes>) -> Result<(), Error> {
@@ -496,24 +530,6 @@ impl Store {
             tx.rollback().await?;
             return Ok(PushOutcome::SpAppIdMismatch);
         }
-        let inserted = sqlx::query(
-            "INSERT INTO push_event (dedupe_key, unit_appid, event, order_id, openid, authorize_appid, create_time, outcome, body, received_at)
-             VALUES ($1, $2, 'user_authorize_invoice', $3, $4, $5, $6, '', $7, $8) ON CONFLICT (dedupe_key) DO NOTHING",
-        )
-        .bind(push.dedupe_key)
-        .bind(push.unit_appid)
-        .bind(push.order_id)
-        .bind(push.openid)
-        .bind(push.authorize_appid)
-        .bind(push.create_time)
-        .bind(push.body)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if inserted.rows_affected() == 0 {
-            tx.rollback().await?;
-            return Ok(PushOutcome::Duplicate);
-        }
         let outcome = match current {
             None => PushOutcome::UnknownOrder,
             Some(row) if push.authorize_appid.is_some_and(|appid| appid != row.get::<String, _>(0)) => {
@@ -543,11 +559,27 @@ impl Store {
                 if declined.rows_affected() == 1 { PushOutcome::Declined } else { PushOutcome::NoChange }
             }
         };
-        sqlx::query("UPDATE push_event SET outcome = $2 WHERE dedupe_key = $1")
-            .bind(push.dedupe_key)
-            .bind(outcome.as_str())
-            .execute(&mut *tx)
-            .await?;
+        // Recorded last, with its outcome: a duplicate (WeChat's retry or a replay) finds its
+        // key taken and the transaction, with what the push changed, is rolled back.
+        let inserted = sqlx::query(
+            "INSERT INTO push_event (dedupe_key, unit_appid, event, order_id, openid, authorize_appid, create_time, outcome, body, received_at)
+             VALUES ($1, $2, 'user_authorize_invoice', $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (dedupe_key) DO NOTHING",
+        )
+        .bind(push.dedupe_key)
+        .bind(push.unit_appid)
+        .bind(push.order_id)
+        .bind(push.openid)
+        .bind(push.authorize_appid)
+        .bind(push.create_time)
+        .bind(outcome.as_str())
+        .bind(push.body)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(PushOutcome::Duplicate);
+        }
         tx.commit().await?;
         self.wake_watchers();
         Ok(outcome)

@@ -209,6 +209,7 @@ impl Db {
     }
 
     async fn begin_on_writer(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
+        crate::statement_counts::WRITE_TRANSACTIONS.inc();
         match self.backend {
             Backend::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await,
             Backend::Postgres => self.writer.begin().await,

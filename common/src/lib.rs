@@ -19,6 +19,7 @@ pub mod proto;
 pub mod replica;
 pub mod server;
 pub mod sql_credentials;
+pub mod statement_counts;
 pub mod status;
 pub mod telemetry;
 pub mod tls;

@@ -122,6 +122,16 @@ impl Metrics {
             "Calls WeChat answered with a rejected access token",
             token_rejections.clone(),
         );
+        registry.register(
+            "db_statements",
+            "SQL statements run, by kind (BEGIN and COMMIT are counted as transactions)",
+            crate::statement_counts::STATEMENTS.clone(),
+        );
+        registry.register(
+            "db_write_transactions",
+            "Write transactions begun",
+            crate::statement_counts::WRITE_TRANSACTIONS.clone(),
+        );
         Arc::new(Self {
             registry,
             wechat_calls,

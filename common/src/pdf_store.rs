@@ -43,23 +43,28 @@ impl PdfTable {
     }
 
     /// The PDF stored for (`unit_appid`, `order_id`), if any, read one chunk at a time into
-    /// one buffer of its size.
+    /// one buffer of its size. One statement: the size comes with each chunk, from a subquery
+    /// the database evaluates once (it depends on no row).
     pub async fn read(self, pool: &AnyPool, unit_appid: &str, order_id: &str) -> Result<Option<Bytes>, sqlx::Error> {
-        // SQLite takes a blob's length from the record header, without reading the blob.
-        let size_sql = format!("SELECT SUM(LENGTH(data)) FROM {} WHERE unit_appid = $1 AND order_id = $2", self.0);
-        let size: Option<i64> =
-            sqlx::query_scalar(AssertSqlSafe(size_sql)).bind(unit_appid).bind(order_id).fetch_one(pool).await?;
-        let Some(size) = size else {
-            return Ok(None);
-        };
-        let mut pdf = BytesMut::with_capacity(usize::try_from(size).unwrap_or(0));
-        let sql = format!("SELECT data FROM {} WHERE unit_appid = $1 AND order_id = $2 ORDER BY seq", self.0);
+        let sql = format!(
+            "SELECT data, (SELECT SUM(LENGTH(data)) FROM {0} WHERE unit_appid = $1 AND order_id = $2) AS size
+             FROM {0} WHERE unit_appid = $1 AND order_id = $2 ORDER BY seq",
+            self.0
+        );
         let mut rows = sqlx::query(AssertSqlSafe(sql)).bind(unit_appid).bind(order_id).fetch(pool);
+        let mut pdf: Option<BytesMut> = None;
         while let Some(row) = rows.try_next().await? {
+            let buffer = match &mut pdf {
+                Some(buffer) => buffer,
+                None => {
+                    let size: i64 = row.try_get("size")?;
+                    pdf.insert(BytesMut::with_capacity(usize::try_from(size).unwrap_or(0)))
+                }
+            };
             let chunk: &[u8] = row.try_get("data")?;
-            pdf.extend_from_slice(chunk);
+            buffer.extend_from_slice(chunk);
         }
-        Ok(Some(pdf.freeze()))
+        Ok(pdf.map(BytesMut::freeze))
     }
 }
 

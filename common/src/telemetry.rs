@@ -87,7 +87,8 @@ pub fn init(service: &str, log: &LogConfig, telemetry: &TelemetryConfig, default
             .with_target("wechat", tracing::Level::INFO);
         tracing_opentelemetry::layer().with_tracer(provider.tracer(service.to_owned())).with_filter(targets)
     });
-    let installed = tracing_subscriber::registry().with(fmt).with(otel).try_init().is_ok();
+    let installed =
+        tracing_subscriber::registry().with(fmt).with(otel).with(crate::statement_counts::layer()).try_init().is_ok();
     EXPORTING.store(installed && provider.is_some(), std::sync::atomic::Ordering::Relaxed);
     Telemetry { provider }
 }

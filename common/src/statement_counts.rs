@@ -1,0 +1,87 @@
+//! Counts of the SQL statements and write transactions a process runs, for the metrics
+//! (`fiscalbill_db_statements_total{kind}`, `fiscalbill_db_write_transactions_total`) and so for
+//! the benchmark's statements per bill. Statements are counted from sqlx's own per-statement
+//! event (target `sqlx::query`), so no statement can be missed by a code path that forgets to
+//! count; write transactions where [`crate::db::Db`] begins them. BEGIN, COMMIT and ROLLBACK
+//! are not statements here (sqlx reports them on PostgreSQL only): they are the transactions.
+
+use std::sync::LazyLock;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::Context;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// select, insert, update, delete, with or other.
+    pub kind: &'static str,
+}
+
+/// Statements run, by their first keyword.
+pub static STATEMENTS: LazyLock<Family<KindLabel, Counter>> = LazyLock::new(Family::default);
+
+/// Write transactions begun (`Db::begin_write`, `Db::begin_write_first`).
+pub static WRITE_TRANSACTIONS: LazyLock<Counter> = LazyLock::new(Counter::default);
+
+/// The tracing layer that counts sqlx's statement events. It enables `sqlx::query` at debug for
+/// itself only: the log output keeps its own filter.
+pub fn layer<S: Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>>() -> impl Layer<S> {
+    StatementCounter.with_filter(Targets::new().with_target("sqlx::query", tracing::Level::TRACE))
+}
+
+struct StatementCounter;
+
+impl<S: Subscriber> Layer<S> for StatementCounter {
+    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+        let mut summary = Summary(None);
+        event.record(&mut summary);
+        match summary.0.unwrap_or("other") {
+            "begin" | "commit" | "rollback" => {}
+            kind => {
+                STATEMENTS.get_or_create(&KindLabel { kind }).inc();
+            }
+        }
+    }
+}
+
+/// The statement's kind, from the `summary` field (its first words).
+struct Summary(Option<&'static str>);
+
+impl Visit for Summary {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "summary" {
+            self.0 = Some(kind_of(value));
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "summary" {
+            self.0 = Some(kind_of(&format!("{value:?}")));
+        }
+    }
+}
+
+fn kind_of(summary: &str) -> &'static str {
+    let first = summary.trim_start_matches(['"', ' ', '(']).split_whitespace().next().unwrap_or("");
+    const KINDS: [&str; 8] = ["select", "insert", "update", "delete", "with", "begin", "commit", "rollback"];
+    KINDS.into_iter().find(|kind| first.eq_ignore_ascii_case(kind)).unwrap_or("other")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_are_counted_by_their_first_keyword() {
+        assert_eq!(kind_of("SELECT value FROM setting"), "select");
+        assert_eq!(kind_of("\"insert INTO bill (unit_appid,\""), "insert");
+        assert_eq!(kind_of("WITH due AS (SELECT"), "with");
+        assert_eq!(kind_of("PRAGMA journal_mode = WAL;"), "other");
+        assert_eq!(kind_of(""), "other");
+    }
+}

@@ -44,7 +44,9 @@ const USAGE: &str =
            business calls, sampled every minute)
        fiscalbill-bench --render-bills N
            (the cost of rendering and signing one 10-item bill, in this process)
-environment: BENCH_SERVICE_WRAPPER, a command to run both services under (e.g. valgrind --tool=massif)";
+environment: BENCH_SERVICE_WRAPPER, a command to run both services under (e.g. valgrind --tool=massif);
+             BENCH_DATABASE_URL, a PostgreSQL URL for the services' databases instead of SQLite (schemas
+             bench_bureau and bench_collection, emptied first)";
 
 #[derive(Clone, Debug)]
 struct Options {
@@ -108,7 +110,7 @@ impl Options {
 
     fn summary(&self, pdf_limit: usize) -> String {
         format!(
-            "concurrency {}, duration {:?}, PDF {} KiB, {}, services' PDF limit {}",
+            "concurrency {}, duration {:?}, PDF {} KiB, {}, services' PDF limit {}, {}",
             self.concurrency,
             self.duration,
             self.pdf_kib,
@@ -116,7 +118,11 @@ impl Options {
                 Some(poll) => format!("GetAuthorization every {poll:?}"),
                 None => "WatchAuthorizations".to_owned(),
             },
-            mib(pdf_limit as u64)
+            mib(pdf_limit as u64),
+            match services::postgres(Role::Bureau) {
+                Some(_) => "PostgreSQL",
+                None => "SQLite",
+            }
         )
     }
 }
@@ -167,6 +173,7 @@ fn main() -> ExitCode {
 async fn run(options: Options) -> Result<(), String> {
     let _ = std::fs::remove_dir_all(&options.data_dir);
     std::fs::create_dir_all(&options.data_dir).map_err(|e| format!("{}: {e}", options.data_dir.display()))?;
+    services::reset_postgres().await?;
     let addresses = Addresses::ephemeral();
     let pdf_limit = options.big_pdf_mib * 1024 * 1024;
     // The services and the sandbox take the large PDF with the signature the dev stack's bureau
@@ -271,6 +278,7 @@ async fn run(options: Options) -> Result<(), String> {
 async fn run_soak(options: Options, duration: Duration) -> Result<(), String> {
     let _ = std::fs::remove_dir_all(&options.data_dir);
     std::fs::create_dir_all(&options.data_dir).map_err(|e| format!("{}: {e}", options.data_dir.display()))?;
+    services::reset_postgres().await?;
     let addresses = Addresses::ephemeral();
     let pdf_limit = (options.pdf_kib * 1024).max(2 * 1024 * 1024);
     let sandbox = wechat_sandbox::start(wechat_sandbox::SandboxConfig {

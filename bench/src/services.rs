@@ -10,6 +10,7 @@ use devstack::Addresses;
 pub use devstack::services::Role;
 use devstack::services::ServiceConfig;
 use fiscalbill_common::config::LogConfig;
+use fiscalbill_common::db::{DatabaseConfig, Db};
 use fiscalbill_common::telemetry::{self, TelemetryConfig};
 
 /// The dev stack's addresses as one argument: seven comma-separated socket addresses.
@@ -227,6 +228,9 @@ pub fn serve(args: &[String]) -> ExitCode {
         // Held until the process is killed.
         let mut config = ServiceConfig::dev(role, &addresses, &data_dir);
         config.set_pdf_max_bytes(pdf_max_bytes);
+        if let Some(database) = postgres(role) {
+            config.set_database(database);
+        }
         let running = config.start().await;
         let _running = match running {
             Ok(running) => running,
@@ -239,4 +243,28 @@ pub fn serve(args: &[String]) -> ExitCode {
         std::future::pending::<()>().await;
         ExitCode::SUCCESS
     })
+}
+
+/// With `BENCH_DATABASE_URL` (a PostgreSQL URL), each service's database: a schema of its own
+/// (`bench_bureau`, `bench_collection`) in that database.
+pub fn postgres(role: Role) -> Option<DatabaseConfig> {
+    let url = std::env::var(DATABASE_URL_VAR).ok().filter(|url| !url.is_empty())?;
+    Some(DatabaseConfig { url, schema: Some(format!("bench_{}", role.arg())), ..DatabaseConfig::default() })
+}
+
+pub const DATABASE_URL_VAR: &str = "BENCH_DATABASE_URL";
+
+/// Empties the services' PostgreSQL schemas (when `BENCH_DATABASE_URL` is set), as a run
+/// starts with a fresh data directory on SQLite.
+pub async fn reset_postgres() -> Result<(), String> {
+    let Some(database) = postgres(Role::Bureau) else { return Ok(()) };
+    let db = Db::connect(&database, "bench_bureau").await.map_err(|e| format!("{DATABASE_URL_VAR}: {e}"))?;
+    let mut conn = db.write().await.map_err(|e| e.to_string())?;
+    for role in [Role::Bureau, Role::Collection] {
+        let drop = format!("DROP SCHEMA IF EXISTS bench_{} CASCADE", role.arg());
+        sqlx::Executor::execute(&mut *conn, sqlx::AssertSqlSafe(drop)).await.map_err(|e| e.to_string())?;
+    }
+    drop(conn);
+    db.close().await;
+    Ok(())
 }

@@ -23,7 +23,7 @@ use fiscalbill_common::db::now_millis;
 use fiscalbill_common::status::ApiError;
 use fiscalbill_common::telemetry;
 use sha2::{Digest, Sha256};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, watch};
 use wechat::backoff::jittered;
 use wechat::reachability::Reachability;
 use wechat::types::{InsertBillRequest, InvoiceUserData, ReimburseStatus};
@@ -59,8 +59,9 @@ pub struct Issuer {
     sign_supplied: bool,
     /// Bills being driven in this process.
     driving: Mutex<HashSet<BillKey>>,
-    /// Wakes IssueBill calls waiting for their bill.
-    waiters: Mutex<HashMap<BillKey, Arc<Notify>>>,
+    /// Where a drive publishes its bill when it ends (final, waiting for a retry, or the lease
+    /// lost: None), for the IssueBill calls waiting on it.
+    waiters: Mutex<HashMap<BillKey, watch::Sender<Option<Bill>>>>,
     accepting: AtomicBool,
     in_flight: AtomicUsize,
     idle: Notify,
@@ -224,8 +225,9 @@ impl Issuer {
             return Err(error.into());
         }
         tracing::info!(bill = %request.key, origin = pdf_origin.as_str(), "bill accepted");
+        let published = self.subscribe(&request.key);
         self.spawn_drive(request.key.clone());
-        self.wait_for(&request.key, wait).await
+        self.wait_for(&request.key, wait, published, Known::JustAccepted).await
     }
 
     async fn bills_in_the_way(&self, request: &IssueRequest) -> Result<BillsInTheWay, BureauError> {
@@ -263,45 +265,64 @@ impl Issuer {
                     && self.store.restart_failed(&existing.key, now_millis()).await?
                 {
                     tracing::info!(bill = %existing.key, "failed bill issued again");
+                    let published = self.subscribe(&existing.key);
                     self.spawn_drive(existing.key.clone());
-                    return self.wait_for(&existing.key, wait).await;
+                    return self.wait_for(&existing.key, wait, published, Known::Nothing).await;
                 }
                 Ok(existing)
             }
             BillState::Accepted | BillState::PdfUploaded | BillState::PdfChecked => {
+                let published = self.subscribe(&existing.key);
                 self.spawn_drive(existing.key.clone());
-                self.wait_for(&existing.key, wait).await
+                self.wait_for(&existing.key, wait, published, Known::Nothing).await
             }
         }
     }
 
-    fn waiter(&self, key: &BillKey) -> Arc<Notify> {
-        self.waiters.lock().unwrap().entry(key.clone()).or_default().clone()
+    /// What the drive of `key` will publish, from now on (subscribe before the drive starts).
+    fn subscribe(&self, key: &BillKey) -> watch::Receiver<Option<Bill>> {
+        self.waiters.lock().unwrap().entry(key.clone()).or_insert_with(|| watch::channel(None).0).subscribe()
     }
 
-    fn notify(&self, key: &BillKey) {
-        if let Some(notify) = self.waiters.lock().unwrap().get(key) {
-            notify.notify_waiters();
+    fn publish(&self, key: &BillKey, bill: Option<&Bill>) {
+        if let Some(waiters) = self.waiters.lock().unwrap().get(key) {
+            waiters.send_replace(bill.cloned());
         }
     }
 
-    /// Waits until the bill is final, waits for a retry, or `wait` runs out. Another replica
-    /// may be driving it, so the store is read again at least every 200 ms.
-    async fn wait_for(&self, key: &BillKey, wait: Duration) -> Result<Bill, BureauError> {
+    /// Waits until the bill is final, waits for a retry, or `wait` runs out. The bill comes
+    /// from its drive in this process when that ends; another replica may be driving it, so
+    /// the store is read too, at least every 200 ms.
+    async fn wait_for(
+        &self,
+        key: &BillKey,
+        wait: Duration,
+        mut published: watch::Receiver<Option<Bill>>,
+        known: Known,
+    ) -> Result<Bill, BureauError> {
         let deadline = tokio::time::Instant::now() + wait;
-        let notify = self.waiter(key);
+        // A bill just accepted is waiting for its drive: nothing to read before the drive
+        // publishes or the first pause ends.
+        let mut read = known != Known::JustAccepted;
+        let mut from_drive: Option<Bill> = None;
         let result = loop {
-            let notified = notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let bill = match self.store.bill(key).await {
-                Ok(Some(bill)) => bill,
-                Ok(None) => break Err(BureauError::BillNotFound(key.clone())),
-                Err(error) => break Err(error.into()),
+            let bill = match from_drive.take() {
+                Some(bill) => Some(bill),
+                None if read => match self.store.bill(key).await {
+                    Ok(Some(bill)) => Some(bill),
+                    Ok(None) => break Err(BureauError::BillNotFound(key.clone())),
+                    Err(error) => break Err(error.into()),
+                },
+                None => None,
             };
+            read = true;
             // A bill waiting for a retry (WeChat failed a step) is answered as it stands: its
             // caller polls GetBill instead of holding the call (and its own slot) for the wait.
-            if bill.state.is_final() || bill.next_attempt_at > now_millis() || tokio::time::Instant::now() >= deadline {
+            if let Some(bill) = bill
+                && (bill.state.is_final()
+                    || bill.next_attempt_at > now_millis()
+                    || tokio::time::Instant::now() >= deadline)
+            {
                 break Ok(bill);
             }
             // WeChat does not answer: say so now rather than at the deadline. The bill is kept
@@ -311,12 +332,12 @@ impl Issuer {
             }
             let pause = deadline.min(tokio::time::Instant::now() + Duration::from_millis(200));
             tokio::select! {
-                () = notified => {}
+                Ok(()) = published.changed() => from_drive = published.borrow_and_update().clone(),
                 () = tokio::time::sleep_until(pause) => {}
             }
         };
         let mut waiters = self.waiters.lock().unwrap();
-        if waiters.get(key).is_some_and(|n| Arc::strong_count(n) <= 2) {
+        if waiters.get(key).is_some_and(|waiters| waiters.receiver_count() <= 1) {
             waiters.remove(key);
         }
         result
@@ -375,7 +396,7 @@ impl Issuer {
             let advanced = self.store.advance(key, &self.holder, &change, now, lease).await?;
             // Waiters care about final states and retries (and re-read every 200 ms anyway).
             if last || advanced.is_none() {
-                self.notify(key);
+                self.publish(key, advanced.as_ref());
             }
             let Some(advanced) = advanced else {
                 tracing::warn!(bill = %key, "lost the bill's lease; another replica drives it");
@@ -642,4 +663,12 @@ fn billing_taken(request: &IssueRequest, other: BillKey) -> BureauError {
         billing_code: request.content.billing_code.clone(),
         other,
     }
+}
+
+/// What an IssueBill call waiting for its bill knows of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Known {
+    /// Just accepted: the drive has not moved it yet.
+    JustAccepted,
+    Nothing,
 }

@@ -203,7 +203,7 @@ impl Store {
     pub async fn sp_app(&self, bureau_appid: &str) -> Result<Option<SpApp>, Error> {
         let row = sqlx::query("SELECT bureau_appid, s_pappid, invoice_url FROM sp_app WHERE bureau_appid = $1")
             .bind(bureau_appid)
-            .fetch_optional(self.db.pool())
+            .fetch_optional(&mut *self.db.read().await?)
             .await?;
         row.map(|row| {
             Ok(SpApp {
@@ -226,7 +226,7 @@ impl Store {
         .bind(&sp.s_pappid)
         .bind(&sp.invoice_url)
         .bind(now)
-        .execute(self.db.writer())
+        .execute(&mut *self.db.write().await?)
         .await?;
         Ok(self.sp_app(&sp.bureau_appid).await?.unwrap_or_else(|| sp.clone()))
     }
@@ -238,7 +238,7 @@ impl Store {
             "SELECT appid, payee, logo_url, logo_sha256, card_id, template_created_at FROM unit WHERE appid = $1",
         )
         .bind(appid)
-        .fetch_optional(self.db.pool())
+        .fetch_optional(&mut *self.db.read().await?)
         .await?
         .as_ref()
         .map(unit_from_row)
@@ -259,7 +259,7 @@ impl Store {
         .bind(image)
         .bind(sha256)
         .bind(now)
-        .execute(self.db.writer())
+        .execute(&mut *self.db.write().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -284,7 +284,7 @@ impl Store {
         .bind(image)
         .bind(sha256)
         .bind(now)
-        .execute(self.db.writer())
+        .execute(&mut *self.db.write().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -293,7 +293,7 @@ impl Store {
     pub async fn logo_image(&self, appid: &str) -> Result<Option<Vec<u8>>, Error> {
         let row = sqlx::query("SELECT logo_image FROM unit WHERE appid = $1")
             .bind(appid)
-            .fetch_optional(self.db.pool())
+            .fetch_optional(&mut *self.db.read().await?)
             .await?;
         Ok(row.map(|row| row.try_get::<Option<Vec<u8>>, _>(0)).transpose()?.flatten())
     }
@@ -305,7 +305,7 @@ impl Store {
             .bind(appid)
             .bind(url)
             .bind(now)
-            .execute(self.db.writer())
+            .execute(&mut *self.db.write().await?)
             .await?;
         Ok(())
     }
@@ -318,7 +318,7 @@ impl Store {
         )
         .bind(after)
         .bind(limit)
-        .fetch_all(self.db.pool())
+        .fetch_all(&mut *self.db.read().await?)
         .await?
         .iter()
         .map(unit_from_row)
@@ -335,7 +335,7 @@ impl Store {
         .bind(holder)
         .bind(now)
         .bind(until)
-        .execute(self.db.writer())
+        .execute(&mut *self.db.write().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -350,7 +350,7 @@ impl Store {
         .bind(appid)
         .bind(card_id)
         .bind(now)
-        .execute(self.db.writer())
+        .execute(&mut *self.db.write().await?)
         .await?;
         Ok(())
     }
@@ -360,7 +360,7 @@ impl Store {
         sqlx::query("UPDATE unit SET claim_holder = NULL, claim_until = 0 WHERE appid = $1 AND claim_holder = $2")
             .bind(appid)
             .bind(holder)
-            .execute(self.db.writer())
+            .execute(&mut *self.db.write().await?)
             .await?;
         Ok(())
     }
@@ -372,7 +372,7 @@ impl Store {
         sqlx::query(concat!("SELECT ", bill_columns!(), " FROM bill WHERE unit_appid = $1 AND order_id = $2"))
             .bind(&key.unit_appid)
             .bind(&key.order_id)
-            .fetch_optional(self.db.pool())
+            .fetch_optional(&mut *self.db.read().await?)
             .await?
             .as_ref()
             .map(bill_from_row)
@@ -384,7 +384,7 @@ impl Store {
         let row = sqlx::query("SELECT trace_id, trace_parent_id FROM bill WHERE unit_appid = $1 AND order_id = $2")
             .bind(&key.unit_appid)
             .bind(&key.order_id)
-            .fetch_optional(self.db.pool())
+            .fetch_optional(&mut *self.db.read().await?)
             .await?;
         row.map(|row| {
             Ok(TraceContext { trace_id: row.try_get("trace_id")?, parent_id: row.try_get("trace_parent_id")? })
@@ -418,7 +418,7 @@ impl Store {
         .bind(request_id)
         .bind(billing_no)
         .bind(billing_code)
-        .fetch_all(self.db.pool())
+        .fetch_all(&mut *self.db.read().await?)
         .await?;
         let mut found = BillsInTheWay::default();
         for row in &rows {
@@ -472,7 +472,7 @@ impl Store {
 
     pub async fn pdf(&self, key: &BillKey) -> Result<Option<Bytes>, Error> {
         let _span = storage_span("pdf");
-        BILL_PDF.read(self.db.pool(), &key.unit_appid, &key.order_id).await
+        BILL_PDF.read(&mut *self.db.read().await?, &key.unit_appid, &key.order_id).await
     }
 
     /// Bills newest first, after the cursor.
@@ -491,7 +491,7 @@ impl Store {
         .bind(&cursor.unit_appid)
         .bind(&cursor.order_id)
         .bind(query.limit)
-        .fetch_all(self.db.pool())
+        .fetch_all(&mut *self.db.read().await?)
         .await?
         .iter()
         .map(bill_from_row)
@@ -501,7 +501,7 @@ impl Store {
     /// Bills per state, for metrics.
     pub async fn count_by_state(&self) -> Result<Vec<(String, i64)>, Error> {
         sqlx::query("SELECT state, COUNT(*) FROM bill GROUP BY state")
-            .fetch_all(self.db.pool())
+            .fetch_all(&mut *self.db.read().await?)
             .await?
             .iter()
             .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
@@ -527,7 +527,7 @@ impl Store {
         .bind(holder)
         .bind(now)
         .bind(until)
-        .fetch_optional(self.db.writer())
+        .fetch_optional(&mut *self.db.write().await?)
         .await?
         .as_ref()
         .map(bill_from_row)
@@ -570,7 +570,7 @@ impl Store {
             .bind(until)
             .bind(now)
             .bind(limit)
-            .fetch_all(self.db.writer())
+            .fetch_all(&mut *self.db.write().await?)
             .await?
             .iter()
             .map(|row| Ok(BillKey { unit_appid: row.try_get(0)?, order_id: row.try_get(1)? }))
@@ -584,7 +584,7 @@ impl Store {
             .bind(&key.unit_appid)
             .bind(&key.order_id)
             .bind(holder)
-            .execute(self.db.writer())
+            .execute(&mut *self.db.write().await?)
             .await?;
         Ok(())
     }
@@ -647,7 +647,7 @@ impl Store {
         .bind(change.card_status_failures)
         .bind(change.pdf_mismatches)
         .bind(release)
-        .fetch_optional(self.db.writer())
+        .fetch_optional(&mut *self.db.write().await?)
         .await?
         .as_ref()
         .map(bill_from_row)
@@ -670,7 +670,7 @@ impl Store {
         .bind(&key.order_id)
         .bind(now)
         .bind(BillState::Failed.after(event).expect("a failed bill can restart").as_str())
-        .execute(self.db.writer())
+        .execute(&mut *self.db.write().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -695,7 +695,7 @@ impl Store {
         .bind(at_secs)
         .bind(now)
         .bind(from.map(ReimburseStatus::as_str).unwrap_or_default())
-        .execute(self.db.writer())
+        .execute(&mut *self.db.write().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }

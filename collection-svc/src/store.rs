@@ -211,7 +211,7 @@ impl Store {
     pub async fn setting(&self, name: &str) -> Result<Option<String>, Error> {
         sqlx::query("SELECT value FROM setting WHERE name = $1")
             .bind(name)
-            .fetch_optional(self.db.pool())
+            .fetch_optional(&mut *self.db.read().await?)
             .await?
             .map(|row| row.try_get(0))
             .transpose()
@@ -222,7 +222,7 @@ impl Store {
         sqlx::query("INSERT INTO setting (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
             .bind(name)
             .bind(value)
-            .execute(self.db.writer())
+            .execute(&mut *self.db.write().await?)
             .await?;
         Ok(self.setting(name).await?.unwrap_or_else(|| value.to_owned()))
     }
@@ -238,7 +238,7 @@ impl Store {
         ))
         .bind(&key.unit_appid)
         .bind(&key.order_id)
-        .fetch_optional(self.db.pool())
+        .fetch_optional(&mut *self.db.read().await?)
         .await?
         .as_ref()
         .map(auth_from_row)
@@ -252,7 +252,7 @@ impl Store {
             sqlx::query("SELECT unit_appid, order_id FROM billing_number WHERE billing_no = $1 AND billing_code = $2")
                 .bind(billing_no)
                 .bind(billing_code)
-                .fetch_optional(self.db.pool())
+                .fetch_optional(&mut *self.db.read().await?)
                 .await?;
         row.map(|row| Ok(OrderKey { unit_appid: row.try_get("unit_appid")?, order_id: row.try_get("order_id")? }))
             .transpose()
@@ -265,7 +265,7 @@ impl Store {
         )
         .bind(&key.unit_appid)
         .bind(&key.order_id)
-        .fetch_optional(self.db.pool())
+        .fetch_optional(&mut *self.db.read().await?)
         .await?;
         row.map(|row| {
             Ok(TraceContext { trace_id: row.try_get("trace_id")?, parent_id: row.try_get("trace_parent_id")? })
@@ -293,7 +293,7 @@ impl Store {
         .bind(request_id)
         .bind(billing_no)
         .bind(billing_code)
-        .fetch_all(self.db.pool())
+        .fetch_all(&mut *self.db.read().await?)
         .await?;
         let mut found = OrdersInTheWay::default();
         for row in &rows {
@@ -366,7 +366,7 @@ impl Store {
         .bind(auth_url)
         .bind(expires_at)
         .bind(now)
-        .execute(self.db.writer())
+        .execute(&mut *self.db.write().await?)
         .await?;
         self.wake_watchers();
         Ok(done.rows_affected() == 1)
@@ -374,7 +374,7 @@ impl Store {
 
     pub async fn pdf(&self, key: &OrderKey) -> Result<Option<Bytes>, Error> {
         let _span = storage_span("pdf");
-        AUTHORIZATION_PDF.read(self.db.pool(), &key.unit_appid, &key.order_id).await
+        AUTHORIZATION_PDF.read(&mut *self.db.read().await?, &key.unit_appid, &key.order_id).await
     }
 
     pub async fn list(&self, query: &AuthQuery) -> Result<Vec<Authorization>, Error> {
@@ -392,7 +392,7 @@ impl Store {
         .bind(&cursor.unit_appid)
         .bind(&cursor.order_id)
         .bind(query.limit)
-        .fetch_all(self.db.pool())
+        .fetch_all(&mut *self.db.read().await?)
         .await?
         .iter()
         .map(auth_from_row)
@@ -408,7 +408,7 @@ impl Store {
         match self.db.backend() {
             Backend::Sqlite => Ok(1),
             Backend::Postgres => sqlx::query("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
-                .fetch_one(self.db.pool())
+                .fetch_one(&mut *self.db.read().await?)
                 .await?
                 .try_get(0),
         }
@@ -421,7 +421,7 @@ impl Store {
         match self.db.backend() {
             Backend::Sqlite => {
                 let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM authorization_change")
-                    .fetch_one(self.db.pool())
+                    .fetch_one(&mut *self.db.read().await?)
                     .await?;
                 Ok(ChangePosition { txid: 0, seq: row.try_get(0)? })
             }
@@ -433,7 +433,7 @@ impl Store {
     /// changes.
     pub async fn pruned_through(&self) -> Result<ChangePosition, Error> {
         let row = sqlx::query("SELECT txid, seq FROM authorization_change_pruned WHERE id = 1")
-            .fetch_one(self.db.pool())
+            .fetch_one(&mut *self.db.read().await?)
             .await?;
         Ok(ChangePosition { txid: row.try_get(0)?, seq: row.try_get(1)? })
     }
@@ -500,7 +500,7 @@ impl Store {
         .bind(after.seq)
         .bind(horizon)
         .bind(limit)
-        .fetch_all(self.db.pool())
+        .fetch_all(&mut *self.db.read().await?)
         .await?
         .iter()
         .map(|row| {
@@ -613,7 +613,7 @@ impl Store {
         .bind(&key.order_id)
         .bind(invoice_status)
         .bind(now)
-        .execute(self.db.writer())
+        .execute(&mut *self.db.write().await?)
         .await?;
         Ok(())
     }
@@ -629,7 +629,7 @@ impl Store {
         .bind(&key.unit_appid)
         .bind(&key.order_id)
         .bind(now)
-        .execute(self.db.writer())
+        .execute(&mut *self.db.write().await?)
         .await?;
         self.wake_watchers();
         Ok(done.rows_affected() == 1)
@@ -653,7 +653,7 @@ impl Store {
             .bind(now)
             .bind(older_than)
             .bind(limit)
-            .fetch_all(self.db.writer())
+            .fetch_all(&mut *self.db.write().await?)
             .await?
             .iter()
             .map(|row| Ok(OrderKey { unit_appid: row.try_get(0)?, order_id: row.try_get(1)? }))
@@ -716,7 +716,7 @@ impl Store {
             .bind(&key.unit_appid)
             .bind(&key.order_id)
             .bind(now)
-            .fetch_optional(self.db.pool())
+            .fetch_optional(&mut *self.db.read().await?)
             .await?;
         Ok(row.is_some())
     }
@@ -724,7 +724,7 @@ impl Store {
     /// Authorizations per state, for metrics.
     pub async fn count_by_state(&self) -> Result<Vec<(String, i64)>, Error> {
         sqlx::query("SELECT state, COUNT(*) FROM payer_authorization GROUP BY state")
-            .fetch_all(self.db.pool())
+            .fetch_all(&mut *self.db.read().await?)
             .await?
             .iter()
             .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
@@ -733,8 +733,9 @@ impl Store {
 
     /// Jobs waiting, and the age in ms of the oldest.
     pub async fn outbox_depth(&self, now: i64) -> Result<(i64, i64), Error> {
-        let row =
-            sqlx::query("SELECT COUNT(*), COALESCE(MIN(created_at), 0) FROM outbox").fetch_one(self.db.pool()).await?;
+        let row = sqlx::query("SELECT COUNT(*), COALESCE(MIN(created_at), 0) FROM outbox")
+            .fetch_one(&mut *self.db.read().await?)
+            .await?;
         let count: i64 = row.try_get(0)?;
         let oldest: i64 = row.try_get(1)?;
         Ok((count, if count == 0 { 0 } else { now - oldest }))
@@ -748,7 +749,7 @@ impl Store {
     pub async fn release_leases(&self, holder: &str) -> Result<u64, Error> {
         let done = sqlx::query("UPDATE outbox SET lease_holder = NULL, lease_until = 0 WHERE lease_holder = $1")
             .bind(holder)
-            .execute(self.db.writer())
+            .execute(&mut *self.db.write().await?)
             .await?;
         Ok(done.rows_affected())
     }
@@ -769,7 +770,7 @@ impl Store {
             .bind(until)
             .bind(now)
             .bind(limit)
-            .fetch_all(self.db.writer())
+            .fetch_all(&mut *self.db.write().await?)
             .await?
             .iter()
             .map(|row| {
@@ -897,7 +898,7 @@ impl Store {
             .bind(&key.unit_appid)
             .bind(&key.order_id)
             .bind(holder)
-            .execute(self.db.writer())
+            .execute(&mut *self.db.write().await?)
             .await?;
         Ok(())
     }
@@ -1011,7 +1012,7 @@ mod tests {
             )
             .bind(order_id)
             .bind(changed_at)
-            .execute(db.writer())
+            .execute(&mut *db.write().await.unwrap())
             .await
             .unwrap();
         }

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use sqlx::any::AnyPoolOptions;
-use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, Executor, Transaction};
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, ConnectOptions, Connection, Executor, Transaction};
+use tokio::sync::{Mutex, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -73,47 +74,177 @@ pub enum DbError {
     Migration { set: &'static str, version: i64, name: &'static str, source: sqlx::Error },
 }
 
-/// Connection pools and the backend behind them. Cheap to clone.
+/// The database connections of a service. Cheap to clone.
+///
+/// On SQLite the connections are the service's own, not a pool's: sqlx's pool tests a
+/// connection with a ping (a round trip to the connection's thread) when it is taken and again
+/// when it is given back, which tripled the hand-offs of every statement. An in-process SQLite
+/// connection cannot go away, so there is nothing to test. Readers are a set of connections;
+/// all writes go through one writer connection (SQLite lets one connection write at a time,
+/// and the others would nap in its busy handler: 1 ms, 2 ms, 5 ms ... 100 ms). On PostgreSQL,
+/// whose connections can break, sqlx's pool with its tests.
 #[derive(Clone, Debug)]
 pub struct Db {
-    pool: AnyPool,
-    writer: AnyPool,
-    backend: Backend,
-    /// On SQLite, the turn of ordinary write transactions: one at a time waits for (or holds)
-    /// the writer, so that a write that must come first (a push's acknowledgement) never
-    /// queues behind many of them.
+    inner: Arc<Connections>,
+}
+
+#[derive(Debug)]
+enum Connections {
+    Sqlite(SqliteConnections),
+    Postgres(AnyPool),
+}
+
+#[derive(Debug)]
+struct SqliteConnections {
+    readers: Arc<ReaderSet>,
+    writer: Arc<Mutex<AnyConnection>>,
+    /// The turn of ordinary write transactions: one at a time waits for (or holds) the
+    /// writer, so that a write that must come first (a push's acknowledgement) never queues
+    /// behind many of them.
     ordinary_turn: Arc<Mutex<()>>,
+    acquire_timeout: Duration,
+}
+
+/// Idle reader connections, and a permit for each.
+#[derive(Debug)]
+struct ReaderSet {
+    idle: std::sync::Mutex<Vec<AnyConnection>>,
+    permits: Arc<Semaphore>,
+}
+
+/// A connection for one use (statements, not a transaction): derefs to the connection and goes
+/// back when dropped.
+pub struct Conn(ConnKind);
+
+enum ConnKind {
+    Reader { conn: Option<AnyConnection>, set: Arc<ReaderSet>, _permit: OwnedSemaphorePermit },
+    Writer(OwnedMutexGuard<AnyConnection>),
+    Pooled(PoolConnection<Any>),
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let ConnKind::Reader { conn, set, .. } = &mut self.0
+            && let Some(conn) = conn.take()
+        {
+            // Back before the permit: the next holder of a permit always finds one idle.
+            set.idle.lock().unwrap().push(conn);
+        }
+    }
+}
+
+impl Deref for Conn {
+    type Target = AnyConnection;
+
+    fn deref(&self) -> &AnyConnection {
+        match &self.0 {
+            ConnKind::Reader { conn, .. } => conn.as_ref().expect("held until dropped"),
+            ConnKind::Writer(conn) => conn,
+            ConnKind::Pooled(conn) => conn,
+        }
+    }
+}
+
+impl DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        match &mut self.0 {
+            ConnKind::Reader { conn, .. } => conn.as_mut().expect("held until dropped"),
+            ConnKind::Writer(conn) => conn,
+            ConnKind::Pooled(conn) => conn,
+        }
+    }
 }
 
 /// A write transaction; derefs to its connection like sqlx's `Transaction`. Dropped without
 /// `commit`, it rolls back.
-pub struct WriteTx {
-    // Dropped first: the connection goes back before the turn passes on.
-    tx: Transaction<'static, Any>,
-    _turn: Option<OwnedMutexGuard<()>>,
+pub struct WriteTx(TxKind);
+
+enum TxKind {
+    /// On SQLite, the writer held from `BEGIN IMMEDIATE` to `COMMIT`; None once finished.
+    Sqlite {
+        writer: Option<OwnedMutexGuard<AnyConnection>>,
+        _turn: Option<OwnedMutexGuard<()>>,
+    },
+    Postgres(Transaction<'static, Any>),
 }
 
 impl WriteTx {
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
-        self.tx.commit().await
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+        match &mut self.0 {
+            TxKind::Sqlite { writer, .. } => {
+                let mut conn = writer.take().expect("an open transaction");
+                if let Err(error) = conn.execute("COMMIT").await {
+                    rollback_in_background(conn);
+                    return Err(error);
+                }
+                Ok(())
+            }
+            TxKind::Postgres(_) => {
+                let TxKind::Postgres(tx) = std::mem::replace(&mut self.0, TxKind::Sqlite { writer: None, _turn: None })
+                else {
+                    unreachable!("matched above")
+                };
+                tx.commit().await
+            }
+        }
     }
 
-    pub async fn rollback(self) -> Result<(), sqlx::Error> {
-        self.tx.rollback().await
+    pub async fn rollback(mut self) -> Result<(), sqlx::Error> {
+        match &mut self.0 {
+            TxKind::Sqlite { writer, .. } => {
+                let mut conn = writer.take().expect("an open transaction");
+                conn.execute("ROLLBACK").await.map(|_| ())
+            }
+            TxKind::Postgres(_) => {
+                let TxKind::Postgres(tx) = std::mem::replace(&mut self.0, TxKind::Sqlite { writer: None, _turn: None })
+                else {
+                    unreachable!("matched above")
+                };
+                tx.rollback().await
+            }
+        }
     }
+}
+
+impl Drop for WriteTx {
+    fn drop(&mut self) {
+        // Dropped open (an error returned early, or the caller went away): roll back on the
+        // writer before anyone else gets it. sqlx's Transaction does the same for PostgreSQL.
+        if let TxKind::Sqlite { writer, .. } = &mut self.0
+            && let Some(conn) = writer.take()
+        {
+            rollback_in_background(conn);
+        }
+    }
+}
+
+/// Rolls back the writer's open transaction in a task that holds the writer meanwhile (a
+/// rollback of no transaction fails harmlessly).
+fn rollback_in_background(mut conn: OwnedMutexGuard<AnyConnection>) {
+    tokio::spawn(async move {
+        if let Err(error) = conn.execute("ROLLBACK").await {
+            tracing::debug!(%error, "rollback after an unfinished transaction");
+        }
+    });
 }
 
 impl Deref for WriteTx {
     type Target = AnyConnection;
 
     fn deref(&self) -> &AnyConnection {
-        &self.tx
+        match &self.0 {
+            TxKind::Sqlite { writer, .. } => writer.as_ref().expect("an open transaction"),
+            TxKind::Postgres(tx) => tx,
+        }
     }
 }
 
 impl DerefMut for WriteTx {
     fn deref_mut(&mut self) -> &mut AnyConnection {
-        &mut self.tx
+        match &mut self.0 {
+            TxKind::Sqlite { writer, .. } => writer.as_mut().expect("an open transaction"),
+            TxKind::Postgres(tx) => tx,
+        }
     }
 }
 
@@ -133,99 +264,126 @@ impl Db {
         if !valid_schema(&schema) {
             return Err(DbError::BadSchema(schema));
         }
-        let options = |connections: u32| {
-            let options = AnyPoolOptions::new()
-                .max_connections(connections.max(1))
-                .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms));
-            match backend {
-                Backend::Sqlite => options.after_connect(|conn, _| {
-                    Box::pin(async move {
-                        // WAL: readers never block the writer. NORMAL: a commit survives a crash
-                        // of the process (not necessarily of the machine).
-                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;").await?;
-                        Ok(())
-                    })
-                }),
-                Backend::Postgres => {
-                    let set_path = format!("SET search_path TO \"{schema}\"");
-                    options.after_connect(move |conn, _| {
+        let acquire_timeout = Duration::from_millis(config.acquire_timeout_ms);
+        let connections = match backend {
+            Backend::Sqlite => {
+                let options: AnyConnectOptions = url.parse()?;
+                let writer = sqlite_connection(&options).await?;
+                let mut idle = Vec::new();
+                for _ in 0..config.max_connections.max(1) {
+                    idle.push(sqlite_connection(&options).await?);
+                }
+                let readers = ReaderSet { permits: Arc::new(Semaphore::new(idle.len())), idle: idle.into() };
+                Connections::Sqlite(SqliteConnections {
+                    readers: Arc::new(readers),
+                    writer: Arc::new(Mutex::new(writer)),
+                    ordinary_turn: Arc::default(),
+                    acquire_timeout,
+                })
+            }
+            Backend::Postgres => {
+                let set_path = format!("SET search_path TO \"{schema}\"");
+                let pool = AnyPoolOptions::new()
+                    .max_connections(config.max_connections.max(1))
+                    .acquire_timeout(acquire_timeout)
+                    .after_connect(move |conn, _| {
                         let set_path = set_path.clone();
                         Box::pin(async move {
                             conn.execute(AssertSqlSafe(set_path)).await?;
                             Ok(())
                         })
                     })
-                }
+                    .connect(&url)
+                    .await?;
+                Connections::Postgres(pool)
             }
         };
-        let pool = options(config.max_connections).connect(&url).await?;
-        let writer = match backend {
-            // SQLite lets one connection write at a time; the others would nap in its busy
-            // handler (1 ms, 2 ms, 5 ms ... 100 ms). Writers queue for this one connection instead.
-            Backend::Sqlite => options(1).connect(&url).await?,
-            Backend::Postgres => pool.clone(),
-        };
-        Ok(Db { pool, writer, backend, ordinary_turn: Arc::default() })
+        Ok(Db { inner: Arc::new(connections) })
     }
 
-    /// For reads.
-    pub fn pool(&self) -> &AnyPool {
-        &self.pool
+    /// A connection for reads.
+    pub async fn read(&self) -> Result<Conn, sqlx::Error> {
+        match &*self.inner {
+            Connections::Sqlite(sqlite) => {
+                let permits = sqlite.readers.permits.clone();
+                let permit = tokio::time::timeout(sqlite.acquire_timeout, permits.acquire_owned())
+                    .await
+                    .map_err(|_| sqlx::Error::PoolTimedOut)?
+                    .map_err(|_| sqlx::Error::PoolClosed)?;
+                let conn = sqlite.readers.idle.lock().unwrap().pop().ok_or(sqlx::Error::PoolClosed)?;
+                Ok(Conn(ConnKind::Reader { conn: Some(conn), set: sqlite.readers.clone(), _permit: permit }))
+            }
+            Connections::Postgres(pool) => Ok(Conn(ConnKind::Pooled(pool.acquire().await?))),
+        }
     }
 
-    /// For statements that write (and transactions, see [`Db::begin_write`]).
-    pub fn writer(&self) -> &AnyPool {
-        &self.writer
+    /// A connection for statements that write, each a transaction of its own (for several
+    /// statements, see [`Db::begin_write`]). On SQLite, the one writer.
+    pub async fn write(&self) -> Result<Conn, sqlx::Error> {
+        match &*self.inner {
+            Connections::Sqlite(sqlite) => Ok(Conn(ConnKind::Writer(sqlite.lock_writer().await?))),
+            Connections::Postgres(pool) => Ok(Conn(ConnKind::Pooled(pool.acquire().await?))),
+        }
     }
 
     pub fn backend(&self) -> Backend {
-        self.backend
+        match &*self.inner {
+            Connections::Sqlite(_) => Backend::Sqlite,
+            Connections::Postgres(_) => Backend::Postgres,
+        }
     }
 
     /// Picks the statement written for this backend.
     pub fn sql(&self, sqlite: &'static str, postgres: &'static str) -> &'static str {
-        match self.backend {
+        match self.backend() {
             Backend::Sqlite => sqlite,
             Backend::Postgres => postgres,
         }
     }
 
     /// A transaction that will write. On SQLite it takes the write lock at once (`BEGIN
-    /// IMMEDIATE`), so two writers queue instead of failing with SQLITE_BUSY on upgrade, and
-    /// waits for its turn among ordinary transactions first.
+    /// IMMEDIATE`), so that it never fails with SQLITE_BUSY on upgrade, and waits for its turn
+    /// among ordinary transactions first.
     pub async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
-        let turn = match self.backend {
-            Backend::Sqlite => Some(self.ordinary_turn.clone().lock_owned().await),
-            Backend::Postgres => None,
-        };
-        Ok(WriteTx { tx: self.begin_on_writer().await?, _turn: turn })
+        self.begin(true).await
     }
 
     /// A write transaction that goes before ordinary ones: on SQLite it queues for the writer
     /// directly, behind at most one ordinary transaction. For what a caller waits on under load
     /// (WeChat's push, acknowledged once it is durable).
     pub async fn begin_write_first(&self) -> Result<WriteTx, sqlx::Error> {
-        Ok(WriteTx { tx: self.begin_on_writer().await?, _turn: None })
+        self.begin(false).await
     }
 
-    async fn begin_on_writer(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
+    async fn begin(&self, ordinary: bool) -> Result<WriteTx, sqlx::Error> {
         crate::statement_counts::WRITE_TRANSACTIONS.inc();
-        match self.backend {
-            Backend::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await,
-            Backend::Postgres => self.writer.begin().await,
+        match &*self.inner {
+            Connections::Sqlite(sqlite) => {
+                let turn = match ordinary {
+                    true => Some(sqlite.ordinary_turn.clone().lock_owned().await),
+                    false => None,
+                };
+                let writer = sqlite.lock_writer().await?;
+                // Held by the transaction before BEGIN is sent: a failed or abandoned BEGIN
+                // is rolled back like any unfinished transaction.
+                let mut tx = WriteTx(TxKind::Sqlite { writer: Some(writer), _turn: turn });
+                tx.execute("BEGIN IMMEDIATE").await?;
+                Ok(tx)
+            }
+            Connections::Postgres(pool) => Ok(WriteTx(TxKind::Postgres(pool.begin().await?))),
         }
     }
 
     /// Applies the migrations not yet applied, in order, each in its own transaction. On
     /// PostgreSQL an advisory lock keeps two replicas from migrating at once.
     pub async fn migrate(&self, sets: &[&[Migration]], schema: &str) -> Result<(), DbError> {
-        let mut conn = self.writer.acquire().await?;
-        if self.backend == Backend::Postgres {
+        let mut conn = self.write().await?;
+        if self.backend() == Backend::Postgres {
             conn.execute(AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))).await?;
             conn.execute("SELECT pg_advisory_lock(7271031)").await?;
         }
         let result = self.apply(&mut conn, sets).await;
-        if self.backend == Backend::Postgres {
+        if self.backend() == Backend::Postgres {
             conn.execute("SELECT pg_advisory_unlock(7271031)").await?;
         }
         result
@@ -256,12 +414,12 @@ impl Db {
                 name: migration.name,
                 source,
             };
-            let begin = match self.backend {
+            let begin = match self.backend() {
                 Backend::Sqlite => "BEGIN IMMEDIATE",
                 Backend::Postgres => "BEGIN",
             };
             conn.execute(begin).await.map_err(fail)?;
-            let sql = match (self.backend, migration.postgres_sql) {
+            let sql = match (self.backend(), migration.postgres_sql) {
                 (Backend::Sqlite, _) => migration.sql.to_owned(),
                 (Backend::Postgres, Some(sql)) => sql.to_owned(),
                 (Backend::Postgres, None) => migration.sql.replace(" BLOB", " BYTEA"),
@@ -298,7 +456,7 @@ impl Db {
 
     /// A cheap query proving the database answers.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
+        sqlx::query("SELECT 1").execute(&mut *self.read().await?).await.map(|_| ())
     }
 
     /// Connects and migrates, retrying every 2 s until the database answers (a service starts
@@ -321,10 +479,42 @@ impl Db {
         }
     }
 
+    /// Closes the connections (on SQLite: the idle readers and the writer once free; a reader
+    /// in use closes when its last handle goes).
     pub async fn close(&self) {
-        self.pool.close().await;
-        self.writer.close().await;
+        match &*self.inner {
+            Connections::Sqlite(sqlite) => {
+                sqlite.readers.permits.close();
+                let idle: Vec<AnyConnection> = std::mem::take(&mut *sqlite.readers.idle.lock().unwrap());
+                for conn in idle {
+                    let _ = conn.close().await;
+                }
+                let mut writer = sqlite.writer.lock().await;
+                let _ = writer.execute("PRAGMA optimize").await;
+            }
+            Connections::Postgres(pool) => pool.close().await,
+        }
     }
+}
+
+impl SqliteConnections {
+    async fn lock_writer(&self) -> Result<OwnedMutexGuard<AnyConnection>, sqlx::Error> {
+        tokio::time::timeout(self.acquire_timeout, self.writer.clone().lock_owned())
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)
+    }
+}
+
+/// One SQLite connection of the service's own.
+async fn sqlite_connection(options: &AnyConnectOptions) -> Result<AnyConnection, sqlx::Error> {
+    let mut conn = options.connect().await?;
+    // WAL: readers never block the writer. NORMAL: a commit survives a crash of the process
+    // (not necessarily of the machine).
+    conn.execute(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+    )
+    .await?;
+    Ok(conn)
 }
 
 /// `var/x.db` → `sqlite://var/x.db?mode=rwc`, creating `var/`.

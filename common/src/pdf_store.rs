@@ -10,7 +10,7 @@
 
 use bytes::{Bytes, BytesMut};
 use futures_util::TryStreamExt;
-use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Row};
+use sqlx::{AnyConnection, AssertSqlSafe, Row};
 
 /// The largest chunk stored in one row.
 pub const CHUNK_BYTES: usize = 256 * 1024;
@@ -45,13 +45,18 @@ impl PdfTable {
     /// The PDF stored for (`unit_appid`, `order_id`), if any, read one chunk at a time into
     /// one buffer of its size. One statement: the size comes with each chunk, from a subquery
     /// the database evaluates once (it depends on no row).
-    pub async fn read(self, pool: &AnyPool, unit_appid: &str, order_id: &str) -> Result<Option<Bytes>, sqlx::Error> {
+    pub async fn read(
+        self,
+        conn: &mut AnyConnection,
+        unit_appid: &str,
+        order_id: &str,
+    ) -> Result<Option<Bytes>, sqlx::Error> {
         let sql = format!(
             "SELECT data, (SELECT SUM(LENGTH(data)) FROM {0} WHERE unit_appid = $1 AND order_id = $2) AS size
              FROM {0} WHERE unit_appid = $1 AND order_id = $2 ORDER BY seq",
             self.0
         );
-        let mut rows = sqlx::query(AssertSqlSafe(sql)).bind(unit_appid).bind(order_id).fetch(pool);
+        let mut rows = sqlx::query(AssertSqlSafe(sql)).bind(unit_appid).bind(order_id).fetch(conn);
         let mut pdf: Option<BytesMut> = None;
         while let Some(row) = rows.try_next().await? {
             let buffer = match &mut pdf {
@@ -86,11 +91,11 @@ pub mod test_support {
                 .bind("wxc0000000000000c1")
                 .bind("order-1")
                 .bind(pdf.clone())
-                .execute(db.writer())
+                .execute(&mut *db.write().await.unwrap())
                 .await
                 .unwrap();
             db.migrate(&[COMMON_MIGRATIONS, migrations], &schema).await.unwrap();
-            let read = chunks.read(db.pool(), "wxc0000000000000c1", "order-1").await.unwrap();
+            let read = chunks.read(&mut db.read().await.unwrap(), "wxc0000000000000c1", "order-1").await.unwrap();
             assert_eq!(read.as_deref(), Some(&pdf[..]), "{}", config.url);
             db.close().await;
         }

@@ -30,7 +30,7 @@ impl CredentialStore for SqlCredentialStore {
         )
         .bind(key.kind.as_str())
         .bind(&key.appid)
-        .fetch_optional(self.db.pool())
+        .fetch_optional(&mut *self.db.read().await.map_err(store_error)?)
         .await
         .map_err(store_error)?;
         row.map(|row| {
@@ -54,7 +54,7 @@ impl CredentialStore for SqlCredentialStore {
         .bind(credential.value.expose())
         .bind(credential.expires_at)
         .bind(credential.refresh_at)
-        .execute(self.db.writer())
+        .execute(&mut *self.db.write().await.map_err(store_error)?)
         .await
         .map_err(store_error)?;
         Ok(())
@@ -65,7 +65,7 @@ impl CredentialStore for SqlCredentialStore {
             .bind(key.kind.as_str())
             .bind(&key.appid)
             .bind(value.expose())
-            .execute(self.db.writer())
+            .execute(&mut *self.db.write().await.map_err(store_error)?)
             .await
             .map_err(store_error)?;
         Ok(())
@@ -75,7 +75,7 @@ impl CredentialStore for SqlCredentialStore {
         sqlx::query("INSERT INTO wechat_credential (kind, appid) VALUES ($1, $2) ON CONFLICT (kind, appid) DO NOTHING")
             .bind(key.kind.as_str())
             .bind(&key.appid)
-            .execute(self.db.writer())
+            .execute(&mut *self.db.write().await.map_err(store_error)?)
             .await
             .map_err(store_error)?;
         let claimed = sqlx::query(
@@ -87,7 +87,7 @@ impl CredentialStore for SqlCredentialStore {
         .bind(holder)
         .bind(now)
         .bind(until)
-        .execute(self.db.writer())
+        .execute(&mut *self.db.write().await.map_err(store_error)?)
         .await
         .map_err(store_error)?;
         Ok(claimed.rows_affected() == 1)
@@ -100,7 +100,7 @@ impl CredentialStore for SqlCredentialStore {
         .bind(key.kind.as_str())
         .bind(&key.appid)
         .bind(holder)
-        .execute(self.db.writer())
+        .execute(&mut *self.db.write().await.map_err(store_error)?)
         .await
         .map_err(store_error)?;
         Ok(())

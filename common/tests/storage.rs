@@ -72,16 +72,17 @@ async fn pdf_chunks_round_trip(config: fiscalbill_common::db::DatabaseConfig) {
         let mut tx = db.begin_write().await.unwrap();
         table.insert(&mut tx, "wxc0000000000000c1", &format!("order-{n}"), &pdf).await.unwrap();
         tx.commit().await.unwrap();
-        let read = table.read(db.pool(), "wxc0000000000000c1", &format!("order-{n}")).await.unwrap();
+        let read =
+            table.read(&mut db.read().await.unwrap(), "wxc0000000000000c1", &format!("order-{n}")).await.unwrap();
         assert_eq!(read.as_deref(), Some(&pdf[..]), "{size} bytes read back");
     }
     let chunks: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM test_pdf_chunk WHERE order_id = 'order-2'")
-        .fetch_one(db.pool())
+        .fetch_one(&mut *db.read().await.unwrap())
         .await
         .unwrap();
     assert_eq!(chunks, 3);
-    assert_eq!(table.read(db.pool(), "wxc0000000000000c1", "order-9").await.unwrap(), None);
-    assert_eq!(table.read(db.pool(), "wxc0000000000000c2", "order-0").await.unwrap(), None);
+    assert_eq!(table.read(&mut db.read().await.unwrap(), "wxc0000000000000c1", "order-9").await.unwrap(), None);
+    assert_eq!(table.read(&mut db.read().await.unwrap(), "wxc0000000000000c2", "order-0").await.unwrap(), None);
     db.close().await;
 }
 

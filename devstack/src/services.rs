@@ -69,6 +69,14 @@ impl ServiceConfig {
         }
     }
 
+    /// Its `[database]` section.
+    pub fn set_database(&mut self, database: fiscalbill_common::db::DatabaseConfig) {
+        match self {
+            ServiceConfig::Bureau(config) => config.database = database,
+            ServiceConfig::Collection(config) => config.database = database,
+        }
+    }
+
     /// Its `[log]` and `[telemetry]` sections.
     pub fn observability(&self) -> (&LogConfig, &TelemetryConfig) {
         match self {

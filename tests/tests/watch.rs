@@ -229,7 +229,7 @@ async fn a_token_older_than_the_kept_changes_is_refused_and_a_stream_behind_them
     // A week of pruning marks everything deleted up to the next change, past this stream's position.
     let db = fiscalbill_common::db::Db::connect(stack.collection_database(), "collection").await.unwrap();
     sqlx::query("UPDATE authorization_change_pruned SET seq = (SELECT MAX(seq) FROM authorization_change) + 1")
-        .execute(db.writer())
+        .execute(&mut *db.write().await.unwrap())
         .await
         .unwrap();
     db.close().await;

@@ -128,6 +128,16 @@ fn auth_from_row(row: &AnyRow) -> Result<Authorization, Error> {
 }
 
 /// A verified `user_authorize_invoice` push, ready to record.
+/// A read of a unit's change log: the changes after a position, each with the position the
+/// log is pruned through when read.
+#[derive(Debug)]
+pub struct ChangesRead {
+    pub changes: Vec<(AuthChange, ChangePosition)>,
+    /// On PostgreSQL, committed changes wait behind a transaction still running (they come in
+    /// a later read): read again soon rather than at the next poll.
+    pub held_back: bool,
+}
+
 /// See [`Store::orders_in_the_way`].
 #[derive(Clone, Debug, Default)]
 pub struct OrdersInTheWay {
@@ -483,10 +493,26 @@ impl Store {
         unit_appid: &str,
         after: ChangePosition,
         limit: i64,
-    ) -> Result<Vec<(AuthChange, ChangePosition)>, Error> {
+    ) -> Result<ChangesRead, Error> {
         let _span = storage_span("changes_after");
-        let horizon = self.visible_horizon().await?;
-        sqlx::query(
+        let (horizon, held_back) = match self.db.backend() {
+            Backend::Sqlite => (1, false),
+            // In one statement, so that both see the same moment.
+            Backend::Postgres => {
+                let row = sqlx::query(
+                    "SELECT h.horizon, EXISTS (SELECT 1 FROM authorization_change
+                        WHERE unit_appid = $1 AND txid >= h.horizon AND (txid > $2 OR (txid = $2 AND seq > $3))) AS held_back
+                     FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon) h",
+                )
+                .bind(unit_appid)
+                .bind(after.txid)
+                .bind(after.seq)
+                .fetch_one(&mut *self.db.read().await?)
+                .await?;
+                (row.try_get("horizon")?, row.try_get("held_back")?)
+            }
+        };
+        let changes = sqlx::query(
             "SELECT seq, txid, unit_appid, order_id, state, card_id, card_code, failure_reason, failure_message,
                 failure_errcode, failure_errmsg, failure_rid, failed_at, changed_at,
                 (SELECT txid FROM authorization_change_pruned WHERE id = 1) AS pruned_txid,
@@ -507,7 +533,8 @@ impl Store {
             let pruned = ChangePosition { txid: row.try_get("pruned_txid")?, seq: row.try_get("pruned_seq")? };
             Ok((change_from_row(row)?, pruned))
         })
-        .collect()
+        .collect::<Result<_, Error>>()?;
+        Ok(ChangesRead { changes, held_back })
     }
 
     /// Records a verified push once and applies it, queueing the IssueBill job when the payer
@@ -1017,7 +1044,7 @@ mod tests {
             .unwrap();
         }
         let start = ChangePosition { txid: 0, seq: 0 };
-        let all = store.changes_after("wxu", start, 10).await.unwrap();
+        let all = store.changes_after("wxu", start, 10).await.unwrap().changes;
         assert_eq!(orders(&all), ["o-1", "o-2", "o-3"]);
         assert!(all.iter().all(|(_, pruned)| *pruned == start), "nothing deleted yet");
 
@@ -1031,10 +1058,10 @@ mod tests {
 
         // A reader from before the deleted part learns it with the rows it reads; one after it
         // reads on.
-        let rest = store.changes_after("wxu", start, 10).await.unwrap();
+        let rest = store.changes_after("wxu", start, 10).await.unwrap().changes;
         assert_eq!(orders(&rest), ["o-3"]);
         assert!(rest[0].1 > start);
-        let after = store.changes_after("wxu", all[1].0.position, 10).await.unwrap();
+        let after = store.changes_after("wxu", all[1].0.position, 10).await.unwrap().changes;
         assert_eq!(orders(&after), ["o-3"]);
         assert!(after[0].1 <= all[1].0.position);
         db.close().await;
@@ -1048,5 +1075,32 @@ mod tests {
     #[tokio::test]
     async fn the_change_log_is_pruned_and_says_where_on_postgres() {
         the_change_log_is_pruned_and_says_where(test_support::postgres()).await;
+    }
+
+    /// On PostgreSQL a change committed while an older transaction still runs waits behind it,
+    /// and the read says so (the stream then looks again soon instead of at its next poll).
+    #[tokio::test]
+    async fn a_change_held_back_by_a_running_transaction_is_said_to_be_waiting() {
+        let config = test_support::postgres();
+        let db = Db::connect_until_ready(&config, "collection", &[MIGRATIONS]).await;
+        let store = Store::new(db.clone());
+        let start = ChangePosition { txid: 0, seq: 0 };
+        // Another session's transaction, begun (with a transaction id) before the change.
+        let mut older = db.begin_write().await.unwrap();
+        sqlx::query("SELECT pg_current_xact_id()::text").execute(&mut *older).await.unwrap();
+        sqlx::query("INSERT INTO authorization_change (unit_appid, order_id, state, changed_at) VALUES ('wxu', 'o-1', 'pending', 1)")
+            .execute(&mut *db.write().await.unwrap())
+            .await
+            .unwrap();
+        let read = store.changes_after("wxu", start, 10).await.unwrap();
+        assert!(read.changes.is_empty() && read.held_back, "{read:?}");
+        let other_unit = store.changes_after("wxv", start, 10).await.unwrap();
+        assert!(!other_unit.held_back, "only the unit's own changes count");
+
+        older.rollback().await.unwrap();
+        let read = store.changes_after("wxu", start, 10).await.unwrap();
+        assert_eq!(orders(&read.changes), ["o-1"]);
+        assert!(!read.held_back);
+        db.close().await;
     }
 }

@@ -130,16 +130,18 @@ impl Stream {
         if !self.send(Ok(WatchItem::Started(self.position))).await {
             return;
         }
+        let mut held_back_pause = Duration::ZERO;
         loop {
             // Marked seen before reading: a write that commits during the read wakes the next wait.
             wake.borrow_and_update();
-            let changes = match self.store.changes_after(&self.filter.unit_appid, self.position, READ_BATCH).await {
-                Ok(changes) => changes,
+            let read = match self.store.changes_after(&self.filter.unit_appid, self.position, READ_BATCH).await {
+                Ok(read) => read,
                 Err(error) => {
                     self.send(Err(error.into())).await;
                     return;
                 }
             };
+            let (changes, held_back) = (read.changes, read.held_back);
             let more = changes.len() as i64 == READ_BATCH;
             if changes.first().is_some_and(|(_, pruned)| *pruned > self.position) {
                 // Changes after this stream's position were deleted: it cannot go on whole.
@@ -155,9 +157,21 @@ impl Stream {
             if more {
                 continue;
             }
+            // Changes held back behind a running transaction (PostgreSQL) come when it ends,
+            // which may be another process's: look again soon, less often while it lasts.
+            let pause = match held_back {
+                true => {
+                    held_back_pause = (held_back_pause * 2).clamp(GATHER, self.poll);
+                    held_back_pause
+                }
+                false => {
+                    held_back_pause = Duration::ZERO;
+                    self.poll
+                }
+            };
             let (stopping, woken) = tokio::select! {
                 _ = wake.changed() => (false, true),
-                _ = tokio::time::sleep(self.poll) => (false, false),
+                _ = tokio::time::sleep(pause) => (false, false),
                 _ = self.sender.closed() => return,
                 _ = self.stopping.wait_for(|stopping| *stopping) => (true, false),
             };

@@ -95,3 +95,55 @@ async fn pdf_chunks_on_sqlite() {
 async fn pdf_chunks_on_postgres() {
     pdf_chunks_round_trip(test_support::postgres()).await;
 }
+
+/// A write transaction dropped unfinished (an error returned early, a caller gone) is rolled
+/// back, and the writer takes the next transaction; an error inside one leaves nothing behind
+/// either. On SQLite the writer is the service's one connection, so a transaction left open
+/// there would block every later write.
+async fn unfinished_transactions_roll_back(config: fiscalbill_common::db::DatabaseConfig) {
+    let db = Db::connect(&config, "common_test").await.unwrap_or_else(|e| panic!("{}: {e}", config.url));
+    let schema = config.schema.clone().unwrap_or_default();
+    db.migrate(&[PDF_TEST_TABLE], &schema).await.unwrap();
+    let count = |order: &'static str| {
+        let db = db.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM test_pdf_chunk WHERE order_id = $1")
+                .bind(order)
+                .fetch_one(&mut *db.read().await.unwrap())
+                .await
+                .unwrap()
+        }
+    };
+    let insert = "INSERT INTO test_pdf_chunk (unit_appid, order_id, seq, data) VALUES ('wxc', $1, 0, $2)";
+
+    let mut dropped = db.begin_write().await.unwrap();
+    sqlx::query(insert).bind("dropped").bind(vec![1_u8]).execute(&mut *dropped).await.unwrap();
+    drop(dropped);
+
+    let mut failed = db.begin_write().await.unwrap();
+    sqlx::query(insert).bind("failed").bind(vec![2_u8]).execute(&mut *failed).await.unwrap();
+    let duplicate = sqlx::query(insert).bind("failed").bind(vec![3_u8]).execute(&mut *failed).await;
+    assert!(duplicate.is_err(), "the same key twice");
+    drop(failed);
+
+    let mut kept = db.begin_write().await.unwrap();
+    sqlx::query(insert).bind("kept").bind(vec![4_u8]).execute(&mut *kept).await.unwrap();
+    kept.commit().await.unwrap();
+    sqlx::query(insert).bind("single").bind(vec![5_u8]).execute(&mut *db.write().await.unwrap()).await.unwrap();
+
+    assert_eq!(count("dropped").await, 0, "{}", config.url);
+    assert_eq!(count("failed").await, 0, "{}", config.url);
+    assert_eq!(count("kept").await, 1, "{}", config.url);
+    assert_eq!(count("single").await, 1, "{}", config.url);
+    db.close().await;
+}
+
+#[tokio::test]
+async fn unfinished_transactions_roll_back_on_sqlite() {
+    unfinished_transactions_roll_back(test_support::sqlite()).await;
+}
+
+#[tokio::test]
+async fn unfinished_transactions_roll_back_on_postgres() {
+    unfinished_transactions_roll_back(test_support::postgres()).await;
+}

@@ -479,8 +479,9 @@ impl Db {
         }
     }
 
-    /// Closes the connections (on SQLite: the idle readers and the writer once free; a reader
-    /// in use closes when its last handle goes).
+    /// Closes the connections. On SQLite: the idle readers (one in use closes when dropped),
+    /// and the WAL is folded into the database file through the writer, which stays open until
+    /// the last handle of this `Db` goes.
     pub async fn close(&self) {
         match &*self.inner {
             Connections::Sqlite(sqlite) => {
@@ -490,7 +491,7 @@ impl Db {
                     let _ = conn.close().await;
                 }
                 let mut writer = sqlite.writer.lock().await;
-                let _ = writer.execute("PRAGMA optimize").await;
+                let _ = writer.execute("PRAGMA optimize; PRAGMA wal_checkpoint(TRUNCATE)").await;
             }
             Connections::Postgres(pool) => pool.close().await,
         }

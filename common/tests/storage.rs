@@ -140,7 +140,12 @@ async fn unfinished_transactions_roll_back(config: fiscalbill_common::db::Databa
 
 #[tokio::test]
 async fn unfinished_transactions_roll_back_on_sqlite() {
-    unfinished_transactions_roll_back(test_support::sqlite()).await;
+    let config = test_support::sqlite();
+    unfinished_transactions_roll_back(config.clone()).await;
+    // Closed, the database leaves its WAL folded into the file (as a pool's last close did).
+    let file = config.url.strip_prefix("sqlite://").unwrap();
+    let wal = std::fs::metadata(format!("{file}-wal")).map(|m| m.len()).unwrap_or(0);
+    assert_eq!(wal, 0, "WAL of {file} after close");
 }
 
 #[tokio::test]

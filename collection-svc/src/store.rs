@@ -127,7 +127,6 @@ fn auth_from_row(row: &AnyRow) -> Result<Authorization, Error> {
     })
 }
 
-/// A verified `user_authorize_invoice` push, ready to record.
 /// A read of a unit's change log: the changes after a position, each with the position the
 /// log is pruned through when read.
 #[derive(Debug)]
@@ -147,6 +146,7 @@ pub struct OrdersInTheWay {
     pub billing_number: Option<OrderKey>,
 }
 
+/// A verified `user_authorize_invoice` push, ready to record.
 #[derive(Clone, Debug)]
 pub struct PushRow<'a> {
     pub dedupe_key: &'a str,
@@ -411,19 +411,6 @@ impl Store {
 
     // --- the change log (WatchAuthorizations) ---
 
-    /// The position before every change not yet visible to all: a stream may read up to it.
-    /// On PostgreSQL, the oldest transaction still running (changes of older transactions are
-    /// all committed or gone); on SQLite, whose writes never overlap, everything committed.
-    async fn visible_horizon(&self) -> Result<i64, Error> {
-        match self.db.backend() {
-            Backend::Sqlite => Ok(1),
-            Backend::Postgres => sqlx::query("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
-                .fetch_one(&mut *self.db.read().await?)
-                .await?
-                .try_get(0),
-        }
-    }
-
     /// The position after every change committed so far: where a new stream starts. On
     /// PostgreSQL it lies before the transactions still running, whose changes may already
     /// be committed when the stream reads: those come at its start.
@@ -435,7 +422,15 @@ impl Store {
                     .await?;
                 Ok(ChangePosition { txid: 0, seq: row.try_get(0)? })
             }
-            Backend::Postgres => Ok(ChangePosition { txid: self.visible_horizon().await? - 1, seq: i64::MAX }),
+            // Before the oldest transaction still running: changes of older ones are all
+            // committed or gone.
+            Backend::Postgres => {
+                let horizon: i64 = sqlx::query("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+                    .fetch_one(&mut *self.db.read().await?)
+                    .await?
+                    .try_get(0)?;
+                Ok(ChangePosition { txid: horizon - 1, seq: i64::MAX })
+            }
         }
     }
 
@@ -495,9 +490,12 @@ impl Store {
         limit: i64,
     ) -> Result<ChangesRead, Error> {
         let _span = storage_span("changes_after");
+        // Changes of transactions before the horizon are all committed or gone.
         let (horizon, held_back) = match self.db.backend() {
+            // Writes never overlap and txid is always 0: all that is committed can be read.
             Backend::Sqlite => (1, false),
-            // In one statement, so that both see the same moment.
+            // The oldest transaction still running, and whether committed changes of the unit
+            // wait behind it: in one statement, so that both see the same moment.
             Backend::Postgres => {
                 let row = sqlx::query(
                     "SELECT h.horizon, EXISTS (SELECT 1 FROM authorization_change

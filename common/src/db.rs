@@ -160,60 +160,51 @@ impl DerefMut for Conn {
 pub struct WriteTx(TxKind);
 
 enum TxKind {
-    /// On SQLite, the writer held from `BEGIN IMMEDIATE` to `COMMIT`; None once finished.
-    Sqlite {
-        writer: Option<OwnedMutexGuard<AnyConnection>>,
-        _turn: Option<OwnedMutexGuard<()>>,
-    },
+    Sqlite(SqliteTx),
     Postgres(Transaction<'static, Any>),
 }
 
-impl WriteTx {
-    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
-        match &mut self.0 {
-            TxKind::Sqlite { writer, .. } => {
-                let mut conn = writer.take().expect("an open transaction");
-                if let Err(error) = conn.execute("COMMIT").await {
-                    rollback_in_background(conn);
-                    return Err(error);
-                }
-                Ok(())
-            }
-            TxKind::Postgres(_) => {
-                let TxKind::Postgres(tx) = std::mem::replace(&mut self.0, TxKind::Sqlite { writer: None, _turn: None })
-                else {
-                    unreachable!("matched above")
-                };
-                tx.commit().await
-            }
-        }
-    }
+/// On SQLite, the writer held from `BEGIN IMMEDIATE` to `COMMIT` (None once finished), and the
+/// turn of an ordinary transaction, given up after the writer.
+struct SqliteTx {
+    writer: Option<OwnedMutexGuard<AnyConnection>>,
+    _turn: Option<OwnedMutexGuard<()>>,
+}
 
-    pub async fn rollback(mut self) -> Result<(), sqlx::Error> {
-        match &mut self.0 {
-            TxKind::Sqlite { writer, .. } => {
-                let mut conn = writer.take().expect("an open transaction");
-                conn.execute("ROLLBACK").await.map(|_| ())
-            }
-            TxKind::Postgres(_) => {
-                let TxKind::Postgres(tx) = std::mem::replace(&mut self.0, TxKind::Sqlite { writer: None, _turn: None })
-                else {
-                    unreachable!("matched above")
-                };
-                tx.rollback().await
-            }
+impl SqliteTx {
+    /// COMMIT or ROLLBACK; a COMMIT that fails is rolled back.
+    async fn finish(mut self, statement: &'static str) -> Result<(), sqlx::Error> {
+        let mut conn = self.writer.take().expect("an open transaction");
+        let finished = conn.execute(statement).await.map(|_| ());
+        if finished.is_err() {
+            rollback_in_background(conn);
+        }
+        finished
+    }
+}
+
+impl Drop for SqliteTx {
+    fn drop(&mut self) {
+        // Dropped open (an error returned early, or the caller went away): roll back on the
+        // writer before anyone else gets it. sqlx's Transaction does the same for PostgreSQL.
+        if let Some(conn) = self.writer.take() {
+            rollback_in_background(conn);
         }
     }
 }
 
-impl Drop for WriteTx {
-    fn drop(&mut self) {
-        // Dropped open (an error returned early, or the caller went away): roll back on the
-        // writer before anyone else gets it. sqlx's Transaction does the same for PostgreSQL.
-        if let TxKind::Sqlite { writer, .. } = &mut self.0
-            && let Some(conn) = writer.take()
-        {
-            rollback_in_background(conn);
+impl WriteTx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self.0 {
+            TxKind::Sqlite(tx) => tx.finish("COMMIT").await,
+            TxKind::Postgres(tx) => tx.commit().await,
+        }
+    }
+
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        match self.0 {
+            TxKind::Sqlite(tx) => tx.finish("ROLLBACK").await,
+            TxKind::Postgres(tx) => tx.rollback().await,
         }
     }
 }
@@ -233,7 +224,7 @@ impl Deref for WriteTx {
 
     fn deref(&self) -> &AnyConnection {
         match &self.0 {
-            TxKind::Sqlite { writer, .. } => writer.as_ref().expect("an open transaction"),
+            TxKind::Sqlite(tx) => tx.writer.as_ref().expect("an open transaction"),
             TxKind::Postgres(tx) => tx,
         }
     }
@@ -242,7 +233,7 @@ impl Deref for WriteTx {
 impl DerefMut for WriteTx {
     fn deref_mut(&mut self) -> &mut AnyConnection {
         match &mut self.0 {
-            TxKind::Sqlite { writer, .. } => writer.as_mut().expect("an open transaction"),
+            TxKind::Sqlite(tx) => tx.writer.as_mut().expect("an open transaction"),
             TxKind::Postgres(tx) => tx,
         }
     }
@@ -366,7 +357,7 @@ impl Db {
                 let writer = sqlite.lock_writer().await?;
                 // Held by the transaction before BEGIN is sent: a failed or abandoned BEGIN
                 // is rolled back like any unfinished transaction.
-                let mut tx = WriteTx(TxKind::Sqlite { writer: Some(writer), _turn: turn });
+                let mut tx = WriteTx(TxKind::Sqlite(SqliteTx { writer: Some(writer), _turn: turn }));
                 tx.execute("BEGIN IMMEDIATE").await?;
                 Ok(tx)
             }

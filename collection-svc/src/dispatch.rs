@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use fiscalbill_common::db::now_millis;
 use fiscalbill_common::proto::bureau as pb;
 use fiscalbill_common::trace::TraceContext;
@@ -97,7 +99,8 @@ impl Dispatcher {
     }
 
     async fn deliver(&self, job: &Job) -> Result<(), sqlx::Error> {
-        let Some(authorization) = self.store.authorization(&job.key).await? else {
+        let with_pdf = job.phase == JobPhase::Issue;
+        let Some((authorization, pdf)) = self.store.authorization_to_deliver(&job.key, with_pdf).await? else {
             return self.store.release_job(&job.key, &self.holder).await;
         };
         // The order's trace goes on: the delivery is a child of the order's span.
@@ -109,16 +112,21 @@ impl Dispatcher {
             phase = job.phase.as_str(),
         );
         authorization.trace.continue_in(&span);
-        self.deliver_authorization(job, &authorization).instrument(span).await
+        self.deliver_authorization(job, &authorization, pdf.unwrap_or_default()).instrument(span).await
     }
 
-    async fn deliver_authorization(&self, job: &Job, authorization: &Authorization) -> Result<(), sqlx::Error> {
+    async fn deliver_authorization(
+        &self,
+        job: &Job,
+        authorization: &Authorization,
+        pdf: Bytes,
+    ) -> Result<(), sqlx::Error> {
         if authorization.state.after(AuthEvent::BureauIssuing).is_none() {
             let outcome = JobOutcome::Failed(Failure { reason: "NOT_AUTHORIZED".into(), ..Failure::default() });
             return self.store.finish_job(&job.key, &self.holder, &outcome, now_millis()).await;
         }
         tracing::info!("delivering the bill to the bureau");
-        let answer = self.call_bureau(job, authorization).await?;
+        let answer = self.call_bureau(job, authorization, pdf).await;
         let now = now_millis();
         match answer {
             Ok(Some(bill)) => self.record_bill(job, &bill, now).await,
@@ -159,14 +167,11 @@ impl Dispatcher {
         &self,
         job: &Job,
         authorization: &Authorization,
-    ) -> Result<Result<Option<pb::Bill>, tonic::Status>, sqlx::Error> {
+        pdf: Bytes,
+    ) -> Result<Option<pb::Bill>, tonic::Status> {
         let method = match job.phase {
             JobPhase::Issue => "fiscalbill.bureau.v1.BureauService/IssueBill",
             JobPhase::Poll => "fiscalbill.bureau.v1.BureauService/GetBill",
-        };
-        let pdf = match job.phase {
-            JobPhase::Issue => self.store.pdf(&job.key).await?.unwrap_or_default(),
-            JobPhase::Poll => Default::default(),
         };
         let span = tracing::info_span!(
             "grpc.client",
@@ -211,7 +216,7 @@ impl Dispatcher {
                 span.record("rpc.grpc.status_code", status.code() as i32)
             }
         };
-        Ok(answer)
+        answer
     }
 
     async fn record_bill(&self, job: &Job, bill: &pb::Bill, now: i64) -> Result<(), sqlx::Error> {

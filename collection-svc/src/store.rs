@@ -255,6 +255,23 @@ impl Store {
         .transpose()
     }
 
+    /// An authorization and, when `with_pdf`, the PDF stored with it: what the dispatcher
+    /// sends to the bureau, read in one statement.
+    pub async fn authorization_to_deliver(
+        &self,
+        key: &OrderKey,
+        with_pdf: bool,
+    ) -> Result<Option<(Authorization, Option<Bytes>)>, Error> {
+        let _span = storage_span("authorization_to_deliver");
+        let sql = AUTHORIZATION_PDF.beside_sql(concat!(
+            "SELECT ",
+            auth_columns!(),
+            " FROM payer_authorization WHERE unit_appid = $1 AND order_id = $2"
+        ));
+        let query = sqlx::query(AssertSqlSafe(sql)).bind(&key.unit_appid).bind(&key.order_id).bind(with_pdf);
+        AUTHORIZATION_PDF.read_beside(query, &mut *self.db.read().await?, auth_from_row).await
+    }
+
     /// The order that holds a billing number, if any.
     pub async fn billing_number_holder(&self, billing_no: &str, billing_code: &str) -> Result<Option<OrderKey>, Error> {
         let _span = storage_span("billing_number_holder");
@@ -380,11 +397,6 @@ impl Store {
         .await?;
         self.wake_watchers();
         Ok(done.rows_affected() == 1)
-    }
-
-    pub async fn pdf(&self, key: &OrderKey) -> Result<Option<Bytes>, Error> {
-        let _span = storage_span("pdf");
-        AUTHORIZATION_PDF.read(&mut *self.db.read().await?, &key.unit_appid, &key.order_id).await
     }
 
     pub async fn list(&self, query: &AuthQuery) -> Result<Vec<Authorization>, Error> {
@@ -542,48 +554,17 @@ impl Store {
         let _span = storage_span("record_push");
         // WeChat waits for this: it goes before the issuing work's transactions.
         let mut tx = self.db.begin_write_first().await?;
-        let current = sqlx::query(
-            "SELECT authorized_appid, s_pappid FROM payer_authorization WHERE unit_appid = $1 AND order_id = $2",
-        )
-        .bind(push.unit_appid)
-        .bind(push.order_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let (Some(row), Some(s_pappid)) = (&current, push.s_pappid)
-            && row.try_get::<String, _>(1)? != s_pappid
-        {
-            tx.rollback().await?;
-            return Ok(PushOutcome::SpAppIdMismatch);
-        }
-        let outcome = match current {
-            None => PushOutcome::UnknownOrder,
-            Some(row) if push.authorize_appid.is_some_and(|appid| appid != row.get::<String, _>(0)) => {
-                PushOutcome::AppidMismatch
-            }
-            Some(_) if push.authorized => {
-                let key = OrderKey { unit_appid: push.unit_appid.to_owned(), order_id: push.order_id.to_owned() };
-                if authorize(&mut tx, &key, Some(push.openid), push.create_time * 1000, None, now).await? {
-                    PushOutcome::Authorized
-                } else {
-                    PushOutcome::NoChange
-                }
-            }
-            Some(_) => {
-                let event = AuthEvent::PayerDeclined;
-                let declined = sqlx::query(event_sql(
-                    "UPDATE payer_authorization SET state = '{to}', openid = $3, updated_at = $4
-                     WHERE unit_appid = $1 AND order_id = $2 AND state IN ({from})",
-                    event,
-                ))
-                .bind(push.unit_appid)
-                .bind(push.order_id)
-                .bind(push.openid)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                if declined.rows_affected() == 1 { PushOutcome::Declined } else { PushOutcome::NoChange }
-            }
+        let key = OrderKey { unit_appid: push.unit_appid.to_owned(), order_id: push.order_id.to_owned() };
+        let outcome = match push.authorized {
+            // The usual push, the payer authorizing a waiting order under the ids it was
+            // created with, is applied without reading first; any other is told apart by reading.
+            true if authorize(&mut tx, &key, &PayerAuthorized::pushed(push), now).await? => PushOutcome::Authorized,
+            _ => apply_other_push(&mut tx, push, now).await?,
         };
+        if outcome == PushOutcome::SpAppIdMismatch {
+            tx.rollback().await?;
+            return Ok(outcome);
+        }
         // Recorded last, with its outcome: a duplicate (WeChat's retry or a replay) finds its
         // key taken and the transaction, with what the push changed, is rolled back.
         let inserted = sqlx::query(
@@ -621,7 +602,14 @@ impl Store {
     ) -> Result<bool, Error> {
         let _span = storage_span("authorize_by_sync");
         let mut tx = self.db.begin_write().await?;
-        let changed = authorize(&mut tx, key, None, auth_time, Some(invoice_status), now).await?;
+        let payer = PayerAuthorized {
+            openid: None,
+            authorize_time: auth_time,
+            invoice_status: Some(invoice_status),
+            s_pappid: None,
+            authorized_appid: None,
+        };
+        let changed = authorize(&mut tx, key, &payer, now).await?;
         tx.commit().await?;
         self.wake_watchers();
         Ok(changed)
@@ -840,7 +828,7 @@ impl Store {
                 .bind(card_code.as_deref())
                 .bind(openid.as_deref())
                 .bind(now)
-                                .execute(&mut *tx)
+                .execute(&mut *tx)
                 .await?;
             }
             JobOutcome::Failed(failure) => {
@@ -938,27 +926,48 @@ pub enum JobOutcome {
 
 /// Marks the payer's authorization and queues the IssueBill job, if the authorization was
 /// still waiting for the payer.
-async fn authorize(
-    tx: &mut WriteTx,
-    key: &OrderKey,
-    openid: Option<&str>,
+/// The payer authorized: what WeChat said about it, by a push or by getauthdata.
+struct PayerAuthorized<'a> {
+    openid: Option<&'a str>,
+    /// Unix milliseconds.
     authorize_time: i64,
-    invoice_status: Option<&str>,
-    now: i64,
-) -> Result<bool, Error> {
+    invoice_status: Option<&'a str>,
+    /// The ids the order must have been created under (a push's; None: not checked).
+    s_pappid: Option<&'a str>,
+    authorized_appid: Option<&'a str>,
+}
+
+impl<'a> PayerAuthorized<'a> {
+    fn pushed(push: &PushRow<'a>) -> Self {
+        PayerAuthorized {
+            openid: Some(push.openid),
+            authorize_time: push.create_time * 1000,
+            invoice_status: None,
+            s_pappid: push.s_pappid,
+            authorized_appid: push.authorize_appid,
+        }
+    }
+}
+
+/// Marks a waiting order authorized (when its ids are the ones expected) and queues its job.
+/// False if nothing matched: no such order, other ids, or no longer waiting for the payer.
+async fn authorize(tx: &mut WriteTx, key: &OrderKey, payer: &PayerAuthorized<'_>, now: i64) -> Result<bool, Error> {
     let event = AuthEvent::PayerAuthorized;
     let done = sqlx::query(event_sql(
         "UPDATE payer_authorization SET state = '{to}', openid = COALESCE($3, openid), authorize_time = $4,
             wechat_invoice_status = COALESCE($5, wechat_invoice_status), updated_at = $6
-         WHERE unit_appid = $1 AND order_id = $2 AND state IN ({from})",
+         WHERE unit_appid = $1 AND order_id = $2 AND state IN ({from})
+            AND s_pappid = COALESCE($7, s_pappid) AND authorized_appid = COALESCE($8, authorized_appid)",
         event,
     ))
     .bind(&key.unit_appid)
     .bind(&key.order_id)
-    .bind(openid)
-    .bind(authorize_time)
-    .bind(invoice_status)
+    .bind(payer.openid)
+    .bind(payer.authorize_time)
+    .bind(payer.invoice_status)
     .bind(now)
+    .bind(payer.s_pappid)
+    .bind(payer.authorized_appid)
     .execute(&mut **tx)
     .await?;
     if done.rows_affected() == 0 {
@@ -966,6 +975,43 @@ async fn authorize(
     }
     queue_job(tx, key, now).await?;
     Ok(true)
+}
+
+/// A push that did not simply authorize a waiting order: told apart by reading the order, in
+/// the order of precedence (an s_pappid of another bureau first: nothing is written then).
+async fn apply_other_push(tx: &mut WriteTx, push: &PushRow<'_>, now: i64) -> Result<PushOutcome, Error> {
+    let current = sqlx::query(
+        "SELECT authorized_appid, s_pappid FROM payer_authorization WHERE unit_appid = $1 AND order_id = $2",
+    )
+    .bind(push.unit_appid)
+    .bind(push.order_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(row) = current else { return Ok(PushOutcome::UnknownOrder) };
+    let (authorized_appid, s_pappid): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+    if push.s_pappid.is_some_and(|pushed| pushed != s_pappid) {
+        return Ok(PushOutcome::SpAppIdMismatch);
+    }
+    if push.authorize_appid.is_some_and(|pushed| pushed != authorized_appid) {
+        return Ok(PushOutcome::AppidMismatch);
+    }
+    if push.authorized {
+        // The ids match, so the authorizing update found the order no longer waiting.
+        return Ok(PushOutcome::NoChange);
+    }
+    let event = AuthEvent::PayerDeclined;
+    let declined = sqlx::query(event_sql(
+        "UPDATE payer_authorization SET state = '{to}', openid = $3, updated_at = $4
+         WHERE unit_appid = $1 AND order_id = $2 AND state IN ({from})",
+        event,
+    ))
+    .bind(push.unit_appid)
+    .bind(push.order_id)
+    .bind(push.openid)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(if declined.rows_affected() == 1 { PushOutcome::Declined } else { PushOutcome::NoChange })
 }
 
 async fn queue_job(tx: &mut WriteTx, key: &OrderKey, now: i64) -> Result<(), Error> {
@@ -1007,7 +1053,7 @@ async fn set_failure(
     .bind(&failure.wechat_errmsg)
     .bind(&failure.wechat_rid)
     .bind(now)
-        .execute(&mut **tx)
+    .execute(&mut **tx)
     .await?;
     Ok(())
 }
@@ -1017,11 +1063,151 @@ mod tests {
     use fiscalbill_common::db::{DatabaseConfig, Db, test_support};
     use fiscalbill_common::pdf_store::test_support::whole_pdfs_survive_the_move_to_chunks;
 
-    use super::{AUTHORIZATION_PDF, AuthChange, ChangePosition, MIGRATIONS, Store};
+    use bytes::Bytes;
+    use fiscalbill_common::bill::{BillContent, BillItem};
+    use fiscalbill_common::trace::TraceContext;
+    use wechat::types::AuthSource;
+
+    use super::{AUTHORIZATION_PDF, AuthChange, ChangePosition, MIGRATIONS, PushOutcome, PushRow, Store};
+    use crate::domain::{AuthState, Authorization, OrderKey};
 
     #[tokio::test]
     async fn pdfs_stored_whole_survive_the_move_to_chunks() {
         whole_pdfs_survive_the_move_to_chunks(MIGRATIONS, "payer_authorization_pdf", AUTHORIZATION_PDF).await;
+    }
+
+    fn authorization(order_id: &str, billing_code: &str) -> Authorization {
+        Authorization {
+            key: OrderKey { unit_appid: "wxu".into(), order_id: order_id.into() },
+            authorized_appid: "wxu".into(),
+            source: AuthSource::Web,
+            money: 100,
+            bill: BillContent {
+                fee: 100,
+                payer_title: "张三".into(),
+                billing_no: "44010125".into(),
+                billing_code: billing_code.into(),
+                billing_time: 1_760_000_000,
+                items: vec![BillItem {
+                    name: "门诊挂号费".into(),
+                    quantity: "1".into(),
+                    unit: "次".into(),
+                    unit_price: 100,
+                    amount: 100,
+                }],
+                remarks: String::new(),
+            },
+            pdf_sha256: None,
+            redirect_url: None,
+            request_id: None,
+            trace: TraceContext::root(),
+            s_pappid: "wxsp".into(),
+            auth_url: "https://mp.weixin.qq.com/bizmall/authinvoice?x".into(),
+            auth_url_expires_at: 0,
+            state: AuthState::Pending,
+            openid: None,
+            authorize_time: 0,
+            card_id: None,
+            card_code: None,
+            failure: None,
+            issue_attempts: 0,
+            reject_reason: None,
+            wechat_invoice_status: None,
+            created_at: 1,
+            updated_at: 1,
+        }
+    }
+
+    /// The dispatcher's read: the authorization and its PDF (several chunks) in one statement,
+    /// or without the PDF when not asked; an order stored without a PDF and an unknown order.
+    #[tokio::test]
+    async fn an_authorization_is_read_with_its_pdf_in_one_statement() {
+        for config in test_support::both() {
+            let db = Db::connect_until_ready(&config, "collection", &[MIGRATIONS]).await;
+            let store = Store::new(db.clone());
+            let pdf = Bytes::from((0..600_000).map(|i| (i % 253) as u8).collect::<Vec<u8>>());
+            let with_pdf = authorization("o-1", "0000000001");
+            store.insert_authorization(&with_pdf, Some(&pdf)).await.unwrap();
+            let without_pdf = authorization("o-2", "0000000002");
+            store.insert_authorization(&without_pdf, None).await.unwrap();
+
+            let (read, read_pdf) = store.authorization_to_deliver(&with_pdf.key, true).await.unwrap().unwrap();
+            assert_eq!((read.key, read.bill), (with_pdf.key.clone(), with_pdf.bill.clone()), "{}", config.url);
+            assert_eq!(read_pdf.as_deref(), Some(&pdf[..]), "{}", config.url);
+            let (read, read_pdf) = store.authorization_to_deliver(&with_pdf.key, false).await.unwrap().unwrap();
+            assert_eq!((read.key, read_pdf), (with_pdf.key.clone(), None), "{}", config.url);
+            let (read, read_pdf) = store.authorization_to_deliver(&without_pdf.key, true).await.unwrap().unwrap();
+            assert_eq!((read.key, read_pdf), (without_pdf.key.clone(), None), "{}", config.url);
+            let unknown = OrderKey { unit_appid: "wxu".into(), order_id: "o-3".into() };
+            assert!(store.authorization_to_deliver(&unknown, true).await.unwrap().is_none(), "{}", config.url);
+            db.close().await;
+        }
+    }
+
+    fn push<'a>(dedupe_key: &'a str, order_id: &'a str, authorized: bool) -> PushRow<'a> {
+        PushRow {
+            dedupe_key,
+            unit_appid: "wxu",
+            order_id,
+            openid: "o-payer",
+            authorize_appid: Some("wxu"),
+            s_pappid: Some("wxsp"),
+            authorized,
+            create_time: 1_760_000_000,
+            body: "<xml/>",
+        }
+    }
+
+    /// Every outcome of a push, on each backend: the usual one applied without a read first,
+    /// the others told apart as before (a foreign s_pappid writes nothing, not even the push).
+    #[tokio::test]
+    async fn each_kind_of_push_has_its_outcome() {
+        for config in test_support::both() {
+            let db = Db::connect_until_ready(&config, "collection", &[MIGRATIONS]).await;
+            let store = Store::new(db.clone());
+            for (order_id, code) in [("o-1", "0000000001"), ("o-2", "0000000002"), ("o-3", "0000000003")] {
+                store.insert_authorization(&authorization(order_id, code), None).await.unwrap();
+            }
+            let state = |order_id: &'static str| {
+                let store = store.clone();
+                async move {
+                    let key = OrderKey { unit_appid: "wxu".into(), order_id: order_id.into() };
+                    store.authorization(&key).await.unwrap().unwrap().state
+                }
+            };
+            let foreign = PushRow { s_pappid: Some("wxother"), ..push("k-0", "o-1", true) };
+            assert_eq!(store.record_push(&foreign, 5).await.unwrap(), PushOutcome::SpAppIdMismatch, "{}", config.url);
+            assert_eq!(state("o-1").await, AuthState::Pending);
+            let other_appid = PushRow { authorize_appid: Some("wxapp"), ..push("k-1", "o-1", true) };
+            assert_eq!(store.record_push(&other_appid, 5).await.unwrap(), PushOutcome::AppidMismatch);
+            assert_eq!(state("o-1").await, AuthState::Pending);
+
+            assert_eq!(store.record_push(&push("k-2", "o-1", true), 5).await.unwrap(), PushOutcome::Authorized);
+            assert_eq!(state("o-1").await, AuthState::Authorized);
+            let jobs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE order_id = 'o-1'")
+                .fetch_one(&mut *db.read().await.unwrap())
+                .await
+                .unwrap();
+            assert_eq!(jobs, 1, "its IssueBill job queued");
+            assert_eq!(store.record_push(&push("k-2", "o-1", true), 6).await.unwrap(), PushOutcome::Duplicate);
+            assert_eq!(store.record_push(&push("k-3", "o-1", true), 6).await.unwrap(), PushOutcome::NoChange);
+            assert_eq!(store.record_push(&push("k-4", "o-9", true), 6).await.unwrap(), PushOutcome::UnknownOrder);
+
+            assert_eq!(store.record_push(&push("k-5", "o-2", false), 7).await.unwrap(), PushOutcome::Declined);
+            assert_eq!(state("o-2").await, AuthState::Declined);
+            assert_eq!(store.record_push(&push("k-6", "o-2", false), 7).await.unwrap(), PushOutcome::NoChange);
+            // A push without the optional ids is checked against nothing it lacks.
+            let bare = PushRow { authorize_appid: None, s_pappid: None, ..push("k-7", "o-3", true) };
+            assert_eq!(store.record_push(&bare, 8).await.unwrap(), PushOutcome::Authorized);
+
+            // Recorded: every push but the refused one, each once.
+            let recorded: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM push_event")
+                .fetch_one(&mut *db.read().await.unwrap())
+                .await
+                .unwrap();
+            assert_eq!(recorded, 7, "{}", config.url);
+            db.close().await;
+        }
     }
 
     fn orders(changes: &[(AuthChange, ChangePosition)]) -> Vec<&str> {

@@ -42,6 +42,44 @@ impl PdfTable {
         Ok(())
     }
 
+    /// A statement reading the row `row_sql` selects (at most one, keyed by `$1` = unit_appid
+    /// and `$2` = order_id, as this table is) and, when `$3` is true, the PDF stored under the
+    /// same key: the row's columns come beside each chunk (`pdf_data`, in order) and the PDF's
+    /// size (`pdf_size`); both NULL when there is no PDF or `$3` is false. Read it with
+    /// [`PdfTable::read_beside`]: one statement where the row and the PDF took two.
+    pub fn beside_sql(self, row_sql: &str) -> String {
+        format!(
+            "SELECT r.*, c.data AS pdf_data,
+                (SELECT SUM(LENGTH(data)) FROM {0} WHERE unit_appid = $1 AND order_id = $2 AND $3) AS pdf_size
+             FROM ({row_sql}) r LEFT JOIN {0} c ON c.unit_appid = $1 AND c.order_id = $2 AND $3
+             ORDER BY c.seq",
+            self.0
+        )
+    }
+
+    /// Runs a statement of [`PdfTable::beside_sql`] with its three arguments bound: the row,
+    /// decoded by `decode`, and the PDF, when it was asked for and is stored.
+    pub async fn read_beside<T>(
+        self,
+        query: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
+        conn: &mut AnyConnection,
+        decode: impl FnOnce(&sqlx::any::AnyRow) -> Result<T, sqlx::Error>,
+    ) -> Result<Option<(T, Option<Bytes>)>, sqlx::Error> {
+        let mut rows = query.fetch(conn);
+        let Some(first) = rows.try_next().await? else { return Ok(None) };
+        let value = decode(&first)?;
+        let Some(size) = first.try_get::<Option<i64>, _>("pdf_size")? else { return Ok(Some((value, None))) };
+        let mut pdf = BytesMut::with_capacity(usize::try_from(size).unwrap_or(0));
+        let mut row = Some(first);
+        while let Some(current) = row {
+            if let Some(chunk) = current.try_get::<Option<&[u8]>, _>("pdf_data")? {
+                pdf.extend_from_slice(chunk);
+            }
+            row = rows.try_next().await?;
+        }
+        Ok(Some((value, Some(pdf.freeze()))))
+    }
+
     /// The PDF stored for (`unit_appid`, `order_id`), if any, read one chunk at a time into
     /// one buffer of its size. One statement: the size comes with each chunk, from a subquery
     /// the database evaluates once (it depends on no row).

@@ -9,6 +9,17 @@ pub struct DbCounts {
     pub transactions: u64,
 }
 
+impl std::ops::Add for DbCounts {
+    type Output = DbCounts;
+
+    fn add(self, other: DbCounts) -> DbCounts {
+        DbCounts {
+            statements: self.statements + other.statements,
+            transactions: self.transactions + other.transactions,
+        }
+    }
+}
+
 impl std::ops::Sub for DbCounts {
     type Output = DbCounts;
 

@@ -19,7 +19,9 @@ use crate::stats::Latencies;
 use crate::watcher::IssuedWatch;
 
 pub struct Driver {
-    collection: CollectionServiceClient<Channel>,
+    /// One client per collection-svc replica: orders are created on each in turn; the first
+    /// also answers polls and the watch (any replica sees every replica's changes).
+    collections: Vec<CollectionServiceClient<Channel>>,
     http: reqwest::Client,
     sandbox_url: String,
     unit_appid: String,
@@ -27,8 +29,23 @@ pub struct Driver {
     /// How often a flow asks whether its bill is issued; None: the flows watch instead.
     poll: Option<Duration>,
     watch: tokio::sync::OnceCell<IssuedWatch>,
-    next_order: AtomicU64,
 }
+
+/// An error and its causes, one after the other (reqwest's own text names only the request).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
+}
+
+/// The number of the next order of this run, shared by its drivers: an order id (and billing
+/// number) used twice would name the first order again (CreateAuthorization is idempotent).
+static NEXT_ORDER: AtomicU64 = AtomicU64::new(1);
 
 /// One flow's timings.
 pub struct FlowTimes {
@@ -42,18 +59,20 @@ pub struct FlowTimes {
 
 impl Driver {
     pub fn new(
-        collection_grpc: SocketAddr,
+        collection_grpcs: &[SocketAddr],
         sandbox_url: &str,
         unit_appid: &str,
         openid: &str,
         poll: Option<Duration>,
     ) -> Self {
-        let channel = Channel::from_shared(format!("http://{collection_grpc}")).expect("valid URI").connect_lazy();
+        assert!(!collection_grpcs.is_empty(), "at least one collection-svc");
         let limit = 64 * 1024 * 1024;
+        let client = |address: &SocketAddr| {
+            let channel = Channel::from_shared(format!("http://{address}")).expect("valid URI").connect_lazy();
+            CollectionServiceClient::new(channel).max_decoding_message_size(limit).max_encoding_message_size(limit)
+        };
         Self {
-            collection: CollectionServiceClient::new(channel)
-                .max_decoding_message_size(limit)
-                .max_encoding_message_size(limit),
+            collections: collection_grpcs.iter().map(client).collect(),
             // Idle connections are dropped before the sandbox closes them (10 s): reusing one
             // as the server closes it fails the request ("error sending request", seen once in
             // 16,000 flows).
@@ -67,7 +86,6 @@ impl Driver {
             openid: openid.to_owned(),
             poll,
             watch: tokio::sync::OnceCell::new(),
-            next_order: AtomicU64::new(1),
         }
     }
 
@@ -77,7 +95,7 @@ impl Driver {
 
     /// CreateAuthorization for a new order; returns the order id and the payer's link.
     pub async fn create(&self, pdf: &Bytes) -> Result<(String, String), String> {
-        let number = self.next_order.fetch_add(1, Ordering::Relaxed);
+        let number = NEXT_ORDER.fetch_add(1, Ordering::Relaxed);
         let order_id = format!("bench-{number}");
         let fee = 2_500;
         let request = pb::CreateAuthorizationRequest {
@@ -109,7 +127,8 @@ impl Driver {
         let mut attempts = 0;
         let answer = loop {
             attempts += 1;
-            match self.collection.clone().create_authorization(request.clone()).await {
+            let replica = &self.collections[number as usize % self.collections.len()];
+            match replica.clone().create_authorization(request.clone()).await {
                 Ok(answer) => break answer,
                 Err(status)
                     if attempts < 20
@@ -134,10 +153,10 @@ impl Driver {
             .send()
             .await
             .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| e.to_string())?
+            .map_err(|e| with_causes(&e))?
             .json()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| with_causes(&e))?;
         let attempt = &answer["push"]["attempts"][0];
         if attempt["outcome"] != "http_200" {
             return Err(format!("push not acknowledged: {attempt}"));
@@ -149,7 +168,7 @@ impl Driver {
     /// Asks every `poll` until the order is ISSUED; returns the number of GetAuthorization calls.
     async fn poll_issued(&self, order_id: &str, poll: Duration, limit: Duration) -> Result<u64, String> {
         let deadline = Instant::now() + limit;
-        let mut client = self.collection.clone();
+        let mut client = self.collections[0].clone();
         for polls in 1.. {
             let request =
                 pb::GetAuthorizationRequest { unit_appid: self.unit_appid.clone(), order_id: order_id.to_owned() };
@@ -191,7 +210,7 @@ impl Driver {
 
     /// The unit's WatchAuthorizations stream, opened by the first flow that needs it.
     async fn watch(&self) -> Result<&IssuedWatch, String> {
-        self.watch.get_or_try_init(|| IssuedWatch::start(self.collection.clone(), &self.unit_appid)).await
+        self.watch.get_or_try_init(|| IssuedWatch::start(self.collections[0].clone(), &self.unit_appid)).await
     }
 
     /// One whole flow.

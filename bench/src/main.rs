@@ -8,6 +8,7 @@
 //! latencies, WeChat calls, CPU, memory); a burst of pushes at a chosen rate (acknowledgement
 //! latency); the baseline with the WeChat client alone.
 
+mod balancer;
 mod baseline;
 mod burst;
 mod db_counts;
@@ -36,9 +37,11 @@ const SIGNATURE_HEADROOM: usize = 64 * 1024;
 
 const USAGE: &str =
     "usage: fiscalbill-bench [--duration SECS] [--concurrency N] [--pdf-kib KIB] [--push-rate PER_SEC] \
-[--push-secs SECS] [--baseline-secs SECS] [--big-pdf-mib MIB] [--poll-ms MS] [--data-dir DIR] [--json FILE]
+[--push-secs SECS] [--baseline-secs SECS] [--big-pdf-mib MIB] [--poll-ms MS] [--replicas N] [--data-dir DIR]
+           [--json FILE]
            (flows learn that their bill is issued from a WatchAuthorizations stream; with --poll-ms
-           they call GetAuthorization every MS instead)
+           they call GetAuthorization every MS instead; --replicas N runs N of each service on
+           BENCH_DATABASE_URL, each collection-svc calling its own bureau-svc, pushes balanced)
        fiscalbill-bench --soak-secs SECS --soak-rate PER_SEC [--soak-faults FRACTION] [--pdf-kib KIB] [--json FILE]
            (the soak instead: flows at a fixed rate with WeChat failing FRACTION (default 0.05) of
            business calls, sampled every minute)
@@ -59,6 +62,8 @@ struct Options {
     big_pdf_mib: usize,
     /// Poll GetAuthorization this often instead of watching.
     poll: Option<Duration>,
+    /// Processes of each service during the flows and the burst (more than one needs PostgreSQL).
+    replicas: usize,
     data_dir: PathBuf,
     json: Option<PathBuf>,
     soak: Option<Duration>,
@@ -77,6 +82,7 @@ impl Options {
             baseline: Duration::from_secs(20),
             big_pdf_mib: 10,
             poll: None,
+            replicas: 1,
             data_dir: std::env::temp_dir().join("fiscalbill-bench"),
             json: None,
             soak: None,
@@ -97,6 +103,10 @@ impl Options {
                 "--baseline-secs" => options.baseline = Duration::from_secs_f64(number(value)?),
                 "--big-pdf-mib" => options.big_pdf_mib = number(value)? as usize,
                 "--poll-ms" => options.poll = Some(Duration::from_secs_f64(number(value)? / 1e3)),
+                "--replicas" => {
+                    options.replicas =
+                        value.parse().ok().filter(|n| *n >= 1).ok_or(format!("--replicas {value}: not 1 or more"))?
+                }
                 "--data-dir" => options.data_dir = PathBuf::from(value),
                 "--json" => options.json = Some(PathBuf::from(value)),
                 "--soak-secs" => options.soak = Some(Duration::from_secs_f64(number(value)?)),
@@ -105,12 +115,19 @@ impl Options {
                 _ => return Err(format!("unknown argument {arg}\n{USAGE}")),
             }
         }
+        if options.replicas > 1 && services::postgres(Role::Bureau, 1).is_none() {
+            return Err(format!(
+                "--replicas {} needs {}: replicas share PostgreSQL",
+                options.replicas,
+                services::DATABASE_URL_VAR
+            ));
+        }
         Ok(options)
     }
 
     fn summary(&self, pdf_limit: usize) -> String {
         format!(
-            "concurrency {}, duration {:?}, PDF {} KiB, {}, services' PDF limit {}, {}",
+            "concurrency {}, duration {:?}, PDF {} KiB, {}, services' PDF limit {}, {}, {} of each service",
             self.concurrency,
             self.duration,
             self.pdf_kib,
@@ -119,9 +136,13 @@ impl Options {
                 None => "WatchAuthorizations".to_owned(),
             },
             mib(pdf_limit as u64),
-            match services::postgres(Role::Bureau) {
+            match services::postgres(Role::Bureau, 1) {
                 Some(_) => "PostgreSQL",
                 None => "SQLite",
+            },
+            match self.replicas {
+                1 => "one process".to_owned(),
+                n => format!("{n} replicas"),
             }
         )
     }
@@ -175,45 +196,57 @@ async fn run(options: Options) -> Result<(), String> {
     std::fs::create_dir_all(&options.data_dir).map_err(|e| format!("{}: {e}", options.data_dir.display()))?;
     services::reset_postgres().await?;
     let addresses = Addresses::ephemeral();
+    let replicas = replica_addresses(&addresses, options.replicas);
+    // WeChat pushes to one URL: with replicas, the balancer's.
+    let pushes_to = match options.replicas {
+        1 => addresses.clone(),
+        _ => {
+            let targets = replicas.iter().map(|r| r.collection_http).collect();
+            let balancer = balancer::start(targets).await.map_err(|e| format!("balancer: {e}"))?;
+            Addresses { collection_http: balancer, ..addresses.clone() }
+        }
+    };
     let pdf_limit = options.big_pdf_mib * 1024 * 1024;
     // The services and the sandbox take the large PDF with the signature the dev stack's bureau
     // adds to supplied PDFs.
     let services_limit = pdf_limit.max(options.pdf_kib * 1024) + SIGNATURE_HEADROOM;
     let sandbox = wechat_sandbox::start(wechat_sandbox::SandboxConfig {
         listen: addresses.sandbox,
-        accounts: devstack::sandbox_accounts(&addresses),
+        accounts: devstack::sandbox_accounts(&pushes_to),
         pdf_max_bytes: services_limit,
         ..Default::default()
     })
     .await
     .map_err(|e| format!("sandbox: {e}"))?;
     let sandbox_url = sandbox.base_url().to_owned();
-    let driver = Arc::new(flows::Driver::new(
-        addresses.collection_grpc,
-        &sandbox_url,
-        wechat_sandbox::DEMO_UNIT,
-        DEMO_OPENID,
-        options.poll,
-    ));
-    let http = driver.http().clone();
+    let driver_for = |replicas: &[Addresses]| {
+        let collections: Vec<_> = replicas.iter().map(|r| r.collection_grpc).collect();
+        Arc::new(flows::Driver::new(&collections, &sandbox_url, wechat_sandbox::DEMO_UNIT, DEMO_OPENID, options.poll))
+    };
+    let first_driver = driver_for(&replicas[..1]);
+    let http = first_driver.http().clone();
     let pdf = flows::padded_pdf(options.pdf_kib * 1024);
 
     // One large PDF, with the services otherwise idle: how many copies of it each one holds.
     // This pair of processes is then replaced, so that the memory the large PDF leaves in the
     // allocator does not count as memory the load needed.
-    let (bureau, collection) = start_services(&addresses, &options.data_dir, services_limit, &driver, &pdf).await?;
-    let big_pdf = measure_big_pdf(&[&bureau, &collection], &driver, pdf_limit).await?;
-    drop((bureau, collection));
-    let (bureau, collection) = start_services(&addresses, &options.data_dir, services_limit, &driver, &pdf).await?;
-    let services = [&bureau, &collection];
+    let pair = start_services(&replicas[..1], &options.data_dir, services_limit, &first_driver, &pdf).await?;
+    let big_pdf = measure_big_pdf(&pair.iter().collect::<Vec<_>>(), &first_driver, pdf_limit).await?;
+    drop(pair);
+    let driver = match options.replicas {
+        1 => first_driver,
+        _ => driver_for(&replicas),
+    };
+    let running = start_services(&replicas, &options.data_dir, services_limit, &driver, &pdf).await?;
+    let services: Vec<&Service> = running.iter().collect();
 
     // Closed-loop flows.
     eprintln!("bench: {} flows at a time for {:?}", options.concurrency, options.duration);
-    for service in services {
+    for service in &services {
         service.reset_peak().map_err(|e| e.to_string())?;
     }
     let calls_before = wechat_calls::fetch(&http, &sandbox_url).await?;
-    let admins = [addresses.bureau_admin, addresses.collection_admin];
+    let admins: Vec<_> = replicas.iter().flat_map(|r| [r.bureau_admin, r.collection_admin]).collect();
     let db_before = db_counts_of(&http, &admins).await?;
     let cpu_before: Vec<services::Cpu> = services.iter().map(|s| s.cpu()).collect();
     let own_cpu_before = services::cpu_of(std::process::id());
@@ -250,13 +283,13 @@ async fn run(options: Options) -> Result<(), String> {
         options: options.summary(services_limit),
         flows,
         calls,
-        cpu: services.iter().map(|s| s.role.name()).zip(cpu_flows).collect(),
+        cpu: by_role(&services, &cpu_flows, |a, b| a + b),
         own_cpu,
-        db: services.iter().map(|s| s.role.name()).zip(db_flows).collect(),
+        db: by_role(&services, &db_flows, |a, b| a + b),
         burst,
         credentials_fetched,
         whole_run,
-        peaks: services.iter().map(|s| s.role.name()).zip(peaks).collect(),
+        peaks: by_role(&services, &peaks, u64::max),
         big_pdf,
         baseline,
         concurrency: options.concurrency,
@@ -268,7 +301,7 @@ async fn run(options: Options) -> Result<(), String> {
         std::fs::write(path, json).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     let started = Instant::now();
-    drop((bureau, collection));
+    drop(running);
     sandbox.stop().await;
     eprintln!("bench: stopped in {:?}", started.elapsed());
     Ok(())
@@ -291,14 +324,15 @@ async fn run_soak(options: Options, duration: Duration) -> Result<(), String> {
     .map_err(|e| format!("sandbox: {e}"))?;
     let sandbox_url = sandbox.base_url().to_owned();
     let driver = Arc::new(flows::Driver::new(
-        addresses.collection_grpc,
+        &[addresses.collection_grpc],
         &sandbox_url,
         wechat_sandbox::DEMO_UNIT,
         DEMO_OPENID,
         options.poll.map(|poll| poll.max(Duration::from_millis(50))),
     ));
     let pdf = flows::padded_pdf(options.pdf_kib * 1024);
-    let (bureau, collection) = start_services(&addresses, &options.data_dir, pdf_limit, &driver, &pdf).await?;
+    let running = start_services(std::slice::from_ref(&addresses), &options.data_dir, pdf_limit, &driver, &pdf).await?;
+    let [bureau, collection] = &running[..] else { unreachable!("one of each service") };
     soak::inject_faults(driver.http(), &sandbox_url, options.soak_faults).await?;
     eprintln!(
         "bench: soak for {duration:?}: a flow every {:.1} ms, {:.0}% of business calls failing",
@@ -306,14 +340,14 @@ async fn run_soak(options: Options, duration: Duration) -> Result<(), String> {
         options.soak_faults * 100.0
     );
     let plan = soak::Plan { rate: options.soak_rate, faults: options.soak_faults, duration, pdf };
-    let result = soak::run(driver.clone(), &[&bureau, &collection], plan, &sandbox_url, DEMO_OPENID).await?;
+    let result = soak::run(driver.clone(), &[bureau, collection], plan, &sandbox_url, DEMO_OPENID).await?;
     let text = format!("{}\n{}", report::machine(), result.render());
     print!("{text}");
     if let Some(path) = &options.json {
         let json = serde_json::to_vec_pretty(&result.to_json()).expect("JSON");
         std::fs::write(path, json).map_err(|e| format!("{}: {e}", path.display()))?;
     }
-    drop((bureau, collection));
+    drop(running);
     sandbox.stop().await;
     if result.cards != result.distinct_orders || result.cards as u64 != result.started {
         return Err(format!(
@@ -324,30 +358,59 @@ async fn run_soak(options: Options, duration: Duration) -> Result<(), String> {
     Ok(())
 }
 
-/// Starts bureau-svc and collection-svc, waits until both serve, and warms them up with 20
-/// flows (tokens, wx_card ticket, s_pappid, template, connections).
+/// The addresses of each replica: the first's are `first`; the others listen on ports of
+/// their own and share the sandbox.
+fn replica_addresses(first: &Addresses, replicas: usize) -> Vec<Addresses> {
+    let others = (1..replicas).map(|_| Addresses { sandbox: first.sandbox, ..Addresses::ephemeral() });
+    std::iter::once(first.clone()).chain(others).collect()
+}
+
+/// Starts a bureau-svc and a collection-svc (which calls that bureau) for each replica's
+/// addresses, waits until all serve, and warms them up with 20 flows per replica (tokens,
+/// wx_card ticket, s_pappid, template, connections). Returns them as bureau, collection,
+/// bureau, collection, ...
 async fn start_services(
-    addresses: &Addresses,
+    replicas: &[Addresses],
     data_dir: &Path,
     pdf_limit: usize,
     driver: &flows::Driver,
     pdf: &Bytes,
-) -> Result<(Service, Service), String> {
-    let bureau = Service::spawn(Role::Bureau, addresses, data_dir, pdf_limit).map_err(|e| e.to_string())?;
-    let collection = Service::spawn(Role::Collection, addresses, data_dir, pdf_limit).map_err(|e| e.to_string())?;
-    for addr in [addresses.bureau_grpc, addresses.collection_grpc] {
-        fiscalbill_common::server::wait_until_serving(addr, Duration::from_secs(60)).await?;
+) -> Result<Vec<Service>, String> {
+    let mut services = Vec::new();
+    for (replica, addresses) in replicas.iter().enumerate() {
+        for role in [Role::Bureau, Role::Collection] {
+            let placement = (replica, replicas.len());
+            services.push(Service::spawn(role, placement, addresses, data_dir, pdf_limit).map_err(|e| e.to_string())?);
+        }
     }
-    eprintln!(
-        "bench: {} — services up (pids {} and {}); warming up",
-        report::machine(),
-        bureau.pid(),
-        collection.pid()
-    );
-    for _ in 0..20 {
+    for addresses in replicas {
+        for addr in [addresses.bureau_grpc, addresses.collection_grpc] {
+            fiscalbill_common::server::wait_until_serving(addr, Duration::from_secs(60)).await?;
+        }
+    }
+    let pids: Vec<String> = services.iter().map(|s| s.pid().to_string()).collect();
+    eprintln!("bench: {} — services up (pids {}); warming up", report::machine(), pids.join(", "));
+    for _ in 0..20 * replicas.len() {
         driver.flow(pdf).await?;
     }
-    Ok((bureau, collection))
+    Ok(services)
+}
+
+/// Each role's replicas' values combined, labelled with the role (and the number of replicas
+/// when more than one): bureau-svc first.
+fn by_role<T: Copy>(services: &[&Service], values: &[T], combine: impl Fn(T, T) -> T) -> Vec<(String, T)> {
+    [Role::Bureau, Role::Collection]
+        .into_iter()
+        .filter_map(|role| {
+            let mine: Vec<T> = services.iter().zip(values).filter(|(s, _)| s.role == role).map(|(_, v)| *v).collect();
+            let combined = mine.iter().copied().reduce(&combine)?;
+            let label = match mine.len() {
+                1 => role.name().to_owned(),
+                n => format!("{} ×{n}", role.name()),
+            };
+            Some((label, combined))
+        })
+        .collect()
 }
 
 /// Runs one flow whose PDF is `size` bytes and reports each service's peak RSS above its RSS

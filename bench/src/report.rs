@@ -34,17 +34,17 @@ pub struct Results {
     pub flows: FlowsResult,
     /// WeChat calls during the flows, by endpoint.
     pub calls: BTreeMap<String, u64>,
-    /// Each service's CPU during the flows.
-    pub cpu: Vec<(&'static str, Cpu)>,
+    /// Each service's CPU during the flows (summed over its replicas).
+    pub cpu: Vec<(String, Cpu)>,
     /// This process's CPU (sandbox and load) during the flows.
     pub own_cpu: Cpu,
     /// Each service's SQL statements and write transactions during the flows.
-    pub db: Vec<(&'static str, DbCounts)>,
+    pub db: Vec<(String, DbCounts)>,
     pub burst: PushBurstResult,
     pub credentials_fetched: Calls,
     pub whole_run: BTreeMap<String, u64>,
-    /// Peak RSS of each service over the flows and the burst.
-    pub peaks: Vec<(&'static str, u64)>,
+    /// Peak RSS of each service over the flows and the burst (the largest of its replicas).
+    pub peaks: Vec<(String, u64)>,
     pub big_pdf: Vec<BigPdf>,
     pub baseline: BaselineResult,
 }
@@ -179,15 +179,15 @@ impl Results {
                 "bills_per_sec": self.bills_per_sec(), "create": flows.create.to_json(),
                 "push_ack": flows.push_ack.to_json(), "authorize_to_issued": flows.authorize_to_issued.to_json(),
                 "polls_per_bill": self.per_bill(flows.polls as f64), "wechat_calls": self.calls,
-                "cpu_ms_per_bill": self.cpu.iter().map(|(s, c)| (*s, self.per_bill(c.total().as_secs_f64() * 1e3)))
+                "cpu_ms_per_bill": self.cpu.iter().map(|(s, c)| (s.as_str(), self.per_bill(c.total().as_secs_f64() * 1e3)))
                     .collect::<BTreeMap<_, _>>(),
-                "kernel_cpu_ms_per_bill": self.cpu.iter().map(|(s, c)| (*s, self.per_bill(c.system.as_secs_f64() * 1e3)))
+                "kernel_cpu_ms_per_bill": self.cpu.iter().map(|(s, c)| (s.as_str(), self.per_bill(c.system.as_secs_f64() * 1e3)))
                     .collect::<BTreeMap<_, _>>(),
-                "context_switches_per_bill": self.cpu.iter().map(|(s, c)| (*s, self.per_bill(c.switches as f64)))
+                "context_switches_per_bill": self.cpu.iter().map(|(s, c)| (s.as_str(), self.per_bill(c.switches as f64)))
                     .collect::<BTreeMap<_, _>>(),
-                "statements_per_bill": self.db.iter().map(|(s, d)| (*s, self.per_bill(d.statements as f64)))
+                "statements_per_bill": self.db.iter().map(|(s, d)| (s.as_str(), self.per_bill(d.statements as f64)))
                     .collect::<BTreeMap<_, _>>(),
-                "write_transactions_per_bill": self.db.iter().map(|(s, d)| (*s, self.per_bill(d.transactions as f64)))
+                "write_transactions_per_bill": self.db.iter().map(|(s, d)| (s.as_str(), self.per_bill(d.transactions as f64)))
                     .collect::<BTreeMap<_, _>>(),
             },
             "push_burst": {
@@ -198,7 +198,7 @@ impl Results {
             "credentials_fetched": self.credentials_fetched.iter()
                 .map(|((endpoint, appid), calls)| json!({"endpoint": endpoint, "appid": appid, "calls": calls}))
                 .collect::<Vec<_>>(),
-            "peak_rss": self.peaks.iter().copied().collect::<BTreeMap<_, _>>(),
+            "peak_rss": self.peaks.iter().map(|(s, peak)| (s.as_str(), *peak)).collect::<BTreeMap<_, _>>(),
             "big_pdf": self.big_pdf.iter()
                 .map(|b| json!({"service": b.service, "size": b.size, "rss_before": b.rss_before, "peak": b.peak,
                                 "pdf_copies": b.copies()}))

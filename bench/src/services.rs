@@ -50,11 +50,22 @@ pub struct Service {
 }
 
 impl Service {
-    /// Starts `role` with the dev stack's configuration, its database under `data_dir`, and
-    /// `pdf_max_bytes` as the PDF limit. Its log (stdout and stderr) is appended to `data_dir/<role>.log`.
-    pub fn spawn(role: Role, addresses: &Addresses, data_dir: &Path, pdf_max_bytes: usize) -> std::io::Result<Self> {
-        let log =
-            std::fs::File::options().create(true).append(true).open(data_dir.join(format!("{}.log", role.arg())))?;
+    /// Starts replica `replica` (from 0) of `replicas` of `role` with the dev stack's
+    /// configuration for `addresses`, its database under `data_dir`, and `pdf_max_bytes` as the
+    /// PDF limit. Its log (stdout and stderr) is appended to `data_dir/<role>.log`
+    /// (`<role>-<replica>.log` after the first).
+    pub fn spawn(
+        role: Role,
+        (replica, replicas): (usize, usize),
+        addresses: &Addresses,
+        data_dir: &Path,
+        pdf_max_bytes: usize,
+    ) -> std::io::Result<Self> {
+        let log_name = match replica {
+            0 => format!("{}.log", role.arg()),
+            n => format!("{}-{n}.log", role.arg()),
+        };
+        let log = std::fs::File::options().create(true).append(true).open(data_dir.join(log_name))?;
         let mut command = match wrapper() {
             Some(words) => {
                 let mut command = Command::new(&words[0]);
@@ -70,6 +81,7 @@ impl Service {
                 &encode(addresses),
                 &data_dir.display().to_string(),
                 &pdf_max_bytes.to_string(),
+                &replicas.to_string(),
             ])
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -182,6 +194,18 @@ impl Cpu {
     }
 }
 
+impl std::ops::Add for Cpu {
+    type Output = Cpu;
+
+    fn add(self, other: Cpu) -> Cpu {
+        Cpu {
+            user: self.user + other.user,
+            system: self.system + other.system,
+            switches: self.switches + other.switches,
+        }
+    }
+}
+
 impl std::ops::Sub for Cpu {
     type Output = Cpu;
 
@@ -207,14 +231,15 @@ fn clock_ticks_per_second() -> f64 {
     })
 }
 
-/// `fiscalbill-bench serve bureau|collection ADDRESSES DATA_DIR PDF_MAX_BYTES`: runs one service
-/// with the dev stack's configuration until killed.
+/// `fiscalbill-bench serve bureau|collection ADDRESSES DATA_DIR PDF_MAX_BYTES REPLICAS`: runs one
+/// service (one of REPLICAS of its role) with the dev stack's configuration until killed.
 pub fn serve(args: &[String]) -> ExitCode {
-    let [role, addresses, data_dir, pdf_max] = args else {
-        eprintln!("usage: fiscalbill-bench serve bureau|collection ADDRESSES DATA_DIR PDF_MAX_BYTES");
+    let [role, addresses, data_dir, pdf_max, replicas] = args else {
+        eprintln!("usage: fiscalbill-bench serve bureau|collection ADDRESSES DATA_DIR PDF_MAX_BYTES REPLICAS");
         return ExitCode::from(2);
     };
-    let (Some(role), Some(addresses), Ok(pdf_max_bytes)) = (Role::parse(role), decode(addresses), pdf_max.parse())
+    let (Some(role), Some(addresses), Ok(pdf_max_bytes), Ok(replicas)) =
+        (Role::parse(role), decode(addresses), pdf_max.parse(), replicas.parse())
     else {
         eprintln!("serve: invalid arguments {args:?}");
         return ExitCode::from(2);
@@ -228,7 +253,7 @@ pub fn serve(args: &[String]) -> ExitCode {
         // Held until the process is killed.
         let mut config = ServiceConfig::dev(role, &addresses, &data_dir);
         config.set_pdf_max_bytes(pdf_max_bytes);
-        if let Some(database) = postgres(role) {
+        if let Some(database) = postgres(role, replicas) {
             config.set_database(database);
         }
         let running = config.start().await;
@@ -245,14 +270,17 @@ pub fn serve(args: &[String]) -> ExitCode {
     })
 }
 
-/// With `BENCH_DATABASE_URL` (a PostgreSQL URL), each service's database: a schema of its own
-/// (`bench_bureau`, `bench_collection`) in that database, through 32 connections (with the
-/// default 8, the pool bounded the pair at 72 bills/s: sqlx's pool pings a connection when it
-/// is taken and when it is given back, so each statement holds one for three round trips).
-pub fn postgres(role: Role) -> Option<DatabaseConfig> {
+/// With `BENCH_DATABASE_URL` (a PostgreSQL URL), the database of each of `replicas` processes of
+/// `role`: a schema of the role's own (`bench_bureau`, `bench_collection`) in that database,
+/// and 32 connections for the role, shared out among its replicas (with the default 8, the
+/// pool bounded the pair at 72 bills/s: sqlx's pool pings a connection when it is taken and
+/// when it is given back, so each statement holds one for three round trips; and PostgreSQL
+/// accepts 100 clients by default, which 4 processes of 32 would exceed).
+pub fn postgres(role: Role, replicas: usize) -> Option<DatabaseConfig> {
     let url = std::env::var(DATABASE_URL_VAR).ok().filter(|url| !url.is_empty())?;
     let schema = Some(format!("bench_{}", role.arg()));
-    Some(DatabaseConfig { url, schema, max_connections: 32, ..DatabaseConfig::default() })
+    let max_connections = (32 / replicas.max(1)).max(4) as u32;
+    Some(DatabaseConfig { url, schema, max_connections, ..DatabaseConfig::default() })
 }
 
 pub const DATABASE_URL_VAR: &str = "BENCH_DATABASE_URL";
@@ -260,7 +288,7 @@ pub const DATABASE_URL_VAR: &str = "BENCH_DATABASE_URL";
 /// Empties the services' PostgreSQL schemas (when `BENCH_DATABASE_URL` is set), as a run
 /// starts with a fresh data directory on SQLite.
 pub async fn reset_postgres() -> Result<(), String> {
-    let Some(database) = postgres(Role::Bureau) else { return Ok(()) };
+    let Some(database) = postgres(Role::Bureau, 1) else { return Ok(()) };
     let db = Db::connect(&database, "bench_bureau").await.map_err(|e| format!("{DATABASE_URL_VAR}: {e}"))?;
     let mut conn = db.write().await.map_err(|e| e.to_string())?;
     for role in [Role::Bureau, Role::Collection] {

@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use fiscalbill_common::bill::{BillContent, BillItem};
-use fiscalbill_common::db::{Db, Migration, sql_list};
+use fiscalbill_common::db::{Db, Migration, Statement, sql_list};
 use fiscalbill_common::paging::Cursor;
 use fiscalbill_common::pdf_store::PdfTable;
 use fiscalbill_common::telemetry::storage_span;
@@ -433,41 +433,45 @@ impl Store {
         Ok(found)
     }
 
-    /// Records a new bill and its PDF in one transaction. A unique-key race surfaces as the
+    /// Records a new bill and its PDF: one write unit. A unique-key race surfaces as the
     /// database error; the caller re-reads to explain it.
     pub async fn insert_bill(&self, bill: &NewBill, now: i64) -> Result<(), Error> {
         let _span = storage_span("insert_bill");
         let items = serde_json::to_string(&bill.content.items).expect("items serialize");
-        let mut tx = self.db.begin_write().await?;
-        sqlx::query(
+        let mut statements = vec![
             "INSERT INTO bill (unit_appid, order_id, authorized_appid, request_id, state, fee, payer_title, billing_no,
                 billing_code, billing_time, items, remarks, pdf_sha256, pdf_size, pdf_origin, next_attempt_at, created_at, updated_at, trace_id,
                 trace_parent_id, signer_sha256, supplied_sha256)
-             VALUES ($1, $2, $3, $4, 'accepted', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $15, $16, $17, $18, $19)",
-        )
-        .bind(&bill.key.unit_appid)
-        .bind(&bill.key.order_id)
-        .bind(&bill.authorized_appid)
-        .bind(bill.request_id.as_deref())
-        .bind(bill.content.fee)
-        .bind(&bill.content.payer_title)
-        .bind(&bill.content.billing_no)
-        .bind(&bill.content.billing_code)
-        .bind(bill.content.billing_time)
-        .bind(items)
-        .bind(&bill.content.remarks)
-        .bind(&bill.pdf_sha256)
-        .bind(bill.pdf.len() as i64)
-        .bind(bill.pdf_origin.as_str())
-        .bind(now)
-        .bind(&bill.trace.trace_id)
-        .bind(&bill.trace.parent_id)
-        .bind(bill.signer_sha256.as_deref())
-        .bind(bill.supplied_sha256.as_deref())
-        .execute(&mut *tx)
-        .await?;
-        BILL_PDF.insert(&mut tx, &bill.key.unit_appid, &bill.key.order_id, &bill.pdf).await?;
-        tx.commit().await
+             VALUES ($1, $2, $3, $4, 'accepted', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $15, $16, $17, $18, $19)"
+                .to_owned(),
+        ];
+        // Never empty: a bill's PDF was checked or rendered.
+        let pdf = BILL_PDF.in_unit(&bill.key.unit_appid, &bill.key.order_id, &bill.pdf, 20);
+        statements.push(pdf.statement.clone());
+        let bind = |query: Statement| {
+            query
+                .bind(&bill.key.unit_appid)
+                .bind(&bill.key.order_id)
+                .bind(&bill.authorized_appid)
+                .bind(bill.request_id.as_deref())
+                .bind(bill.content.fee)
+                .bind(&bill.content.payer_title)
+                .bind(&bill.content.billing_no)
+                .bind(&bill.content.billing_code)
+                .bind(bill.content.billing_time)
+                .bind(items)
+                .bind(&bill.content.remarks)
+                .bind(&bill.pdf_sha256)
+                .bind(bill.pdf.len() as i64)
+                .bind(bill.pdf_origin.as_str())
+                .bind(now)
+                .bind(&bill.trace.trace_id)
+                .bind(&bill.trace.parent_id)
+                .bind(bill.signer_sha256.as_deref())
+                .bind(bill.supplied_sha256.as_deref())
+                .bind(pdf.first_chunk)
+        };
+        self.db.write_together(&statements, bind, pdf.more).await
     }
 
     pub async fn pdf(&self, key: &BillKey) -> Result<Option<Bytes>, Error> {

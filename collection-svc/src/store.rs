@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use fiscalbill_common::bill::BillContent;
-use fiscalbill_common::db::{Backend, Db, Migration, WriteTx, sql_list};
+use fiscalbill_common::db::{Backend, Db, Migration, Statement, WriteTx, sql_list};
 use fiscalbill_common::paging::Cursor;
 use fiscalbill_common::pdf_store::PdfTable;
 use fiscalbill_common::telemetry::storage_span;
@@ -335,46 +335,51 @@ impl Store {
         Ok(found)
     }
 
+    /// Records a new authorization, its billing number and its PDF: one write unit.
     pub async fn insert_authorization(&self, auth: &Authorization, pdf: Option<&Bytes>) -> Result<(), Error> {
         let _span = storage_span("insert_authorization");
         let bill = serde_json::to_string(&auth.bill).expect("bill serializes");
-        let mut tx = self.db.begin_write().await?;
-        sqlx::query(
+        let mut statements = vec![
             "INSERT INTO payer_authorization (unit_appid, order_id, authorized_appid, source, money, bill, pdf_sha256, redirect_url,
                 request_id, s_pappid, auth_url, auth_url_expires_at, state, created_at, updated_at, trace_id,
                 trace_parent_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending', $13, $13, $14, $15)",
-        )
-        .bind(&auth.key.unit_appid)
-        .bind(&auth.key.order_id)
-        .bind(&auth.authorized_appid)
-        .bind(auth.source.as_str())
-        .bind(auth.money)
-        .bind(bill)
-        .bind(auth.pdf_sha256.as_deref())
-        .bind(auth.redirect_url.as_deref())
-        .bind(auth.request_id.as_deref())
-        .bind(&auth.s_pappid)
-        .bind(&auth.auth_url)
-        .bind(auth.auth_url_expires_at)
-        .bind(auth.created_at)
-        .bind(&auth.trace.trace_id)
-        .bind(&auth.trace.parent_id)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO billing_number (billing_no, billing_code, unit_appid, order_id) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(&auth.bill.billing_no)
-        .bind(&auth.bill.billing_code)
-        .bind(&auth.key.unit_appid)
-        .bind(&auth.key.order_id)
-        .execute(&mut *tx)
-        .await?;
-        if let Some(pdf) = pdf {
-            AUTHORIZATION_PDF.insert(&mut tx, &auth.key.unit_appid, &auth.key.order_id, pdf).await?;
-        }
-        tx.commit().await?;
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending', $13, $13, $14, $15)"
+                .to_owned(),
+            "INSERT INTO billing_number (billing_no, billing_code, unit_appid, order_id) VALUES ($16, $17, $1, $2)".to_owned(),
+        ];
+        let pdf = pdf
+            .filter(|pdf| !pdf.is_empty())
+            .map(|pdf| AUTHORIZATION_PDF.in_unit(&auth.key.unit_appid, &auth.key.order_id, pdf, 18));
+        statements.extend(pdf.as_ref().map(|pdf| pdf.statement.clone()));
+        let (first_chunk, more) = match pdf {
+            Some(pdf) => (Some(pdf.first_chunk), pdf.more),
+            None => (None, None),
+        };
+        let bind = |query: Statement| {
+            let query = query
+                .bind(&auth.key.unit_appid)
+                .bind(&auth.key.order_id)
+                .bind(&auth.authorized_appid)
+                .bind(auth.source.as_str())
+                .bind(auth.money)
+                .bind(bill)
+                .bind(auth.pdf_sha256.as_deref())
+                .bind(auth.redirect_url.as_deref())
+                .bind(auth.request_id.as_deref())
+                .bind(&auth.s_pappid)
+                .bind(&auth.auth_url)
+                .bind(auth.auth_url_expires_at)
+                .bind(auth.created_at)
+                .bind(&auth.trace.trace_id)
+                .bind(&auth.trace.parent_id)
+                .bind(&auth.bill.billing_no)
+                .bind(&auth.bill.billing_code);
+            match first_chunk {
+                Some(chunk) => query.bind(chunk),
+                None => query,
+            }
+        };
+        self.db.write_together(&statements, bind, more).await?;
         self.wake_watchers();
         Ok(())
     }

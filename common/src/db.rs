@@ -112,6 +112,13 @@ struct ReaderSet {
     permits: Arc<Semaphore>,
 }
 
+/// A statement with its arguments bound (copied in), not yet run.
+pub type Statement = sqlx::query::Query<'static, Any, sqlx::any::AnyArguments>;
+
+/// Statements that follow a write unit in its transaction, each built (and its arguments
+/// copied) when its turn comes.
+pub type MoreStatements<'a> = Box<dyn Iterator<Item = Statement> + Send + 'a>;
+
 /// A connection for one use (statements, not a transaction): derefs to the connection and goes
 /// back when dropped.
 pub struct Conn(ConnKind);
@@ -363,6 +370,87 @@ impl Db {
             }
             Connections::Postgres(pool) => Ok(WriteTx(TxKind::Postgres(pool.begin().await?))),
         }
+    }
+
+    /// Runs a write unit: statements that write together and need nothing from one another's
+    /// results, as one transaction in one round trip to the database instead of one per
+    /// statement and two more for BEGIN and COMMIT. Their arguments are numbered across all of
+    /// them (`$1` ... `$n`; any statement may use any of them), bound by `bind`. `more` are
+    /// statements of their own, run one after the other in the same transaction, each built
+    /// when its turn comes (the chunks of a large PDF: bound all at once, they would be copied
+    /// all at once). On SQLite the writer runs `BEGIN IMMEDIATE; s1; ...; sn; COMMIT` as one
+    /// query (in its turn among ordinary transactions), and a failure or an abandoned call rolls
+    /// back what ran; on PostgreSQL the unit is one statement, the first ones in `WITH`.
+    pub async fn write_together(
+        &self,
+        statements: &[String],
+        bind: impl FnOnce(Statement) -> Statement,
+        more: Option<MoreStatements<'_>>,
+    ) -> Result<(), sqlx::Error> {
+        crate::statement_counts::WRITE_TRANSACTIONS.inc();
+        let query = bind(sqlx::query(self.together_sql(statements, more.is_some())));
+        match &*self.inner {
+            Connections::Sqlite(sqlite) => {
+                // sqlx reports the batch as one event, which starts with BEGIN: its statements
+                // are counted here.
+                for statement in statements {
+                    crate::statement_counts::count(statement);
+                }
+                let turn = sqlite.ordinary_turn.clone().lock_owned().await;
+                let writer = sqlite.lock_writer().await?;
+                let mut tx = SqliteTx { writer: Some(writer), _turn: Some(turn) };
+                let conn = tx.writer.as_mut().expect("just taken");
+                let mut ran = query.execute(&mut **conn).await.map(|_| ());
+                let commit_after = more.is_some();
+                for statement in more.into_iter().flatten() {
+                    if ran.is_err() {
+                        break;
+                    }
+                    ran = statement.execute(&mut **conn).await.map(|_| ());
+                }
+                match ran {
+                    Err(error) => {
+                        let _ = tx.finish("ROLLBACK").await;
+                        Err(error)
+                    }
+                    Ok(()) if commit_after => tx.finish("COMMIT").await,
+                    Ok(()) => {
+                        // Committed by the batch's own COMMIT: nothing to roll back.
+                        tx.writer = None;
+                        Ok(())
+                    }
+                }
+            }
+            Connections::Postgres(pool) => match more {
+                None => query.execute(pool).await.map(|_| ()),
+                Some(more) => {
+                    let mut tx = pool.begin().await?;
+                    query.execute(&mut *tx).await?;
+                    for statement in more {
+                        statement.execute(&mut *tx).await?;
+                    }
+                    tx.commit().await
+                }
+            },
+        }
+    }
+
+    /// The text of a write unit of `statements`; `more`: statements of their own follow in its
+    /// transaction, so on SQLite the batch ends without COMMIT (sent after them).
+    fn together_sql(&self, statements: &[String], more: bool) -> AssertSqlSafe<String> {
+        AssertSqlSafe(match self.backend() {
+            Backend::Sqlite if more => format!("BEGIN IMMEDIATE; {}", statements.join("; ")),
+            Backend::Sqlite => format!("BEGIN IMMEDIATE; {}; COMMIT", statements.join("; ")),
+            Backend::Postgres => {
+                let (last, first) = statements.split_last().expect("at least one statement");
+                let parts: Vec<String> =
+                    first.iter().enumerate().map(|(i, statement)| format!("w{i} AS ({statement})")).collect();
+                match parts.is_empty() {
+                    true => last.clone(),
+                    false => format!("WITH {} {last}", parts.join(", ")),
+                }
+            }
+        })
     }
 
     /// Applies the migrations not yet applied, in order, each in its own transaction. On

@@ -12,6 +12,8 @@ use bytes::{Bytes, BytesMut};
 use futures_util::TryStreamExt;
 use sqlx::{AnyConnection, AssertSqlSafe, Row};
 
+use crate::db::MoreStatements;
+
 /// The largest chunk stored in one row.
 pub const CHUNK_BYTES: usize = 256 * 1024;
 
@@ -20,26 +22,28 @@ pub const CHUNK_BYTES: usize = 256 * 1024;
 pub struct PdfTable(pub &'static str);
 
 impl PdfTable {
-    /// Stores `pdf` for (`unit_appid`, `order_id`), within the caller's transaction.
-    pub async fn insert(
-        self,
-        conn: &mut AnyConnection,
-        unit_appid: &str,
-        order_id: &str,
-        pdf: &[u8],
-    ) -> Result<(), sqlx::Error> {
+    /// A PDF's part in a write unit ([`crate::db::Db::write_together`]) whose `$1` and `$2`
+    /// are the PDF's unit_appid and order_id: its first chunk inserted by a statement of the
+    /// unit, bound as `$first` (bind [`PdfInUnit::first_chunk`] there), and the others (a PDF
+    /// larger than [`CHUNK_BYTES`]) by statements of their own after it, each built when it
+    /// runs, so that one chunk at a time is copied into the database's arguments.
+    pub fn in_unit<'a>(self, unit_appid: &'a str, order_id: &'a str, pdf: &'a [u8], first: usize) -> PdfInUnit<'a> {
         // The table name is one of the services' constants, never input.
-        let sql = format!("INSERT INTO {} (unit_appid, order_id, seq, data) VALUES ($1, $2, $3, $4)", self.0);
-        for (seq, chunk) in pdf.chunks(CHUNK_BYTES).enumerate() {
-            sqlx::query(AssertSqlSafe(sql.as_str()))
-                .bind(unit_appid)
-                .bind(order_id)
-                .bind(seq as i64)
-                .bind(chunk)
-                .execute(&mut *conn)
-                .await?;
+        let table = self.0;
+        let mut chunks = chunks(pdf);
+        let first_chunk = chunks.next().unwrap_or_default();
+        let more = (pdf.len() > CHUNK_BYTES).then(|| {
+            let statements = chunks.enumerate().map(move |(i, chunk)| {
+                let sql = format!("INSERT INTO {table} (unit_appid, order_id, seq, data) VALUES ($1, $2, $3, $4)");
+                sqlx::query(AssertSqlSafe(sql)).bind(unit_appid).bind(order_id).bind(i as i64 + 1).bind(chunk)
+            });
+            Box::new(statements) as MoreStatements<'a>
+        });
+        PdfInUnit {
+            statement: format!("INSERT INTO {table} (unit_appid, order_id, seq, data) VALUES ($1, $2, 0, ${first})"),
+            first_chunk,
+            more,
         }
-        Ok(())
     }
 
     /// A statement reading the row `row_sql` selects (at most one, keyed by `$1` = unit_appid
@@ -109,6 +113,20 @@ impl PdfTable {
         }
         Ok(pdf.map(BytesMut::freeze))
     }
+}
+
+/// See [`PdfTable::in_unit`].
+pub struct PdfInUnit<'a> {
+    /// The unit's statement inserting the first chunk.
+    pub statement: String,
+    pub first_chunk: &'a [u8],
+    /// The other chunks' statements, to run after the unit's in its transaction.
+    pub more: Option<MoreStatements<'a>>,
+}
+
+/// A PDF's chunks, as stored.
+pub fn chunks(pdf: &[u8]) -> std::slice::Chunks<'_, u8> {
+    pdf.chunks(CHUNK_BYTES)
 }
 
 /// For the services' tests of their migration to chunks.

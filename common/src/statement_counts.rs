@@ -25,13 +25,18 @@ pub struct KindLabel {
 /// Statements run, by their first keyword.
 pub static STATEMENTS: LazyLock<Family<KindLabel, Counter>> = LazyLock::new(Family::default);
 
-/// Write transactions begun (`Db::begin_write`, `Db::begin_write_first`).
+/// Write transactions begun (`Db::begin_write`, `Db::begin_write_first`, `Db::write_together`).
 pub static WRITE_TRANSACTIONS: LazyLock<Counter> = LazyLock::new(Counter::default);
 
 /// The tracing layer that counts sqlx's statement events. It enables `sqlx::query` at debug for
 /// itself only: the log output keeps its own filter.
 pub fn layer<S: Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>>() -> impl Layer<S> {
     StatementCounter.with_filter(Targets::new().with_target("sqlx::query", tracing::Level::TRACE))
+}
+
+/// Counts one statement sqlx does not report on its own (one of a batch sent as one query).
+pub fn count(statement: &str) {
+    STATEMENTS.get_or_create(&KindLabel { kind: kind_of(statement) }).inc();
 }
 
 struct StatementCounter;

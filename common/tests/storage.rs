@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use fiscalbill_common::db::{COMMON_MIGRATIONS, Db, Migration, test_support};
+use fiscalbill_common::db::{COMMON_MIGRATIONS, Db, Migration, MoreStatements, Statement, test_support};
 use fiscalbill_common::pdf_store::{CHUNK_BYTES, PdfTable};
 use fiscalbill_common::sql_credentials::SqlCredentialStore;
 use wechat::Secret;
@@ -69,9 +69,11 @@ async fn pdf_chunks_round_trip(config: fiscalbill_common::db::DatabaseConfig) {
     let sizes = [1, CHUNK_BYTES, CHUNK_BYTES * 5 / 2];
     for (n, size) in sizes.into_iter().enumerate() {
         let pdf: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
-        let mut tx = db.begin_write().await.unwrap();
-        table.insert(&mut tx, "wxc0000000000000c1", &format!("order-{n}"), &pdf).await.unwrap();
-        tx.commit().await.unwrap();
+        let order_id = format!("order-{n}");
+        let in_unit = table.in_unit("wxc0000000000000c1", &order_id, &pdf, 3);
+        let statements = [in_unit.statement];
+        let bind = |query: Statement| query.bind("wxc0000000000000c1").bind(&order_id).bind(in_unit.first_chunk);
+        db.write_together(&statements, bind, in_unit.more).await.unwrap();
         let read =
             table.read(&mut db.read().await.unwrap(), "wxc0000000000000c1", &format!("order-{n}")).await.unwrap();
         assert_eq!(read.as_deref(), Some(&pdf[..]), "{size} bytes read back");
@@ -151,4 +153,76 @@ async fn unfinished_transactions_roll_back_on_sqlite() {
 #[tokio::test]
 async fn unfinished_transactions_roll_back_on_postgres() {
     unfinished_transactions_roll_back(test_support::postgres()).await;
+}
+
+/// A write unit is all or nothing: one whose second statement fails leaves nothing of the
+/// first; one abandoned while it runs is either wholly written or not at all; and the writer
+/// takes the next unit either way.
+async fn write_units_are_all_or_nothing(config: fiscalbill_common::db::DatabaseConfig) {
+    let db = Db::connect(&config, "common_test").await.unwrap_or_else(|e| panic!("{}: {e}", config.url));
+    let schema = config.schema.clone().unwrap_or_default();
+    db.migrate(&[PDF_TEST_TABLE], &schema).await.unwrap();
+    let count = |order: &'static str| {
+        let db = db.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM test_pdf_chunk WHERE order_id = $1")
+                .bind(order)
+                .fetch_one(&mut *db.read().await.unwrap())
+                .await
+                .unwrap()
+        }
+    };
+    // Two rows of one order (seq 0 and 1), then a row of another.
+    let statements = [
+        "INSERT INTO test_pdf_chunk (unit_appid, order_id, seq, data) VALUES ('wxc', $1, 0, $3), ('wxc', $1, 1, $3)"
+            .to_owned(),
+        "INSERT INTO test_pdf_chunk (unit_appid, order_id, seq, data) VALUES ('wxc', $2, 0, $3)".to_owned(),
+    ];
+    let unit = |first: &'static str, second: &'static str| {
+        move |query: Statement| query.bind(first).bind(second).bind(vec![1_u8])
+    };
+
+    db.write_together(&statements, unit("taken", "kept"), None).await.unwrap();
+    // The second statement finds its key taken: the first one's rows go too.
+    let failed = db.write_together(&statements, unit("failed", "kept"), None).await;
+    assert!(failed.is_err(), "{}", config.url);
+    assert_eq!(count("failed").await, 0, "{}", config.url);
+
+    // Abandoned as soon as it is sent.
+    let abandoned =
+        tokio::time::timeout(std::time::Duration::ZERO, db.write_together(&statements, unit("gone", "gone-2"), None));
+    let _ = abandoned.await;
+    let written = (count("gone").await, count("gone-2").await);
+    assert!(written == (0, 0) || written == (2, 1), "{written:?} {}", config.url);
+
+    // With statements of their own after the unit, in its transaction: one failing takes the
+    // unit's rows with it; all passing, everything is kept.
+    let third_row = |order: &'static str| {
+        sqlx::query("INSERT INTO test_pdf_chunk (unit_appid, order_id, seq, data) VALUES ('wxc', $1, 2, $2)")
+            .bind(order)
+            .bind(vec![2_u8])
+    };
+    // The second statement after the unit repeats the first's key.
+    let more: MoreStatements = Box::new([third_row("opened"), third_row("opened")].into_iter());
+    let failed = db.write_together(&statements, unit("opened", "opened-2"), Some(more)).await;
+    assert!(failed.is_err(), "{}", config.url);
+    assert_eq!((count("opened").await, count("opened-2").await), (0, 0), "{}", config.url);
+    let more: MoreStatements = Box::new([third_row("more")].into_iter());
+    db.write_together(&statements, unit("more", "more-2"), Some(more)).await.unwrap();
+    assert_eq!((count("more").await, count("more-2").await), (3, 1), "{}", config.url);
+
+    db.write_together(&statements, unit("next", "next-2"), None).await.unwrap();
+    assert_eq!((count("taken").await, count("kept").await), (2, 1), "{}", config.url);
+    assert_eq!((count("next").await, count("next-2").await), (2, 1), "{}", config.url);
+    db.close().await;
+}
+
+#[tokio::test]
+async fn write_units_are_all_or_nothing_on_sqlite() {
+    write_units_are_all_or_nothing(test_support::sqlite()).await;
+}
+
+#[tokio::test]
+async fn write_units_are_all_or_nothing_on_postgres() {
+    write_units_are_all_or_nothing(test_support::postgres()).await;
 }

@@ -61,9 +61,7 @@ const PDF_TEST_TABLE: &[Migration] = &[Migration {
 }];
 
 async fn pdf_chunks_round_trip(config: fiscalbill_common::db::DatabaseConfig) {
-    let db = Db::connect(&config, "common_test").await.unwrap_or_else(|e| panic!("{}: {e}", config.url));
-    let schema = config.schema.clone().unwrap_or_default();
-    db.migrate(&[PDF_TEST_TABLE], &schema).await.unwrap();
+    let db = chunk_table(&config).await;
     let table = PdfTable("test_pdf_chunk");
     // One byte, exactly one chunk, and two and a half chunks; every byte position distinct.
     let sizes = [1, CHUNK_BYTES, CHUNK_BYTES * 5 / 2];
@@ -98,24 +96,29 @@ async fn pdf_chunks_on_postgres() {
     pdf_chunks_round_trip(test_support::postgres()).await;
 }
 
+/// A database with the test table of chunks.
+async fn chunk_table(config: &fiscalbill_common::db::DatabaseConfig) -> Db {
+    let db = Db::connect(config, "common_test").await.unwrap_or_else(|e| panic!("{}: {e}", config.url));
+    db.migrate(&[PDF_TEST_TABLE], &config.schema.clone().unwrap_or_default()).await.unwrap();
+    db
+}
+
+/// The rows of an order in the test table.
+async fn rows_of(db: &Db, order: &str) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM test_pdf_chunk WHERE order_id = $1")
+        .bind(order)
+        .fetch_one(&mut *db.read().await.unwrap())
+        .await
+        .unwrap()
+}
+
 /// A write transaction dropped unfinished (an error returned early, a caller gone) is rolled
 /// back, and the writer takes the next transaction; an error inside one leaves nothing behind
 /// either. On SQLite the writer is the service's one connection, so a transaction left open
 /// there would block every later write.
 async fn unfinished_transactions_roll_back(config: fiscalbill_common::db::DatabaseConfig) {
-    let db = Db::connect(&config, "common_test").await.unwrap_or_else(|e| panic!("{}: {e}", config.url));
-    let schema = config.schema.clone().unwrap_or_default();
-    db.migrate(&[PDF_TEST_TABLE], &schema).await.unwrap();
-    let count = |order: &'static str| {
-        let db = db.clone();
-        async move {
-            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM test_pdf_chunk WHERE order_id = $1")
-                .bind(order)
-                .fetch_one(&mut *db.read().await.unwrap())
-                .await
-                .unwrap()
-        }
-    };
+    let db = chunk_table(&config).await;
+    let count = |order: &'static str| rows_of(&db, order);
     let insert = "INSERT INTO test_pdf_chunk (unit_appid, order_id, seq, data) VALUES ('wxc', $1, 0, $2)";
 
     let mut dropped = db.begin_write().await.unwrap();
@@ -159,19 +162,8 @@ async fn unfinished_transactions_roll_back_on_postgres() {
 /// first; one abandoned while it runs is either wholly written or not at all; and the writer
 /// takes the next unit either way.
 async fn write_units_are_all_or_nothing(config: fiscalbill_common::db::DatabaseConfig) {
-    let db = Db::connect(&config, "common_test").await.unwrap_or_else(|e| panic!("{}: {e}", config.url));
-    let schema = config.schema.clone().unwrap_or_default();
-    db.migrate(&[PDF_TEST_TABLE], &schema).await.unwrap();
-    let count = |order: &'static str| {
-        let db = db.clone();
-        async move {
-            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM test_pdf_chunk WHERE order_id = $1")
-                .bind(order)
-                .fetch_one(&mut *db.read().await.unwrap())
-                .await
-                .unwrap()
-        }
-    };
+    let db = chunk_table(&config).await;
+    let count = |order: &'static str| rows_of(&db, order);
     // Two rows of one order (seq 0 and 1), then a row of another.
     let statements = [
         "INSERT INTO test_pdf_chunk (unit_appid, order_id, seq, data) VALUES ('wxc', $1, 0, $3), ('wxc', $1, 1, $3)"

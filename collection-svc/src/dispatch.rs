@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-
 use fiscalbill_common::db::now_millis;
 use fiscalbill_common::proto::bureau as pb;
 use fiscalbill_common::trace::TraceContext;

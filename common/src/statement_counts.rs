@@ -2,8 +2,10 @@
 //! (`fiscalbill_db_statements_total{kind}`, `fiscalbill_db_write_transactions_total`) and so for
 //! the benchmark's statements per bill. Statements are counted from sqlx's own per-statement
 //! event (target `sqlx::query`), so no statement can be missed by a code path that forgets to
-//! count; write transactions where [`crate::db::Db`] begins them. BEGIN, COMMIT and ROLLBACK
-//! are not statements here (sqlx reports them on PostgreSQL only): they are the transactions.
+//! count, except in a batch sent as one query (a write unit on SQLite: sqlx reports it once,
+//! starting with BEGIN), which `Db::write_together` counts; write transactions where
+//! [`crate::db::Db`] begins them. BEGIN, COMMIT and ROLLBACK are not statements here: they are
+//! the transactions.
 
 use std::sync::LazyLock;
 

@@ -184,7 +184,15 @@ async fn write_units_are_all_or_nothing(config: fiscalbill_common::db::DatabaseC
     let abandoned =
         tokio::time::timeout(std::time::Duration::ZERO, db.write_together(&statements, unit("gone", "gone-2"), None));
     let _ = abandoned.await;
-    let written = (count("gone").await, count("gone-2").await);
+    // Both counts in one read (one snapshot): on PostgreSQL the statement may still be running
+    // and commit between two reads.
+    let written: (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM test_pdf_chunk WHERE order_id = 'gone'),
+                (SELECT COUNT(*) FROM test_pdf_chunk WHERE order_id = 'gone-2')",
+    )
+    .fetch_one(&mut *db.read().await.unwrap())
+    .await
+    .unwrap();
     assert!(written == (0, 0) || written == (2, 1), "{written:?} {}", config.url);
 
     // With statements of their own after the unit, in its transaction: one failing takes the

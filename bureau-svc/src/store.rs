@@ -447,7 +447,7 @@ impl Store {
         ];
         // Never empty: a bill's PDF was checked or rendered.
         let pdf = BILL_PDF.in_unit(&bill.key.unit_appid, &bill.key.order_id, &bill.pdf, 20);
-        statements.push(pdf.statement.clone());
+        statements.push(pdf.statement);
         let bind = |query: Statement| {
             query
                 .bind(&bill.key.unit_appid)

@@ -70,6 +70,10 @@ macro_rules! auth_columns {
     };
 }
 
+/// One authorization, by `$1` = unit_appid and `$2` = order_id.
+const AUTHORIZATION_BY_KEY: &str =
+    concat!("SELECT ", auth_columns!(), " FROM payer_authorization WHERE unit_appid = $1 AND order_id = $2");
+
 /// The SQL of a change of state by `event`: `{to}` becomes the event's target state and
 /// `{from}` the states that allow it. The rule is the domain's; the SQL only takes its "from"
 /// set as data.
@@ -241,18 +245,14 @@ impl Store {
 
     pub async fn authorization(&self, key: &OrderKey) -> Result<Option<Authorization>, Error> {
         let _span = storage_span("authorization");
-        sqlx::query(concat!(
-            "SELECT ",
-            auth_columns!(),
-            " FROM payer_authorization WHERE unit_appid = $1 AND order_id = $2"
-        ))
-        .bind(&key.unit_appid)
-        .bind(&key.order_id)
-        .fetch_optional(&mut *self.db.read().await?)
-        .await?
-        .as_ref()
-        .map(auth_from_row)
-        .transpose()
+        sqlx::query(AUTHORIZATION_BY_KEY)
+            .bind(&key.unit_appid)
+            .bind(&key.order_id)
+            .fetch_optional(&mut *self.db.read().await?)
+            .await?
+            .as_ref()
+            .map(auth_from_row)
+            .transpose()
     }
 
     /// An authorization and, when `with_pdf`, the PDF stored with it: what the dispatcher
@@ -263,11 +263,7 @@ impl Store {
         with_pdf: bool,
     ) -> Result<Option<(Authorization, Option<Bytes>)>, Error> {
         let _span = storage_span("authorization_to_deliver");
-        let sql = AUTHORIZATION_PDF.beside_sql(concat!(
-            "SELECT ",
-            auth_columns!(),
-            " FROM payer_authorization WHERE unit_appid = $1 AND order_id = $2"
-        ));
+        let sql = AUTHORIZATION_PDF.beside_sql(AUTHORIZATION_BY_KEY);
         let query = sqlx::query(AssertSqlSafe(sql)).bind(&key.unit_appid).bind(&key.order_id).bind(with_pdf);
         AUTHORIZATION_PDF.read_beside(query, &mut *self.db.read().await?, auth_from_row).await
     }
@@ -347,12 +343,13 @@ impl Store {
                 .to_owned(),
             "INSERT INTO billing_number (billing_no, billing_code, unit_appid, order_id) VALUES ($16, $17, $1, $2)".to_owned(),
         ];
-        let pdf = pdf
-            .filter(|pdf| !pdf.is_empty())
-            .map(|pdf| AUTHORIZATION_PDF.in_unit(&auth.key.unit_appid, &auth.key.order_id, pdf, 18));
-        statements.extend(pdf.as_ref().map(|pdf| pdf.statement.clone()));
+        let pdf = pdf.filter(|pdf| !pdf.is_empty());
         let (first_chunk, more) = match pdf {
-            Some(pdf) => (Some(pdf.first_chunk), pdf.more),
+            Some(pdf) => {
+                let pdf = AUTHORIZATION_PDF.in_unit(&auth.key.unit_appid, &auth.key.order_id, pdf, 18);
+                statements.push(pdf.statement);
+                (Some(pdf.first_chunk), pdf.more)
+            }
             None => (None, None),
         };
         let bind = |query: Statement| {

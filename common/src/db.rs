@@ -357,14 +357,9 @@ impl Db {
         crate::statement_counts::WRITE_TRANSACTIONS.inc();
         match &*self.inner {
             Connections::Sqlite(sqlite) => {
-                let turn = match ordinary {
-                    true => Some(sqlite.ordinary_turn.clone().lock_owned().await),
-                    false => None,
-                };
-                let writer = sqlite.lock_writer().await?;
                 // Held by the transaction before BEGIN is sent: a failed or abandoned BEGIN
                 // is rolled back like any unfinished transaction.
-                let mut tx = WriteTx(TxKind::Sqlite(SqliteTx { writer: Some(writer), _turn: turn }));
+                let mut tx = WriteTx(TxKind::Sqlite(sqlite.take_writer(ordinary).await?));
                 tx.execute("BEGIN IMMEDIATE").await?;
                 Ok(tx)
             }
@@ -396,18 +391,17 @@ impl Db {
                 for statement in statements {
                     crate::statement_counts::count(statement);
                 }
-                let turn = sqlite.ordinary_turn.clone().lock_owned().await;
-                let writer = sqlite.lock_writer().await?;
-                let mut tx = SqliteTx { writer: Some(writer), _turn: Some(turn) };
+                let mut tx = sqlite.take_writer(true).await?;
                 let conn = tx.writer.as_mut().expect("just taken");
-                let mut ran = query.execute(&mut **conn).await.map(|_| ());
                 let commit_after = more.is_some();
-                for statement in more.into_iter().flatten() {
-                    if ran.is_err() {
-                        break;
+                let ran = async {
+                    query.execute(&mut **conn).await?;
+                    for statement in more.into_iter().flatten() {
+                        statement.execute(&mut **conn).await?;
                     }
-                    ran = statement.execute(&mut **conn).await.map(|_| ());
+                    Ok::<(), sqlx::Error>(())
                 }
+                .await;
                 match ran {
                     Err(error) => {
                         let _ = tx.finish("ROLLBACK").await;
@@ -578,6 +572,16 @@ impl Db {
 }
 
 impl SqliteConnections {
+    /// The writer for a transaction, after the turn among ordinary transactions when
+    /// `ordinary` (a push's goes straight to the writer).
+    async fn take_writer(&self, ordinary: bool) -> Result<SqliteTx, sqlx::Error> {
+        let turn = match ordinary {
+            true => Some(self.ordinary_turn.clone().lock_owned().await),
+            false => None,
+        };
+        Ok(SqliteTx { writer: Some(self.lock_writer().await?), _turn: turn })
+    }
+
     async fn lock_writer(&self) -> Result<OwnedMutexGuard<AnyConnection>, sqlx::Error> {
         tokio::time::timeout(self.acquire_timeout, self.writer.clone().lock_owned())
             .await

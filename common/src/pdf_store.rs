@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::TryStreamExt;
 use sqlx::{AnyConnection, AssertSqlSafe, Row};
 
-use crate::db::MoreStatements;
+use crate::db::{MoreStatements, Statement};
 
 /// The largest chunk stored in one row.
 pub const CHUNK_BYTES: usize = 256 * 1024;
@@ -33,9 +33,9 @@ impl PdfTable {
         let mut chunks = chunks(pdf);
         let first_chunk = chunks.next().unwrap_or_default();
         let more = (pdf.len() > CHUNK_BYTES).then(|| {
+            let sql = format!("INSERT INTO {table} (unit_appid, order_id, seq, data) VALUES ($1, $2, $3, $4)");
             let statements = chunks.enumerate().map(move |(i, chunk)| {
-                let sql = format!("INSERT INTO {table} (unit_appid, order_id, seq, data) VALUES ($1, $2, $3, $4)");
-                sqlx::query(AssertSqlSafe(sql)).bind(unit_appid).bind(order_id).bind(i as i64 + 1).bind(chunk)
+                sqlx::query(AssertSqlSafe(sql.clone())).bind(unit_appid).bind(order_id).bind(i as i64 + 1).bind(chunk)
             });
             Box::new(statements) as MoreStatements<'a>
         });
@@ -65,7 +65,7 @@ impl PdfTable {
     /// decoded by `decode`, and the PDF, when it was asked for and is stored.
     pub async fn read_beside<T>(
         self,
-        query: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
+        query: Statement,
         conn: &mut AnyConnection,
         decode: impl FnOnce(&sqlx::any::AnyRow) -> Result<T, sqlx::Error>,
     ) -> Result<Option<(T, Option<Bytes>)>, sqlx::Error> {
@@ -125,7 +125,7 @@ pub struct PdfInUnit<'a> {
 }
 
 /// A PDF's chunks, as stored.
-pub fn chunks(pdf: &[u8]) -> std::slice::Chunks<'_, u8> {
+fn chunks(pdf: &[u8]) -> std::slice::Chunks<'_, u8> {
     pdf.chunks(CHUNK_BYTES)
 }
 

@@ -24,8 +24,18 @@ pub struct KindLabel {
     pub kind: &'static str,
 }
 
-/// Statements run, by their first keyword.
-pub static STATEMENTS: LazyLock<Family<KindLabel, Counter>> = LazyLock::new(Family::default);
+/// The kinds statements are counted by.
+const COUNTED_KINDS: [&str; 6] = ["select", "insert", "update", "delete", "with", "other"];
+
+/// Statements run, by their first keyword. Every kind's series exists from the start (at 0), so
+/// the metrics' lines do not change with the statements that happen to run first.
+pub static STATEMENTS: LazyLock<Family<KindLabel, Counter>> = LazyLock::new(|| {
+    let family = Family::<KindLabel, Counter>::default();
+    for kind in COUNTED_KINDS {
+        let _ = family.get_or_create(&KindLabel { kind });
+    }
+    family
+});
 
 /// Write transactions begun (`Db::begin_write`, `Db::begin_write_first`, `Db::write_together`).
 pub static WRITE_TRANSACTIONS: LazyLock<Counter> = LazyLock::new(Counter::default);
@@ -90,5 +100,12 @@ mod tests {
         assert_eq!(kind_of("WITH due AS (SELECT"), "with");
         assert_eq!(kind_of("PRAGMA journal_mode = WAL;"), "other");
         assert_eq!(kind_of(""), "other");
+    }
+
+    #[test]
+    fn every_counted_kind_has_a_series_from_the_start() {
+        for kind in COUNTED_KINDS {
+            assert!(STATEMENTS.get(&KindLabel { kind }).is_some(), "{kind}");
+        }
     }
 }

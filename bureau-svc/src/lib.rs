@@ -182,7 +182,7 @@ async fn build(parts: &Parts, db: Db) -> Arc<App> {
         Arc::new(SqlCredentialStore::new(db)),
         Arc::new(SystemClock),
     ));
-    parts.metrics.watch_credentials(credentials.clone());
+    parts.metrics.watch_credentials(&credentials);
     let holder = replica_id(config.server.replica_id.as_deref(), config.server.grpc_listen);
     // This replica's leases from before a restart are its own again at once.
     match store.release_leases(&holder).await {

@@ -150,7 +150,7 @@ async fn build(parts: Parts, db: Db) -> Arc<App> {
         Arc::new(SqlCredentialStore::new(db)),
         Arc::new(SystemClock),
     ));
-    parts.metrics.watch_credentials(credentials.clone());
+    parts.metrics.watch_credentials(&credentials);
     let bureau = Arc::new(bureau::BureauLink::new(parts.bureau_client, &parts.config.bureau, store.clone()));
     let dispatcher =
         Arc::new(dispatch::Dispatcher::new(store.clone(), bureau.clone(), parts.config.dispatch.clone(), holder));

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -77,7 +77,9 @@ pub struct Metrics {
     ticket_fetches: Counter,
     failed_fetches: Counter,
     token_rejections: Counter,
-    credentials: OnceLock<Arc<Credentials>>,
+    /// Weak: the credentials' WeChat client reports to these metrics, and a strong reference
+    /// back would keep both (and the database behind the credentials) alive forever.
+    credentials: OnceLock<Weak<Credentials>>,
     /// Serializes scrapes: refresh, then encode.
     scraping: tokio::sync::Mutex<()>,
     last_credential_counts: Mutex<[u64; 4]>,
@@ -154,8 +156,8 @@ impl Metrics {
     }
 
     /// The token cache whose fetch counters to export.
-    pub fn watch_credentials(&self, credentials: Arc<Credentials>) {
-        let _ = self.credentials.set(credentials);
+    pub fn watch_credentials(&self, credentials: &Arc<Credentials>) {
+        let _ = self.credentials.set(Arc::downgrade(credentials));
     }
 
     pub fn record_push(&self, outcome: &str) {
@@ -176,7 +178,7 @@ impl Metrics {
     }
 
     fn sync_credentials(&self) {
-        let Some(credentials) = self.credentials.get() else { return };
+        let Some(credentials) = self.credentials.get().and_then(Weak::upgrade) else { return };
         let stats = credentials.stats();
         let now = [
             stats.token_fetches.load(Ordering::Relaxed),
@@ -321,6 +323,31 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
+    }
+
+    /// The credentials' client reports to the metrics that read the credentials: when the
+    /// service lets go of its credentials, nothing of that loop may keep them (and the
+    /// database behind their store) alive. It did: a restarted service's old writer kept its
+    /// SQLite lock.
+    #[tokio::test]
+    async fn watching_credentials_does_not_keep_them_alive() {
+        let metrics = Metrics::new("Bills by state");
+        let client =
+            wechat::WechatClient::new(&wechat::WechatHttpConfig::default()).unwrap().with_observer(metrics.clone());
+        let store = Arc::new(wechat::MemoryCredentialStore::default());
+        let credentials = Arc::new(Credentials::new(
+            client,
+            [("wxa0000000000000a1".to_owned(), wechat::Secret::new("s".repeat(32)))],
+            wechat::TokenMode::StableToken,
+            store,
+            Arc::new(wechat::clock::SystemClock),
+        ));
+        metrics.watch_credentials(&credentials);
+        assert!(metrics.scrape(async {}).await.contains("access_token_fetches"));
+        let gone = Arc::downgrade(&credentials);
+        drop(credentials);
+        assert!(gone.upgrade().is_none(), "the metrics keep the credentials alive");
+        metrics.scrape(async {}).await;
     }
 
     #[test]

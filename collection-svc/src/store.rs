@@ -74,6 +74,29 @@ macro_rules! auth_columns {
 const AUTHORIZATION_BY_KEY: &str =
     concat!("SELECT ", auth_columns!(), " FROM payer_authorization WHERE unit_appid = $1 AND order_id = $2");
 
+/// Authorizes a waiting order: `$1` unit_appid, `$2` order_id, `$3` openid and `$5` WeChat's
+/// invoice status (NULL: kept), `$4` authorize_time, `$6` now; only an order created under `$7`
+/// s_pappid and `$8` authorized appid (NULL: not checked).
+fn authorize_sql() -> AssertSqlSafe<String> {
+    event_sql(
+        "UPDATE payer_authorization SET state = '{to}', openid = COALESCE($3, openid), authorize_time = $4,
+            wechat_invoice_status = COALESCE($5, wechat_invoice_status), updated_at = $6
+         WHERE unit_appid = $1 AND order_id = $2 AND state IN ({from})
+            AND s_pappid = COALESCE($7, s_pappid) AND authorized_appid = COALESCE($8, authorized_appid)",
+        AuthEvent::PayerAuthorized,
+    )
+}
+
+/// Queues an order's IssueBill job, due at once (again, if it had one): `{row}` gives its
+/// unit_appid, order_id, `'issue'` and the time twice.
+const QUEUE_JOB: &str = "INSERT INTO outbox (unit_appid, order_id, phase, next_attempt_at, created_at) {row}
+     ON CONFLICT (unit_appid, order_id) DO UPDATE SET phase = 'issue', attempts = 0,
+        next_attempt_at = excluded.next_attempt_at, last_error = NULL";
+
+/// Records a push; the values follow.
+const INSERT_PUSH_EVENT: &str = "INSERT INTO push_event
+    (dedupe_key, unit_appid, event, order_id, openid, authorize_appid, create_time, outcome, body, received_at)";
+
 /// The SQL of a change of state by `event`: `{to}` becomes the event's target state and
 /// `{from}` the states that allow it. The rule is the domain's; the SQL only takes its "from"
 /// set as data.
@@ -554,6 +577,10 @@ impl Store {
     /// created under is refused before anything is written.
     pub async fn record_push(&self, push: &PushRow<'_>, now: i64) -> Result<PushOutcome, Error> {
         let _span = storage_span("record_push");
+        if push.authorized && self.record_authorizing_push(push, now).await? {
+            self.wake_watchers();
+            return Ok(PushOutcome::Authorized);
+        }
         // WeChat waits for this: it goes before the issuing work's transactions.
         let mut tx = self.db.begin_write_first().await?;
         let key = OrderKey { unit_appid: push.unit_appid.to_owned(), order_id: push.order_id.to_owned() };
@@ -569,10 +596,10 @@ impl Store {
         }
         // Recorded last, with its outcome: a duplicate (WeChat's retry or a replay) finds its
         // key taken and the transaction, with what the push changed, is rolled back.
-        let inserted = sqlx::query(
-            "INSERT INTO push_event (dedupe_key, unit_appid, event, order_id, openid, authorize_appid, create_time, outcome, body, received_at)
-             VALUES ($1, $2, 'user_authorize_invoice', $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (dedupe_key) DO NOTHING",
-        )
+        let inserted = sqlx::query(AssertSqlSafe(format!(
+            "{INSERT_PUSH_EVENT} VALUES ($1, $2, 'user_authorize_invoice', $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (dedupe_key) DO NOTHING"
+        )))
         .bind(push.dedupe_key)
         .bind(push.unit_appid)
         .bind(push.order_id)
@@ -591,6 +618,52 @@ impl Store {
         tx.commit().await?;
         self.wake_watchers();
         Ok(outcome)
+    }
+
+    /// The usual push (the payer authorizing a waiting order under the ids it was created
+    /// with) in one round trip: the order authorized, its job queued and the push recorded. False
+    /// when nothing was written: the order is not waiting under those ids, or the push was
+    /// recorded before (its key is taken); the caller then tells the case apart.
+    async fn record_authorizing_push(&self, push: &PushRow<'_>, now: i64) -> Result<bool, Error> {
+        let authorize = authorize_sql().0;
+        // The push's row, `$9` ... `$12` after the authorizing update's arguments.
+        let push_row = "SELECT $9, $1, 'user_authorize_invoice', $2, $3, $8, $10, $11, $12, $6";
+        let statements = match self.db.backend() {
+            // Each insert runs only if the statement before it changed a row.
+            Backend::Sqlite => vec![
+                authorize,
+                QUEUE_JOB.replace("{row}", "SELECT $1, $2, 'issue', $6, $6 WHERE changes() = 1"),
+                format!("{INSERT_PUSH_EVENT} {push_row} WHERE changes() = 1 RETURNING 1"),
+            ],
+            Backend::Postgres => vec![format!(
+                "WITH authorized AS ({authorize} RETURNING 1), queued AS ({})
+                 {INSERT_PUSH_EVENT} {push_row} FROM authorized RETURNING 1",
+                QUEUE_JOB.replace("{row}", "SELECT $1, $2, 'issue', $6, $6 FROM authorized"),
+            )],
+        };
+        let payer = PayerAuthorized::pushed(push);
+        let bind = |query: Statement| {
+            query
+                .bind(push.unit_appid)
+                .bind(push.order_id)
+                .bind(payer.openid)
+                .bind(payer.authorize_time)
+                .bind(payer.invoice_status)
+                .bind(now)
+                .bind(payer.s_pappid)
+                .bind(payer.authorized_appid)
+                .bind(push.dedupe_key)
+                .bind(push.create_time)
+                .bind(PushOutcome::Authorized.as_str())
+                .bind(push.body)
+        };
+        // WeChat waits for this: it goes before the issuing work's transactions.
+        match self.db.write_together_first(&statements, bind).await {
+            Ok(rows) => Ok(!rows.is_empty()),
+            // Recorded before: the whole unit was undone.
+            Err(Error::Database(error)) if error.is_unique_violation() => Ok(false),
+            Err(error) => Err(error),
+        }
     }
 
     /// getauthdata said "auth success": authorized, and the job queued. False if the
@@ -800,46 +873,80 @@ impl Store {
     }
 
     /// The bureau answered with a final bill: the authorization records it and the job ends.
+    /// Only while this replica holds the job's lease: if it was lost (or the order rejected
+    /// meanwhile), nothing is written and whoever holds it decides.
     pub async fn finish_job(&self, key: &OrderKey, holder: &str, outcome: &JobOutcome, now: i64) -> Result<(), Error> {
         let _span = storage_span("finish_job");
-        let mut tx = self.db.begin_write().await?;
-        let deleted = sqlx::query("DELETE FROM outbox WHERE unit_appid = $1 AND order_id = $2 AND lease_holder = $3")
-            .bind(&key.unit_appid)
-            .bind(&key.order_id)
-            .bind(holder)
-            .execute(&mut *tx)
-            .await?;
-        if deleted.rows_affected() == 0 {
-            // The lease was lost (or the order rejected meanwhile): someone else decides.
-            tx.rollback().await?;
-            return Ok(());
-        }
         match outcome {
             JobOutcome::Issued { card_id, card_code, openid } => {
-                let event = AuthEvent::BureauIssued;
-                sqlx::query(event_sql(
-                    "UPDATE payer_authorization SET state = '{to}', card_id = $3, card_code = $4, openid = COALESCE($5, openid),
-                        issue_attempts = issue_attempts + 1, failure_reason = NULL, failure_message = NULL, failure_errcode = 0,
-                        failure_errmsg = NULL, failure_rid = NULL, failed_at = 0, updated_at = $6
-                     WHERE unit_appid = $1 AND order_id = $2 AND state IN ({from})",
-                    event,
-                ))
-                .bind(&key.unit_appid)
-                .bind(&key.order_id)
-                .bind(card_id.as_deref())
-                .bind(card_code.as_deref())
-                .bind(openid.as_deref())
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+                self.finish_issued(key, holder, card_id.as_deref(), card_code.as_deref(), openid.as_deref(), now)
+                    .await?
             }
             JobOutcome::Failed(failure) => {
+                let mut tx = self.db.begin_write().await?;
+                let deleted =
+                    sqlx::query("DELETE FROM outbox WHERE unit_appid = $1 AND order_id = $2 AND lease_holder = $3")
+                        .bind(&key.unit_appid)
+                        .bind(&key.order_id)
+                        .bind(holder)
+                        .execute(&mut *tx)
+                        .await?;
+                if deleted.rows_affected() == 0 {
+                    tx.rollback().await?;
+                    return Ok(());
+                }
                 set_failure(&mut tx, key, AuthEvent::BureauFailed, failure, now).await?;
+                tx.commit().await?;
             }
         }
-        tx.commit().await?;
         self.wake_watchers();
         Ok(())
+    }
+
+    /// An issued bill's job ended in one round trip: the job deleted, and the authorization
+    /// issued, only if `holder` holds the lease.
+    async fn finish_issued(
+        &self,
+        key: &OrderKey,
+        holder: &str,
+        card_id: Option<&str>,
+        card_code: Option<&str>,
+        openid: Option<&str>,
+        now: i64,
+    ) -> Result<(), Error> {
+        let issue = event_sql(
+            "UPDATE payer_authorization SET state = '{to}', card_id = $4, card_code = $5, openid = COALESCE($6, openid),
+                issue_attempts = issue_attempts + 1, failure_reason = NULL, failure_message = NULL, failure_errcode = 0,
+                failure_errmsg = NULL, failure_rid = NULL, failed_at = 0, updated_at = $7
+             WHERE unit_appid = $1 AND order_id = $2 AND state IN ({from})",
+            AuthEvent::BureauIssued,
+        )
+        .0;
+        let delete_job = "DELETE FROM outbox WHERE unit_appid = $1 AND order_id = $2 AND lease_holder = $3";
+        let statements = match self.db.backend() {
+            // The one writer: nothing changes between the two statements.
+            Backend::Sqlite => vec![
+                format!(
+                    "{issue} AND EXISTS (SELECT 1 FROM outbox WHERE unit_appid = $1 AND order_id = $2 AND lease_holder = $3)"
+                ),
+                delete_job.to_owned(),
+            ],
+            // The delete locks the job's row, so a lease taken over meanwhile is seen.
+            Backend::Postgres => {
+                vec![format!("WITH deleted AS ({delete_job} RETURNING 1) {issue} AND EXISTS (SELECT 1 FROM deleted)")]
+            }
+        };
+        let bind = |query: Statement| {
+            query
+                .bind(&key.unit_appid)
+                .bind(&key.order_id)
+                .bind(holder)
+                .bind(card_id)
+                .bind(card_code)
+                .bind(openid)
+                .bind(now)
+        };
+        self.db.write_together(&statements, bind, None).await
     }
 
     /// The bureau accepted the bill and is issuing it: poll later.
@@ -952,24 +1059,17 @@ impl<'a> PayerAuthorized<'a> {
 /// Marks a waiting order authorized (when its ids are the ones expected) and queues its job.
 /// False if nothing matched: no such order, other ids, or no longer waiting for the payer.
 async fn authorize(tx: &mut WriteTx, key: &OrderKey, payer: &PayerAuthorized<'_>, now: i64) -> Result<bool, Error> {
-    let event = AuthEvent::PayerAuthorized;
-    let done = sqlx::query(event_sql(
-        "UPDATE payer_authorization SET state = '{to}', openid = COALESCE($3, openid), authorize_time = $4,
-            wechat_invoice_status = COALESCE($5, wechat_invoice_status), updated_at = $6
-         WHERE unit_appid = $1 AND order_id = $2 AND state IN ({from})
-            AND s_pappid = COALESCE($7, s_pappid) AND authorized_appid = COALESCE($8, authorized_appid)",
-        event,
-    ))
-    .bind(&key.unit_appid)
-    .bind(&key.order_id)
-    .bind(payer.openid)
-    .bind(payer.authorize_time)
-    .bind(payer.invoice_status)
-    .bind(now)
-    .bind(payer.s_pappid)
-    .bind(payer.authorized_appid)
-    .execute(&mut **tx)
-    .await?;
+    let done = sqlx::query(authorize_sql())
+        .bind(&key.unit_appid)
+        .bind(&key.order_id)
+        .bind(payer.openid)
+        .bind(payer.authorize_time)
+        .bind(payer.invoice_status)
+        .bind(now)
+        .bind(payer.s_pappid)
+        .bind(payer.authorized_appid)
+        .execute(&mut **tx)
+        .await?;
     if done.rows_affected() == 0 {
         return Ok(false);
     }
@@ -1015,15 +1115,12 @@ async fn apply_other_push(tx: &mut WriteTx, push: &PushRow<'_>, now: i64) -> Res
 }
 
 async fn queue_job(tx: &mut WriteTx, key: &OrderKey, now: i64) -> Result<(), Error> {
-    sqlx::query(
-        "INSERT INTO outbox (unit_appid, order_id, phase, next_attempt_at, created_at) VALUES ($1, $2, 'issue', $3, $3)
-         ON CONFLICT (unit_appid, order_id) DO UPDATE SET phase = 'issue', attempts = 0, next_attempt_at = $3, last_error = NULL",
-    )
-    .bind(&key.unit_appid)
-    .bind(&key.order_id)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
+    sqlx::query(AssertSqlSafe(QUEUE_JOB.replace("{row}", "VALUES ($1, $2, 'issue', $3, $3)")))
+        .bind(&key.unit_appid)
+        .bind(&key.order_id)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 
@@ -1064,11 +1161,11 @@ mod tests {
     use fiscalbill_common::pdf_store::test_support::whole_pdfs_survive_the_move_to_chunks;
 
     use bytes::Bytes;
-    use fiscalbill_common::bill::{BillContent, BillItem};
+    use fiscalbill_common::bill::{BillContent, BillItem, Failure};
     use fiscalbill_common::trace::TraceContext;
     use wechat::types::AuthSource;
 
-    use super::{AUTHORIZATION_PDF, AuthChange, ChangePosition, MIGRATIONS, PushOutcome, PushRow, Store};
+    use super::{AUTHORIZATION_PDF, AuthChange, ChangePosition, JobOutcome, MIGRATIONS, PushOutcome, PushRow, Store};
     use crate::domain::{AuthState, Authorization, OrderKey};
 
     #[tokio::test]
@@ -1181,14 +1278,15 @@ mod tests {
             let other_appid = PushRow { authorize_appid: Some("wxapp"), ..push("k-1", "o-1", true) };
             assert_eq!(store.record_push(&other_appid, 5).await.unwrap(), PushOutcome::AppidMismatch);
             assert_eq!(state("o-1").await, AuthState::Pending);
+            // Its key again, now with the ids expected: recorded before, so it changes nothing
+            // (the one-round-trip attempt is undone whole).
+            assert_eq!(store.record_push(&push("k-1", "o-1", true), 5).await.unwrap(), PushOutcome::Duplicate);
+            assert_eq!(state("o-1").await, AuthState::Pending);
+            assert_eq!(jobs(&db, "o-1").await, 0, "{}", config.url);
 
             assert_eq!(store.record_push(&push("k-2", "o-1", true), 5).await.unwrap(), PushOutcome::Authorized);
             assert_eq!(state("o-1").await, AuthState::Authorized);
-            let jobs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE order_id = 'o-1'")
-                .fetch_one(&mut *db.read().await.unwrap())
-                .await
-                .unwrap();
-            assert_eq!(jobs, 1, "its IssueBill job queued");
+            assert_eq!(jobs(&db, "o-1").await, 1, "its IssueBill job queued");
             assert_eq!(store.record_push(&push("k-2", "o-1", true), 6).await.unwrap(), PushOutcome::Duplicate);
             assert_eq!(store.record_push(&push("k-3", "o-1", true), 6).await.unwrap(), PushOutcome::NoChange);
             assert_eq!(store.record_push(&push("k-4", "o-9", true), 6).await.unwrap(), PushOutcome::UnknownOrder);
@@ -1206,6 +1304,55 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(recorded, 7, "{}", config.url);
+            db.close().await;
+        }
+    }
+
+    async fn jobs(db: &Db, order_id: &str) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE order_id = $1")
+            .bind(order_id)
+            .fetch_one(&mut *db.read().await.unwrap())
+            .await
+            .unwrap()
+    }
+
+    /// A job ends only by the hand of its lease's holder: another's answer (its lease lost)
+    /// writes nothing, on each backend.
+    #[tokio::test]
+    async fn only_the_lease_holder_finishes_a_job() {
+        for config in test_support::both() {
+            let db = Db::connect_until_ready(&config, "collection", &[MIGRATIONS]).await;
+            let store = Store::new(db.clone());
+            store.insert_authorization(&authorization("o-1", "0000000001"), None).await.unwrap();
+            assert_eq!(store.record_push(&push("k-1", "o-1", true), 5).await.unwrap(), PushOutcome::Authorized);
+            let claimed = store.claim_jobs("replica-a", 10, 60_000, 10).await.unwrap();
+            assert_eq!(claimed.len(), 1);
+            let key = claimed[0].key.clone();
+            let issued = JobOutcome::Issued {
+                card_id: Some("card-1".into()),
+                card_code: Some("code-1".into()),
+                openid: Some("openid-2".into()),
+            };
+            let failed = JobOutcome::Failed(Failure {
+                reason: "BUREAU_REJECTED".into(),
+                message: "refused".into(),
+                wechat_errcode: 0,
+                wechat_errmsg: String::new(),
+                wechat_rid: String::new(),
+                at: 11,
+            });
+            for outcome in [&issued, &failed] {
+                store.finish_job(&key, "replica-b", outcome, 11).await.unwrap();
+                let kept = store.authorization(&key).await.unwrap().unwrap();
+                assert_eq!((kept.state, kept.card_code), (AuthState::Authorized, None), "{}", config.url);
+                assert_eq!(jobs(&db, "o-1").await, 1);
+            }
+            store.finish_job(&key, "replica-a", &issued, 12).await.unwrap();
+            let done = store.authorization(&key).await.unwrap().unwrap();
+            assert_eq!(done.state, AuthState::Issued, "{}", config.url);
+            assert_eq!((done.card_id.as_deref(), done.card_code.as_deref()), (Some("card-1"), Some("code-1")));
+            assert_eq!((done.openid.as_deref(), done.issue_attempts), (Some("openid-2"), 1));
+            assert_eq!(jobs(&db, "o-1").await, 0, "{}", config.url);
             db.close().await;
         }
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, ConnectOptions, Connection, Executor, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
@@ -382,6 +382,29 @@ impl Db {
         bind: impl FnOnce(Statement) -> Statement,
         more: Option<MoreStatements<'_>>,
     ) -> Result<(), sqlx::Error> {
+        self.run_unit(statements, bind, more, true).await.map(drop)
+    }
+
+    /// A write unit (see [`Db::write_together`]) that goes before ordinary transactions, as
+    /// [`Db::begin_write_first`] does; it gives back the rows its statements return
+    /// (`RETURNING`). The statements may differ by backend: on SQLite, a statement can test
+    /// what the one before it changed with `changes()`; on PostgreSQL, one statement with its
+    /// own `WITH` can do the same.
+    pub async fn write_together_first(
+        &self,
+        statements: &[String],
+        bind: impl FnOnce(Statement) -> Statement,
+    ) -> Result<Vec<AnyRow>, sqlx::Error> {
+        self.run_unit(statements, bind, None, false).await
+    }
+
+    async fn run_unit(
+        &self,
+        statements: &[String],
+        bind: impl FnOnce(Statement) -> Statement,
+        more: Option<MoreStatements<'_>>,
+        ordinary: bool,
+    ) -> Result<Vec<AnyRow>, sqlx::Error> {
         crate::statement_counts::WRITE_TRANSACTIONS.inc();
         let query = bind(sqlx::query(self.together_sql(statements, more.is_some())));
         match &*self.inner {
@@ -391,15 +414,15 @@ impl Db {
                 for statement in statements {
                     crate::statement_counts::count(statement);
                 }
-                let mut tx = sqlite.take_writer(true).await?;
+                let mut tx = sqlite.take_writer(ordinary).await?;
                 let conn = tx.writer.as_mut().expect("just taken");
                 let commit_after = more.is_some();
                 let ran = async {
-                    query.execute(&mut **conn).await?;
+                    let rows = query.fetch_all(&mut **conn).await?;
                     for statement in more.into_iter().flatten() {
                         statement.execute(&mut **conn).await?;
                     }
-                    Ok::<(), sqlx::Error>(())
+                    Ok::<_, sqlx::Error>(rows)
                 }
                 .await;
                 match ran {
@@ -407,23 +430,23 @@ impl Db {
                         let _ = tx.finish("ROLLBACK").await;
                         Err(error)
                     }
-                    Ok(()) if commit_after => tx.finish("COMMIT").await,
-                    Ok(()) => {
+                    Ok(rows) if commit_after => tx.finish("COMMIT").await.map(|()| rows),
+                    Ok(rows) => {
                         // Committed by the batch's own COMMIT: nothing to roll back.
                         tx.writer = None;
-                        Ok(())
+                        Ok(rows)
                     }
                 }
             }
             Connections::Postgres(pool) => match more {
-                None => query.execute(pool).await.map(|_| ()),
+                None => query.fetch_all(pool).await,
                 Some(more) => {
                     let mut tx = pool.begin().await?;
-                    query.execute(&mut *tx).await?;
+                    let rows = query.fetch_all(&mut *tx).await?;
                     for statement in more {
                         statement.execute(&mut *tx).await?;
                     }
-                    tx.commit().await
+                    tx.commit().await.map(|()| rows)
                 }
             },
         }

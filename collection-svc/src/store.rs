@@ -87,6 +87,25 @@ fn authorize_sql() -> AssertSqlSafe<String> {
     )
 }
 
+/// Binds [`authorize_sql`]'s `$1` ... `$8`.
+fn bind_authorize(
+    query: Statement,
+    unit_appid: &str,
+    order_id: &str,
+    payer: &PayerAuthorized<'_>,
+    now: i64,
+) -> Statement {
+    query
+        .bind(unit_appid)
+        .bind(order_id)
+        .bind(payer.openid)
+        .bind(payer.authorize_time)
+        .bind(payer.invoice_status)
+        .bind(now)
+        .bind(payer.s_pappid)
+        .bind(payer.authorized_appid)
+}
+
 /// Queues an order's IssueBill job, due at once (again, if it had one): `{row}` gives its
 /// unit_appid, order_id, `'issue'` and the time twice.
 const QUEUE_JOB: &str = "INSERT INTO outbox (unit_appid, order_id, phase, next_attempt_at, created_at) {row}
@@ -643,15 +662,7 @@ impl Store {
         };
         let payer = PayerAuthorized::pushed(push);
         let bind = |query: Statement| {
-            query
-                .bind(push.unit_appid)
-                .bind(push.order_id)
-                .bind(payer.openid)
-                .bind(payer.authorize_time)
-                .bind(payer.invoice_status)
-                .bind(now)
-                .bind(payer.s_pappid)
-                .bind(payer.authorized_appid)
+            bind_authorize(query, push.unit_appid, push.order_id, &payer, now)
                 .bind(push.dedupe_key)
                 .bind(push.create_time)
                 .bind(PushOutcome::Authorized.as_str())
@@ -1059,15 +1070,7 @@ impl<'a> PayerAuthorized<'a> {
 /// Marks a waiting order authorized (when its ids are the ones expected) and queues its job.
 /// False if nothing matched: no such order, other ids, or no longer waiting for the payer.
 async fn authorize(tx: &mut WriteTx, key: &OrderKey, payer: &PayerAuthorized<'_>, now: i64) -> Result<bool, Error> {
-    let done = sqlx::query(authorize_sql())
-        .bind(&key.unit_appid)
-        .bind(&key.order_id)
-        .bind(payer.openid)
-        .bind(payer.authorize_time)
-        .bind(payer.invoice_status)
-        .bind(now)
-        .bind(payer.s_pappid)
-        .bind(payer.authorized_appid)
+    let done = bind_authorize(sqlx::query(authorize_sql()), &key.unit_appid, &key.order_id, payer, now)
         .execute(&mut **tx)
         .await?;
     if done.rows_affected() == 0 {

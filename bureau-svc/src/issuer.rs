@@ -208,25 +208,30 @@ impl Issuer {
             pdf_origin,
             signer_sha256,
         };
-        let inserted = self.store.insert_bill(&new, now_millis()).await;
+        let now = now_millis();
+        let inserted = self.store.insert_bill(&new, now, &self.holder, now + self.lease_ms()).await;
         drop(new);
-        if let Err(error) = inserted {
-            // A concurrent call recorded the same order, request_id or billing number.
-            let found = self.bills_in_the_way(&request).await?;
-            if let Some(existing) = found.order {
-                return self.repeat(existing, &request, supplied_sha256, wait).await;
+        let bill = match inserted {
+            Ok(bill) => bill,
+            Err(error) => {
+                // A concurrent call recorded the same order, request_id or billing number.
+                let found = self.bills_in_the_way(&request).await?;
+                if let Some(existing) = found.order {
+                    return self.repeat(existing, &request, supplied_sha256, wait).await;
+                }
+                if let (Some(request_id), Some(_)) = (&request.request_id, found.request_id) {
+                    return Err(BureauError::RequestIdReused(request_id.clone()));
+                }
+                if let Some(other) = found.billing_number {
+                    return Err(billing_taken(&request, other.key));
+                }
+                return Err(error.into());
             }
-            if let (Some(request_id), Some(_)) = (&request.request_id, found.request_id) {
-                return Err(BureauError::RequestIdReused(request_id.clone()));
-            }
-            if let Some(other) = found.billing_number {
-                return Err(billing_taken(&request, other.key));
-            }
-            return Err(error.into());
-        }
+        };
         tracing::info!(bill = %request.key, origin = pdf_origin.as_str(), "bill accepted");
         let published = self.subscribe(&request.key);
-        self.spawn_drive(request.key.clone());
+        // Leased to this replica by its insert: driven without claiming it again.
+        self.spawn_drive_with(request.key.clone(), None, Some(bill));
         self.wait_for(&request.key, wait, published, Known::JustAccepted).await
     }
 
@@ -346,10 +351,17 @@ impl Issuer {
     /// Drives the bill in a task of its own (it outlives the RPC), unless this process
     /// already drives it.
     fn spawn_drive(self: &Arc<Self>, key: BillKey) {
-        self.spawn_drive_with(key, None);
+        self.spawn_drive_with(key, None, None);
     }
 
-    fn spawn_drive_with(self: &Arc<Self>, key: BillKey, permit: Option<tokio::sync::OwnedSemaphorePermit>) {
+    /// `leased`: the bill, already leased to this replica (just inserted); otherwise the drive
+    /// claims it first.
+    fn spawn_drive_with(
+        self: &Arc<Self>,
+        key: BillKey,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+        leased: Option<Bill>,
+    ) {
         if !self.driving.lock().unwrap().insert(key.clone()) {
             return;
         }
@@ -363,7 +375,7 @@ impl Issuer {
             {
                 trace.continue_in(&span);
             }
-            if let Err(error) = tracing::Instrument::instrument(issuer.drive(&key), span).await {
+            if let Err(error) = tracing::Instrument::instrument(issuer.drive(&key, leased), span).await {
                 tracing::warn!(bill = %key, %error, "driving the bill stopped; the worker resumes it");
             }
             issuer.driving.lock().unwrap().remove(&key);
@@ -374,13 +386,20 @@ impl Issuer {
         });
     }
 
-    /// Takes the bill's lease and runs its due steps until it is final, waiting for a retry,
-    /// or the service is shutting down; then gives the lease back (with the last step's change
-    /// when there is one). The bill comes back from each write: no read between steps.
-    async fn drive(&self, key: &BillKey) -> Result<(), BureauError> {
-        let now = now_millis();
-        let Some(mut bill) = self.store.claim_bill(key, &self.holder, now, now + self.lease_ms()).await? else {
-            return Ok(());
+    /// Takes the bill's lease (unless `leased` is the bill, already leased to this replica) and
+    /// runs its due steps until it is final, waiting for a retry, or the service is shutting
+    /// down; then gives the lease back (with the last step's change when there is one). The
+    /// bill comes back from each write: no read between steps.
+    async fn drive(&self, key: &BillKey, leased: Option<Bill>) -> Result<(), BureauError> {
+        let mut bill = match leased {
+            Some(bill) => bill,
+            None => {
+                let now = now_millis();
+                match self.store.claim_bill(key, &self.holder, now, now + self.lease_ms()).await? {
+                    Some(bill) => bill,
+                    None => return Ok(()),
+                }
+            }
         };
         tracing::Span::current().record("trace_id", bill.trace.trace_id.as_str());
         loop {
@@ -627,7 +646,7 @@ impl Issuer {
             };
             for key in due {
                 match self.worker_slots.clone().try_acquire_owned() {
-                    Ok(permit) => self.spawn_drive_with(key, Some(permit)),
+                    Ok(permit) => self.spawn_drive_with(key, Some(permit), None),
                     Err(_) => {
                         let _ = self.store.release_bill(&key, &self.holder).await;
                     }

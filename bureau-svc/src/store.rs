@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use fiscalbill_common::bill::{BillContent, BillItem};
-use fiscalbill_common::db::{Db, Migration, Statement, sql_list};
+use fiscalbill_common::db::{Backend, Db, Migration, Statement, sql_list};
 use fiscalbill_common::paging::Cursor;
 use fiscalbill_common::pdf_store::PdfTable;
 use fiscalbill_common::telemetry::storage_span;
@@ -433,21 +433,29 @@ impl Store {
         Ok(found)
     }
 
-    /// Records a new bill and its PDF: one write unit. A unique-key race surfaces as the
-    /// database error; the caller re-reads to explain it.
-    pub async fn insert_bill(&self, bill: &NewBill, now: i64) -> Result<(), Error> {
+    /// Records a new bill and its PDF, leased to `holder` until `lease_until` (the caller drives
+    /// it at once), and returns it as stored: one write unit, no claim or read after it. A
+    /// unique-key race surfaces as the database error; the caller re-reads to explain it.
+    pub async fn insert_bill(&self, bill: &NewBill, now: i64, holder: &str, lease_until: i64) -> Result<Bill, Error> {
         let _span = storage_span("insert_bill");
         let items = serde_json::to_string(&bill.content.items).expect("items serialize");
-        let mut statements = vec![
+        let insert = concat!(
             "INSERT INTO bill (unit_appid, order_id, authorized_appid, request_id, state, fee, payer_title, billing_no,
                 billing_code, billing_time, items, remarks, pdf_sha256, pdf_size, pdf_origin, next_attempt_at, created_at, updated_at, trace_id,
-                trace_parent_id, signer_sha256, supplied_sha256)
-             VALUES ($1, $2, $3, $4, 'accepted', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $15, $16, $17, $18, $19)"
-                .to_owned(),
-        ];
+                trace_parent_id, signer_sha256, supplied_sha256, lease_holder, lease_until)
+             VALUES ($1, $2, $3, $4, 'accepted', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $15, $16, $17, $18, $19, $21, $22)
+             RETURNING ",
+            bill_columns!()
+        );
         // Never empty: a bill's PDF was checked or rendered.
         let pdf = BILL_PDF.in_unit(&bill.key.unit_appid, &bill.key.order_id, &bill.pdf, 20);
-        statements.push(pdf.statement);
+        let statements = match self.db.backend() {
+            Backend::Sqlite => vec![insert.to_owned(), pdf.statement],
+            // Only the last statement's rows come out of a WITH.
+            Backend::Postgres => {
+                vec![format!("WITH inserted AS ({insert}), chunk AS ({}) SELECT * FROM inserted", pdf.statement)]
+            }
+        };
         let bind = |query: Statement| {
             query
                 .bind(&bill.key.unit_appid)
@@ -470,8 +478,12 @@ impl Store {
                 .bind(bill.signer_sha256.as_deref())
                 .bind(bill.supplied_sha256.as_deref())
                 .bind(pdf.first_chunk)
+                .bind(holder)
+                .bind(lease_until)
         };
-        self.db.write_together(&statements, bind, pdf.more).await
+        let rows = self.db.write_together(&statements, bind, pdf.more).await?;
+        let row = rows.first().ok_or_else(|| Error::Protocol("the inserted bill came back with no row".into()))?;
+        bill_from_row(row)
     }
 
     pub async fn pdf(&self, key: &BillKey) -> Result<Option<Bytes>, Error> {
@@ -823,9 +835,14 @@ fn states(states: &[BillState]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+    use fiscalbill_common::bill::{BillContent, BillItem};
+    use fiscalbill_common::db::{COMMON_MIGRATIONS, Db, test_support};
     use fiscalbill_common::pdf_store::test_support::whole_pdfs_survive_the_move_to_chunks;
+    use fiscalbill_common::trace::TraceContext;
 
-    use super::{BILL_PDF, MIGRATIONS};
+    use super::{BILL_PDF, MIGRATIONS, Store};
+    use crate::domain::{BillKey, BillState, NewBill, PdfOrigin};
 
     #[test]
     fn the_due_index_covers_exactly_the_open_states() {
@@ -841,5 +858,63 @@ mod tests {
     #[tokio::test]
     async fn pdfs_stored_whole_survive_the_move_to_chunks() {
         whole_pdfs_survive_the_move_to_chunks(MIGRATIONS, "bill_pdf", BILL_PDF).await;
+    }
+
+    fn new_bill(order_id: &str, billing_code: &str, pdf: Bytes) -> NewBill {
+        NewBill {
+            key: BillKey { unit_appid: "wxu".into(), order_id: order_id.into() },
+            authorized_appid: "wxu".into(),
+            request_id: Some(format!("r-{order_id}")),
+            trace: TraceContext::root(),
+            content: BillContent {
+                fee: 100,
+                payer_title: "张三".into(),
+                billing_no: "44010125".into(),
+                billing_code: billing_code.into(),
+                billing_time: 1_760_000_000,
+                items: vec![BillItem {
+                    name: "门诊挂号费".into(),
+                    quantity: "1".into(),
+                    unit: "次".into(),
+                    unit_price: 100,
+                    amount: 100,
+                }],
+                remarks: String::new(),
+            },
+            pdf_sha256: "ab".repeat(32),
+            pdf,
+            pdf_origin: PdfOrigin::Supplied,
+            signer_sha256: None,
+            supplied_sha256: None,
+        }
+    }
+
+    /// A new bill comes back from its insert as stored and leased to the inserting replica
+    /// (which drives it at once, without claiming it), with its PDF whole; on each backend,
+    /// with a PDF of one chunk and one of several (the statements after the unit).
+    #[tokio::test]
+    async fn a_new_bill_comes_back_leased_to_its_inserter() {
+        for config in test_support::both() {
+            let db = Db::connect_until_ready(&config, "bureau", &[COMMON_MIGRATIONS, MIGRATIONS]).await;
+            let store = Store::new(db.clone());
+            let small = Bytes::from(vec![7_u8; 1_000]);
+            let large = Bytes::from((0..600_000).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+            for (order_id, code, pdf) in [("o-1", "0000000001", small), ("o-2", "0000000002", large)] {
+                let new = new_bill(order_id, code, pdf.clone());
+                let bill = store.insert_bill(&new, 1_000, "replica-a", 61_000).await.unwrap();
+                assert_eq!(bill.key, new.key, "{}", config.url);
+                assert_eq!((bill.state, bill.pdf_size), (BillState::Accepted, pdf.len() as i64));
+                assert_eq!((bill.content.billing_code.as_str(), bill.created_at), (code, 1_000));
+                assert_eq!(store.pdf(&new.key).await.unwrap(), Some(pdf), "{}", config.url);
+                // Leased: another replica cannot claim it before the lease ends, its holder can.
+                assert!(store.claim_bill(&new.key, "replica-b", 2_000, 62_000).await.unwrap().is_none());
+                assert!(store.claim_bill(&new.key, "replica-b", 61_000, 121_000).await.unwrap().is_some());
+            }
+            // The same order again: the unique key refuses it, and nothing of it is kept.
+            let again = new_bill("o-1", "0000000009", Bytes::from_static(b"other"));
+            assert!(store.insert_bill(&again, 3_000, "replica-a", 63_000).await.is_err());
+            assert_eq!(store.pdf(&again.key).await.unwrap(), Some(Bytes::from(vec![7_u8; 1_000])));
+            db.close().await;
+        }
     }
 }

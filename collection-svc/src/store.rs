@@ -957,7 +957,7 @@ impl Store {
                 .bind(openid)
                 .bind(now)
         };
-        self.db.write_together(&statements, bind, None).await
+        self.db.write_together(&statements, bind, None).await.map(drop)
     }
 
     /// The bureau accepted the bill and is issuing it: poll later.

@@ -375,21 +375,22 @@ impl Db {
     /// when its turn comes (the chunks of a large PDF: bound all at once, they would be copied
     /// all at once). On SQLite the writer runs `BEGIN IMMEDIATE; s1; ...; sn; COMMIT` as one
     /// query (in its turn among ordinary transactions), and a failure or an abandoned call rolls
-    /// back what ran; on PostgreSQL the unit is one statement, the first ones in `WITH`.
+    /// back what ran; on PostgreSQL the unit is one statement, the first ones in `WITH`. Gives
+    /// back the rows its statements return (`RETURNING`; on PostgreSQL only the last
+    /// statement's rows come out of a `WITH`). The statements may differ by backend: on SQLite,
+    /// a statement can test what the one before it changed with `changes()`; on PostgreSQL, one
+    /// statement with its own `WITH` can do the same.
     pub async fn write_together(
         &self,
         statements: &[String],
         bind: impl FnOnce(Statement) -> Statement,
         more: Option<MoreStatements<'_>>,
-    ) -> Result<(), sqlx::Error> {
-        self.run_unit(statements, bind, more, true).await.map(drop)
+    ) -> Result<Vec<AnyRow>, sqlx::Error> {
+        self.run_unit(statements, bind, more, true).await
     }
 
     /// A write unit (see [`Db::write_together`]) that goes before ordinary transactions, as
-    /// [`Db::begin_write_first`] does; it gives back the rows its statements return
-    /// (`RETURNING`). The statements may differ by backend: on SQLite, a statement can test
-    /// what the one before it changed with `changes()`; on PostgreSQL, one statement with its
-    /// own `WITH` can do the same.
+    /// [`Db::begin_write_first`] does.
     pub async fn write_together_first(
         &self,
         statements: &[String],

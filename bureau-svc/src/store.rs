@@ -836,7 +836,7 @@ fn states(states: &[BillState]) -> String {
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
-    use fiscalbill_common::bill::{BillContent, BillItem};
+    use fiscalbill_common::bill::test_support::registration_fee;
     use fiscalbill_common::db::{COMMON_MIGRATIONS, Db, test_support};
     use fiscalbill_common::pdf_store::test_support::whole_pdfs_survive_the_move_to_chunks;
     use fiscalbill_common::trace::TraceContext;
@@ -866,21 +866,7 @@ mod tests {
             authorized_appid: "wxu".into(),
             request_id: Some(format!("r-{order_id}")),
             trace: TraceContext::root(),
-            content: BillContent {
-                fee: 100,
-                payer_title: "张三".into(),
-                billing_no: "44010125".into(),
-                billing_code: billing_code.into(),
-                billing_time: 1_760_000_000,
-                items: vec![BillItem {
-                    name: "门诊挂号费".into(),
-                    quantity: "1".into(),
-                    unit: "次".into(),
-                    unit_price: 100,
-                    amount: 100,
-                }],
-                remarks: String::new(),
-            },
+            content: registration_fee(billing_code),
             pdf_sha256: "ab".repeat(32),
             pdf,
             pdf_origin: PdfOrigin::Supplied,

@@ -1164,7 +1164,8 @@ mod tests {
     use fiscalbill_common::pdf_store::test_support::whole_pdfs_survive_the_move_to_chunks;
 
     use bytes::Bytes;
-    use fiscalbill_common::bill::{BillContent, BillItem, Failure};
+    use fiscalbill_common::bill::Failure;
+    use fiscalbill_common::bill::test_support::registration_fee;
     use fiscalbill_common::trace::TraceContext;
     use wechat::types::AuthSource;
 
@@ -1182,21 +1183,7 @@ mod tests {
             authorized_appid: "wxu".into(),
             source: AuthSource::Web,
             money: 100,
-            bill: BillContent {
-                fee: 100,
-                payer_title: "张三".into(),
-                billing_no: "44010125".into(),
-                billing_code: billing_code.into(),
-                billing_time: 1_760_000_000,
-                items: vec![BillItem {
-                    name: "门诊挂号费".into(),
-                    quantity: "1".into(),
-                    unit: "次".into(),
-                    unit_price: 100,
-                    amount: 100,
-                }],
-                remarks: String::new(),
-            },
+            bill: registration_fee(billing_code),
             pdf_sha256: None,
             redirect_url: None,
             request_id: None,

@@ -295,6 +295,30 @@ pub fn optional_timestamp(millis: i64) -> Option<prost_types::Timestamp> {
     (millis != 0).then(|| timestamp(millis))
 }
 
+/// Bill contents for tests of the services' stores.
+pub mod test_support {
+    use super::{BillContent, BillItem};
+
+    /// One registration fee of 1.00 yuan, under billing number 44010125 and `billing_code`.
+    pub fn registration_fee(billing_code: &str) -> BillContent {
+        BillContent {
+            fee: 100,
+            payer_title: "张三".into(),
+            billing_no: "44010125".into(),
+            billing_code: billing_code.into(),
+            billing_time: 1_760_000_000,
+            items: vec![BillItem {
+                name: "门诊挂号费".into(),
+                quantity: "1".into(),
+                unit: "次".into(),
+                unit_price: 100,
+                amount: 100,
+            }],
+            remarks: String::new(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fiscalbill_common::db::now_millis;
+use fiscalbill_common::pdf_store::CHUNK_BYTES;
 use fiscalbill_common::status::ApiError;
 use fiscalbill_common::telemetry;
 use sha2::{Digest, Sha256};
@@ -67,6 +68,13 @@ pub struct Issuer {
     idle: Notify,
     /// Bounds the bills the background worker drives at once.
     worker_slots: Arc<Semaphore>,
+}
+
+/// A bill just inserted, leased to this replica, and its PDF when small enough to keep at
+/// hand until the upload.
+struct Leased {
+    bill: Bill,
+    pdf: Option<Bytes>,
 }
 
 impl Issuer {
@@ -210,6 +218,9 @@ impl Issuer {
         };
         let now = now_millis();
         let inserted = self.store.insert_bill(&new, now, &self.holder, now + self.lease_ms()).await;
+        // A small PDF goes to the first upload as it is (no read back); a large one is not held
+        // while the bill is issued.
+        let small_pdf = (new.pdf.len() <= CHUNK_BYTES).then(|| new.pdf.clone());
         drop(new);
         let bill = match inserted {
             Ok(bill) => bill,
@@ -231,7 +242,7 @@ impl Issuer {
         tracing::info!(bill = %request.key, origin = pdf_origin.as_str(), "bill accepted");
         let published = self.subscribe(&request.key);
         // Leased to this replica by its insert: driven without claiming it again.
-        self.spawn_drive_with(request.key.clone(), None, Some(bill));
+        self.spawn_drive_with(request.key.clone(), None, Some(Leased { bill, pdf: small_pdf }));
         self.wait_for(&request.key, wait, published, Known::JustAccepted).await
     }
 
@@ -360,7 +371,7 @@ impl Issuer {
         self: &Arc<Self>,
         key: BillKey,
         permit: Option<tokio::sync::OwnedSemaphorePermit>,
-        leased: Option<Bill>,
+        leased: Option<Leased>,
     ) {
         if !self.driving.lock().unwrap().insert(key.clone()) {
             return;
@@ -390,13 +401,13 @@ impl Issuer {
     /// runs its due steps until it is final, waiting for a retry, or the service is shutting
     /// down; then gives the lease back (with the last step's change when there is one). The
     /// bill comes back from each write: no read between steps.
-    async fn drive(&self, key: &BillKey, leased: Option<Bill>) -> Result<(), BureauError> {
-        let mut bill = match leased {
-            Some(bill) => bill,
+    async fn drive(&self, key: &BillKey, leased: Option<Leased>) -> Result<(), BureauError> {
+        let (mut bill, mut pdf) = match leased {
+            Some(Leased { bill, pdf }) => (bill, pdf),
             None => {
                 let now = now_millis();
                 match self.store.claim_bill(key, &self.holder, now, now + self.lease_ms()).await? {
-                    Some(bill) => bill,
+                    Some(bill) => (bill, None),
                     None => return Ok(()),
                 }
             }
@@ -407,7 +418,7 @@ impl Issuer {
                 self.store.release_bill(key, &self.holder).await?;
                 return Ok(());
             }
-            let change = self.step(&bill).await?;
+            let change = self.step(&bill, pdf.take()).await?;
             let now = now_millis();
             // A final state or a retry ends the drive: the lease goes with the change.
             let last = change.state.is_final() || change.next_attempt_at > now;
@@ -433,12 +444,13 @@ impl Issuer {
 
     /// One step of the state machine. WeChat failures become a retry or a failure in the
     /// returned change; only storage errors escape.
-    async fn step(&self, bill: &Bill) -> Result<Change, BureauError> {
+    /// `pdf`: the bill's PDF when the caller has it at hand (for an upload).
+    async fn step(&self, bill: &Bill, pdf: Option<Bytes>) -> Result<Change, BureauError> {
         let now = now_millis();
         let mut change = Change::from(bill);
         let media_expired = bill.s_media_id.is_none() || bill.media_expires_at <= now;
         let outcome = match bill.state {
-            BillState::Accepted => self.upload(bill, &mut change, now).await,
+            BillState::Accepted => self.upload(bill, pdf, &mut change, now).await,
             BillState::PdfUploaded | BillState::PdfChecked if media_expired => {
                 tracing::info!(bill = %bill.key, "uploaded PDF expired at WeChat; uploading again");
                 change.apply(BillEvent::PdfLost);
@@ -463,13 +475,16 @@ impl Issuer {
         }
     }
 
-    async fn upload(&self, bill: &Bill, change: &mut Change, now: i64) -> Result<(), BureauError> {
+    async fn upload(&self, bill: &Bill, pdf: Option<Bytes>, change: &mut Change, now: i64) -> Result<(), BureauError> {
         let (card_id, _) = self.templates.ensure(&bill.key.unit_appid).await?;
-        let pdf = self
-            .store
-            .pdf(&bill.key)
-            .await?
-            .ok_or_else(|| BureauError::Render("the stored PDF is missing".to_owned()))?;
+        let pdf = match pdf {
+            Some(pdf) => pdf,
+            None => self
+                .store
+                .pdf(&bill.key)
+                .await?
+                .ok_or_else(|| BureauError::Render("the stored PDF is missing".to_owned()))?,
+        };
         let s_media_id = self.credentials.account(&self.bureau_appid).set_pdf(&pdf).await?;
         change.apply(BillEvent::PdfUploaded);
         change.card_id = Some(card_id);

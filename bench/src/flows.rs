@@ -31,18 +31,6 @@ pub struct Driver {
     watch: tokio::sync::OnceCell<IssuedWatch>,
 }
 
-/// An error and its causes, one after the other (reqwest's own text names only the request).
-fn with_causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        cause = inner.source();
-    }
-    text
-}
-
 /// The number of the next order of this run, shared by its drivers: an order id (and billing
 /// number) used twice would name the first order again (CreateAuthorization is idempotent).
 static NEXT_ORDER: AtomicU64 = AtomicU64::new(1);
@@ -153,10 +141,10 @@ impl Driver {
             .send()
             .await
             .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| with_causes(&e))?
+            .map_err(|e| wechat::with_causes(&e))?
             .json()
             .await
-            .map_err(|e| with_causes(&e))?;
+            .map_err(|e| wechat::with_causes(&e))?;
         let attempt = &answer["push"]["attempts"][0];
         if attempt["outcome"] != "http_200" {
             return Err(format!("push not acknowledged: {attempt}"));

@@ -112,6 +112,9 @@ const QUEUE_JOB: &str = "INSERT INTO outbox (unit_appid, order_id, phase, next_a
      ON CONFLICT (unit_appid, order_id) DO UPDATE SET phase = 'issue', attempts = 0,
         next_attempt_at = excluded.next_attempt_at, last_error = NULL";
 
+/// Ends an order's job (`$1`, `$2`) only while `$3` holds its lease.
+const DELETE_LEASED_JOB: &str = "DELETE FROM outbox WHERE unit_appid = $1 AND order_id = $2 AND lease_holder = $3";
+
 /// Records a push; the values follow.
 const INSERT_PUSH_EVENT: &str = "INSERT INTO push_event
     (dedupe_key, unit_appid, event, order_id, openid, authorize_appid, create_time, outcome, body, received_at)";
@@ -895,13 +898,12 @@ impl Store {
             }
             JobOutcome::Failed(failure) => {
                 let mut tx = self.db.begin_write().await?;
-                let deleted =
-                    sqlx::query("DELETE FROM outbox WHERE unit_appid = $1 AND order_id = $2 AND lease_holder = $3")
-                        .bind(&key.unit_appid)
-                        .bind(&key.order_id)
-                        .bind(holder)
-                        .execute(&mut *tx)
-                        .await?;
+                let deleted = sqlx::query(DELETE_LEASED_JOB)
+                    .bind(&key.unit_appid)
+                    .bind(&key.order_id)
+                    .bind(holder)
+                    .execute(&mut *tx)
+                    .await?;
                 if deleted.rows_affected() == 0 {
                     tx.rollback().await?;
                     return Ok(());
@@ -933,18 +935,19 @@ impl Store {
             AuthEvent::BureauIssued,
         )
         .0;
-        let delete_job = "DELETE FROM outbox WHERE unit_appid = $1 AND order_id = $2 AND lease_holder = $3";
         let statements = match self.db.backend() {
             // The one writer: nothing changes between the two statements.
             Backend::Sqlite => vec![
                 format!(
                     "{issue} AND EXISTS (SELECT 1 FROM outbox WHERE unit_appid = $1 AND order_id = $2 AND lease_holder = $3)"
                 ),
-                delete_job.to_owned(),
+                DELETE_LEASED_JOB.to_owned(),
             ],
             // The delete locks the job's row, so a lease taken over meanwhile is seen.
             Backend::Postgres => {
-                vec![format!("WITH deleted AS ({delete_job} RETURNING 1) {issue} AND EXISTS (SELECT 1 FROM deleted)")]
+                vec![format!(
+                    "WITH deleted AS ({DELETE_LEASED_JOB} RETURNING 1) {issue} AND EXISTS (SELECT 1 FROM deleted)"
+                )]
             }
         };
         let bind = |query: Statement| {

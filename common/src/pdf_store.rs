@@ -30,7 +30,7 @@ impl PdfTable {
     pub fn in_unit<'a>(self, unit_appid: &'a str, order_id: &'a str, pdf: &'a [u8], first: usize) -> PdfInUnit<'a> {
         // The table name is one of the services' constants, never input.
         let table = self.0;
-        let mut chunks = chunks(pdf);
+        let mut chunks = pdf.chunks(CHUNK_BYTES);
         let first_chunk = chunks.next().unwrap_or_default();
         let more = (pdf.len() > CHUNK_BYTES).then(|| {
             let sql = format!("INSERT INTO {table} (unit_appid, order_id, seq, data) VALUES ($1, $2, $3, $4)");
@@ -122,11 +122,6 @@ pub struct PdfInUnit<'a> {
     pub first_chunk: &'a [u8],
     /// The other chunks' statements, to run after the unit's in its transaction.
     pub more: Option<MoreStatements<'a>>,
-}
-
-/// A PDF's chunks, as stored.
-fn chunks(pdf: &[u8]) -> std::slice::Chunks<'_, u8> {
-    pdf.chunks(CHUNK_BYTES)
 }
 
 /// For the services' tests of their migration to chunks.

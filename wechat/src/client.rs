@@ -436,14 +436,7 @@ fn transport_error(endpoint: Endpoint, error: reqwest::Error) -> WechatError {
         return WechatError::Timeout { endpoint };
     }
     let connected = !error.is_connect();
-    let error = error.without_url();
-    let mut message = error.to_string();
-    let mut source = std::error::Error::source(&error);
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
+    let message = crate::error::with_causes(&error.without_url());
     WechatError::Transport { endpoint, connected, message }
 }
 

@@ -99,6 +99,19 @@ impl WechatError {
     }
 }
 
+/// An error's text followed by its causes, on one line (`a: b: c`): many errors (reqwest's,
+/// hyper's) say only the outermost part of what went wrong.
+pub fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
+}
+
 /// Splits WeChat's errmsg into the message and its ` rid: ...` or ` hint: [...]` trace suffix.
 pub fn split_errmsg(raw: &str) -> (String, Option<String>, Option<String>) {
     let mut message = raw;
@@ -124,6 +137,25 @@ pub fn split_errmsg(raw: &str) -> (String, Option<String>, Option<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_is_told_with_its_causes() {
+        #[derive(Debug)]
+        struct Request(std::io::Error);
+        impl std::fmt::Display for Request {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("error sending request")
+            }
+        }
+        impl std::error::Error for Request {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset by peer");
+        assert_eq!(with_causes(&Request(reset)), "error sending request: connection reset by peer");
+        assert_eq!(with_causes(&std::fmt::Error), "an error occurred when formatting an argument");
+    }
 
     #[test]
     fn splits_rid_and_hint_suffixes() {

@@ -26,7 +26,7 @@ pub use credentials::{
     StoreError, TokenMode,
 };
 pub use endpoint::Endpoint;
-pub use error::{WechatError, split_errmsg};
+pub use error::{WechatError, split_errmsg, with_causes};
 pub use rulebook::{ErrorKind, Retry, Rule};
 pub use secret::Secret;
 

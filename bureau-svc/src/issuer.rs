@@ -1,6 +1,10 @@
 //! Issuing a bill: a resumable state machine, accepted → pdf_uploaded → pdf_checked →
-//! inserted | failed. Each step's result is stored before the next starts, so a crash resumes
-//! from the last completed step and never repeats a completed WeChat side effect.
+//! inserted | failed. A step's result is stored before the bill is driven on, and the insert's
+//! pending mark before the insert is sent, so a crash resumes from the last stored state and
+//! never repeats an insert. A step runs the upload, the check and the insert one after the other
+//! while each succeeds (one record for the upload and the check, with the pending mark; one
+//! for the insert's answer): a crash before a record repeats only an upload or a check, which
+//! WeChat allows (each setpdf gives a new media id; getpdf only reads).
 //!
 //! A bill is driven by one replica at a time (a lease on its row): first by the IssueBill call
 //! that recorded it, later by the background worker for retries and for bills left behind by
@@ -145,7 +149,7 @@ impl Issuer {
             return self.repeat(existing, &request, supplied_sha256, wait).await;
         }
         let unit = self
-            .store
+            .templates
             .unit(&request.key.unit_appid)
             .await?
             .ok_or_else(|| BureauError::UnitNotOnboarded(request.key.unit_appid.clone()))?;
@@ -442,36 +446,51 @@ impl Issuer {
         }
     }
 
-    /// One step of the state machine. WeChat failures become a retry or a failure in the
-    /// returned change; only storage errors escape.
+    /// One step of the state machine: the WeChat calls due from the bill's state, one after
+    /// the other while each moves the bill forward (an upload goes on to its check, a check to
+    /// the insert), recorded together when the step ends. WeChat failures become a retry or a
+    /// failure in the returned change; only storage errors escape. A crash before the record
+    /// repeats the step's upload or check, never an insert: the insert's pending mark is stored
+    /// before it is sent. The step also ends once half the lease is spent, so that the record
+    /// renews it in time.
     /// `pdf`: the bill's PDF when the caller has it at hand (for an upload).
-    async fn step(&self, bill: &Bill, pdf: Option<Bytes>) -> Result<Change, BureauError> {
-        let now = now_millis();
+    async fn step(&self, bill: &Bill, mut pdf: Option<Bytes>) -> Result<Change, BureauError> {
+        let started = now_millis();
         let mut change = Change::from(bill);
-        let media_expired = bill.s_media_id.is_none() || bill.media_expires_at <= now;
-        let outcome = match bill.state {
-            BillState::Accepted => self.upload(bill, pdf, &mut change, now).await,
-            BillState::PdfUploaded | BillState::PdfChecked if media_expired => {
-                tracing::info!(bill = %bill.key, "uploaded PDF expired at WeChat; uploading again");
-                change.apply(BillEvent::PdfLost);
-                change.s_media_id = None;
-                change.media_expires_at = 0;
-                Ok(())
+        loop {
+            let now = now_millis();
+            let before = change.state;
+            let media_expired = change.s_media_id.is_none() || change.media_expires_at <= now;
+            let outcome = match change.state {
+                BillState::Accepted => self.upload(bill, pdf.take(), &mut change, now).await,
+                BillState::PdfUploaded | BillState::PdfChecked if media_expired => {
+                    tracing::info!(bill = %bill.key, "uploaded PDF expired at WeChat; uploading again");
+                    change.apply(BillEvent::PdfLost);
+                    change.s_media_id = None;
+                    change.media_expires_at = 0;
+                    Ok(())
+                }
+                BillState::PdfUploaded => self.check(bill, &mut change).await,
+                BillState::PdfChecked => self.insert(bill, &mut change, now).await,
+                BillState::Inserted | BillState::Failed => Ok(()),
+            };
+            match outcome {
+                Ok(()) => {
+                    change.last_error = None;
+                    change.next_attempt_at = now;
+                    change.never_authorized_since = 0;
+                    change.card_status_failures = 0;
+                }
+                Err(BureauError::Storage(error)) => return Err(BureauError::Storage(error)),
+                Err(error) => return Ok(self.after_failure(bill, change, &error, now)),
             }
-            BillState::PdfUploaded => self.check(bill, &mut change).await,
-            BillState::PdfChecked => self.insert(bill, &mut change, now).await,
-            BillState::Inserted | BillState::Failed => Ok(()),
-        };
-        match outcome {
-            Ok(()) => {
-                change.last_error = None;
-                change.next_attempt_at = now;
-                change.never_authorized_since = 0;
-                change.card_status_failures = 0;
-                Ok(change)
+            let forward = matches!(
+                (before, change.state),
+                (BillState::Accepted, BillState::PdfUploaded) | (BillState::PdfUploaded, BillState::PdfChecked)
+            );
+            if !forward || now_millis() - started > self.lease_ms() / 2 {
+                return Ok(change);
             }
-            Err(BureauError::Storage(error)) => Err(BureauError::Storage(error)),
-            Err(error) => Ok(self.after_failure(bill, change, &error, now)),
         }
     }
 
@@ -497,8 +516,8 @@ impl Issuer {
     /// there must be the one uploaded (same SHA-256). A different file is uploaded again once;
     /// a second difference fails the bill.
     async fn check(&self, bill: &Bill, change: &mut Change) -> Result<(), BureauError> {
-        let media = bill.s_media_id.as_deref().unwrap_or_default();
-        let link = match self.credentials.account(&self.bureau_appid).get_pdf(media).await {
+        let media = change.s_media_id.clone().unwrap_or_default();
+        let link = match self.credentials.account(&self.bureau_appid).get_pdf(&media).await {
             Ok(link) => link,
             // WeChat no longer knows the media: upload again.
             Err(CallError::Wechat(error)) if error.kind() == ErrorKind::MediaGone => {
@@ -516,7 +535,7 @@ impl Issuer {
             change.apply(BillEvent::PdfChecked);
             return Ok(());
         }
-        if bill.pdf_mismatches == 0 {
+        if change.pdf_mismatches == 0 {
             tracing::warn!(bill = %bill.key, size, "the PDF at WeChat differs from the one uploaded; uploading again");
             change.pdf_mismatches = 1;
             change.apply(BillEvent::PdfLost);
@@ -530,7 +549,7 @@ impl Issuer {
     async fn insert(&self, bill: &Bill, change: &mut Change, now: i64) -> Result<(), BureauError> {
         // The insert must use the account that called seturl.
         self.sp_app_ids.get().await?;
-        let was_pending = bill.insert_pending;
+        let was_pending = change.insert_pending;
         if !was_pending {
             let mut pending = change.clone();
             pending.insert_pending = true;
@@ -539,10 +558,11 @@ impl Issuer {
                 return Err(BureauError::Busy("lost the bill's lease".to_owned()));
             }
             change.insert_pending = true;
+            change.stored();
         }
         let request = &InsertBillRequest::new(
             bill.key.order_id.clone(),
-            bill.card_id.clone().unwrap_or_default(),
+            change.card_id.clone().unwrap_or_default(),
             bill.authorized_appid.clone(),
             InvoiceUserData {
                 fee: bill.content.fee,
@@ -550,7 +570,7 @@ impl Issuer {
                 billing_time: bill.content.billing_time,
                 billing_no: bill.content.billing_no.clone(),
                 billing_code: bill.content.billing_code.clone(),
-                s_pdf_media_id: bill.s_media_id.clone().unwrap_or_default(),
+                s_pdf_media_id: change.s_media_id.clone().unwrap_or_default(),
             },
         );
         let inserted = self.credentials.account(&self.bureau_appid).insert_bill(request).await;
@@ -612,7 +632,7 @@ impl Issuer {
         match disposition {
             Disposition::Fail(failure) => fail(change, failure),
             Disposition::NeverAuthorized => {
-                let since = if bill.never_authorized_since > 0 { bill.never_authorized_since } else { now };
+                let since = if change.never_authorized_since > 0 { change.never_authorized_since } else { now };
                 change.never_authorized_since = since;
                 if now - since >= self.config.never_authorized_retry_secs as i64 * 1000 {
                     fail(change, failure_of(error, now))
@@ -621,10 +641,11 @@ impl Issuer {
                 }
             }
             Disposition::InvalidCardStatus => {
-                change.card_status_failures = bill.card_status_failures + 1;
+                change.card_status_failures += 1;
                 if change.card_status_failures >= i64::from(self.config.invalid_card_status_tries.max(1)) {
-                    let card_id = bill.card_id.as_deref().unwrap_or_default();
-                    fail(change, invalid_card_status(error, bill.card_status_failures + 1, card_id, now))
+                    let failures = change.card_status_failures;
+                    let card_id = change.card_id.clone().unwrap_or_default();
+                    fail(change, invalid_card_status(error, failures, &card_id, now))
                 } else {
                     retry(change, 0)
                 }

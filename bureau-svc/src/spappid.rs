@@ -1,7 +1,8 @@
 //! The bureau's s_pappid: obtained once through seturl with the bureau's own account, stored,
-//! and never asked of WeChat again.
+//! and never asked of WeChat again. Once stored it never changes, so it is read from the
+//! database once and then kept.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use fiscalbill_common::db::now_millis;
 use wechat::Credentials;
@@ -16,16 +17,26 @@ pub struct SpAppIds {
     bureau_appid: String,
     /// One seturl at a time in this process.
     fetching: tokio::sync::Mutex<()>,
+    /// The stored s_pappid, once read or stored.
+    known: OnceLock<SpApp>,
 }
 
 impl SpAppIds {
     pub fn new(store: Store, credentials: Arc<Credentials>, bureau_appid: String) -> Self {
-        Self { store, credentials, bureau_appid, fetching: tokio::sync::Mutex::new(()) }
+        Self { store, credentials, bureau_appid, fetching: tokio::sync::Mutex::new(()), known: OnceLock::new() }
     }
 
     /// The stored s_pappid, fetched through seturl the first time. seturl always answers the
     /// same value for an account, so two replicas racing here store the same thing.
     pub async fn get(&self) -> Result<SpApp, BureauError> {
+        if let Some(sp) = self.known.get() {
+            return Ok(sp.clone());
+        }
+        let sp = self.stored_or_fetched().await?;
+        Ok(self.known.get_or_init(|| sp).clone())
+    }
+
+    async fn stored_or_fetched(&self) -> Result<SpApp, BureauError> {
         if let Some(sp) = self.store.sp_app(&self.bureau_appid).await? {
             return Ok(sp);
         }

@@ -605,9 +605,9 @@ impl Store {
         Ok(())
     }
 
-    /// Applies one step's result while holding the lease, if the bill's state allows the
-    /// step's event, and keeps or gives up the lease with it; returns the bill as changed, or
-    /// None if the lease was lost.
+    /// Applies one step's result while holding the lease, if the bill is still in the state the
+    /// change began from, and keeps or gives up the lease with it; returns the bill as changed,
+    /// or None if the lease was lost.
     pub async fn advance(
         &self,
         key: &BillKey,
@@ -634,7 +634,7 @@ impl Store {
                  RETURNING ",
                 bill_columns!()
             ),
-            states(&change.event.sources())
+            states(&[change.from])
         )))
         .bind(&key.unit_appid)
         .bind(&key.order_id)
@@ -771,8 +771,9 @@ impl Store {
 /// The full new state of a bill after one step.
 #[derive(Clone, Debug)]
 pub struct Change {
-    /// What happened; its "from" set guards the update.
-    pub event: BillEvent,
+    /// The state stored when the change began: the update is made only if the bill is still in
+    /// it (a step may move the bill through several states before it is recorded).
+    pub from: BillState,
     pub state: BillState,
     pub card_id: Option<String>,
     pub s_media_id: Option<String>,
@@ -795,7 +796,7 @@ impl Change {
     /// The bill as it is: start from here and change what the step changed.
     pub fn from(bill: &Bill) -> Self {
         Self {
-            event: BillEvent::Stayed,
+            from: bill.state,
             state: bill.state,
             card_id: bill.card_id.clone(),
             s_media_id: bill.s_media_id.clone(),
@@ -824,7 +825,11 @@ impl Change {
             .state
             .after(event)
             .unwrap_or_else(|| panic!("a {} bill does not allow {event:?}", self.state.as_str()));
-        self.event = event;
+    }
+
+    /// The change so far is stored: what follows is guarded by the state it stored.
+    pub fn stored(&mut self) {
+        self.from = self.state;
     }
 }
 
@@ -841,8 +846,8 @@ mod tests {
     use fiscalbill_common::pdf_store::test_support::whole_pdfs_survive_the_move_to_chunks;
     use fiscalbill_common::trace::TraceContext;
 
-    use super::{BILL_PDF, MIGRATIONS, Store};
-    use crate::domain::{BillKey, BillState, NewBill, PdfOrigin};
+    use super::{BILL_PDF, Change, Lease, MIGRATIONS, Store};
+    use crate::domain::{BillEvent, BillKey, BillState, NewBill, PdfOrigin};
 
     #[test]
     fn the_due_index_covers_exactly_the_open_states() {
@@ -900,6 +905,50 @@ mod tests {
             let again = new_bill("o-1", "0000000009", Bytes::from_static(b"other"));
             assert!(store.insert_bill(&again, 3_000, "replica-a", 63_000).await.is_err());
             assert_eq!(store.pdf(&again.key).await.unwrap(), Some(Bytes::from(vec![7_u8; 1_000])));
+            db.close().await;
+        }
+    }
+
+    /// A step may move a bill through several states before it is recorded: the record is
+    /// guarded by the state the step began from, so a change begun from a state the bill has
+    /// since left writes nothing; once a change is stored, what follows is guarded by its state.
+    #[tokio::test]
+    async fn a_change_is_stored_only_from_the_state_it_began_in() {
+        for config in test_support::both() {
+            let db = Db::connect_until_ready(&config, "bureau", &[COMMON_MIGRATIONS, MIGRATIONS]).await;
+            let store = Store::new(db.clone());
+            let new = new_bill("o-1", "0000000001", Bytes::from_static(b"%PDF-1.4"));
+            let accepted = store.insert_bill(&new, 1_000, "replica-a", 61_000).await.unwrap();
+
+            // Uploaded and checked in one step, recorded with the insert's pending mark.
+            let mut change = Change::from(&accepted);
+            change.apply(BillEvent::PdfUploaded);
+            change.s_media_id = Some("media-1".into());
+            change.apply(BillEvent::PdfChecked);
+            change.insert_pending = true;
+            let checked = store.advance(&new.key, "replica-a", &change, 2_000, Lease::Until(62_000)).await.unwrap();
+            let checked = checked.expect("recorded");
+            assert_eq!((checked.state, checked.insert_pending), (BillState::PdfChecked, true), "{}", config.url);
+            assert_eq!(checked.s_media_id.as_deref(), Some("media-1"));
+
+            // A change begun from the bill as accepted comes too late: nothing is written.
+            let mut stale = Change::from(&accepted);
+            stale.apply(BillEvent::PdfUploaded);
+            stale.s_media_id = Some("media-2".into());
+            let refused = store.advance(&new.key, "replica-a", &stale, 3_000, Lease::Until(63_000)).await.unwrap();
+            assert!(refused.is_none(), "{}", config.url);
+            let stored = store.bill(&new.key).await.unwrap().unwrap();
+            assert_eq!((stored.state, stored.s_media_id.as_deref()), (BillState::PdfChecked, Some("media-1")));
+
+            // Unless told it is stored, the first change is still guarded by "accepted".
+            let mut unstored = change.clone();
+            unstored.apply(BillEvent::Inserted);
+            let refused = store.advance(&new.key, "replica-a", &unstored, 4_000, Lease::Release).await.unwrap();
+            assert!(refused.is_none(), "{}", config.url);
+            change.stored();
+            change.apply(BillEvent::Inserted);
+            let inserted = store.advance(&new.key, "replica-a", &change, 4_000, Lease::Release).await.unwrap();
+            assert_eq!(inserted.map(|bill| bill.state), Some(BillState::Inserted), "{}", config.url);
             db.close().await;
         }
     }

@@ -1,6 +1,8 @@
 //! Collection units and their bill templates: one template (card_id) per unit, created through
 //! createbillcard on first need, stored and reused. One replica at a time creates a unit's
-//! template (a claim on its row); one task at a time in this process.
+//! template (a claim on its row); one task at a time in this process. A unit with a template
+//! never changes (WeChat templates cannot, and the store refuses a new payee or logo once the
+//! card_id is set), so it is read from the database once and then kept.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -33,6 +35,8 @@ pub struct Templates {
     token_mode: TokenMode,
     holder: String,
     creating: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Units whose template exists, by appid: as stored, for good.
+    with_template: Mutex<HashMap<String, Unit>>,
 }
 
 impl Templates {
@@ -43,7 +47,28 @@ impl Templates {
         token_mode: TokenMode,
         holder: String,
     ) -> Self {
-        Self { store, credentials, bureau_appid, token_mode, holder, creating: Mutex::default() }
+        Self {
+            store,
+            credentials,
+            bureau_appid,
+            token_mode,
+            holder,
+            creating: Mutex::default(),
+            with_template: Mutex::default(),
+        }
+    }
+
+    /// The unit as stored (None: not onboarded). Read from the database until its template
+    /// exists, from memory after.
+    pub async fn unit(&self, appid: &str) -> Result<Option<Unit>, BureauError> {
+        if let Some(unit) = self.with_template.lock().unwrap().get(appid) {
+            return Ok(Some(unit.clone()));
+        }
+        let unit = self.store.unit(appid).await?;
+        if let Some(unit) = unit.as_ref().filter(|unit| unit.card_id.is_some()) {
+            self.with_template.lock().unwrap().insert(appid.to_owned(), unit.clone());
+        }
+        Ok(unit)
     }
 
     /// Records the units of the configuration. A unit whose template exists keeps the payee
@@ -92,7 +117,7 @@ impl Templates {
 
     /// The unit's template; NotFound until one exists.
     pub async fn get(&self, appid: &str) -> Result<Unit, BureauError> {
-        match self.store.unit(appid).await? {
+        match self.unit(appid).await? {
             Some(unit) if unit.card_id.is_some() => Ok(unit),
             _ => Err(BureauError::TemplateNotFound(appid.to_owned())),
         }
@@ -110,7 +135,7 @@ impl Templates {
         if appid == self.bureau_appid && self.token_mode != TokenMode::StableToken {
             return Err(BureauError::SelfBuiltTokenMode(appid.to_owned()));
         }
-        let unit = self.store.unit(appid).await?.ok_or_else(|| BureauError::UnitNotOnboarded(appid.to_owned()))?;
+        let unit = self.unit(appid).await?.ok_or_else(|| BureauError::UnitNotOnboarded(appid.to_owned()))?;
         if let Some(card_id) = unit.card_id {
             return Ok((card_id, false));
         }

@@ -1,6 +1,7 @@
 //! The link to bureau-svc: a lazily connected gRPC channel (TLS, mutual TLS and the API key
 //! when configured), and the bureau's s_pappid (from configuration, or asked once and stored).
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use fiscalbill_common::auth::BearerKey;
@@ -47,6 +48,8 @@ pub fn client(config: &BureauConfig, max_message: usize) -> Result<BureauClient,
 pub struct BureauLink {
     client: BureauClient,
     configured_s_pappid: Option<String>,
+    /// The stored s_pappid, once read or stored: a stored setting never changes.
+    stored_s_pappid: OnceLock<String>,
     store: Store,
     pub issue_deadline: Duration,
 }
@@ -56,6 +59,7 @@ impl BureauLink {
         Self {
             client,
             configured_s_pappid: config.s_pappid.clone(),
+            stored_s_pappid: OnceLock::new(),
             store,
             issue_deadline: Duration::from_millis(config.issue_deadline_ms),
         }
@@ -67,9 +71,14 @@ impl BureauLink {
 
     /// The bureau's s_pappid: configured, or stored, or asked of the bureau and stored.
     pub async fn s_pappid(&self) -> Result<String, CollectionError> {
-        if let Some(s_pappid) = &self.configured_s_pappid {
+        if let Some(s_pappid) = self.configured_s_pappid.as_ref().or(self.stored_s_pappid.get()) {
             return Ok(s_pappid.clone());
         }
+        let s_pappid = self.stored_or_asked().await?;
+        Ok(self.stored_s_pappid.get_or_init(|| s_pappid).clone())
+    }
+
+    async fn stored_or_asked(&self) -> Result<String, CollectionError> {
         if let Some(s_pappid) = self.store.setting(S_PAPPID).await? {
             return Ok(s_pappid);
         }

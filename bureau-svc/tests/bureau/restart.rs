@@ -29,6 +29,29 @@ async fn a_crash_mid_insert_resumes_and_inserts_once(db: DatabaseConfig) {
 }
 on_both_databases!(a_crash_mid_insert_resumes_and_inserts_once);
 
+async fn a_crash_during_the_check_uploads_again_and_inserts_once(db: DatabaseConfig) {
+    let mut env = Env::start(db).await;
+    env.authorize("o-check").await;
+    // The upload is recorded with its check: while getpdf takes 1.5 s, the bill is stored as
+    // accepted, and the bureau dies then.
+    env.fault(json!({"path": "/card/invoice/platform/getpdf", "kind": "delay", "delay_ms": 1_500, "count": 1})).await;
+    let mut short = tonic::Request::new(request("o-check"));
+    short.set_timeout(std::time::Duration::from_millis(800));
+    let bill = env.client.issue_bill(short).await.unwrap().into_inner().bill.unwrap();
+    assert_eq!(state(&bill), pb::BillState::Accepted, "the upload is not recorded before its check");
+    assert_eq!(env.calls("/card/invoice/platform/setpdf").await, 1);
+    env.restart(true).await;
+
+    // The restarted bureau uploads and checks again, then inserts, once.
+    let bill = env.final_bill("o-check").await;
+    assert_eq!(state(&bill), pb::BillState::Inserted, "{bill:?}");
+    assert_eq!(env.calls("/card/invoice/platform/setpdf").await, 2, "uploaded again");
+    assert_eq!(env.calls("/card/invoice/platform/getpdf").await, 2, "checked again");
+    assert_eq!(env.calls("/nontax/insertbill").await, 1);
+    assert_eq!(env.cards().await.len(), 1, "inserted exactly once");
+}
+on_both_databases!(a_crash_during_the_check_uploads_again_and_inserts_once);
+
 async fn a_clean_stop_parks_bills_and_a_restart_finishes_them(db: DatabaseConfig) {
     let mut env = Env::start(db).await;
     env.authorize("o-park").await;

@@ -251,6 +251,33 @@ pub struct Store {
     changed: Arc<watch::Sender<()>>,
 }
 
+/// The columns WatchAuthorizations reads of a change, with where the deleted part of the log
+/// ends (read in the same statement: one snapshot).
+macro_rules! change_columns {
+    () => {
+        "seq, txid, unit_appid, order_id, state, card_id, card_code, failure_reason, failure_message,
+         failure_errcode, failure_errmsg, failure_rid, failed_at, changed_at,
+         (SELECT txid FROM authorization_change_pruned WHERE id = 1) AS pruned_txid,
+         (SELECT seq FROM authorization_change_pruned WHERE id = 1) AS pruned_seq"
+    };
+}
+
+// A unit's changes after a position ($2, $3) and before the horizon ($4), at most $5. The
+// position is written so that the index on (unit_appid, txid, seq) starts there instead of
+// scanning the unit's whole retained log: on SQLite txid is always 0 and the horizon 1, so the
+// position is its seq; on PostgreSQL a row comparison.
+const CHANGES_AFTER_SQLITE: &str = concat!(
+    "SELECT ",
+    change_columns!(),
+    " FROM authorization_change WHERE unit_appid = $1 AND txid = $2 AND seq > $3 ORDER BY txid, seq LIMIT $5"
+);
+const CHANGES_AFTER_POSTGRES: &str = concat!(
+    "SELECT ",
+    change_columns!(),
+    " FROM authorization_change WHERE unit_appid = $1 AND (txid, seq) > ($2, $3) AND txid < $4
+     ORDER BY txid, seq LIMIT $5"
+);
+
 impl Store {
     pub fn new(db: Db) -> Self {
         Self { db, changed: Arc::new(watch::channel(()).0) }
@@ -558,7 +585,7 @@ impl Store {
             Backend::Postgres => {
                 let row = sqlx::query(
                     "SELECT h.horizon, EXISTS (SELECT 1 FROM authorization_change
-                        WHERE unit_appid = $1 AND txid >= h.horizon AND (txid > $2 OR (txid = $2 AND seq > $3))) AS held_back
+                        WHERE unit_appid = $1 AND txid >= h.horizon AND (txid, seq) > ($2, $3)) AS held_back
                      FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon) h",
                 )
                 .bind(unit_appid)
@@ -569,28 +596,20 @@ impl Store {
                 (row.try_get("horizon")?, row.try_get("held_back")?)
             }
         };
-        let changes = sqlx::query(
-            "SELECT seq, txid, unit_appid, order_id, state, card_id, card_code, failure_reason, failure_message,
-                failure_errcode, failure_errmsg, failure_rid, failed_at, changed_at,
-                (SELECT txid FROM authorization_change_pruned WHERE id = 1) AS pruned_txid,
-                (SELECT seq FROM authorization_change_pruned WHERE id = 1) AS pruned_seq
-             FROM authorization_change
-             WHERE unit_appid = $1 AND (txid > $2 OR (txid = $2 AND seq > $3)) AND txid < $4
-             ORDER BY txid, seq LIMIT $5",
-        )
-        .bind(unit_appid)
-        .bind(after.txid)
-        .bind(after.seq)
-        .bind(horizon)
-        .bind(limit)
-        .fetch_all(&mut *self.db.read().await?)
-        .await?
-        .iter()
-        .map(|row| {
-            let pruned = ChangePosition { txid: row.try_get("pruned_txid")?, seq: row.try_get("pruned_seq")? };
-            Ok((change_from_row(row)?, pruned))
-        })
-        .collect::<Result<_, Error>>()?;
+        let changes = sqlx::query(self.db.sql(CHANGES_AFTER_SQLITE, CHANGES_AFTER_POSTGRES))
+            .bind(unit_appid)
+            .bind(after.txid)
+            .bind(after.seq)
+            .bind(horizon)
+            .bind(limit)
+            .fetch_all(&mut *self.db.read().await?)
+            .await?
+            .iter()
+            .map(|row| {
+                let pruned = ChangePosition { txid: row.try_get("pruned_txid")?, seq: row.try_get("pruned_seq")? };
+                Ok((change_from_row(row)?, pruned))
+            })
+            .collect::<Result<_, Error>>()?;
         Ok(ChangesRead { changes, held_back })
     }
 
@@ -1172,7 +1191,13 @@ mod tests {
     use fiscalbill_common::trace::TraceContext;
     use wechat::types::AuthSource;
 
-    use super::{AUTHORIZATION_PDF, AuthChange, ChangePosition, JobOutcome, MIGRATIONS, PushOutcome, PushRow, Store};
+    use fiscalbill_common::db::Backend;
+    use sqlx::Row;
+
+    use super::{
+        AUTHORIZATION_PDF, AuthChange, CHANGES_AFTER_POSTGRES, CHANGES_AFTER_SQLITE, ChangePosition, JobOutcome,
+        MIGRATIONS, PushOutcome, PushRow, Store,
+    };
     use crate::domain::{AuthState, Authorization, OrderKey};
 
     #[tokio::test]
@@ -1413,6 +1438,44 @@ mod tests {
     #[tokio::test]
     async fn the_change_log_is_pruned_and_says_where_on_postgres() {
         the_change_log_is_pruned_and_says_where(test_support::postgres()).await;
+    }
+
+    /// A read of changes after a position starts there in the index on (unit_appid, txid, seq),
+    /// on each backend, instead of reading the unit's whole retained log up to it (a week of
+    /// changes by default, read again at every wake of every stream).
+    #[tokio::test]
+    async fn a_read_of_changes_starts_at_its_position() {
+        for config in test_support::both() {
+            let db = Db::connect_until_ready(&config, "collection", &[MIGRATIONS]).await;
+            let mut conn = db.read().await.unwrap();
+            let (explain, column, expected) = match db.backend() {
+                Backend::Sqlite => (
+                    format!("EXPLAIN QUERY PLAN {CHANGES_AFTER_SQLITE}"),
+                    "detail",
+                    "(unit_appid=? AND txid=? AND seq>?)",
+                ),
+                Backend::Postgres => {
+                    // The test's table is small: without this the planner would rather scan it.
+                    sqlx::query("SET enable_seqscan = off").execute(&mut *conn).await.unwrap();
+                    (format!("EXPLAIN {CHANGES_AFTER_POSTGRES}"), "QUERY PLAN", "(ROW(txid, seq) > ROW(")
+                }
+            };
+            let plan: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(explain))
+                .bind("wxu")
+                .bind(0_i64)
+                .bind(5_i64)
+                .bind(1_i64)
+                .bind(10_i64)
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.try_get::<String, _>(column).unwrap())
+                .collect();
+            assert!(plan.iter().any(|line| line.contains(expected)), "{}: {plan:#?}", config.url);
+            drop(conn);
+            db.close().await;
+        }
     }
 
     /// On PostgreSQL a change committed while an older transaction still runs waits behind it,

@@ -278,6 +278,11 @@ const CHANGES_AFTER_POSTGRES: &str = concat!(
      ORDER BY txid, seq LIMIT $5"
 );
 
+// The changes up to a position ($1, $2), deleted. On SQLite (txid always 0) a range of seq,
+// the table's rowid, instead of a scan of the whole log while the writer is held.
+const PRUNE_CHANGES_SQLITE: &str = "DELETE FROM authorization_change WHERE txid = $1 AND seq <= $2";
+const PRUNE_CHANGES_POSTGRES: &str = "DELETE FROM authorization_change WHERE txid < $1 OR (txid = $1 AND seq <= $2)";
+
 impl Store {
     pub fn new(db: Db) -> Self {
         Self { db, changed: Arc::new(watch::channel(()).0) }
@@ -556,7 +561,7 @@ impl Store {
         .bind(seq)
         .execute(&mut *tx)
         .await?;
-        let deleted = sqlx::query("DELETE FROM authorization_change WHERE txid < $1 OR (txid = $1 AND seq <= $2)")
+        let deleted = sqlx::query(self.db.sql(PRUNE_CHANGES_SQLITE, PRUNE_CHANGES_POSTGRES))
             .bind(txid)
             .bind(seq)
             .execute(&mut *tx)
@@ -1196,7 +1201,7 @@ mod tests {
 
     use super::{
         AUTHORIZATION_PDF, AuthChange, CHANGES_AFTER_POSTGRES, CHANGES_AFTER_SQLITE, ChangePosition, JobOutcome,
-        MIGRATIONS, PushOutcome, PushRow, Store,
+        MIGRATIONS, PRUNE_CHANGES_SQLITE, PushOutcome, PushRow, Store,
     };
     use crate::domain::{AuthState, Authorization, OrderKey};
 
@@ -1442,7 +1447,8 @@ mod tests {
 
     /// A read of changes after a position starts there in the index on (unit_appid, txid, seq),
     /// on each backend, instead of reading the unit's whole retained log up to it (a week of
-    /// changes by default, read again at every wake of every stream).
+    /// changes by default, read again at every wake of every stream); on SQLite, pruning deletes
+    /// a range of rowids instead of scanning the log while it holds the writer.
     #[tokio::test]
     async fn a_read_of_changes_starts_at_its_position() {
         for config in test_support::both() {
@@ -1473,6 +1479,13 @@ mod tests {
                 .map(|row| row.try_get::<String, _>(column).unwrap())
                 .collect();
             assert!(plan.iter().any(|line| line.contains(expected)), "{}: {plan:#?}", config.url);
+            if db.backend() == Backend::Sqlite {
+                let explain = format!("EXPLAIN QUERY PLAN {PRUNE_CHANGES_SQLITE}");
+                let plan =
+                    sqlx::query(sqlx::AssertSqlSafe(explain)).bind(0_i64).bind(5_i64).fetch_all(&mut *conn).await;
+                let detail: String = plan.unwrap()[0].try_get("detail").unwrap();
+                assert!(detail.contains("INTEGER PRIMARY KEY (rowid<?)"), "pruning scans: {detail}");
+            }
             drop(conn);
             db.close().await;
         }

@@ -634,7 +634,7 @@ impl Store {
                  RETURNING ",
                 bill_columns!()
             ),
-            states(&[change.from])
+            states(&[change.stored_state])
         )))
         .bind(&key.unit_appid)
         .bind(&key.order_id)
@@ -773,7 +773,7 @@ impl Store {
 pub struct Change {
     /// The state stored when the change began: the update is made only if the bill is still in
     /// it (a step may move the bill through several states before it is recorded).
-    pub from: BillState,
+    pub stored_state: BillState,
     pub state: BillState,
     pub card_id: Option<String>,
     pub s_media_id: Option<String>,
@@ -796,7 +796,7 @@ impl Change {
     /// The bill as it is: start from here and change what the step changed.
     pub fn from(bill: &Bill) -> Self {
         Self {
-            from: bill.state,
+            stored_state: bill.state,
             state: bill.state,
             card_id: bill.card_id.clone(),
             s_media_id: bill.s_media_id.clone(),
@@ -829,7 +829,7 @@ impl Change {
 
     /// The change so far is stored: what follows is guarded by the state it stored.
     pub fn stored(&mut self) {
-        self.from = self.state;
+        self.stored_state = self.state;
     }
 }
 

@@ -1187,7 +1187,7 @@ async fn set_failure(
 
 #[cfg(test)]
 mod tests {
-    use fiscalbill_common::db::{DatabaseConfig, Db, test_support};
+    use fiscalbill_common::db::{Backend, DatabaseConfig, Db, test_support};
     use fiscalbill_common::pdf_store::test_support::whole_pdfs_survive_the_move_to_chunks;
 
     use bytes::Bytes;
@@ -1196,7 +1196,6 @@ mod tests {
     use fiscalbill_common::trace::TraceContext;
     use wechat::types::AuthSource;
 
-    use fiscalbill_common::db::Backend;
     use sqlx::Row;
 
     use super::{

@@ -323,6 +323,9 @@ impl WechatClient {
             }
             match &result {
                 Ok(_) => tracing::debug!(%endpoint, elapsed_ms, "wechat call ok"),
+                Err(error) if error.kind().tells_order_state() => tracing::info!(
+                    %endpoint, elapsed_ms, errcode = error.errcode(), rid = error.rid(), %error, "wechat answered the order's state"
+                ),
                 Err(error) => tracing::warn!(
                     %endpoint, elapsed_ms, errcode = error.errcode(), rid = error.rid(), %error, "wechat call failed"
                 ),

@@ -124,6 +124,13 @@ impl ErrorKind {
     pub fn is_transient(self) -> bool {
         matches!(self.retry(), Retry::Backoff | Retry::NextMinute)
     }
+
+    /// An answer about the order rather than a fault of the call: the payer has not authorized
+    /// it (yet), or the unit rejected it. Callers expect these (the reconciler asks about every
+    /// waiting order), so they are logged as information, not as warnings.
+    pub fn tells_order_state(self) -> bool {
+        matches!(self, ErrorKind::NeverAuthorized | ErrorKind::OrderRejected)
+    }
 }
 
 /// One errcode.
@@ -233,6 +240,8 @@ mod tests {
         assert_eq!(kind_of(ORDER_NEVER_AUTHORIZED.errcode).retry(), Retry::WhilePayerMayAuthorize);
         assert_eq!(kind_of(IP_NOT_WHITELISTED.errcode).retry(), Retry::AfterFix);
         assert_eq!(kind_of(123_456), ErrorKind::Unknown);
+        let order_states: Vec<ErrorKind> = ErrorKind::ALL.into_iter().filter(|k| k.tells_order_state()).collect();
+        assert_eq!(order_states, [ErrorKind::NeverAuthorized, ErrorKind::OrderRejected]);
         assert_eq!(INVALID_PARAMS.errmsg_with("order_id is empty"), "invalid params, order_id is empty");
     }
 }

@@ -494,10 +494,13 @@ impl Store {
     /// Bills newest first, after the cursor.
     pub async fn list_bills(&self, query: &BillQuery) -> Result<Vec<Bill>, Error> {
         let cursor = query.after.clone().unwrap_or_else(Cursor::first);
+        // `created_at <= $3` repeats what the cursor's OR implies, so that PostgreSQL starts
+        // the index scan at the cursor instead of gathering every older row first.
         sqlx::query(concat!(
             "SELECT ",
             bill_columns!(),
             " FROM bill WHERE ($1 = '' OR unit_appid = $1) AND ($2 = '' OR state = $2)
+              AND created_at <= $3
               AND (created_at < $3 OR (created_at = $3 AND (unit_appid > $4 OR (unit_appid = $4 AND order_id > $5))))
               ORDER BY created_at DESC, unit_appid, order_id LIMIT $6"
         ))

@@ -480,10 +480,13 @@ impl Store {
 
     pub async fn list(&self, query: &AuthQuery) -> Result<Vec<Authorization>, Error> {
         let cursor = query.after.clone().unwrap_or_else(Cursor::first);
+        // `created_at <= $3` repeats what the cursor's OR implies, so that PostgreSQL starts
+        // the index scan at the cursor instead of gathering every older row first.
         sqlx::query(concat!(
             "SELECT ",
             auth_columns!(),
             " FROM payer_authorization WHERE ($1 = '' OR unit_appid = $1) AND ($2 = '' OR state = $2)
+              AND created_at <= $3
               AND (created_at < $3 OR (created_at = $3 AND (unit_appid > $4 OR (unit_appid = $4 AND order_id > $5))))
               ORDER BY created_at DESC, unit_appid, order_id LIMIT $6"
         ))

@@ -625,20 +625,17 @@ impl Store {
             Lease::Until(until) => (until, 0_i64),
             Lease::Release => (0, 1),
         };
-        sqlx::query(AssertSqlSafe(format!(
-            concat!(
-                "UPDATE bill SET state = $3, card_id = COALESCE($4, card_id), s_media_id = $5, media_expires_at = $6,
-                    insert_pending = $7, card_code = $8, openid = $9, reimburse_status = $10,
-                    failure_reason = $11, failure_message = $12, failure_errcode = $13, failure_errmsg = $14, failure_rid = $15,
-                    failed_at = $16, attempts = $17, last_error = $18, never_authorized_since = $19, next_attempt_at = $20,
-                    inserted_at = $21, updated_at = $22, lease_until = $23, card_status_failures = $25, pdf_mismatches = $26,
-                    lease_holder = CASE WHEN $27 = 1 THEN NULL ELSE lease_holder END
-                 WHERE unit_appid = $1 AND order_id = $2 AND lease_holder = $24 AND state IN ({})
-                 RETURNING ",
-                bill_columns!()
-            ),
-            states(&[change.stored_state])
-        )))
+        sqlx::query(concat!(
+            "UPDATE bill SET state = $3, card_id = COALESCE($4, card_id), s_media_id = $5, media_expires_at = $6,
+                insert_pending = $7, card_code = $8, openid = $9, reimburse_status = $10,
+                failure_reason = $11, failure_message = $12, failure_errcode = $13, failure_errmsg = $14, failure_rid = $15,
+                failed_at = $16, attempts = $17, last_error = $18, never_authorized_since = $19, next_attempt_at = $20,
+                inserted_at = $21, updated_at = $22, lease_until = $23, card_status_failures = $25, pdf_mismatches = $26,
+                lease_holder = CASE WHEN $27 = 1 THEN NULL ELSE lease_holder END
+             WHERE unit_appid = $1 AND order_id = $2 AND lease_holder = $24 AND state = $28
+             RETURNING ",
+            bill_columns!()
+        ))
         .bind(&key.unit_appid)
         .bind(&key.order_id)
         .bind(change.state.as_str())
@@ -666,6 +663,7 @@ impl Store {
         .bind(change.card_status_failures)
         .bind(change.pdf_mismatches)
         .bind(release)
+        .bind(change.stored_state.as_str())
         .fetch_optional(&mut *self.db.write().await?)
         .await?
         .as_ref()

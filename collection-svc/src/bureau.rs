@@ -47,22 +47,19 @@ pub fn client(config: &BureauConfig, max_message: usize) -> Result<BureauClient,
 
 pub struct BureauLink {
     client: BureauClient,
-    configured_s_pappid: Option<String>,
-    /// The stored s_pappid, once read or stored: a stored setting never changes.
-    stored_s_pappid: OnceLock<String>,
+    /// The s_pappid: configured, or once read or stored (a stored setting never changes).
+    s_pappid: OnceLock<String>,
     store: Store,
     pub issue_deadline: Duration,
 }
 
 impl BureauLink {
     pub fn new(client: BureauClient, config: &BureauConfig, store: Store) -> Self {
-        Self {
-            client,
-            configured_s_pappid: config.s_pappid.clone(),
-            stored_s_pappid: OnceLock::new(),
-            store,
-            issue_deadline: Duration::from_millis(config.issue_deadline_ms),
+        let s_pappid = OnceLock::new();
+        if let Some(configured) = &config.s_pappid {
+            let _ = s_pappid.set(configured.clone());
         }
+        Self { client, s_pappid, store, issue_deadline: Duration::from_millis(config.issue_deadline_ms) }
     }
 
     pub fn client(&self) -> BureauClient {
@@ -71,11 +68,11 @@ impl BureauLink {
 
     /// The bureau's s_pappid: configured, or stored, or asked of the bureau and stored.
     pub async fn s_pappid(&self) -> Result<String, CollectionError> {
-        if let Some(s_pappid) = self.configured_s_pappid.as_ref().or(self.stored_s_pappid.get()) {
+        if let Some(s_pappid) = self.s_pappid.get() {
             return Ok(s_pappid.clone());
         }
         let s_pappid = self.stored_or_asked().await?;
-        Ok(self.stored_s_pappid.get_or_init(|| s_pappid).clone())
+        Ok(self.s_pappid.get_or_init(|| s_pappid).clone())
     }
 
     async fn stored_or_asked(&self) -> Result<String, CollectionError> {

@@ -38,10 +38,12 @@ const SIGNATURE_HEADROOM: usize = 64 * 1024;
 const USAGE: &str =
     "usage: fiscalbill-bench [--duration SECS] [--concurrency N] [--pdf-kib KIB] [--push-rate PER_SEC] \
 [--push-secs SECS] [--baseline-secs SECS] [--big-pdf-mib MIB] [--poll-ms MS] [--replicas N] [--data-dir DIR]
-           [--json FILE]
+           [--service-workers N] [--json FILE]
            (flows learn that their bill is issued from a WatchAuthorizations stream; with --poll-ms
            they call GetAuthorization every MS instead; --replicas N runs N of each service on
-           BENCH_DATABASE_URL, each collection-svc calling its own bureau-svc, pushes balanced)
+           BENCH_DATABASE_URL, each collection-svc calling its own bureau-svc, pushes balanced;
+           --service-workers N: tokio worker threads of each service process, TOKIO_WORKER_THREADS,
+           default 1: this machine's cores are shared with the sandbox and the load)
        fiscalbill-bench --soak-secs SECS --soak-rate PER_SEC [--soak-faults FRACTION] [--pdf-kib KIB] [--json FILE]
            (the soak instead: flows at a fixed rate with WeChat failing FRACTION (default 0.05) of
            business calls, sampled every minute)
@@ -64,6 +66,8 @@ struct Options {
     poll: Option<Duration>,
     /// Processes of each service during the flows and the burst (more than one needs PostgreSQL).
     replicas: usize,
+    /// Tokio worker threads of each service process.
+    service_workers: usize,
     data_dir: PathBuf,
     json: Option<PathBuf>,
     soak: Option<Duration>,
@@ -83,6 +87,7 @@ impl Options {
             big_pdf_mib: 10,
             poll: None,
             replicas: 1,
+            service_workers: 1,
             data_dir: std::env::temp_dir().join("fiscalbill-bench"),
             json: None,
             soak: None,
@@ -107,6 +112,7 @@ impl Options {
                     options.replicas =
                         value.parse().ok().filter(|n| *n >= 1).ok_or(format!("--replicas {value}: not 1 or more"))?
                 }
+                "--service-workers" => options.service_workers = number(value)? as usize,
                 "--data-dir" => options.data_dir = PathBuf::from(value),
                 "--json" => options.json = Some(PathBuf::from(value)),
                 "--soak-secs" => options.soak = Some(Duration::from_secs_f64(number(value)?)),
@@ -127,7 +133,7 @@ impl Options {
 
     fn summary(&self, pdf_limit: usize) -> String {
         format!(
-            "concurrency {}, duration {:?}, PDF {} KiB, {}, services' PDF limit {}, {}, {} of each service",
+            "concurrency {}, duration {:?}, PDF {} KiB, {}, services' PDF limit {}, {}, {} of each service, {} tokio worker(s) each",
             self.concurrency,
             self.duration,
             self.pdf_kib,
@@ -143,7 +149,8 @@ impl Options {
             match self.replicas {
                 1 => "one process".to_owned(),
                 n => format!("{n} replicas"),
-            }
+            },
+            self.service_workers
         )
     }
 }
@@ -230,14 +237,17 @@ async fn run(options: Options) -> Result<(), String> {
     // One large PDF, with the services otherwise idle: how many copies of it each one holds.
     // This pair of processes is then replaced, so that the memory the large PDF leaves in the
     // allocator does not count as memory the load needed.
-    let pair = start_services(&replicas[..1], &options.data_dir, services_limit, &first_driver, &pdf).await?;
+    let pair =
+        start_services(&replicas[..1], &options.data_dir, services_limit, options.service_workers, &first_driver, &pdf)
+            .await?;
     let big_pdf = measure_big_pdf(&pair.iter().collect::<Vec<_>>(), &first_driver, pdf_limit).await?;
     drop(pair);
     let driver = match options.replicas {
         1 => first_driver,
         _ => driver_for(&replicas),
     };
-    let running = start_services(&replicas, &options.data_dir, services_limit, &driver, &pdf).await?;
+    let running =
+        start_services(&replicas, &options.data_dir, services_limit, options.service_workers, &driver, &pdf).await?;
     let services: Vec<&Service> = running.iter().collect();
 
     // Closed-loop flows.
@@ -331,7 +341,15 @@ async fn run_soak(options: Options, duration: Duration) -> Result<(), String> {
         options.poll.map(|poll| poll.max(Duration::from_millis(50))),
     ));
     let pdf = flows::padded_pdf(options.pdf_kib * 1024);
-    let running = start_services(std::slice::from_ref(&addresses), &options.data_dir, pdf_limit, &driver, &pdf).await?;
+    let running = start_services(
+        std::slice::from_ref(&addresses),
+        &options.data_dir,
+        pdf_limit,
+        options.service_workers,
+        &driver,
+        &pdf,
+    )
+    .await?;
     let [bureau, collection] = &running[..] else { unreachable!("one of each service") };
     soak::inject_faults(driver.http(), &sandbox_url, options.soak_faults).await?;
     eprintln!(
@@ -373,6 +391,7 @@ async fn start_services(
     replicas: &[Addresses],
     data_dir: &Path,
     pdf_limit: usize,
+    workers: usize,
     driver: &flows::Driver,
     pdf: &Bytes,
 ) -> Result<Vec<Service>, String> {
@@ -380,7 +399,9 @@ async fn start_services(
     for (replica, addresses) in replicas.iter().enumerate() {
         for role in [Role::Bureau, Role::Collection] {
             let placement = (replica, replicas.len());
-            services.push(Service::spawn(role, placement, addresses, data_dir, pdf_limit).map_err(|e| e.to_string())?);
+            services.push(
+                Service::spawn(role, placement, addresses, data_dir, pdf_limit, workers).map_err(|e| e.to_string())?,
+            );
         }
     }
     for addresses in replicas {

@@ -60,6 +60,7 @@ impl Service {
         addresses: &Addresses,
         data_dir: &Path,
         pdf_max_bytes: usize,
+        workers: usize,
     ) -> std::io::Result<Self> {
         let log_name = match replica {
             0 => format!("{}.log", role.arg()),
@@ -83,6 +84,8 @@ impl Service {
                 &pdf_max_bytes.to_string(),
                 &replicas.to_string(),
             ])
+            // Read by tokio's runtime builder, in the services' own binaries as here.
+            .env("TOKIO_WORKER_THREADS", workers.to_string())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()?;

@@ -625,7 +625,7 @@ impl Store {
             Lease::Until(until) => (until, 0_i64),
             Lease::Release => (0, 1),
         };
-        sqlx::query(concat!(
+        let statement = concat!(
             "UPDATE bill SET state = $3, card_id = COALESCE($4, card_id), s_media_id = $5, media_expires_at = $6,
                 insert_pending = $7, card_code = $8, openid = $9, reimburse_status = $10,
                 failure_reason = $11, failure_message = $12, failure_errcode = $13, failure_errmsg = $14, failure_rid = $15,
@@ -635,40 +635,41 @@ impl Store {
              WHERE unit_appid = $1 AND order_id = $2 AND lease_holder = $24 AND state = $28
              RETURNING ",
             bill_columns!()
-        ))
-        .bind(&key.unit_appid)
-        .bind(&key.order_id)
-        .bind(change.state.as_str())
-        .bind(change.card_id.as_deref())
-        .bind(change.s_media_id.as_deref())
-        .bind(change.media_expires_at)
-        .bind(i64::from(change.insert_pending))
-        .bind(change.card_code.as_deref())
-        .bind(change.openid.as_deref())
-        .bind(change.reimburse_status.map(ReimburseStatus::as_str))
-        .bind(failure.map(|f| f.reason.as_str()))
-        .bind(failure.map(|f| f.message.as_str()))
-        .bind(failure.map_or(0, |f| f.wechat_errcode))
-        .bind(failure.map(|f| f.wechat_errmsg.as_str()))
-        .bind(failure.map(|f| f.wechat_rid.as_str()))
-        .bind(failure.map_or(0, |f| f.at))
-        .bind(change.attempts)
-        .bind(change.last_error.as_deref())
-        .bind(change.never_authorized_since)
-        .bind(change.next_attempt_at)
-        .bind(change.inserted_at)
-        .bind(now)
-        .bind(lease_until)
-        .bind(holder)
-        .bind(change.card_status_failures)
-        .bind(change.pdf_mismatches)
-        .bind(release)
-        .bind(change.stored_state.as_str())
-        .fetch_optional(&mut *self.db.write().await?)
-        .await?
-        .as_ref()
-        .map(bill_from_row)
-        .transpose()
+        );
+        // A write unit of one statement: committed with others waiting at the writer.
+        let bind = |query: Statement| {
+            query
+                .bind(&key.unit_appid)
+                .bind(&key.order_id)
+                .bind(change.state.as_str())
+                .bind(change.card_id.as_deref())
+                .bind(change.s_media_id.as_deref())
+                .bind(change.media_expires_at)
+                .bind(i64::from(change.insert_pending))
+                .bind(change.card_code.as_deref())
+                .bind(change.openid.as_deref())
+                .bind(change.reimburse_status.map(ReimburseStatus::as_str))
+                .bind(failure.map(|f| f.reason.as_str()))
+                .bind(failure.map(|f| f.message.as_str()))
+                .bind(failure.map_or(0, |f| f.wechat_errcode))
+                .bind(failure.map(|f| f.wechat_errmsg.as_str()))
+                .bind(failure.map(|f| f.wechat_rid.as_str()))
+                .bind(failure.map_or(0, |f| f.at))
+                .bind(change.attempts)
+                .bind(change.last_error.as_deref())
+                .bind(change.never_authorized_since)
+                .bind(change.next_attempt_at)
+                .bind(change.inserted_at)
+                .bind(now)
+                .bind(lease_until)
+                .bind(holder)
+                .bind(change.card_status_failures)
+                .bind(change.pdf_mismatches)
+                .bind(release)
+                .bind(change.stored_state.as_str())
+        };
+        let rows = self.db.write_together(&[statement.to_owned()], bind, None).await?;
+        rows.first().map(bill_from_row).transpose()
     }
 
     /// Starts a failed bill over (a repeated IssueBill after a fixable failure).

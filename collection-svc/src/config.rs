@@ -192,7 +192,7 @@ pub struct DispatchConfig {
 impl Default for DispatchConfig {
     fn default() -> Self {
         Self {
-            workers: 16,
+            workers: 32,
             poll_interval_ms: 200,
             retry_base_ms: 500,
             retry_max_ms: 60_000,

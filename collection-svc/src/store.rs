@@ -894,12 +894,10 @@ impl Store {
                 ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED)
              RETURNING unit_appid, order_id, phase, attempts",
         );
-        sqlx::query(sql)
-            .bind(holder)
-            .bind(until)
-            .bind(now)
-            .bind(limit)
-            .fetch_all(&mut *self.db.write().await?)
+        // A write unit of one statement: committed with others waiting at the writer.
+        let bind = |query: Statement| query.bind(holder).bind(until).bind(now).bind(limit);
+        self.db
+            .write_together(&[sql.to_owned()], bind, None)
             .await?
             .iter()
             .map(|row| {

@@ -13,6 +13,8 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, ConnectOptions, Connection, Executor, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
 
+use crate::group_commit::GroupCommit;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -102,6 +104,8 @@ struct SqliteConnections {
     /// writer, so that a write that must come first (a push's acknowledgement) never queues
     /// behind many of them.
     ordinary_turn: Arc<Mutex<()>>,
+    /// Write units, committed in groups on the writer.
+    groups: GroupCommit,
     acquire_timeout: Duration,
 }
 
@@ -272,9 +276,11 @@ impl Db {
                     idle.push(sqlite_connection(&options).await?);
                 }
                 let readers = ReaderSet { permits: Arc::new(Semaphore::new(idle.len())), idle: idle.into() };
+                let writer = Arc::new(Mutex::new(writer));
                 Connections::Sqlite(SqliteConnections {
                     readers: Arc::new(readers),
-                    writer: Arc::new(Mutex::new(writer)),
+                    groups: GroupCommit::start(writer.clone()),
+                    writer,
                     ordinary_turn: Arc::default(),
                     acquire_timeout,
                 })
@@ -321,6 +327,15 @@ impl Db {
         match &*self.inner {
             Connections::Sqlite(sqlite) => Ok(Conn(ConnKind::Writer(sqlite.lock_writer().await?))),
             Connections::Postgres(pool) => Ok(Conn(ConnKind::Pooled(pool.acquire().await?))),
+        }
+    }
+
+    /// On SQLite, what the group-commit task has done: write units, and the transactions they
+    /// ran in.
+    pub fn group_commit_counts(&self) -> Option<&crate::group_commit::GroupCounts> {
+        match &*self.inner {
+            Connections::Sqlite(sqlite) => Some(sqlite.groups.counts()),
+            Connections::Postgres(_) => None,
         }
     }
 
@@ -373,13 +388,18 @@ impl Db {
     /// them (`$1` ... `$n`; any statement may use any of them), bound by `bind`. `more` are
     /// statements of their own, run one after the other in the same transaction, each built
     /// when its turn comes (the chunks of a large PDF: bound all at once, they would be copied
-    /// all at once). On SQLite the writer runs `BEGIN IMMEDIATE; s1; ...; sn; COMMIT` as one
-    /// query (in its turn among ordinary transactions), and a failure or an abandoned call rolls
-    /// back what ran; on PostgreSQL the unit is one statement, the first ones in `WITH`. Gives
-    /// back the rows its statements return (`RETURNING`; on PostgreSQL only the last
-    /// statement's rows come out of a `WITH`). The statements may differ by backend: on SQLite,
-    /// a statement can test what the one before it changed with `changes()`; on PostgreSQL, one
-    /// statement with its own `WITH` can do the same.
+    /// all at once). Gives back the rows its statements return (`RETURNING`; on PostgreSQL only
+    /// the last statement's rows come out of a `WITH`), once the unit is committed. The
+    /// statements may differ by backend: on SQLite, a statement can test what the one before it
+    /// changed with `changes()`; on PostgreSQL, one statement with its own `WITH` can do the
+    /// same.
+    ///
+    /// On SQLite a unit is `SAVEPOINT unit; s1; ...; sn; RELEASE unit`, sent as one query to
+    /// the writer by the group-commit task ([`crate::group_commit`]), which runs units waiting
+    /// together in one transaction; a failure undoes the unit alone. A unit with `more` runs
+    /// as `BEGIN IMMEDIATE; s1; ...; sn`, its `more`, then COMMIT, in its turn among ordinary
+    /// transactions; a failure or an abandoned call rolls back what ran. On PostgreSQL the unit
+    /// is one statement, the first ones in `WITH`.
     pub async fn write_together(
         &self,
         statements: &[String],
@@ -389,7 +409,7 @@ impl Db {
         self.run_unit(statements, bind, more, true).await
     }
 
-    /// A write unit (see [`Db::write_together`]) that goes before ordinary transactions, as
+    /// A write unit (see [`Db::write_together`]) that goes before ordinary ones, as
     /// [`Db::begin_write_first`] does.
     pub async fn write_together_first(
         &self,
@@ -406,21 +426,27 @@ impl Db {
         more: Option<MoreStatements<'_>>,
         ordinary: bool,
     ) -> Result<Vec<AnyRow>, sqlx::Error> {
-        crate::statement_counts::WRITE_TRANSACTIONS.inc();
-        let query = bind(sqlx::query(self.together_sql(statements, more.is_some())));
-        match &*self.inner {
-            Connections::Sqlite(sqlite) => {
-                // sqlx reports the batch as one event, which starts with BEGIN: its statements
-                // are counted here.
+        match (&*self.inner, more) {
+            (Connections::Sqlite(sqlite), None) => {
+                // sqlx reports the batch as one event, which starts with SAVEPOINT: its
+                // statements are counted here. The group-commit task counts the transactions.
                 for statement in statements {
                     crate::statement_counts::count(statement);
                 }
+                let query = bind(sqlx::query(AssertSqlSafe(crate::group_commit::unit_sql(statements))));
+                sqlite.groups.run(query, !ordinary).await
+            }
+            (Connections::Sqlite(sqlite), Some(more)) => {
+                crate::statement_counts::WRITE_TRANSACTIONS.inc();
+                for statement in statements {
+                    crate::statement_counts::count(statement);
+                }
+                let query = bind(sqlx::query(AssertSqlSafe(format!("BEGIN IMMEDIATE; {}", statements.join("; ")))));
                 let mut tx = sqlite.take_writer(ordinary).await?;
                 let conn = tx.writer.as_mut().expect("just taken");
-                let commit_after = more.is_some();
                 let ran = async {
                     let rows = query.fetch_all(&mut **conn).await?;
-                    for statement in more.into_iter().flatten() {
+                    for statement in more {
                         statement.execute(&mut **conn).await?;
                     }
                     Ok::<_, sqlx::Error>(rows)
@@ -431,44 +457,25 @@ impl Db {
                         let _ = tx.finish("ROLLBACK").await;
                         Err(error)
                     }
-                    Ok(rows) if commit_after => tx.finish("COMMIT").await.map(|()| rows),
-                    Ok(rows) => {
-                        // Committed by the batch's own COMMIT: nothing to roll back.
-                        tx.writer = None;
-                        Ok(rows)
+                    Ok(rows) => tx.finish("COMMIT").await.map(|()| rows),
+                }
+            }
+            (Connections::Postgres(pool), more) => {
+                crate::statement_counts::WRITE_TRANSACTIONS.inc();
+                let query = bind(sqlx::query(AssertSqlSafe(postgres_unit_sql(statements))));
+                match more {
+                    None => query.fetch_all(pool).await,
+                    Some(more) => {
+                        let mut tx = pool.begin().await?;
+                        let rows = query.fetch_all(&mut *tx).await?;
+                        for statement in more {
+                            statement.execute(&mut *tx).await?;
+                        }
+                        tx.commit().await.map(|()| rows)
                     }
                 }
             }
-            Connections::Postgres(pool) => match more {
-                None => query.fetch_all(pool).await,
-                Some(more) => {
-                    let mut tx = pool.begin().await?;
-                    let rows = query.fetch_all(&mut *tx).await?;
-                    for statement in more {
-                        statement.execute(&mut *tx).await?;
-                    }
-                    tx.commit().await.map(|()| rows)
-                }
-            },
         }
-    }
-
-    /// The text of a write unit of `statements`; `more`: statements of their own follow in its
-    /// transaction, so on SQLite the batch ends without COMMIT (sent after them).
-    fn together_sql(&self, statements: &[String], more: bool) -> AssertSqlSafe<String> {
-        AssertSqlSafe(match self.backend() {
-            Backend::Sqlite if more => format!("BEGIN IMMEDIATE; {}", statements.join("; ")),
-            Backend::Sqlite => format!("BEGIN IMMEDIATE; {}; COMMIT", statements.join("; ")),
-            Backend::Postgres => {
-                let (last, first) = statements.split_last().expect("at least one statement");
-                let parts: Vec<String> =
-                    first.iter().enumerate().map(|(i, statement)| format!("w{i} AS ({statement})")).collect();
-                match parts.is_empty() {
-                    true => last.clone(),
-                    false => format!("WITH {} {last}", parts.join(", ")),
-                }
-            }
-        })
     }
 
     /// Applies the migrations not yet applied, in order, each in its own transaction. On
@@ -610,6 +617,16 @@ impl SqliteConnections {
         tokio::time::timeout(self.acquire_timeout, self.writer.clone().lock_owned())
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)
+    }
+}
+
+/// A write unit on PostgreSQL: one statement, the first ones in `WITH`.
+fn postgres_unit_sql(statements: &[String]) -> String {
+    let (last, first) = statements.split_last().expect("at least one statement");
+    let parts: Vec<String> = first.iter().enumerate().map(|(i, statement)| format!("w{i} AS ({statement})")).collect();
+    match parts.is_empty() {
+        true => last.clone(),
+        false => format!("WITH {} {last}", parts.join(", ")),
     }
 }
 

@@ -9,6 +9,7 @@ pub mod binary;
 pub mod config;
 pub mod connections;
 pub mod db;
+pub mod group_commit;
 pub mod grpc_errors;
 pub mod lifecycle;
 pub mod metrics;

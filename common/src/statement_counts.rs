@@ -3,9 +3,9 @@
 //! the benchmark's statements per bill. Statements are counted from sqlx's own per-statement
 //! event (target `sqlx::query`), so no statement can be missed by a code path that forgets to
 //! count, except in a batch sent as one query (a write unit on SQLite: sqlx reports it once,
-//! starting with BEGIN), which `Db::write_together` counts; write transactions where
-//! [`crate::db::Db`] begins them. BEGIN, COMMIT and ROLLBACK are not statements here: they are
-//! the transactions.
+//! starting with SAVEPOINT or BEGIN), which `Db::write_together` counts; write transactions where
+//! [`crate::db::Db`] and the group-commit task begin them (a group of units is one). BEGIN,
+//! COMMIT, ROLLBACK, SAVEPOINT and RELEASE are not statements here: they are the transactions.
 
 use std::sync::LazyLock;
 
@@ -37,7 +37,8 @@ pub static STATEMENTS: LazyLock<Family<KindLabel, Counter>> = LazyLock::new(|| {
     family
 });
 
-/// Write transactions begun (`Db::begin_write`, `Db::begin_write_first`, `Db::write_together`).
+/// Write transactions begun (`Db::begin_write`, `Db::begin_write_first`, `Db::write_together`;
+/// on SQLite a group of write units is one).
 pub static WRITE_TRANSACTIONS: LazyLock<Counter> = LazyLock::new(Counter::default);
 
 /// The tracing layer that counts sqlx's statement events. It enables `sqlx::query` at debug for
@@ -58,7 +59,7 @@ impl<S: Subscriber> Layer<S> for StatementCounter {
         let mut summary = Summary(None);
         event.record(&mut summary);
         match summary.0.unwrap_or("other") {
-            "begin" | "commit" | "rollback" => {}
+            "begin" | "commit" | "rollback" | "savepoint" | "release" => {}
             kind => {
                 STATEMENTS.get_or_create(&KindLabel { kind }).inc();
             }
@@ -85,7 +86,8 @@ impl Visit for Summary {
 
 fn kind_of(summary: &str) -> &'static str {
     let first = summary.trim_start_matches(['"', ' ', '(']).split_whitespace().next().unwrap_or("");
-    const KINDS: [&str; 8] = ["select", "insert", "update", "delete", "with", "begin", "commit", "rollback"];
+    const KINDS: [&str; 10] =
+        ["select", "insert", "update", "delete", "with", "begin", "commit", "rollback", "savepoint", "release"];
     KINDS.into_iter().find(|kind| first.eq_ignore_ascii_case(kind)).unwrap_or("other")
 }
 

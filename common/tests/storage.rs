@@ -226,3 +226,87 @@ async fn write_units_are_all_or_nothing_on_sqlite() {
 async fn write_units_are_all_or_nothing_on_postgres() {
     write_units_are_all_or_nothing(test_support::postgres()).await;
 }
+
+/// On SQLite, write units waiting for the writer together are committed in one transaction,
+/// and one of them failing undoes it alone: the others are written, each whole.
+#[tokio::test]
+async fn write_units_waiting_together_commit_together_on_sqlite() {
+    use std::sync::atomic::Ordering;
+
+    let db = chunk_table(&test_support::sqlite()).await;
+    let counts = db.group_commit_counts().expect("SQLite commits units in groups");
+    let (units_before, transactions_before) =
+        (counts.units.load(Ordering::Relaxed), counts.transactions.load(Ordering::Relaxed));
+    let statements = [
+        "INSERT INTO test_pdf_chunk (unit_appid, order_id, seq, data) VALUES ('wxc', $1, 0, $2)".to_owned(),
+        "INSERT INTO test_pdf_chunk (unit_appid, order_id, seq, data) VALUES ('wxc', $1, 1, $2)".to_owned(),
+    ];
+    db.write_together(&statements[1..], |query| query.bind("unit-3").bind(vec![0_u8]), None).await.unwrap();
+
+    // The writer is busy while eight units queue; unit-3's second row is taken already.
+    let writer = db.write().await.unwrap();
+    let units: Vec<_> = (0..8)
+        .map(|n| {
+            let (db, statements) = (db.clone(), statements.clone());
+            tokio::spawn(async move {
+                let order = format!("unit-{n}");
+                db.write_together(&statements, |query| query.bind(order).bind(vec![n as u8]), None).await
+            })
+        })
+        .collect();
+    while counts.units.load(Ordering::Relaxed) < units_before + 9 {
+        tokio::task::yield_now().await;
+    }
+    drop(writer);
+    let mut results = Vec::new();
+    for unit in units {
+        results.push(unit.await.unwrap().is_ok());
+    }
+    assert_eq!(results, [true, true, true, false, true, true, true, true]);
+    for n in 0..8 {
+        let expected = if n == 3 { 1 } else { 2 };
+        assert_eq!(rows_of(&db, &format!("unit-{n}")).await, expected, "unit-{n}");
+    }
+    // The one written before, then the eight in one group.
+    assert_eq!(counts.transactions.load(Ordering::Relaxed) - transactions_before, 2);
+    db.close().await;
+}
+
+/// A push's unit (the first lane) is not held up by issuing work: a group holding one takes in
+/// no more ordinary units, which commit in a transaction of their own after it.
+#[tokio::test]
+async fn a_group_with_a_push_takes_no_more_ordinary_units_on_sqlite() {
+    use std::sync::atomic::Ordering;
+
+    let db = chunk_table(&test_support::sqlite()).await;
+    let counts = db.group_commit_counts().expect("SQLite commits units in groups");
+    let statement =
+        ["INSERT INTO test_pdf_chunk (unit_appid, order_id, seq, data) VALUES ('wxc', $1, 0, $2)".to_owned()];
+    let writer = db.write().await.unwrap();
+    let transactions_before = counts.transactions.load(Ordering::Relaxed);
+    let mut units = Vec::new();
+    for (order, first) in [("ordinary-1", false), ("ordinary-2", false), ("push", true)] {
+        let (db, statement) = (db.clone(), statement.clone());
+        let submitted = counts.units.load(Ordering::Relaxed);
+        units.push(tokio::spawn(async move {
+            let bind = |query: fiscalbill_common::db::Statement| query.bind(order).bind(vec![1_u8]);
+            match first {
+                true => db.write_together_first(&statement, bind).await,
+                false => db.write_together(&statement, bind, None).await,
+            }
+        }));
+        while counts.units.load(Ordering::Relaxed) == submitted {
+            tokio::task::yield_now().await;
+        }
+    }
+    drop(writer);
+    for unit in units {
+        unit.await.unwrap().unwrap();
+    }
+    for order in ["ordinary-1", "ordinary-2", "push"] {
+        assert_eq!(rows_of(&db, order).await, 1, "{order}");
+    }
+    // The push with at most one ordinary unit, then the rest: never all three in one.
+    assert_eq!(counts.transactions.load(Ordering::Relaxed) - transactions_before, 2);
+    db.close().await;
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, ConnectOptions, Connection, Executor, Transaction};
+use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, ConnectOptions, Connection, Execute, Executor, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
 
 use crate::group_commit::GroupCommit;
@@ -433,8 +433,11 @@ impl Db {
                 for statement in statements {
                     crate::statement_counts::count(statement);
                 }
-                let query = bind(sqlx::query(AssertSqlSafe(crate::group_commit::unit_sql(statements))));
-                sqlite.groups.run(query, !ordinary).await
+                // The group-commit task writes the batch around the statements; only their
+                // arguments are bound here.
+                let mut bound = bind(sqlx::query(AssertSqlSafe(String::new())));
+                let arguments = bound.take_arguments().map_err(sqlx::Error::Encode)?.unwrap_or_default();
+                sqlite.groups.run(statements.join("; "), arguments, !ordinary).await
             }
             (Connections::Sqlite(sqlite), Some(more)) => {
                 crate::statement_counts::WRITE_TRANSACTIONS.inc();

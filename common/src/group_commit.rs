@@ -7,8 +7,9 @@
 //! work (frame headers, the WAL index, its locks) is paid once. A caller hears back after the
 //! commit that made its unit durable. Each unit is a SAVEPOINT of its own, so a unit that fails
 //! is undone alone and the others commit; a unit alone in the queue is its own transaction, as
-//! before. Units that must not wait behind issuing work (WeChat's pushes) have a lane of their
-//! own, taken first.
+//! before. The first unit of a group carries its BEGIN and the last its COMMIT, so a group costs
+//! no round trip to the writer's thread more than its units. Units that must not wait behind
+//! issuing work (WeChat's pushes) have a lane of their own, taken first.
 //!
 //! A caller that goes away while its unit waits or runs does not stop it: the task finishes the
 //! unit and its group, and the unit is either wholly written or not at all.
@@ -16,11 +17,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Executor};
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::{AnyConnection, AssertSqlSafe, Executor};
 use tokio::sync::{Mutex, mpsc, oneshot};
-
-use crate::db::Statement;
 
 /// The most units in one transaction: bounds how long the first of a group waits for its commit
 /// (units take 0.1 to 0.5 ms each on the writer).
@@ -45,18 +44,13 @@ pub struct GroupCounts {
 
 type Reply = oneshot::Sender<Result<Vec<AnyRow>, sqlx::Error>>;
 
-/// One write unit: a batch `SAVEPOINT unit; ...; RELEASE unit` with its arguments bound.
+/// One write unit: its statements (`s1; ...; sn`) with their arguments bound.
 struct Unit {
-    query: Statement,
+    statements: String,
+    arguments: AnyArguments,
     reply: Reply,
     /// In the lane taken first.
     first: bool,
-}
-
-/// How a unit's batch is written: its statements between the SAVEPOINT that makes them one
-/// unit inside a group (or one transaction alone) and its RELEASE.
-pub fn unit_sql(statements: &[String]) -> String {
-    format!("SAVEPOINT unit; {}; RELEASE unit", statements.join("; "))
 }
 
 impl GroupCommit {
@@ -75,12 +69,17 @@ impl GroupCommit {
         &self.counts
     }
 
-    /// Runs a unit of [`unit_sql`] and gives back its rows once committed. `first`: in the
-    /// lane taken before ordinary units.
-    pub async fn run(&self, query: Statement, first: bool) -> Result<Vec<AnyRow>, sqlx::Error> {
+    /// Runs a unit of `statements` (`s1; ...; sn`, their arguments numbered across all of them)
+    /// and gives back its rows once committed. `first`: in the lane taken before ordinary units.
+    pub async fn run(
+        &self,
+        statements: String,
+        arguments: AnyArguments,
+        first: bool,
+    ) -> Result<Vec<AnyRow>, sqlx::Error> {
         let (reply, answer) = oneshot::channel();
         let lane = if first { &self.first } else { &self.ordinary };
-        lane.send(Unit { query, reply, first }).map_err(|_| sqlx::Error::PoolClosed)?;
+        lane.send(Unit { statements, arguments, reply, first }).map_err(|_| sqlx::Error::PoolClosed)?;
         self.counts.units.fetch_add(1, Ordering::Relaxed);
         answer.await.map_err(|_| sqlx::Error::PoolClosed)?
     }
@@ -113,22 +112,31 @@ impl Queues {
 }
 
 async fn serve(writer: Arc<Mutex<AnyConnection>>, mut queues: Queues, counts: Arc<GroupCounts>) {
-    while let Some(unit) = queues.next().await {
+    // A unit taken for a group that could not go on.
+    let mut left_over = None;
+    loop {
+        let unit = match left_over.take() {
+            Some(unit) => unit,
+            None => match queues.next().await {
+                Some(unit) => unit,
+                None => return,
+            },
+        };
         let mut conn = writer.lock().await;
         counts.transactions.fetch_add(1, Ordering::Relaxed);
+        crate::statement_counts::WRITE_TRANSACTIONS.inc();
         // A unit of the first lane is not held up by ordinary ones: it goes alone, or with
         // others of its lane.
         match queues.waiting(unit.first) {
             None => run_alone(&mut conn, unit).await,
-            Some(second) => run_group(&mut conn, [unit, second], &mut queues).await,
+            Some(second) => left_over = run_group(&mut conn, unit, second, &mut queues).await,
         }
     }
 }
 
 /// A unit with nobody behind it: its SAVEPOINT is its transaction.
 async fn run_alone(conn: &mut AnyConnection, unit: Unit) {
-    crate::statement_counts::WRITE_TRANSACTIONS.inc();
-    let ran = match run_unit(conn, unit.query).await {
+    let ran = match run_unit(conn, &unit.statements, unit.arguments, Place::Alone).await {
         Ok(rows) => Ok(rows),
         Err((error, undone)) => {
             if !undone {
@@ -141,40 +149,70 @@ async fn run_alone(conn: &mut AnyConnection, unit: Unit) {
     let _ = unit.reply.send(ran);
 }
 
-/// Units in one transaction: the two already taken and whatever waits meanwhile, up to
+/// Where a unit's batch stands in its transaction.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// Its own transaction.
+    Alone,
+    /// The first of a group: it begins the transaction.
+    Begins,
+    /// Neither first nor last.
+    Within,
+    /// The last of a group: it commits the transaction.
+    Commits,
+}
+
+/// Units in one transaction: `unit`, `second` and whatever waits meanwhile, up to
 /// [`MAX_GROUP`]; once the group holds a unit of the first lane, only more of those (so that
-/// it is committed as soon as none waits). Each caller hears back after the COMMIT; a unit
-/// that failed hears its own error at once.
-async fn run_group(conn: &mut AnyConnection, taken: [Unit; 2], queues: &mut Queues) {
-    crate::statement_counts::WRITE_TRANSACTIONS.inc();
-    let mut with_first = taken.iter().any(|unit| unit.first);
-    let mut pending = taken.into_iter();
-    if let Err(error) = conn.execute("BEGIN IMMEDIATE").await {
-        for unit in pending {
-            let _ = unit.reply.send(Err(group_failed("BEGIN", &error)));
-        }
-        return;
-    }
+/// it is committed as soon as none waits). The first unit's batch begins the transaction and
+/// the last one's commits it: a group of n units takes n round trips to the writer's thread, as
+/// n units alone would. Each caller hears back after the COMMIT; a unit that failed hears its
+/// own error at once. Gives back a unit taken but not run when the group could not go on.
+async fn run_group(conn: &mut AnyConnection, unit: Unit, second: Unit, queues: &mut Queues) -> Option<Unit> {
+    let mut with_first = unit.first || second.first;
     let mut ran: Vec<(Reply, Vec<AnyRow>)> = Vec::with_capacity(MAX_GROUP);
-    let mut count = 0;
-    while let Some(unit) = pending.next().or_else(|| (count < MAX_GROUP).then(|| queues.waiting(with_first)).flatten())
-    {
-        count += 1;
-        with_first |= unit.first;
-        match run_unit(conn, unit.query).await {
-            Ok(rows) => ran.push((unit.reply, rows)),
+    let (mut current, mut next, mut count, mut begun) = (unit, Some(second), 1, false);
+    loop {
+        // The unit after this one: with none waiting, this one's batch commits the group.
+        let following = next.take().or_else(|| (count < MAX_GROUP).then(|| queues.waiting(with_first)).flatten());
+        let place = match (begun, &following) {
+            (false, _) => Place::Begins,
+            (true, Some(_)) => Place::Within,
+            (true, None) => Place::Commits,
+        };
+        match run_unit(conn, &current.statements, current.arguments, place).await {
+            Ok(rows) => ran.push((current.reply, rows)),
             Err((error, undone)) => {
-                let _ = unit.reply.send(Err(error));
+                let _ = current.reply.send(Err(error));
                 if !undone {
-                    // The transaction itself is gone (SQLite rolls back the whole of it on
-                    // some errors): nothing of the group was written.
+                    // The transaction never began, or is gone (SQLite rolls back the whole of
+                    // it on some errors; a failed COMMIT is rolled back here): nothing of the
+                    // group was written.
                     let _ = conn.execute("ROLLBACK").await;
-                    fail_all(ran, pending, "the group's transaction was rolled back");
-                    return;
+                    fail_all(ran, "the group's transaction was rolled back");
+                    return following;
+                }
+                if place == Place::Commits {
+                    // Undone alone: the others are committed without it.
+                    return commit(conn, ran).await;
                 }
             }
         }
+        begun = true;
+        if place == Place::Commits {
+            for (reply, rows) in ran {
+                let _ = reply.send(Ok(rows));
+            }
+            return None;
+        }
+        current = following.expect("a unit follows unless this one commits");
+        with_first |= current.first;
+        count += 1;
     }
+}
+
+/// COMMIT on its own, for a group whose last unit failed.
+async fn commit(conn: &mut AnyConnection, ran: Vec<(Reply, Vec<AnyRow>)>) -> Option<Unit> {
     match conn.execute("COMMIT").await {
         Ok(_) => {
             for (reply, rows) in ran {
@@ -183,16 +221,28 @@ async fn run_group(conn: &mut AnyConnection, taken: [Unit; 2], queues: &mut Queu
         }
         Err(error) => {
             let _ = conn.execute("ROLLBACK").await;
-            let message = format!("COMMIT failed: {error}");
-            fail_all(ran, pending, &message);
+            fail_all(ran, &format!("COMMIT failed: {error}"));
         }
     }
+    None
 }
 
-/// Runs one unit's batch; on failure, undoes what of it ran. The error comes with whether the
-/// unit was undone alone (false: its transaction is gone, or in an unknown state).
-async fn run_unit(conn: &mut AnyConnection, query: Statement) -> Result<Vec<AnyRow>, (sqlx::Error, bool)> {
-    match query.fetch_all(&mut *conn).await {
+/// Runs one unit's batch, placed in its transaction; on failure, undoes what of it ran. The
+/// error comes with whether the unit was undone alone, its transaction still open in a group
+/// (false: its transaction is gone, never began, or is in an unknown state).
+async fn run_unit(
+    conn: &mut AnyConnection,
+    statements: &str,
+    arguments: AnyArguments,
+    place: Place,
+) -> Result<Vec<AnyRow>, (sqlx::Error, bool)> {
+    let (before, after) = match place {
+        Place::Alone | Place::Within => ("", ""),
+        Place::Begins => ("BEGIN IMMEDIATE; ", ""),
+        Place::Commits => ("", "; COMMIT"),
+    };
+    let batch = format!("{before}SAVEPOINT unit; {statements}; RELEASE unit{after}");
+    match sqlx::query_with(AssertSqlSafe(batch), arguments).fetch_all(&mut *conn).await {
         Ok(rows) => Ok(rows),
         Err(error) => {
             let undone = conn.execute("ROLLBACK TO unit; RELEASE unit").await.is_ok();
@@ -201,13 +251,8 @@ async fn run_unit(conn: &mut AnyConnection, query: Statement) -> Result<Vec<AnyR
     }
 }
 
-fn fail_all(ran: Vec<(Reply, Vec<AnyRow>)>, pending: impl Iterator<Item = Unit>, message: &str) {
-    let replies = ran.into_iter().map(|(reply, _)| reply).chain(pending.map(|unit| unit.reply));
-    for reply in replies {
+fn fail_all(ran: Vec<(Reply, Vec<AnyRow>)>, message: &str) {
+    for (reply, _) in ran {
         let _ = reply.send(Err(sqlx::Error::Protocol(format!("group commit: {message}"))));
     }
-}
-
-fn group_failed(statement: &str, error: &sqlx::Error) -> sqlx::Error {
-    sqlx::Error::Protocol(format!("group commit: {statement} failed: {error}"))
 }

@@ -228,7 +228,8 @@ async fn write_units_are_all_or_nothing_on_postgres() {
 }
 
 /// On SQLite, write units waiting for the writer together are committed in one transaction,
-/// and one of them failing undoes it alone: the others are written, each whole.
+/// and one of them failing (the group's first, one within, its last) undoes it alone: the
+/// others are written, each whole.
 #[tokio::test]
 async fn write_units_waiting_together_commit_together_on_sqlite() {
     use std::sync::atomic::Ordering;
@@ -241,9 +242,15 @@ async fn write_units_waiting_together_commit_together_on_sqlite() {
         "INSERT INTO test_pdf_chunk (unit_appid, order_id, seq, data) VALUES ('wxc', $1, 0, $2)".to_owned(),
         "INSERT INTO test_pdf_chunk (unit_appid, order_id, seq, data) VALUES ('wxc', $1, 1, $2)".to_owned(),
     ];
-    db.write_together(&statements[1..], |query| query.bind("unit-3").bind(vec![0_u8]), None).await.unwrap();
+    // The second rows of units 0, 3 and 7 are taken already: the group's first, one within and
+    // its last fail.
+    let failing = [0, 3, 7];
+    for n in failing {
+        let order = format!("unit-{n}");
+        db.write_together(&statements[1..], |query| query.bind(order).bind(vec![0_u8]), None).await.unwrap();
+    }
 
-    // The writer is busy while eight units queue; unit-3's second row is taken already.
+    // The writer is busy while eight units queue.
     let writer = db.write().await.unwrap();
     let units: Vec<_> = (0..8)
         .map(|n| {
@@ -254,7 +261,7 @@ async fn write_units_waiting_together_commit_together_on_sqlite() {
             })
         })
         .collect();
-    while counts.units.load(Ordering::Relaxed) < units_before + 9 {
+    while counts.units.load(Ordering::Relaxed) < units_before + 11 {
         tokio::task::yield_now().await;
     }
     drop(writer);
@@ -262,13 +269,13 @@ async fn write_units_waiting_together_commit_together_on_sqlite() {
     for unit in units {
         results.push(unit.await.unwrap().is_ok());
     }
-    assert_eq!(results, [true, true, true, false, true, true, true, true]);
+    assert_eq!(results, [false, true, true, false, true, true, true, false]);
     for n in 0..8 {
-        let expected = if n == 3 { 1 } else { 2 };
+        let expected = if failing.contains(&n) { 1 } else { 2 };
         assert_eq!(rows_of(&db, &format!("unit-{n}")).await, expected, "unit-{n}");
     }
-    // The one written before, then the eight in one group.
-    assert_eq!(counts.transactions.load(Ordering::Relaxed) - transactions_before, 2);
+    // The three written before, then the eight in one group.
+    assert_eq!(counts.transactions.load(Ordering::Relaxed) - transactions_before, 4);
     db.close().await;
 }
 

@@ -112,7 +112,13 @@ impl Options {
                     options.replicas =
                         value.parse().ok().filter(|n| *n >= 1).ok_or(format!("--replicas {value}: not 1 or more"))?
                 }
-                "--service-workers" => options.service_workers = number(value)? as usize,
+                "--service-workers" => {
+                    options.service_workers = value
+                        .parse()
+                        .ok()
+                        .filter(|n| *n >= 1)
+                        .ok_or(format!("--service-workers {value}: not 1 or more"))?
+                }
                 "--data-dir" => options.data_dir = PathBuf::from(value),
                 "--json" => options.json = Some(PathBuf::from(value)),
                 "--soak-secs" => options.soak = Some(Duration::from_secs_f64(number(value)?)),

@@ -166,11 +166,12 @@ enum Place {
 /// [`MAX_GROUP`]; once the group holds a unit of the first lane, only more of those (so that
 /// it is committed as soon as none waits). The first unit's batch begins the transaction and
 /// the last one's commits it: a group of n units takes n round trips to the writer's thread, as
-/// n units alone would. Each caller hears back after the COMMIT; a unit that failed hears its
-/// own error at once. Gives back a unit taken but not run when the group could not go on.
+/// n units alone would. Every caller hears back once the group is over, a unit that failed
+/// too: its caller may read what made it fail (another unit's row), which must be committed by
+/// then. Gives back a unit taken but not run when the group could not go on.
 async fn run_group(conn: &mut AnyConnection, unit: Unit, second: Unit, queues: &mut Queues) -> Option<Unit> {
     let mut with_first = unit.first || second.first;
-    let mut ran: Vec<(Reply, Vec<AnyRow>)> = Vec::with_capacity(MAX_GROUP);
+    let mut ran: Vec<(Reply, Ran)> = Vec::with_capacity(MAX_GROUP);
     let (mut current, mut next, mut count, mut begun) = (unit, Some(second), 1, false);
     loop {
         // The unit after this one: with none waiting, this one's batch commits the group.
@@ -181,28 +182,27 @@ async fn run_group(conn: &mut AnyConnection, unit: Unit, second: Unit, queues: &
             (true, None) => Place::Commits,
         };
         match run_unit(conn, &current.statements, current.arguments, place).await {
-            Ok(rows) => ran.push((current.reply, rows)),
-            Err((error, undone)) => {
-                let _ = current.reply.send(Err(error));
-                if !undone {
-                    // The transaction never began, or is gone (SQLite rolls back the whole of
-                    // it on some errors; a failed COMMIT is rolled back here): nothing of the
-                    // group was written.
-                    let _ = conn.execute("ROLLBACK").await;
-                    fail_all(ran, "the group's transaction was rolled back");
-                    return following;
-                }
+            Ok(rows) => ran.push((current.reply, Ok(rows))),
+            Err((error, true)) => {
+                // Undone alone; the others go on, and are committed without it.
+                ran.push((current.reply, Err(error)));
                 if place == Place::Commits {
-                    // Undone alone: the others are committed without it.
                     return commit(conn, ran).await;
                 }
+            }
+            Err((error, false)) => {
+                // The transaction never began, or is gone (SQLite rolls back the whole of it on
+                // some errors; a failed COMMIT is rolled back here): nothing of the group was
+                // written.
+                let _ = conn.execute("ROLLBACK").await;
+                ran.push((current.reply, Err(error)));
+                answer(ran, Some("the group's transaction was rolled back"));
+                return following;
             }
         }
         begun = true;
         if place == Place::Commits {
-            for (reply, rows) in ran {
-                let _ = reply.send(Ok(rows));
-            }
+            answer(ran, None);
             return None;
         }
         current = following.expect("a unit follows unless this one commits");
@@ -211,20 +211,32 @@ async fn run_group(conn: &mut AnyConnection, unit: Unit, second: Unit, queues: &
     }
 }
 
+/// What running a unit gave: its rows, or its own error.
+type Ran = Result<Vec<AnyRow>, sqlx::Error>;
+
 /// COMMIT on its own, for a group whose last unit failed.
-async fn commit(conn: &mut AnyConnection, ran: Vec<(Reply, Vec<AnyRow>)>) -> Option<Unit> {
+async fn commit(conn: &mut AnyConnection, ran: Vec<(Reply, Ran)>) -> Option<Unit> {
     match conn.execute("COMMIT").await {
-        Ok(_) => {
-            for (reply, rows) in ran {
-                let _ = reply.send(Ok(rows));
-            }
-        }
+        Ok(_) => answer(ran, None),
         Err(error) => {
             let _ = conn.execute("ROLLBACK").await;
-            fail_all(ran, &format!("COMMIT failed: {error}"));
+            answer(ran, Some(&format!("COMMIT failed: {error}")));
         }
     }
     None
+}
+
+/// Answers a group's callers once it is over: committed, each with what its unit gave; rolled
+/// back (`rolled_back` says why), an error for each unit that had run, and its own error for
+/// each that had failed.
+fn answer(ran: Vec<(Reply, Ran)>, rolled_back: Option<&str>) {
+    for (reply, result) in ran {
+        let result = match (result, rolled_back) {
+            (Ok(_), Some(why)) => Err(sqlx::Error::Protocol(format!("group commit: {why}"))),
+            (result, _) => result,
+        };
+        let _ = reply.send(result);
+    }
 }
 
 /// Runs one unit's batch, placed in its transaction; on failure, undoes what of it ran. The
@@ -248,11 +260,5 @@ async fn run_unit(
             let undone = conn.execute("ROLLBACK TO unit; RELEASE unit").await.is_ok();
             Err((error, undone))
         }
-    }
-}
-
-fn fail_all(ran: Vec<(Reply, Vec<AnyRow>)>, message: &str) {
-    for (reply, _) in ran {
-        let _ = reply.send(Err(sqlx::Error::Protocol(format!("group commit: {message}"))));
     }
 }

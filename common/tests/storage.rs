@@ -229,7 +229,8 @@ async fn write_units_are_all_or_nothing_on_postgres() {
 
 /// On SQLite, write units waiting for the writer together are committed in one transaction,
 /// and one of them failing (the group's first, one within, its last) undoes it alone: the
-/// others are written, each whole.
+/// others are written, each whole. Every caller, a failing one too, hears back once the group
+/// is committed (a failing caller may read what made it fail).
 #[tokio::test]
 async fn write_units_waiting_together_commit_together_on_sqlite() {
     use std::sync::atomic::Ordering;
@@ -257,7 +258,11 @@ async fn write_units_waiting_together_commit_together_on_sqlite() {
             let (db, statements) = (db.clone(), statements.clone());
             tokio::spawn(async move {
                 let order = format!("unit-{n}");
-                db.write_together(&statements, |query| query.bind(order).bind(vec![n as u8]), None).await
+                let ran = db.write_together(&statements, |query| query.bind(order).bind(vec![n as u8]), None).await;
+                // What a failing unit's caller finds when it hears back: the group is over, so
+                // the rows of the others (unit-1's, run after unit-0) are committed.
+                let seen = rows_of(&db, "unit-1").await;
+                (ran.is_ok(), seen)
             })
         })
         .collect();
@@ -267,7 +272,9 @@ async fn write_units_waiting_together_commit_together_on_sqlite() {
     drop(writer);
     let mut results = Vec::new();
     for unit in units {
-        results.push(unit.await.unwrap().is_ok());
+        let (ok, seen) = unit.await.unwrap();
+        assert_eq!(seen, 2, "a caller heard back before its group was committed");
+        results.push(ok);
     }
     assert_eq!(results, [false, true, true, false, true, true, true, false]);
     for n in 0..8 {

@@ -426,24 +426,23 @@ impl Db {
         more: Option<MoreStatements<'_>>,
         ordinary: bool,
     ) -> Result<Vec<AnyRow>, sqlx::Error> {
+        if self.backend() == Backend::Sqlite {
+            // sqlx reports a batch as one event, which starts with SAVEPOINT or BEGIN: its
+            // statements are counted here.
+            for statement in statements {
+                crate::statement_counts::count(statement);
+            }
+        }
         match (&*self.inner, more) {
             (Connections::Sqlite(sqlite), None) => {
-                // sqlx reports the batch as one event, which starts with SAVEPOINT: its
-                // statements are counted here. The group-commit task counts the transactions.
-                for statement in statements {
-                    crate::statement_counts::count(statement);
-                }
-                // The group-commit task writes the batch around the statements; only their
-                // arguments are bound here.
+                // The group-commit task counts the transactions, and writes the batch around the
+                // statements: only their arguments are bound here.
                 let mut bound = bind(sqlx::query(AssertSqlSafe(String::new())));
                 let arguments = bound.take_arguments().map_err(sqlx::Error::Encode)?.unwrap_or_default();
                 sqlite.groups.run(statements.join("; "), arguments, !ordinary).await
             }
             (Connections::Sqlite(sqlite), Some(more)) => {
                 crate::statement_counts::WRITE_TRANSACTIONS.inc();
-                for statement in statements {
-                    crate::statement_counts::count(statement);
-                }
                 let query = bind(sqlx::query(AssertSqlSafe(format!("BEGIN IMMEDIATE; {}", statements.join("; ")))));
                 let mut tx = sqlite.take_writer(ordinary).await?;
                 let conn = tx.writer.as_mut().expect("just taken");

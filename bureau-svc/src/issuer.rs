@@ -157,7 +157,8 @@ impl Issuer {
             return Err(billing_taken(&request, other.key));
         }
 
-        let (pdf, pdf_origin, signer_sha256) = match supplied_pdf {
+        // The PDF to store and upload, and its digest where already known.
+        let (pdf, pdf_origin, signer_sha256, pdf_sha256) = match supplied_pdf {
             Some(pdf) => match self.supplied_signer() {
                 Some(signer) => {
                     // The PDF is a slice of the request's buffer: copied out once, the buffer
@@ -167,7 +168,7 @@ impl Issuer {
                         .sign_supplied(Vec::from(pdf), &self.bureau_name, now_millis() / 1000)
                         .map_err(BureauError::Render)?;
                     // WeChat refuses a PDF over its limit (40006): say so now, not at setpdf.
-                    if signed.len() > self.config.pdf_max_bytes {
+                    if signed.pdf.len() > self.config.pdf_max_bytes {
                         return Err(BureauError::Invalid(ApiError::invalid_field(
                             "INVALID_ARGUMENT",
                             "pdf",
@@ -175,15 +176,16 @@ impl Issuer {
                                 "is {} bytes, {} with the bureau's signature, more than the limit of {}: supply \
                                  a PDF at least {} bytes smaller",
                                 supplied_len,
-                                signed.len(),
+                                signed.pdf.len(),
                                 self.config.pdf_max_bytes,
-                                signed.len() - self.config.pdf_max_bytes
+                                signed.pdf.len() - self.config.pdf_max_bytes
                             ),
                         )));
                     }
-                    (Bytes::from(signed), PdfOrigin::Supplied, Some(signer.fingerprint().to_owned()))
+                    let fingerprint = Some(signer.fingerprint().to_owned());
+                    (Bytes::from(signed.pdf), PdfOrigin::Supplied, fingerprint, Some(signed.sha256))
                 }
-                None => (pdf, PdfOrigin::Supplied, None),
+                None => (pdf, PdfOrigin::Supplied, None, supplied_sha256.map(str::to_owned)),
             },
             None => {
                 let header = BillHeader {
@@ -200,7 +202,7 @@ impl Issuer {
                         rendered.len()
                     )));
                 }
-                (rendered, PdfOrigin::Rendered, self.signer.as_ref().map(|s| s.fingerprint().to_owned()))
+                (rendered, PdfOrigin::Rendered, self.signer.as_ref().map(|s| s.fingerprint().to_owned()), None)
             }
         };
         let new = NewBill {
@@ -211,10 +213,7 @@ impl Issuer {
             content: request.content.clone(),
             // The digest of what is stored and uploaded; a supplied PDF the bureau signed keeps
             // the digest it came with for repeats.
-            pdf_sha256: match (supplied_sha256, &signer_sha256) {
-                (Some(sha256), None) => sha256.to_owned(),
-                _ => hex::encode(Sha256::digest(&pdf)),
-            },
+            pdf_sha256: pdf_sha256.unwrap_or_else(|| hex::encode(Sha256::digest(&pdf))),
             supplied_sha256: supplied_sha256.filter(|_| signer_sha256.is_some()).map(str::to_owned),
             pdf,
             pdf_origin,

@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 use bureau_svc::pdf::render::{BillHeader, render};
 use bureau_svc::pdf::sign::BillSigner;
 use fiscalbill_common::bill::{BillContent, BillItem};
+use sha2::{Digest, Sha256};
 
 fn bill() -> BillContent {
     BillContent {
@@ -220,6 +221,8 @@ fn a_ten_item_bill_stays_small() {
 fn a_supplied_pdf_is_signed_by_an_incremental_update_that_keeps_its_bytes() {
     let supplied = wechat::pdf::sample("Supplied by the hospital");
     let signed = signer().sign_supplied(supplied.clone(), "沙箱市财政局", 1_700_000_000).unwrap();
+    assert_eq!(signed.sha256, hex::encode(Sha256::digest(&signed.pdf)), "the digest is of the signed file's bytes");
+    let signed = signed.pdf;
     assert_eq!(&signed[..supplied.len()], &supplied[..], "the supplied bytes are kept as they were");
     wechat::pdf::validate(&signed, 1 << 20).unwrap();
     let path = dir().join("supplied-signed.pdf");
@@ -232,6 +235,8 @@ fn a_supplied_pdf_is_signed_by_an_incremental_update_that_keeps_its_bytes() {
 
     // A PDF signed before (here: by us again) keeps its first signature; both verify.
     let twice = signer().sign_supplied(signed.clone(), "沙箱市财政局", 1_700_000_100).unwrap();
+    assert_eq!(twice.sha256, hex::encode(Sha256::digest(&twice.pdf)));
+    let twice = twice.pdf;
     let twice_path = dir().join("supplied-signed-twice.pdf");
     std::fs::write(&twice_path, &twice).unwrap();
     let output = String::from_utf8(run("pdfsig", &[twice_path.to_str().unwrap()]).stdout).unwrap();

@@ -636,9 +636,13 @@ fn postgres_unit_sql(statements: &[String]) -> String {
 async fn sqlite_connection(options: &AnyConnectOptions) -> Result<AnyConnection, sqlx::Error> {
     let mut conn = options.connect().await?;
     // WAL: readers never block the writer. NORMAL: a commit survives a crash of the process
-    // (not necessarily of the machine).
+    // (not necessarily of the machine). temp_store MEMORY: the statement journal, which keeps
+    // what each write unit's SAVEPOINT would roll back, stays in memory instead of spilling to
+    // a temporary file past 64 KiB (a unit holds a PDF chunk of up to 256 KiB); it is gone at
+    // each RELEASE, and its content is never needed after a crash.
     conn.execute(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
+         PRAGMA temp_store = MEMORY;",
     )
     .await?;
     Ok(conn)

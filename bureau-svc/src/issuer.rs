@@ -136,17 +136,18 @@ impl Issuer {
         // The supplied PDF is needed only until it is stored; from then on its digest stands
         // for it, so that a large PDF is not held in memory while the bill is issued.
         let supplied_pdf = request.pdf.take();
-        let supplied_sha256 = supplied_pdf.as_ref().map(|pdf| hex::encode(Sha256::digest(pdf)));
-        let supplied_sha256 = supplied_sha256.as_deref();
+        // Its digest is taken only where needed: a repeat compares it now; a new bill's is
+        // taken with the signature's, in the same pass over the PDF.
+        let digest = |pdf: &Bytes| hex::encode(Sha256::digest(pdf));
         let found = self.bills_in_the_way(&request).await?;
         if let Some(existing) = found.request_id {
             if existing.key != request.key {
                 return Err(BureauError::RequestIdReused(request.request_id.clone().unwrap_or_default()));
             }
-            return self.repeat(existing, &request, supplied_sha256, wait).await;
+            return self.repeat(existing, &request, supplied_pdf.as_ref().map(digest).as_deref(), wait).await;
         }
         if let Some(existing) = found.order {
-            return self.repeat(existing, &request, supplied_sha256, wait).await;
+            return self.repeat(existing, &request, supplied_pdf.as_ref().map(digest).as_deref(), wait).await;
         }
         let unit = self
             .templates
@@ -157,8 +158,8 @@ impl Issuer {
             return Err(billing_taken(&request, other.key));
         }
 
-        // The PDF to store and upload, and its digest where already known.
-        let (pdf, pdf_origin, signer_sha256, pdf_sha256) = match supplied_pdf {
+        // The PDF to store and upload, its digest where already known, and the supplied PDF's.
+        let (pdf, pdf_origin, signer_sha256, pdf_sha256, supplied_sha256) = match supplied_pdf {
             Some(pdf) => match self.supplied_signer() {
                 Some(signer) => {
                     // The PDF is a slice of the request's buffer: copied out once, the buffer
@@ -183,9 +184,13 @@ impl Issuer {
                         )));
                     }
                     let fingerprint = Some(signer.fingerprint().to_owned());
-                    (Bytes::from(signed.pdf), PdfOrigin::Supplied, fingerprint, Some(signed.sha256))
+                    let supplied = Some(signed.original_sha256);
+                    (Bytes::from(signed.pdf), PdfOrigin::Supplied, fingerprint, Some(signed.sha256), supplied)
                 }
-                None => (pdf, PdfOrigin::Supplied, None, supplied_sha256.map(str::to_owned)),
+                None => {
+                    let sha256 = digest(&pdf);
+                    (pdf, PdfOrigin::Supplied, None, Some(sha256.clone()), Some(sha256))
+                }
             },
             None => {
                 let header = BillHeader {
@@ -202,7 +207,8 @@ impl Issuer {
                         rendered.len()
                     )));
                 }
-                (rendered, PdfOrigin::Rendered, self.signer.as_ref().map(|s| s.fingerprint().to_owned()), None)
+                let fingerprint = self.signer.as_ref().map(|s| s.fingerprint().to_owned());
+                (rendered, PdfOrigin::Rendered, fingerprint, None, None)
             }
         };
         let new = NewBill {
@@ -214,7 +220,7 @@ impl Issuer {
             // The digest of what is stored and uploaded; a supplied PDF the bureau signed keeps
             // the digest it came with for repeats.
             pdf_sha256: pdf_sha256.unwrap_or_else(|| hex::encode(Sha256::digest(&pdf))),
-            supplied_sha256: supplied_sha256.filter(|_| signer_sha256.is_some()).map(str::to_owned),
+            supplied_sha256: supplied_sha256.clone().filter(|_| signer_sha256.is_some()),
             pdf,
             pdf_origin,
             signer_sha256,
@@ -231,7 +237,7 @@ impl Issuer {
                 // A concurrent call recorded the same order, request_id or billing number.
                 let found = self.bills_in_the_way(&request).await?;
                 if let Some(existing) = found.order {
-                    return self.repeat(existing, &request, supplied_sha256, wait).await;
+                    return self.repeat(existing, &request, supplied_sha256.as_deref(), wait).await;
                 }
                 if let (Some(request_id), Some(_)) = (&request.request_id, found.request_id) {
                     return Err(BureauError::RequestIdReused(request_id.clone()));

@@ -222,6 +222,7 @@ fn a_supplied_pdf_is_signed_by_an_incremental_update_that_keeps_its_bytes() {
     let supplied = wechat::pdf::sample("Supplied by the hospital");
     let signed = signer().sign_supplied(supplied.clone(), "沙箱市财政局", 1_700_000_000).unwrap();
     assert_eq!(signed.sha256, hex::encode(Sha256::digest(&signed.pdf)), "the digest is of the signed file's bytes");
+    assert_eq!(signed.original_sha256, hex::encode(Sha256::digest(&supplied)), "and of the PDF as supplied");
     let signed = signed.pdf;
     assert_eq!(&signed[..supplied.len()], &supplied[..], "the supplied bytes are kept as they were");
     wechat::pdf::validate(&signed, 1 << 20).unwrap();
@@ -236,6 +237,7 @@ fn a_supplied_pdf_is_signed_by_an_incremental_update_that_keeps_its_bytes() {
     // A PDF signed before (here: by us again) keeps its first signature; both verify.
     let twice = signer().sign_supplied(signed.clone(), "沙箱市财政局", 1_700_000_100).unwrap();
     assert_eq!(twice.sha256, hex::encode(Sha256::digest(&twice.pdf)));
+    assert_eq!(twice.original_sha256, hex::encode(Sha256::digest(&signed)));
     let twice = twice.pdf;
     let twice_path = dir().join("supplied-signed-twice.pdf");
     std::fs::write(&twice_path, &twice).unwrap();

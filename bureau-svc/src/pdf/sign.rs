@@ -98,10 +98,12 @@ impl SignatureSlot {
     }
 }
 
-/// A signed PDF and the SHA-256 (hex) of all its bytes.
+/// A signed PDF and the SHA-256 (hex) of all its bytes and of the PDF it was made from.
 pub struct SignedPdf {
     pub pdf: Vec<u8>,
     pub sha256: String,
+    /// Of the bytes before the signature's update: for a supplied PDF, the PDF as supplied.
+    pub original_sha256: String,
 }
 
 /// The bureau's signing certificate and key. Debug shows the certificate's fingerprint only.
@@ -284,10 +286,12 @@ impl BillSigner {
         let filled = format!("{filled:<width$}", width = close - open);
         pdf[open..close].copy_from_slice(filled.as_bytes());
 
-        // The signed ranges and the whole file share their bulk, the part before the signature:
-        // digested once for both.
+        // The original, the signed ranges and the whole file share their bulk, the part before
+        // the signature: digested once for the three.
         let mut whole = Sha256::new();
-        whole.update(&pdf[..contents_start]);
+        whole.update(&pdf[..start]);
+        let original_sha256 = hex::encode(whole.clone().finalize());
+        whole.update(&pdf[start..contents_start]);
         let mut ranges = whole.clone();
         ranges.update(&pdf[contents_end..]);
         let cms = self.signed_data(&ranges.finalize(), signed_at)?;
@@ -298,7 +302,7 @@ impl BillSigner {
         pdf[contents_start + 1..contents_start + 1 + hex.len()].copy_from_slice(hex.as_bytes());
         // The rest of the room stays zero-padded, as PDF signatures are.
         whole.update(&pdf[contents_start..]);
-        Ok(SignedPdf { sha256: hex::encode(whole.finalize()), pdf })
+        Ok(SignedPdf { sha256: hex::encode(whole.finalize()), original_sha256, pdf })
     }
 
     /// A detached CMS SignedData over a message whose SHA-256 is `digest`.

@@ -14,6 +14,7 @@ use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, ConnectOptions, Connectio
 use tokio::sync::{Mutex, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
 
 use crate::group_commit::GroupCommit;
+use crate::wal_checkpoint::WalCheckpoints;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -106,6 +107,8 @@ struct SqliteConnections {
     ordinary_turn: Arc<Mutex<()>>,
     /// Write units, committed in groups on the writer.
     groups: GroupCommit,
+    /// The WAL copied into the database file off the writer.
+    checkpoints: WalCheckpoints,
     acquire_timeout: Duration,
 }
 
@@ -270,7 +273,10 @@ impl Db {
         let connections = match backend {
             Backend::Sqlite => {
                 let options: AnyConnectOptions = url.parse()?;
-                let writer = sqlite_connection(&options).await?;
+                let mut writer = sqlite_connection(&options).await?;
+                // Its commits never checkpoint: see [`WalCheckpoints`].
+                writer.execute("PRAGMA wal_autocheckpoint = 0").await?;
+                let checkpointer = sqlite_connection(&options).await?;
                 let mut idle = Vec::new();
                 for _ in 0..config.max_connections.max(1) {
                     idle.push(sqlite_connection(&options).await?);
@@ -280,6 +286,7 @@ impl Db {
                 Connections::Sqlite(SqliteConnections {
                     readers: Arc::new(readers),
                     groups: GroupCommit::start(writer.clone()),
+                    checkpoints: WalCheckpoints::start(&writer, checkpointer),
                     writer,
                     ordinary_turn: Arc::default(),
                     acquire_timeout,
@@ -592,6 +599,7 @@ impl Db {
         match &*self.inner {
             Connections::Sqlite(sqlite) => {
                 sqlite.readers.permits.close();
+                sqlite.checkpoints.stop();
                 let idle: Vec<AnyConnection> = std::mem::take(&mut *sqlite.readers.idle.lock().unwrap());
                 for conn in idle {
                     let _ = conn.close().await;

@@ -25,3 +25,4 @@ pub mod status;
 pub mod telemetry;
 pub mod tls;
 pub mod trace;
+pub mod wal_checkpoint;

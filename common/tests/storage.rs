@@ -286,6 +286,33 @@ async fn write_units_waiting_together_commit_together_on_sqlite() {
     db.close().await;
 }
 
+/// On SQLite the writer never checkpoints: a task of the `Db` copies the WAL into the database
+/// file while it is open (`wal_checkpoint.rs` tests that the WAL is started over under steady
+/// writes).
+#[tokio::test]
+async fn the_wal_is_copied_into_the_database_while_it_is_open_on_sqlite() {
+    let config = test_support::sqlite();
+    let path = std::path::PathBuf::from(config.url.strip_prefix("sqlite://").unwrap());
+    let db = chunk_table(&config).await;
+    let statement =
+        ["INSERT INTO test_pdf_chunk (unit_appid, order_id, seq, data) VALUES ('wxc', $1, 0, $2)".to_owned()];
+    let size = |path: &std::path::Path| std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    // 8 MiB in units of one 256 KiB chunk: less than SQLite's own checkpoint would wait for.
+    let units = 32;
+    for n in 0..units {
+        let data = vec![n as u8; CHUNK_BYTES];
+        db.write_together(&statement, move |query| query.bind(format!("o-{n}")).bind(data), None).await.unwrap();
+    }
+    assert!(size(&path.with_extension("db-wal")) > 0, "the database is in WAL mode");
+    let written = (units * CHUNK_BYTES) as u64;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while size(&path) < written && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(size(&path) >= written, "the database file has {} of {written} bytes", size(&path));
+    db.close().await;
+}
+
 /// A push's unit (the first lane) is not held up by issuing work: a group holding one takes in
 /// no more ordinary units, which commit in a transaction of their own after it.
 #[tokio::test]

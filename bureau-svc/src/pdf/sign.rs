@@ -7,9 +7,8 @@
 //! `/ByteRange` of fixed width); then the ranges are filled in, digested and signed, and the
 //! signature written into its room. The CMS structures are RustCrypto's (`cms`, `x509-cert`,
 //! `der`, `p256`, which also reads and makes keys); only their assembly is here. The signature
-//! itself is ring's: its P-256 in assembly signs in a tenth of the time of `p256`'s (a quarter
-//! of the bureau's CPU per signed bill went to `p256`'s signing), and ring is in the build
-//! already, for TLS.
+//! itself is ring's, whose P-256 is assembly (in the build already, for TLS): signing a 64 KiB
+//! supplied PDF took 547 µs with `p256`'s generic arithmetic and takes 218 µs with ring.
 
 use std::fmt;
 use std::str::FromStr;

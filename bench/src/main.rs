@@ -99,6 +99,8 @@ impl Options {
             let value = iter.next().ok_or_else(|| format!("{arg} needs a value\n{USAGE}"))?;
             let number =
                 |v: &str| v.parse::<f64>().ok().filter(|n| *n > 0.0).ok_or(format!("{arg} {v}: not a positive number"));
+            let one_or_more =
+                |v: &str| v.parse::<usize>().ok().filter(|n| *n >= 1).ok_or(format!("{arg} {v}: not 1 or more"));
             match arg.as_str() {
                 "--duration" => options.duration = Duration::from_secs_f64(number(value)?),
                 "--concurrency" => options.concurrency = number(value)? as usize,
@@ -108,17 +110,8 @@ impl Options {
                 "--baseline-secs" => options.baseline = Duration::from_secs_f64(number(value)?),
                 "--big-pdf-mib" => options.big_pdf_mib = number(value)? as usize,
                 "--poll-ms" => options.poll = Some(Duration::from_secs_f64(number(value)? / 1e3)),
-                "--replicas" => {
-                    options.replicas =
-                        value.parse().ok().filter(|n| *n >= 1).ok_or(format!("--replicas {value}: not 1 or more"))?
-                }
-                "--service-workers" => {
-                    options.service_workers = value
-                        .parse()
-                        .ok()
-                        .filter(|n| *n >= 1)
-                        .ok_or(format!("--service-workers {value}: not 1 or more"))?
-                }
+                "--replicas" => options.replicas = one_or_more(value)?,
+                "--service-workers" => options.service_workers = one_or_more(value)?,
                 "--data-dir" => options.data_dir = PathBuf::from(value),
                 "--json" => options.json = Some(PathBuf::from(value)),
                 "--soak-secs" => options.soak = Some(Duration::from_secs_f64(number(value)?)),

@@ -140,13 +140,13 @@ impl Issuer {
         // taken with the signature's, in the same pass over the PDF.
         let digest = |pdf: &Bytes| hex::encode(Sha256::digest(pdf));
         let found = self.bills_in_the_way(&request).await?;
-        if let Some(existing) = found.request_id {
-            if existing.key != request.key {
-                return Err(BureauError::RequestIdReused(request.request_id.clone().unwrap_or_default()));
-            }
-            return self.repeat(existing, &request, supplied_pdf.as_ref().map(digest).as_deref(), wait).await;
+        if let Some(existing) = &found.request_id
+            && existing.key != request.key
+        {
+            return Err(BureauError::RequestIdReused(request.request_id.clone().unwrap_or_default()));
         }
-        if let Some(existing) = found.order {
+        // The same call again, found by its request_id or its order.
+        if let Some(existing) = found.request_id.or(found.order) {
             return self.repeat(existing, &request, supplied_pdf.as_ref().map(digest).as_deref(), wait).await;
         }
         let unit = self

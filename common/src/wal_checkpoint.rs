@@ -79,16 +79,16 @@ async fn run(
             continue;
         }
         let Some(writer) = writer.upgrade() else { break };
-        match checkpoint(&mut conn).await {
+        let copied = match checkpoint(&mut conn).await {
             // The pass copied the WAL as it was when it began; the writer went on meanwhile.
             Ok(pages) if pages > restart_pages => {
                 let _no_writes = writer.lock().await;
-                if let Err(error) = checkpoint(&mut conn).await {
-                    tracing::warn!(%error, "WAL checkpoint failed; the next one copies what it left");
-                }
+                checkpoint(&mut conn).await
             }
-            Ok(_) => {}
-            Err(error) => tracing::warn!(%error, "WAL checkpoint failed; the next one copies what it left"),
+            other => other,
+        };
+        if let Err(error) = copied {
+            tracing::warn!(%error, "WAL checkpoint failed; the next one copies what it left");
         }
     }
     let _ = conn.close().await;

@@ -248,7 +248,7 @@ pub fn serve(args: &[String]) -> ExitCode {
         return ExitCode::from(2);
     };
     let data_dir = PathBuf::from(data_dir);
-    fiscalbill_common::server::return_large_buffers_to_the_system();
+    fiscalbill_common::server::set_malloc_thresholds();
     // The services' own binaries use tokio's default runtime too: one worker per core.
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     runtime.block_on(async move {

@@ -63,7 +63,7 @@ where
             if checklist.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
         Command::Serve => {
-            crate::server::return_large_buffers_to_the_system();
+            crate::server::set_malloc_thresholds();
             let (log, telemetry_config) = observability(&config);
             let telemetry = telemetry::init(program, log, telemetry_config, "info");
             let running = match start(config).await {

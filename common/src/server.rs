@@ -248,16 +248,23 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Makes glibc's malloc hand large buffers (a bill PDF, a whole gRPC message) back to the
-/// system as soon as they are freed. Left to itself, glibc raises its mmap threshold after the
-/// first large buffer is freed (up to 32 MiB) and from then on keeps such buffers in the freeing
-/// thread's arena: a service that once handled a 10 MiB PDF stays several PDFs larger. Setting
-/// the threshold turns that adjustment off. Called first in each service's `main`; nothing to
-/// do with other C libraries.
-pub fn return_large_buffers_to_the_system() {
+/// Sets glibc's two malloc thresholds for a service's pattern of buffers. Called first in each
+/// service's `main`; nothing to do with other C libraries.
+///
+/// - Large buffers (a bill PDF, a whole gRPC message) go back to the system as soon as they are
+///   freed. Left to itself, glibc raises its mmap threshold after the first large buffer is freed
+///   (up to 32 MiB) and from then on keeps such buffers in the freeing thread's arena: a service
+///   that once handled a 10 MiB PDF stays several PDFs larger. Setting the threshold turns that
+///   adjustment off.
+/// - The heap that holds everything smaller keeps up to 8 MiB free at its top. With the mmap
+///   threshold set, glibc's trim threshold stays at its 128 KiB default, below what a service
+///   frees and allocates again for each bill, so the top of the heap went back to the system and
+///   was faulted in again about 15 times per bill (BENCHMARKS.md).
+pub fn set_malloc_thresholds() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes malloc's parameters; glibc serializes it with allocations.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 8 * 1024 * 1024);
     }
 }

@@ -100,7 +100,7 @@ and in the payer's card package: http://{sandbox}/sandbox/users/{openid}
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    fiscalbill_common::server::return_large_buffers_to_the_system();
+    fiscalbill_common::server::set_malloc_thresholds();
     let args = match parse() {
         Ok(args) => args,
         Err(message) => {

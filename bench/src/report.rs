@@ -88,10 +88,11 @@ impl Results {
             let total = cpu.total().as_secs_f64();
             lines.push(format!(
                 "  {service} CPU: {total:.2} s in all ({:.0}% in the kernel), {:.3} ms per bill, \
-                 {:.1} context switches per bill",
+                 {:.1} context switches and {:.1} minor page faults per bill",
                 100.0 * cpu.system.as_secs_f64() / total.max(1e-9),
                 self.per_bill(total * 1e3),
-                self.per_bill(cpu.switches as f64)
+                self.per_bill(cpu.switches as f64),
+                self.per_bill(cpu.page_faults as f64)
             ));
         }
         for (service, db) in &self.db {
@@ -184,6 +185,8 @@ impl Results {
                 "kernel_cpu_ms_per_bill": self.cpu.iter().map(|(s, c)| (s.as_str(), self.per_bill(c.system.as_secs_f64() * 1e3)))
                     .collect::<BTreeMap<_, _>>(),
                 "context_switches_per_bill": self.cpu.iter().map(|(s, c)| (s.as_str(), self.per_bill(c.switches as f64)))
+                    .collect::<BTreeMap<_, _>>(),
+                "minor_page_faults_per_bill": self.cpu.iter().map(|(s, c)| (s.as_str(), self.per_bill(c.page_faults as f64)))
                     .collect::<BTreeMap<_, _>>(),
                 "statements_per_bill": self.db.iter().map(|(s, d)| (s.as_str(), self.per_bill(d.statements as f64)))
                     .collect::<BTreeMap<_, _>>(),

@@ -148,16 +148,22 @@ pub fn memory_of(pid: u32) -> Memory {
     Memory { rss: field("VmRSS:"), peak: field("VmHWM:") }
 }
 
-/// CPU time process `pid` used so far.
+/// CPU time process `pid` used so far, with its context switches and minor page faults.
 pub fn cpu_of(pid: u32) -> Cpu {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The fields after the parenthesized command name; utime and stime are the 14th and 15th.
+    // The fields after the parenthesized command name; minflt, utime and stime are the 10th,
+    // 14th and 15th (the whole process's, all threads).
     let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<u64> = after_name.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect();
     let seconds = |index: usize| {
         Duration::from_secs_f64(fields.get(index).copied().unwrap_or(0) as f64 / clock_ticks_per_second())
     };
-    Cpu { user: seconds(11), system: seconds(12), switches: context_switches_of(pid) }
+    Cpu {
+        user: seconds(11),
+        system: seconds(12),
+        switches: context_switches_of(pid),
+        page_faults: fields.get(7).copied().unwrap_or(0),
+    }
 }
 
 /// Context switches of all of process `pid`'s threads so far (voluntary and not), from each
@@ -189,6 +195,8 @@ pub struct Cpu {
     pub system: Duration,
     /// Context switches of the threads alive when read (a thread that ended takes its count).
     pub switches: u64,
+    /// Minor page faults: memory the process took from the system (or got back) and touched.
+    pub page_faults: u64,
 }
 
 impl Cpu {
@@ -205,6 +213,7 @@ impl std::ops::Add for Cpu {
             user: self.user + other.user,
             system: self.system + other.system,
             switches: self.switches + other.switches,
+            page_faults: self.page_faults + other.page_faults,
         }
     }
 }
@@ -217,6 +226,7 @@ impl std::ops::Sub for Cpu {
             user: self.user.saturating_sub(earlier.user),
             system: self.system.saturating_sub(earlier.system),
             switches: self.switches.saturating_sub(earlier.switches),
+            page_faults: self.page_faults.saturating_sub(earlier.page_faults),
         }
     }
 }

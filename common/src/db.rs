@@ -279,7 +279,12 @@ impl Db {
                 let checkpointer = sqlite_connection(&options).await?;
                 let mut idle = Vec::new();
                 for _ in 0..config.max_connections.max(1) {
-                    idle.push(sqlite_connection(&options).await?);
+                    let mut reader = sqlite_connection(&options).await?;
+                    // A reader's page cache is emptied whenever it begins a transaction after a
+                    // write, so under writes it serves one statement only: 256 KiB (64 pages)
+                    // instead of SQLite's 2 MiB, which a PDF read back filled and kept.
+                    reader.execute("PRAGMA cache_size = -256").await?;
+                    idle.push(reader);
                 }
                 let readers = ReaderSet { permits: Arc::new(Semaphore::new(idle.len())), idle: idle.into() };
                 let writer = Arc::new(Mutex::new(writer));

@@ -313,6 +313,21 @@ async fn the_wal_is_copied_into_the_database_while_it_is_open_on_sqlite() {
     db.close().await;
 }
 
+/// A reader keeps a small page cache (its cache is emptied after each write anyway, and a PDF
+/// read back filled SQLite's default 2 MiB and kept it); the writer keeps SQLite's default.
+#[tokio::test]
+async fn readers_keep_a_small_page_cache_on_sqlite() {
+    use sqlx::Row;
+
+    let db = chunk_table(&test_support::sqlite()).await;
+    let cache_size = |row: sqlx::any::AnyRow| row.try_get::<i64, _>(0).unwrap();
+    let reader = sqlx::query("PRAGMA cache_size").fetch_one(&mut *db.read().await.unwrap()).await.unwrap();
+    assert_eq!(cache_size(reader), -256, "256 KiB");
+    let writer = sqlx::query("PRAGMA cache_size").fetch_one(&mut *db.write().await.unwrap()).await.unwrap();
+    assert_eq!(cache_size(writer), -2000, "SQLite's default, 2,000 KiB");
+    db.close().await;
+}
+
 /// A push's unit (the first lane) is not held up by issuing work: a group holding one takes in
 /// no more ordinary units, which commit in a transaction of their own after it.
 #[tokio::test]

@@ -179,6 +179,10 @@ impl Default for AuthorizationConfig {
 pub struct DispatchConfig {
     /// IssueBill calls in flight at once.
     pub workers: usize,
+    /// PDF bytes the calls in flight may hold, MiB: a call holds its PDF about twice while it
+    /// is sent. A call reserves `[authorization] pdf_max_bytes` before it reads its PDF and
+    /// keeps what the PDF needs; a PDF larger than the budget goes alone.
+    pub pdf_budget_mib: usize,
     pub poll_interval_ms: u64,
     /// First retry delay after the bureau was unavailable; doubles up to `retry_max_ms`.
     pub retry_base_ms: u64,
@@ -192,7 +196,8 @@ pub struct DispatchConfig {
 impl Default for DispatchConfig {
     fn default() -> Self {
         Self {
-            workers: 32,
+            workers: 64,
+            pdf_budget_mib: 64,
             poll_interval_ms: 200,
             retry_base_ms: 500,
             retry_max_ms: 60_000,

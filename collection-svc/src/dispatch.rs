@@ -20,6 +20,7 @@ use wechat::backoff::jittered;
 use crate::bureau::BureauLink;
 use crate::config::DispatchConfig;
 use crate::domain::{AuthEvent, Authorization, Failure, Job, JobPhase, OrderKey};
+use crate::pdf_budget::PdfBudget;
 use crate::store::{JobOutcome, Store};
 
 pub struct Dispatcher {
@@ -30,6 +31,9 @@ pub struct Dispatcher {
     wake: Notify,
     accepting: AtomicBool,
     slots: Arc<Semaphore>,
+    pdf_budget: PdfBudget,
+    /// The largest PDF an authorization can hold: what a delivery reserves before it reads one.
+    pdf_max_bytes: usize,
 }
 
 /// The request_id of an order's IssueBill: stable across retries and replicas.
@@ -38,9 +42,26 @@ pub fn request_id(key: &OrderKey) -> String {
 }
 
 impl Dispatcher {
-    pub fn new(store: Store, bureau: Arc<BureauLink>, config: DispatchConfig, holder: String) -> Self {
+    pub fn new(
+        store: Store,
+        bureau: Arc<BureauLink>,
+        config: DispatchConfig,
+        pdf_max_bytes: usize,
+        holder: String,
+    ) -> Self {
         let slots = Arc::new(Semaphore::new(config.workers.max(1)));
-        Self { store, bureau, config, holder, wake: Notify::new(), accepting: AtomicBool::new(true), slots }
+        let pdf_budget = PdfBudget::new(config.pdf_budget_mib.saturating_mul(1024 * 1024));
+        Self {
+            store,
+            bureau,
+            config,
+            holder,
+            wake: Notify::new(),
+            accepting: AtomicBool::new(true),
+            slots,
+            pdf_budget,
+            pdf_max_bytes,
+        }
     }
 
     /// Look for jobs now (a push or a sync just queued one).
@@ -99,9 +120,14 @@ impl Dispatcher {
 
     async fn deliver(&self, job: &Job) -> Result<(), sqlx::Error> {
         let with_pdf = job.phase == JobPhase::Issue;
+        // Held until the call returns: the PDF is read, then sent with it.
+        let mut pdf_bytes = if with_pdf { Some(self.pdf_budget.reserve(self.pdf_max_bytes).await) } else { None };
         let Some((authorization, pdf)) = self.store.authorization_to_deliver(&job.key, with_pdf).await? else {
             return self.store.release_job(&job.key, &self.holder).await;
         };
+        if let (Some(reserved), Some(pdf)) = (pdf_bytes.as_mut(), pdf.as_ref()) {
+            reserved.shrink_to(pdf.len());
+        }
         // The order's trace goes on: the delivery is a child of the order's span.
         let span = tracing::info_span!(
             "deliver",
@@ -111,7 +137,9 @@ impl Dispatcher {
             phase = job.phase.as_str(),
         );
         authorization.trace.continue_in(&span);
-        self.deliver_authorization(job, &authorization, pdf.unwrap_or_default()).instrument(span).await
+        let delivered = self.deliver_authorization(job, &authorization, pdf.unwrap_or_default()).instrument(span).await;
+        drop(pdf_bytes);
+        delivered
     }
 
     async fn deliver_authorization(

@@ -10,6 +10,7 @@ mod convert;
 mod dispatch;
 pub mod domain;
 mod error;
+mod pdf_budget;
 mod preflight;
 mod service;
 mod store;
@@ -152,8 +153,13 @@ async fn build(parts: Parts, db: Db) -> Arc<App> {
     ));
     parts.metrics.watch_credentials(&credentials);
     let bureau = Arc::new(bureau::BureauLink::new(parts.bureau_client, &parts.config.bureau, store.clone()));
-    let dispatcher =
-        Arc::new(dispatch::Dispatcher::new(store.clone(), bureau.clone(), parts.config.dispatch.clone(), holder));
+    let dispatcher = Arc::new(dispatch::Dispatcher::new(
+        store.clone(),
+        bureau.clone(),
+        parts.config.dispatch.clone(),
+        parts.config.authorization.pdf_max_bytes,
+        holder,
+    ));
     let authorizations = Arc::new(authorize::Authorizations::new(
         store.clone(),
         credentials.clone(),

@@ -125,6 +125,8 @@ pub struct Options {
     pub wechat_timeout_ms: u64,
     /// Bills the bureau's worker drives at once; IssueBill deliveries collection-svc makes at once.
     pub workers: usize,
+    /// PDF bytes collection-svc's deliveries in flight may hold, MiB.
+    pub pdf_budget_mib: usize,
     /// Timeouts and connection caps of both services' ports.
     pub limits: ConnectionLimits,
 }
@@ -143,6 +145,7 @@ impl Default for Options {
             wechat_proxy: None,
             wechat_timeout_ms: 1_500,
             workers: 8,
+            pdf_budget_mib: 64,
             limits: ConnectionLimits::default(),
         }
     }
@@ -477,6 +480,7 @@ impl Stack {
             },
             dispatch: DispatchConfig {
                 workers: self.options.workers,
+                pdf_budget_mib: self.options.pdf_budget_mib,
                 poll_interval_ms: 20,
                 retry_base_ms: 50,
                 retry_max_ms: 500,

@@ -222,3 +222,41 @@ async fn a_self_built_platform_must_use_stable_token_in_both_services() {
     collection.server.admin_listen = "127.0.0.1:0".parse().unwrap();
     collection_svc::start(collection).await.expect("starts").stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_in_flight_hold_no_more_pdf_bytes_than_the_budget() {
+    // A budget of 1 MiB and three 700-KiB PDFs: one IssueBill at a time, though 8 calls may
+    // be in flight.
+    let mut stack = Stack::start(Options { pdf_budget_mib: 1, ..Options::default() }).await;
+    let orders = ["order-big-1", "order-big-2", "order-big-3"];
+    let mut links = Vec::new();
+    for order in orders {
+        let request = pb::CreateAuthorizationRequest {
+            pdf: devstack::sample_pdf::padded_pdf(700 * 1024).into(),
+            ..stack.create_request(order, Source::Web)
+        };
+        let created = stack.collection.create_authorization(request).await.unwrap().into_inner();
+        links.push(created.authorization.unwrap().auth_url);
+    }
+    // The first bill's PDF upload is held for 2 s: its IssueBill keeps the budget meanwhile.
+    stack
+        .post(
+            "/sandbox/faults",
+            serde_json::json!({"path": "/card/invoice/platform/setpdf", "kind": "delay", "delay_ms": 2000, "count": 1}),
+        )
+        .await;
+    for link in &links {
+        stack.answer(link, false).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(stack.calls("/card/invoice/platform/setpdf").await, 1, "the other two wait for the budget");
+    assert!(stack.cards(PAYER).await.is_empty());
+
+    for order in orders {
+        stack.wait_for(order, pb::AuthorizationState::Issued).await;
+    }
+    // (The held upload outlasts the bureau's WeChat timeout: it is sent again, so setpdf
+    // counts four.)
+    assert_eq!(stack.calls("/nontax/insertbill").await, 3);
+    assert_eq!(stack.cards(PAYER).await.len(), 3);
+}

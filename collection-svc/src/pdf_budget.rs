@@ -1,0 +1,114 @@
+//! The PDF bytes the dispatcher's deliveries may hold at once.
+//!
+//! A delivery reads its PDF from the database and sends it with IssueBill: it holds the PDF
+//! about twice until the call returns. Counting calls alone would bound that memory only by
+//! `calls × largest PDF`; the budget bounds it by the bytes themselves, so that many small PDFs
+//! go out at once and few large ones. A delivery does not know its PDF's size before reading it,
+//! so it reserves the largest size first and gives back the rest once it has read it.
+
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+const KIB: usize = 1024;
+
+pub struct PdfBudget {
+    kib: Arc<Semaphore>,
+    total_kib: u32,
+}
+
+/// PDF bytes reserved by one delivery; given back when dropped.
+pub struct Reservation {
+    permit: OwnedSemaphorePermit,
+}
+
+impl PdfBudget {
+    /// A budget of `bytes`, counted in KiB (at least one).
+    pub fn new(bytes: usize) -> Self {
+        let total_kib = u32::try_from(bytes.div_ceil(KIB)).unwrap_or(u32::MAX).max(1);
+        Self { kib: Arc::new(Semaphore::new(total_kib as usize)), total_kib }
+    }
+
+    /// Waits until `bytes` are free and takes them. A PDF larger than the whole budget takes
+    /// all of it: it goes alone.
+    pub async fn reserve(&self, bytes: usize) -> Reservation {
+        let kib = self.kib_of(bytes);
+        let permit = self.kib.clone().acquire_many_owned(kib).await.expect("the budget's semaphore is never closed");
+        Reservation { permit }
+    }
+
+    fn kib_of(&self, bytes: usize) -> u32 {
+        u32::try_from(bytes.div_ceil(KIB)).unwrap_or(u32::MAX).clamp(1, self.total_kib)
+    }
+
+    #[cfg(test)]
+    fn free_kib(&self) -> usize {
+        self.kib.available_permits()
+    }
+}
+
+impl Reservation {
+    /// Keeps only what `bytes` need and gives the rest back.
+    pub fn shrink_to(&mut self, bytes: usize) {
+        let keep = bytes.div_ceil(KIB).max(1);
+        if let Some(extra) = self.permit.num_permits().checked_sub(keep).filter(|extra| *extra > 0) {
+            drop(self.permit.split(extra));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_reservation_waits_while_the_budget_is_taken_and_shrinks_to_what_it_read() {
+        let budget = Arc::new(PdfBudget::new(2 * 1024 * KIB));
+        let mut first = budget.reserve(2 * 1024 * KIB).await;
+        assert_eq!(budget.free_kib(), 0);
+
+        let waiting = tokio::spawn({
+            let budget = budget.clone();
+            async move { budget.reserve(2 * 1024 * KIB).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "a second largest PDF waits for the first");
+
+        // The first PDF turned out to be 64 KiB: the rest is given back (to the waiter, which
+        // is first in line), still not enough for a second reservation of the largest size.
+        first.shrink_to(64 * KIB);
+        assert_eq!(first.permit.num_permits(), 64);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished());
+
+        drop(first);
+        let second = tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap();
+        assert_eq!(second.permit.num_permits(), 2048);
+        drop(second);
+        assert_eq!(budget.free_kib(), 2048);
+    }
+
+    #[tokio::test]
+    async fn a_pdf_larger_than_the_budget_goes_alone_and_an_empty_one_counts_one_kib() {
+        let budget = PdfBudget::new(1024 * KIB);
+        let all = budget.reserve(10 * 1024 * KIB).await;
+        assert_eq!(budget.free_kib(), 0);
+        drop(all);
+
+        let mut empty = budget.reserve(0).await;
+        assert_eq!(budget.free_kib(), 1023);
+        empty.shrink_to(0);
+        assert_eq!(budget.free_kib(), 1023);
+    }
+
+    #[tokio::test]
+    async fn shrinking_never_takes_more_than_was_reserved() {
+        let budget = PdfBudget::new(1024 * KIB);
+        let mut small = budget.reserve(64 * KIB).await;
+        small.shrink_to(512 * KIB);
+        assert_eq!(small.permit.num_permits(), 64);
+        assert_eq!(budget.free_kib(), 1024 - 64);
+    }
+}

@@ -5,6 +5,8 @@
 //! `calls × largest PDF`; the budget bounds it by the bytes themselves, so that many small PDFs
 //! go out at once and few large ones. A delivery does not know its PDF's size before reading it,
 //! so it reserves the largest size first and gives back the rest once it has read it.
+//! Reservations are served in turn (tokio's semaphore is fair): small ones never starve a large
+//! one.
 
 use std::sync::Arc;
 

@@ -136,28 +136,16 @@ impl Issuer {
         // The supplied PDF is needed only until it is stored; from then on its digest stands
         // for it, so that a large PDF is not held in memory while the bill is issued.
         let supplied_pdf = request.pdf.take();
-        // Its digest is taken only where needed: a repeat compares it now; a new bill's is
-        // taken with the signature's, in the same pass over the PDF.
-        let digest = |pdf: &Bytes| hex::encode(Sha256::digest(pdf));
-        let found = self.bills_in_the_way(&request).await?;
-        if let Some(existing) = &found.request_id
-            && existing.key != request.key
-        {
-            return Err(BureauError::RequestIdReused(request.request_id.clone().unwrap_or_default()));
-        }
-        // The same call again, found by its request_id or its order.
-        if let Some(existing) = found.request_id.or(found.order) {
-            return self.repeat(existing, &request, supplied_pdf.as_ref().map(digest).as_deref(), wait).await;
-        }
         let unit = self
             .templates
             .unit(&request.key.unit_appid)
             .await?
             .ok_or_else(|| BureauError::UnitNotOnboarded(request.key.unit_appid.clone()))?;
-        if let Some(other) = found.billing_number {
-            return Err(billing_taken(&request, other.key));
-        }
 
+        // No read first: the bill's insert finds a bill in the way (its order, request_id and
+        // billing number are each unique), and only then is it read. A repeat call (a caller's
+        // retry) renders or signs its PDF before it is found; a new bill, the usual call, saves
+        // a round trip.
         // The PDF to store and upload, its digest where already known, and the supplied PDF's.
         let (pdf, pdf_origin, signer_sha256, pdf_sha256, supplied_sha256) = match supplied_pdf {
             Some(pdf) => match self.supplied_signer() {
@@ -188,7 +176,7 @@ impl Issuer {
                     (Bytes::from(signed.pdf), PdfOrigin::Supplied, fingerprint, Some(signed.sha256), supplied)
                 }
                 None => {
-                    let sha256 = digest(&pdf);
+                    let sha256 = hex::encode(Sha256::digest(&pdf));
                     (pdf, PdfOrigin::Supplied, None, Some(sha256.clone()), Some(sha256))
                 }
             },
@@ -234,13 +222,17 @@ impl Issuer {
         let bill = match inserted {
             Ok(bill) => bill,
             Err(error) => {
-                // A concurrent call recorded the same order, request_id or billing number.
+                // A call before (or a concurrent one) recorded the same order, request_id or
+                // billing number.
                 let found = self.bills_in_the_way(&request).await?;
-                if let Some(existing) = found.order {
-                    return self.repeat(existing, &request, supplied_sha256.as_deref(), wait).await;
+                if let Some(existing) = &found.request_id
+                    && existing.key != request.key
+                {
+                    return Err(BureauError::RequestIdReused(request.request_id.clone().unwrap_or_default()));
                 }
-                if let (Some(request_id), Some(_)) = (&request.request_id, found.request_id) {
-                    return Err(BureauError::RequestIdReused(request_id.clone()));
+                // The same call again, found by its request_id or its order.
+                if let Some(existing) = found.request_id.or(found.order) {
+                    return self.repeat(existing, &request, supplied_sha256.as_deref(), wait).await;
                 }
                 if let Some(other) = found.billing_number {
                     return Err(billing_taken(&request, other.key));

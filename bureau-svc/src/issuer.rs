@@ -146,6 +146,7 @@ impl Issuer {
         // billing number are each unique), and only then is it read. A repeat call (a caller's
         // retry) renders or signs its PDF before it is found; a new bill, the usual call, saves
         // a round trip.
+        //
         // The PDF to store and upload, its digest where already known, and the supplied PDF's.
         let (pdf, pdf_origin, signer_sha256, pdf_sha256, supplied_sha256) = match supplied_pdf {
             Some(pdf) => match self.supplied_signer() {

@@ -16,7 +16,7 @@ use wechat::{CallError, Credentials, ErrorKind};
 use crate::bureau::BureauLink;
 use crate::config::AuthorizationConfig;
 use crate::dispatch::Dispatcher;
-use crate::domain::{AuthEvent, AuthQuery, AuthState, Authorization, CreateRequest, OrderKey};
+use crate::domain::{AuthEvent, AuthQuery, AuthState, Authorization, CreateRequest, Job, JobPhase, OrderKey};
 use crate::error::CollectionError;
 use crate::store::{PushOutcome, PushRow, Store};
 use crate::units::Units;
@@ -74,9 +74,19 @@ impl Authorizations {
                 trace.continue_in(&span);
             }
         }
-        let outcome = self.store.record_push(push, now_millis()).instrument(span).await?;
-        if outcome == PushOutcome::Authorized {
-            self.dispatcher.kick();
+        // With a delivery slot free, the push's job is queued leased to this replica and
+        // delivered at once, without the dispatcher's claim (a write) in between.
+        let slot = self.dispatcher.free_slot();
+        let now = now_millis();
+        let lease = slot.as_ref().map(|_| self.dispatcher.push_lease(now));
+        let (outcome, leased) = self.store.record_push(push, now, lease).instrument(span).await?;
+        match (outcome, slot) {
+            (PushOutcome::Authorized, Some(slot)) if leased => {
+                let key = OrderKey { unit_appid: push.unit_appid.to_owned(), order_id: push.order_id.to_owned() };
+                self.dispatcher.deliver_leased(Job { key, phase: JobPhase::Issue, attempts: 0 }, slot);
+            }
+            (PushOutcome::Authorized, _) => self.dispatcher.kick(),
+            _ => {}
         }
         Ok(outcome)
     }

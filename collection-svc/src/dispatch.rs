@@ -11,7 +11,7 @@ use fiscalbill_common::db::now_millis;
 use fiscalbill_common::proto::bureau as pb;
 use fiscalbill_common::trace::TraceContext;
 use sha2::{Digest, Sha256};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tonic::Code;
 use tonic_types::StatusExt;
 use tracing::Instrument;
@@ -21,7 +21,7 @@ use crate::bureau::BureauLink;
 use crate::config::DispatchConfig;
 use crate::domain::{AuthEvent, Authorization, Failure, Job, JobPhase, OrderKey};
 use crate::pdf_budget::PdfBudget;
-use crate::store::{JobOutcome, Store};
+use crate::store::{JobLease, JobOutcome, Store};
 
 pub struct Dispatcher {
     store: Store,
@@ -97,15 +97,37 @@ impl Dispatcher {
                     let _ = self.store.release_job(&job.key, &self.holder).await;
                     continue;
                 };
-                let dispatcher = self.clone();
-                tokio::spawn(async move {
-                    if let Err(error) = dispatcher.deliver(&job).await {
-                        tracing::warn!(order = %job.key, %error, "delivery interrupted; the job is retried after its lease");
-                    }
-                    drop(permit);
-                });
+                self.spawn_delivery(job, permit);
             }
         }
+    }
+
+    /// A free delivery slot, for a push that leases the job it queues (none while stopping).
+    pub fn free_slot(&self) -> Option<OwnedSemaphorePermit> {
+        if !self.accepting.load(Ordering::SeqCst) {
+            return None;
+        }
+        self.slots.clone().try_acquire_owned().ok()
+    }
+
+    /// The lease a push takes on the job it queues, for this replica to deliver at once.
+    pub fn push_lease(&self, now: i64) -> JobLease<'_> {
+        JobLease { holder: &self.holder, until: now + self.config.lease_secs as i64 * 1000 }
+    }
+
+    /// Delivers a job this replica leased as it queued it, in `slot`.
+    pub fn deliver_leased(self: &Arc<Self>, job: Job, slot: OwnedSemaphorePermit) {
+        self.spawn_delivery(job, slot);
+    }
+
+    fn spawn_delivery(self: &Arc<Self>, job: Job, slot: OwnedSemaphorePermit) {
+        let dispatcher = self.clone();
+        tokio::spawn(async move {
+            if let Err(error) = dispatcher.deliver(&job).await {
+                tracing::warn!(order = %job.key, %error, "delivery interrupted; the job is retried after its lease");
+            }
+            drop(slot);
+        });
     }
 
     /// Stops taking jobs and waits (up to `grace`) for deliveries in flight.

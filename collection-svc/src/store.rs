@@ -107,8 +107,10 @@ fn bind_authorize(
 }
 
 /// Queues an order's IssueBill job, due at once (again, if it had one): `{row}` gives its
-/// unit_appid, order_id, `'issue'` and the time twice.
-const QUEUE_JOB: &str = "INSERT INTO outbox (unit_appid, order_id, phase, next_attempt_at, created_at) {row}
+/// unit_appid, order_id, `'issue'`, the time twice, and its lease's holder and end (NULL and 0:
+/// for whichever replica claims it). A job queued before keeps its lease.
+const QUEUE_JOB: &str =
+    "INSERT INTO outbox (unit_appid, order_id, phase, next_attempt_at, created_at, lease_holder, lease_until) {row}
      ON CONFLICT (unit_appid, order_id) DO UPDATE SET phase = 'issue', attempts = 0,
         next_attempt_at = excluded.next_attempt_at, last_error = NULL";
 
@@ -209,6 +211,12 @@ pub struct PushRow<'a> {
     /// Unix seconds, from the push.
     pub create_time: i64,
     pub body: &'a str,
+}
+
+/// The lease a replica takes on a job it queues and delivers at once.
+pub struct JobLease<'a> {
+    pub holder: &'a str,
+    pub until: i64,
 }
 
 /// What a push did.
@@ -623,12 +631,19 @@ impl Store {
 
     /// Records a verified push once and applies it, queueing the IssueBill job when the payer
     /// authorized: all in one transaction. A push naming another s_pappid than the order was
-    /// created under is refused before anything is written.
-    pub async fn record_push(&self, push: &PushRow<'_>, now: i64) -> Result<PushOutcome, Error> {
+    /// created under is refused before anything is written. With `lease`, the usual push
+    /// (authorizing a waiting order) queues its job leased, for the replica to deliver at once
+    /// without claiming it: the bool says whether it did.
+    pub async fn record_push(
+        &self,
+        push: &PushRow<'_>,
+        now: i64,
+        lease: Option<JobLease<'_>>,
+    ) -> Result<(PushOutcome, bool), Error> {
         let _span = storage_span("record_push");
-        if push.authorized && self.record_authorizing_push(push, now).await? {
+        if push.authorized && self.record_authorizing_push(push, now, lease.as_ref()).await? {
             self.wake_watchers();
-            return Ok(PushOutcome::Authorized);
+            return Ok((PushOutcome::Authorized, lease.is_some()));
         }
         // WeChat waits for this: it goes before the issuing work's transactions.
         let mut tx = self.db.begin_write_first().await?;
@@ -641,7 +656,7 @@ impl Store {
         };
         if outcome == PushOutcome::SpAppIdMismatch {
             tx.rollback().await?;
-            return Ok(outcome);
+            return Ok((outcome, false));
         }
         // Recorded last, with its outcome: a duplicate (WeChat's retry or a replay) finds its
         // key taken and the transaction, with what the push changed, is rolled back.
@@ -662,18 +677,23 @@ impl Store {
         .await?;
         if inserted.rows_affected() == 0 {
             tx.rollback().await?;
-            return Ok(PushOutcome::Duplicate);
+            return Ok((PushOutcome::Duplicate, false));
         }
         tx.commit().await?;
         self.wake_watchers();
-        Ok(outcome)
+        Ok((outcome, false))
     }
 
     /// The usual push (the payer authorizing a waiting order under the ids it was created
     /// with) in one round trip: the order authorized, its job queued and the push recorded. False
     /// when nothing was written: the order is not waiting under those ids, or the push was
     /// recorded before (its key is taken); the caller then tells the case apart.
-    async fn record_authorizing_push(&self, push: &PushRow<'_>, now: i64) -> Result<bool, Error> {
+    async fn record_authorizing_push(
+        &self,
+        push: &PushRow<'_>,
+        now: i64,
+        lease: Option<&JobLease<'_>>,
+    ) -> Result<bool, Error> {
         let authorize = authorize_sql().0;
         // The push's row, `$9` ... `$12` after the authorizing update's arguments.
         let push_row = "SELECT $9, $1, 'user_authorize_invoice', $2, $3, $8, $10, $11, $12, $6";
@@ -681,13 +701,13 @@ impl Store {
             // Each insert runs only if the statement before it changed a row.
             Backend::Sqlite => vec![
                 authorize,
-                QUEUE_JOB.replace("{row}", "SELECT $1, $2, 'issue', $6, $6 WHERE changes() = 1"),
+                QUEUE_JOB.replace("{row}", "SELECT $1, $2, 'issue', $6, $6, $13, $14 WHERE changes() = 1"),
                 format!("{INSERT_PUSH_EVENT} {push_row} WHERE changes() = 1 RETURNING 1"),
             ],
             Backend::Postgres => vec![format!(
                 "WITH authorized AS ({authorize} RETURNING 1), queued AS ({})
                  {INSERT_PUSH_EVENT} {push_row} FROM authorized RETURNING 1",
-                QUEUE_JOB.replace("{row}", "SELECT $1, $2, 'issue', $6, $6 FROM authorized"),
+                QUEUE_JOB.replace("{row}", "SELECT $1, $2, 'issue', $6, $6, $13, $14 FROM authorized"),
             )],
         };
         let payer = PayerAuthorized::pushed(push);
@@ -697,6 +717,8 @@ impl Store {
                 .bind(push.create_time)
                 .bind(PushOutcome::Authorized.as_str())
                 .bind(push.body)
+                .bind(lease.map(|lease| lease.holder))
+                .bind(lease.map_or(0, |lease| lease.until))
         };
         // WeChat waits for this: it goes before the issuing work's transactions.
         match self.db.write_together_first(&statements, bind).await {
@@ -1146,7 +1168,7 @@ async fn apply_other_push(tx: &mut WriteTx, push: &PushRow<'_>, now: i64) -> Res
 }
 
 async fn queue_job(tx: &mut WriteTx, key: &OrderKey, now: i64) -> Result<(), Error> {
-    sqlx::query(AssertSqlSafe(QUEUE_JOB.replace("{row}", "VALUES ($1, $2, 'issue', $3, $3)")))
+    sqlx::query(AssertSqlSafe(QUEUE_JOB.replace("{row}", "VALUES ($1, $2, 'issue', $3, $3, NULL, 0)")))
         .bind(&key.unit_appid)
         .bind(&key.order_id)
         .bind(now)
@@ -1200,8 +1222,8 @@ mod tests {
     use sqlx::Row;
 
     use super::{
-        AUTHORIZATION_PDF, AuthChange, CHANGES_AFTER_POSTGRES, CHANGES_AFTER_SQLITE, ChangePosition, JobOutcome,
-        MIGRATIONS, PRUNE_CHANGES_SQLITE, PushOutcome, PushRow, Store,
+        AUTHORIZATION_PDF, AuthChange, CHANGES_AFTER_POSTGRES, CHANGES_AFTER_SQLITE, ChangePosition, JobLease,
+        JobOutcome, MIGRATIONS, PRUNE_CHANGES_SQLITE, PushOutcome, PushRow, Store,
     };
     use crate::domain::{AuthState, Authorization, OrderKey};
 
@@ -1296,30 +1318,38 @@ mod tests {
                 }
             };
             let foreign = PushRow { s_pappid: Some("wxother"), ..push("k-0", "o-1", true) };
-            assert_eq!(store.record_push(&foreign, 5).await.unwrap(), PushOutcome::SpAppIdMismatch, "{}", config.url);
+            assert_eq!(
+                store.record_push(&foreign, 5, None).await.unwrap().0,
+                PushOutcome::SpAppIdMismatch,
+                "{}",
+                config.url
+            );
             assert_eq!(state("o-1").await, AuthState::Pending);
             let other_appid = PushRow { authorize_appid: Some("wxapp"), ..push("k-1", "o-1", true) };
-            assert_eq!(store.record_push(&other_appid, 5).await.unwrap(), PushOutcome::AppidMismatch);
+            assert_eq!(store.record_push(&other_appid, 5, None).await.unwrap().0, PushOutcome::AppidMismatch);
             assert_eq!(state("o-1").await, AuthState::Pending);
             // Its key again, now with the ids expected: recorded before, so it changes nothing
             // (the one-round-trip attempt is undone whole).
-            assert_eq!(store.record_push(&push("k-1", "o-1", true), 5).await.unwrap(), PushOutcome::Duplicate);
+            assert_eq!(store.record_push(&push("k-1", "o-1", true), 5, None).await.unwrap().0, PushOutcome::Duplicate);
             assert_eq!(state("o-1").await, AuthState::Pending);
             assert_eq!(jobs(&db, "o-1").await, 0, "{}", config.url);
 
-            assert_eq!(store.record_push(&push("k-2", "o-1", true), 5).await.unwrap(), PushOutcome::Authorized);
+            assert_eq!(store.record_push(&push("k-2", "o-1", true), 5, None).await.unwrap().0, PushOutcome::Authorized);
             assert_eq!(state("o-1").await, AuthState::Authorized);
             assert_eq!(jobs(&db, "o-1").await, 1, "its IssueBill job queued");
-            assert_eq!(store.record_push(&push("k-2", "o-1", true), 6).await.unwrap(), PushOutcome::Duplicate);
-            assert_eq!(store.record_push(&push("k-3", "o-1", true), 6).await.unwrap(), PushOutcome::NoChange);
-            assert_eq!(store.record_push(&push("k-4", "o-9", true), 6).await.unwrap(), PushOutcome::UnknownOrder);
+            assert_eq!(store.record_push(&push("k-2", "o-1", true), 6, None).await.unwrap().0, PushOutcome::Duplicate);
+            assert_eq!(store.record_push(&push("k-3", "o-1", true), 6, None).await.unwrap().0, PushOutcome::NoChange);
+            assert_eq!(
+                store.record_push(&push("k-4", "o-9", true), 6, None).await.unwrap().0,
+                PushOutcome::UnknownOrder
+            );
 
-            assert_eq!(store.record_push(&push("k-5", "o-2", false), 7).await.unwrap(), PushOutcome::Declined);
+            assert_eq!(store.record_push(&push("k-5", "o-2", false), 7, None).await.unwrap().0, PushOutcome::Declined);
             assert_eq!(state("o-2").await, AuthState::Declined);
-            assert_eq!(store.record_push(&push("k-6", "o-2", false), 7).await.unwrap(), PushOutcome::NoChange);
+            assert_eq!(store.record_push(&push("k-6", "o-2", false), 7, None).await.unwrap().0, PushOutcome::NoChange);
             // A push without the optional ids is checked against nothing it lacks.
             let bare = PushRow { authorize_appid: None, s_pappid: None, ..push("k-7", "o-3", true) };
-            assert_eq!(store.record_push(&bare, 8).await.unwrap(), PushOutcome::Authorized);
+            assert_eq!(store.record_push(&bare, 8, None).await.unwrap().0, PushOutcome::Authorized);
 
             // Recorded: every push but the refused one, each once.
             let recorded: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM push_event")
@@ -1339,6 +1369,49 @@ mod tests {
             .unwrap()
     }
 
+    /// The usual push with a lease queues its job leased to that replica: no claim takes it
+    /// until the lease ends, and its holder can finish it; other pushes lease nothing. On
+    /// each backend.
+    #[tokio::test]
+    async fn a_push_with_a_lease_queues_its_job_leased() {
+        for config in test_support::both() {
+            let db = Db::connect_until_ready(&config, "collection", &[MIGRATIONS]).await;
+            let store = Store::new(db.clone());
+            for (order_id, code) in [("o-1", "0000000001"), ("o-2", "0000000002")] {
+                store.insert_authorization(&authorization(order_id, code), None).await.unwrap();
+            }
+            let lease = || Some(JobLease { holder: "replica-a", until: 1_000 });
+            let pushed = store.record_push(&push("k-1", "o-1", true), 5, lease()).await.unwrap();
+            assert_eq!(pushed, (PushOutcome::Authorized, true), "{}", config.url);
+            // Any other push leases nothing, even when asked to.
+            assert_eq!(
+                store.record_push(&push("k-1", "o-1", true), 6, lease()).await.unwrap(),
+                (PushOutcome::Duplicate, false)
+            );
+            assert_eq!(
+                store.record_push(&push("k-2", "o-2", false), 6, lease()).await.unwrap(),
+                (PushOutcome::Declined, false)
+            );
+
+            assert!(store.claim_jobs("replica-b", 10, 60_000, 10).await.unwrap().is_empty(), "{}", config.url);
+            let key = OrderKey { unit_appid: "wxu".into(), order_id: "o-1".into() };
+            let issued =
+                JobOutcome::Issued { card_id: Some("card-1".into()), card_code: Some("code-1".into()), openid: None };
+            store.finish_job(&key, "replica-a", &issued, 11).await.unwrap();
+            assert_eq!(store.authorization(&key).await.unwrap().unwrap().state, AuthState::Issued, "{}", config.url);
+            assert_eq!(jobs(&db, "o-1").await, 0);
+
+            // A lease that ran out: the job is anyone's.
+            store.insert_authorization(&authorization("o-3", "0000000003"), None).await.unwrap();
+            store.record_push(&push("k-3", "o-3", true), 20, lease()).await.unwrap();
+            assert!(store.claim_jobs("replica-b", 999, 60_000, 10).await.unwrap().is_empty());
+            let claimed = store.claim_jobs("replica-b", 1_000, 60_000, 10).await.unwrap();
+            assert_eq!(claimed.len(), 1, "{}", config.url);
+            assert_eq!(claimed[0].key.order_id, "o-3");
+            db.close().await;
+        }
+    }
+
     /// A job ends only by the hand of its lease's holder: another's answer (its lease lost)
     /// writes nothing, on each backend.
     #[tokio::test]
@@ -1347,7 +1420,7 @@ mod tests {
             let db = Db::connect_until_ready(&config, "collection", &[MIGRATIONS]).await;
             let store = Store::new(db.clone());
             store.insert_authorization(&authorization("o-1", "0000000001"), None).await.unwrap();
-            assert_eq!(store.record_push(&push("k-1", "o-1", true), 5).await.unwrap(), PushOutcome::Authorized);
+            assert_eq!(store.record_push(&push("k-1", "o-1", true), 5, None).await.unwrap().0, PushOutcome::Authorized);
             let claimed = store.claim_jobs("replica-a", 10, 60_000, 10).await.unwrap();
             assert_eq!(claimed.len(), 1);
             let key = claimed[0].key.clone();

@@ -81,8 +81,7 @@ impl Dispatcher {
                 continue;
             }
             let now = now_millis();
-            let lease = self.config.lease_secs as i64 * 1000;
-            let jobs = match self.store.claim_jobs(&self.holder, now, now + lease, free as i64).await {
+            let jobs = match self.store.claim_jobs(&self.holder, now, self.lease_until(now), free as i64).await {
                 Ok(jobs) => jobs,
                 Err(error) => {
                     tracing::warn!(%error, "cannot read the outbox");
@@ -112,7 +111,12 @@ impl Dispatcher {
 
     /// The lease a push takes on the job it queues, for this replica to deliver at once.
     pub fn push_lease(&self, now: i64) -> JobLease<'_> {
-        JobLease { holder: &self.holder, until: now + self.config.lease_secs as i64 * 1000 }
+        JobLease { holder: &self.holder, until: self.lease_until(now) }
+    }
+
+    /// When a lease this replica takes at `now` ends.
+    fn lease_until(&self, now: i64) -> i64 {
+        now + self.config.lease_secs as i64 * 1000
     }
 
     /// Delivers a job this replica leased as it queued it, in `slot`.

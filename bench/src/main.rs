@@ -231,7 +231,7 @@ async fn run(options: Options) -> Result<(), String> {
     };
     let first_driver = driver_for(&replicas[..1]);
     let http = first_driver.http().clone();
-    let pdf = Bytes::from(devstack::sample_pdf::padded_pdf(options.pdf_kib * 1024));
+    let pdf = Bytes::from(wechat::pdf::sample_of_size(options.pdf_kib * 1024));
 
     // One large PDF, with the services otherwise idle: how many copies of it each one holds.
     // This pair of processes is then replaced, so that the memory the large PDF leaves in the
@@ -339,7 +339,7 @@ async fn run_soak(options: Options, duration: Duration) -> Result<(), String> {
         DEMO_OPENID,
         options.poll.map(|poll| poll.max(Duration::from_millis(50))),
     ));
-    let pdf = Bytes::from(devstack::sample_pdf::padded_pdf(options.pdf_kib * 1024));
+    let pdf = Bytes::from(wechat::pdf::sample_of_size(options.pdf_kib * 1024));
     let running = start_services(
         std::slice::from_ref(&addresses),
         &options.data_dir,
@@ -441,7 +441,7 @@ async fn measure_big_pdf(
     size: usize,
 ) -> Result<Vec<report::BigPdf>, String> {
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let large_pdf = Bytes::from(devstack::sample_pdf::padded_pdf(size));
+    let large_pdf = Bytes::from(wechat::pdf::sample_of_size(size));
     let before: Vec<_> = services
         .iter()
         .map(|s| s.reset_peak().map(|()| s.memory()))

@@ -96,7 +96,7 @@ impl Dispatcher {
                     let _ = self.store.release_job(&job.key, &self.holder).await;
                     continue;
                 };
-                self.spawn_delivery(job, permit);
+                self.deliver_leased(job, permit);
             }
         }
     }
@@ -119,12 +119,9 @@ impl Dispatcher {
         now + self.config.lease_secs as i64 * 1000
     }
 
-    /// Delivers a job this replica leased as it queued it, in `slot`.
+    /// Delivers, in `slot`, a job this replica holds the lease of (claimed, or queued leased by
+    /// a push).
     pub fn deliver_leased(self: &Arc<Self>, job: Job, slot: OwnedSemaphorePermit) {
-        self.spawn_delivery(job, slot);
-    }
-
-    fn spawn_delivery(self: &Arc<Self>, job: Job, slot: OwnedSemaphorePermit) {
         let dispatcher = self.clone();
         tokio::spawn(async move {
             if let Err(error) = dispatcher.deliver(&job).await {
@@ -163,9 +160,7 @@ impl Dispatcher {
             phase = job.phase.as_str(),
         );
         authorization.trace.continue_in(&span);
-        let delivered = self.deliver_authorization(job, &authorization, pdf.unwrap_or_default()).instrument(span).await;
-        drop(pdf_bytes);
-        delivered
+        self.deliver_authorization(job, &authorization, pdf.unwrap_or_default()).instrument(span).await
     }
 
     async fn deliver_authorization(

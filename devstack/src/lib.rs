@@ -3,7 +3,6 @@
 //! App) registered at the sandbox. Dev-only credentials.
 
 pub mod demo;
-pub mod sample_pdf;
 pub mod services;
 
 use std::net::SocketAddr;

@@ -145,7 +145,7 @@ impl Default for Options {
             wechat_proxy: None,
             wechat_timeout_ms: 1_500,
             workers: 8,
-            pdf_budget_mib: 64,
+            pdf_budget_mib: collection_svc::config::DispatchConfig::default().pdf_budget_mib,
             limits: ConnectionLimits::default(),
         }
     }

@@ -233,7 +233,7 @@ async fn deliveries_in_flight_hold_no_more_pdf_bytes_than_the_budget() {
     let mut links = Vec::new();
     for order in orders {
         let request = pb::CreateAuthorizationRequest {
-            pdf: devstack::sample_pdf::padded_pdf(700 * 1024).into(),
+            pdf: wechat::pdf::sample_of_size(700 * 1024).into(),
             ..stack.create_request(order, Source::Web)
         };
         let created = stack.collection.create_authorization(request).await.unwrap().into_inner();

@@ -51,20 +51,70 @@ pub fn validate(pdf: &[u8], max_bytes: usize) -> Result<(), PdfError> {
 
 /// A minimal valid one-page PDF with `text` on it (ASCII only), for tests and demos.
 pub fn sample(text: &str) -> Vec<u8> {
-    use pdf_writer::{Content, Name, Pdf, Rect, Ref, Str};
     let text: String = text.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').collect();
-    let (catalog, pages, page, content, font) = (Ref::new(1), Ref::new(2), Ref::new(3), Ref::new(4), Ref::new(5));
+    one_page(text.as_bytes(), None)
+}
+
+/// A valid PDF of exactly `size` bytes, for tests and the benchmark: a one-page bill whose bulk
+/// is an image (a seal, say), as a real bill's bulk is its images and embedded fonts: stream
+/// data, which a PDF parser skips by its `/Length`. (Bulk in comment lines, which parsers read
+/// byte by byte, cost the benchmark's services 2–4% of their CPU.)
+pub fn sample_of_size(size: usize) -> Vec<u8> {
+    // The size grows with the image's length, one for one but for the digits of its
+    // `/Length`: a few tries settle it.
+    let mut image_len = size.saturating_sub(1024);
+    for _ in 0..8 {
+        let pdf = one_page(b"Benchmark bill", Some(&image_bytes(image_len)));
+        match size as isize - pdf.len() as isize {
+            0 => return pdf,
+            missing => image_len = (image_len as isize + missing).try_into().expect("size above the smallest bill's"),
+        }
+    }
+    panic!("no image length gives a PDF of {size} bytes")
+}
+
+/// `len` bytes that look like compressed image data (xorshift), the same in every run.
+fn image_bytes(len: usize) -> Vec<u8> {
+    let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// One page with `text` in Helvetica and, when given, an image XObject of those bytes (not
+/// drawn; they stand for a JPEG's, never decoded here).
+fn one_page(text: &[u8], image: Option<&[u8]>) -> Vec<u8> {
+    use pdf_writer::{Content, Filter, Finish, Name, Pdf, Rect, Ref, Str};
+    let (catalog, pages, page, content, font, image_ref) =
+        (Ref::new(1), Ref::new(2), Ref::new(3), Ref::new(4), Ref::new(5), Ref::new(6));
     let mut pdf = Pdf::new();
     pdf.catalog(catalog).pages(pages);
     pdf.pages(pages).kids([page]).count(1);
     let mut page_writer = pdf.page(page);
     page_writer.parent(pages).media_box(Rect::new(0.0, 0.0, 595.0, 842.0)).contents(content);
-    page_writer.resources().fonts().pair(Name(b"F1"), font);
+    let mut resources = page_writer.resources();
+    resources.fonts().pair(Name(b"F1"), font);
+    if image.is_some() {
+        resources.x_objects().pair(Name(b"Im1"), image_ref);
+    }
+    resources.finish();
     drop(page_writer);
     let mut drawing = Content::new();
-    drawing.begin_text().set_font(Name(b"F1"), 18.0).next_line(72.0, 720.0).show(Str(text.as_bytes())).end_text();
+    drawing.begin_text().set_font(Name(b"F1"), 18.0).next_line(72.0, 720.0).show(Str(text)).end_text();
     pdf.stream(content, &drawing.finish());
     pdf.type1_font(font).base_font(Name(b"Helvetica"));
+    if let Some(image) = image {
+        let mut xobject = pdf.image_xobject(image_ref, image);
+        xobject.filter(Filter::DctDecode);
+        xobject.width(256).height(256).bits_per_component(8);
+        xobject.color_space().device_rgb();
+        xobject.finish();
+    }
     pdf.finish()
 }
 
@@ -100,6 +150,15 @@ pub fn sample_without_pages() -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn samples_of_a_size_have_it_and_stay_valid() {
+        for size in [4 * 1024, 64 * 1024, 64 * 1024 + 1, 1024 * 1024 + 3] {
+            let pdf = sample_of_size(size);
+            assert_eq!(pdf.len(), size);
+            assert_eq!(validate(&pdf, size), Ok(()));
+        }
+    }
 
     #[test]
     fn accepts_a_well_formed_pdf() {

@@ -75,17 +75,17 @@ impl Authorizations {
             }
         }
         // With a delivery slot free, the push's job is queued leased to this replica and
-        // delivered at once, without the dispatcher's claim (a write) in between.
+        // delivered at once, with what its unit read: no claim (a write), nor a read, in between.
         let slot = self.dispatcher.free_slot();
         let now = now_millis();
         let lease = slot.as_ref().map(|_| self.dispatcher.push_lease(now));
         let (outcome, leased) = self.store.record_push(push, now, lease).instrument(span).await?;
-        match (outcome, slot) {
-            (PushOutcome::Authorized, Some(slot)) if leased => {
+        match (outcome, slot, leased) {
+            (PushOutcome::Authorized, Some(slot), Some(read)) => {
                 let key = OrderKey { unit_appid: push.unit_appid.to_owned(), order_id: push.order_id.to_owned() };
-                self.dispatcher.deliver_leased(Job { key, phase: JobPhase::Issue, attempts: 0 }, slot);
+                self.dispatcher.deliver_pushed(Job { key, phase: JobPhase::Issue, attempts: 0 }, slot, read);
             }
-            (PushOutcome::Authorized, _) => self.dispatcher.kick(),
+            (PushOutcome::Authorized, ..) => self.dispatcher.kick(),
             _ => {}
         }
         Ok(outcome)

@@ -20,8 +20,8 @@ use wechat::backoff::jittered;
 use crate::bureau::BureauLink;
 use crate::config::DispatchConfig;
 use crate::domain::{AuthEvent, Authorization, Failure, Job, JobPhase, OrderKey};
-use crate::pdf_budget::PdfBudget;
-use crate::store::{JobLease, JobOutcome, Store};
+use crate::pdf_budget::{PdfBudget, Reservation};
+use crate::store::{JobLease, JobOutcome, Store, ToDeliver};
 
 pub struct Dispatcher {
     store: Store,
@@ -34,6 +34,12 @@ pub struct Dispatcher {
     pdf_budget: PdfBudget,
     /// The largest PDF an authorization can hold: what a delivery reserves before it reads one.
     pdf_max_bytes: usize,
+}
+
+/// A delivery slot taken for a push, with the PDF budget its delivery may need.
+pub struct PushSlot {
+    slot: OwnedSemaphorePermit,
+    pdf_bytes: Reservation,
 }
 
 /// The request_id of an order's IssueBill: stable across retries and replicas.
@@ -96,17 +102,20 @@ impl Dispatcher {
                     let _ = self.store.release_job(&job.key, &self.holder).await;
                     continue;
                 };
-                self.deliver_leased(job, permit);
+                self.spawn_delivery(job, permit, None);
             }
         }
     }
 
-    /// A free delivery slot, for a push that leases the job it queues (none while stopping).
-    pub fn free_slot(&self) -> Option<OwnedSemaphorePermit> {
+    /// A free delivery slot and the PDF budget for it, for a push that leases the job it
+    /// queues (none while stopping, or when either would have to be waited for).
+    pub fn free_slot(&self) -> Option<PushSlot> {
         if !self.accepting.load(Ordering::SeqCst) {
             return None;
         }
-        self.slots.clone().try_acquire_owned().ok()
+        let slot = self.slots.clone().try_acquire_owned().ok()?;
+        let pdf_bytes = self.pdf_budget.try_reserve(self.pdf_max_bytes)?;
+        Some(PushSlot { slot, pdf_bytes })
     }
 
     /// The lease a push takes on the job it queues, for this replica to deliver at once.
@@ -119,12 +128,23 @@ impl Dispatcher {
         now + self.config.lease_secs as i64 * 1000
     }
 
-    /// Delivers, in `slot`, a job this replica holds the lease of (claimed, or queued leased by
-    /// a push).
-    pub fn deliver_leased(self: &Arc<Self>, job: Job, slot: OwnedSemaphorePermit) {
+    /// Delivers, in the push's slot, the job a push queued leased to this replica, with what
+    /// the push read for it.
+    pub fn deliver_pushed(self: &Arc<Self>, job: Job, slot: PushSlot, read: ToDeliver) {
+        self.spawn_delivery(job, slot.slot, Some((read, slot.pdf_bytes)));
+    }
+
+    /// Delivers, in `slot`, a job this replica holds the lease of: with what was read for it
+    /// (by the push that queued it) and the PDF budget reserved then, or (claimed) reading it
+    /// first.
+    fn spawn_delivery(self: &Arc<Self>, job: Job, slot: OwnedSemaphorePermit, read: Option<(ToDeliver, Reservation)>) {
         let dispatcher = self.clone();
         tokio::spawn(async move {
-            if let Err(error) = dispatcher.deliver(&job).await {
+            let delivered = match read {
+                Some((read, pdf_bytes)) => dispatcher.send(&job, read, Some(pdf_bytes)).await,
+                None => dispatcher.deliver(&job).await,
+            };
+            if let Err(error) = delivered {
                 tracing::warn!(order = %job.key, %error, "delivery interrupted; the job is retried after its lease");
             }
             drop(slot);
@@ -143,14 +163,26 @@ impl Dispatcher {
 
     async fn deliver(&self, job: &Job) -> Result<(), sqlx::Error> {
         let with_pdf = job.phase == JobPhase::Issue;
-        // Held until the call returns: the PDF is read, then sent with it.
-        let mut pdf_bytes = if with_pdf { Some(self.pdf_budget.reserve(self.pdf_max_bytes).await) } else { None };
-        let Some((authorization, pdf)) = self.store.authorization_to_deliver(&job.key, with_pdf).await? else {
-            return self.store.release_job(&job.key, &self.holder).await;
-        };
-        if let (Some(reserved), Some(pdf)) = (pdf_bytes.as_mut(), pdf.as_ref()) {
-            reserved.shrink_to(pdf.len());
+        // Taken before the PDF is read, whose size is not known until then.
+        let pdf_bytes = if with_pdf { Some(self.pdf_budget.reserve(self.pdf_max_bytes).await) } else { None };
+        match self.store.authorization_to_deliver(&job.key, with_pdf).await? {
+            Some(read) => self.send(job, read, pdf_bytes).await,
+            None => self.store.release_job(&job.key, &self.holder).await,
         }
+    }
+
+    /// Sends what was read for a job to the bureau and records the answer; `pdf_bytes`, the
+    /// budget reserved for the PDF, is kept for the PDF read until the call returns.
+    async fn send(
+        &self,
+        job: &Job,
+        (authorization, pdf): ToDeliver,
+        pdf_bytes: Option<Reservation>,
+    ) -> Result<(), sqlx::Error> {
+        let _pdf_bytes = pdf_bytes.map(|mut reserved| {
+            reserved.shrink_to(pdf.as_ref().map_or(0, Bytes::len));
+            reserved
+        });
         // The order's trace goes on: the delivery is a child of the order's span.
         let span = tracing::info_span!(
             "deliver",

@@ -39,6 +39,13 @@ impl PdfBudget {
         Reservation { permit }
     }
 
+    /// Takes `bytes` if they are free now, without waiting (a reservation waiting in turn
+    /// keeps what is freed for itself, so this never goes before it).
+    pub fn try_reserve(&self, bytes: usize) -> Option<Reservation> {
+        let kib = self.kib_of(bytes);
+        self.kib.clone().try_acquire_many_owned(kib).ok().map(|permit| Reservation { permit })
+    }
+
     fn kib_of(&self, bytes: usize) -> u32 {
         u32::try_from(bytes.div_ceil(KIB)).unwrap_or(u32::MAX).clamp(1, self.total_kib)
     }
@@ -112,5 +119,27 @@ mod tests {
         small.shrink_to(512 * KIB);
         assert_eq!(small.permit.num_permits(), 64);
         assert_eq!(budget.free_kib(), 1024 - 64);
+    }
+
+    /// A push's delivery takes its bytes only if they are free now: never while a reservation
+    /// waits in turn, even for bytes that would fit beside what is held.
+    #[tokio::test]
+    async fn a_reservation_without_waiting_takes_only_what_is_free_and_never_goes_first() {
+        let budget = Arc::new(PdfBudget::new(4 * 1024 * KIB));
+        let held = budget.try_reserve(3 * 1024 * KIB).expect("free");
+        assert!(budget.try_reserve(2 * 1024 * KIB).is_none(), "1 MiB is free, not 2");
+
+        let waiting = tokio::spawn({
+            let budget = budget.clone();
+            async move { budget.reserve(2 * 1024 * KIB).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished());
+        assert!(budget.try_reserve(KIB).is_none(), "the waiting reservation keeps what is free for itself");
+
+        drop(held);
+        let second = tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap();
+        assert_eq!(second.permit.num_permits(), 2048);
+        assert_eq!(budget.try_reserve(2 * 1024 * KIB).map(|r| r.permit.num_permits()), Some(2048));
     }
 }

@@ -213,6 +213,9 @@ pub struct PushRow<'a> {
     pub body: &'a str,
 }
 
+/// An authorization and, when asked for and stored, its PDF: what a delivery sends.
+pub type ToDeliver = (Authorization, Option<Bytes>);
+
 /// The lease a replica takes on a job it queues and delivers at once.
 pub struct JobLease<'a> {
     pub holder: &'a str,
@@ -342,13 +345,9 @@ impl Store {
 
     /// An authorization and, when `with_pdf`, the PDF stored with it: what the dispatcher
     /// sends to the bureau, read in one statement.
-    pub async fn authorization_to_deliver(
-        &self,
-        key: &OrderKey,
-        with_pdf: bool,
-    ) -> Result<Option<(Authorization, Option<Bytes>)>, Error> {
+    pub async fn authorization_to_deliver(&self, key: &OrderKey, with_pdf: bool) -> Result<Option<ToDeliver>, Error> {
         let _span = storage_span("authorization_to_deliver");
-        let sql = AUTHORIZATION_PDF.beside_sql(AUTHORIZATION_BY_KEY);
+        let sql = AUTHORIZATION_PDF.beside_sql(AUTHORIZATION_BY_KEY, "$3");
         let query = sqlx::query(AssertSqlSafe(sql)).bind(&key.unit_appid).bind(&key.order_id).bind(with_pdf);
         AUTHORIZATION_PDF.read_beside(query, &mut *self.db.read().await?, auth_from_row).await
     }
@@ -633,17 +632,20 @@ impl Store {
     /// authorized: all in one transaction. A push naming another s_pappid than the order was
     /// created under is refused before anything is written. With `lease`, the usual push
     /// (authorizing a waiting order) queues its job leased, for the replica to deliver at once
-    /// without claiming it: the bool says whether it did.
+    /// without claiming it, and reads in the same unit what the delivery sends: given back when
+    /// it did.
     pub async fn record_push(
         &self,
         push: &PushRow<'_>,
         now: i64,
         lease: Option<JobLease<'_>>,
-    ) -> Result<(PushOutcome, bool), Error> {
+    ) -> Result<(PushOutcome, Option<ToDeliver>), Error> {
         let _span = storage_span("record_push");
-        if push.authorized && self.record_authorizing_push(push, now, lease.as_ref()).await? {
+        if push.authorized
+            && let Some(leased) = self.record_authorizing_push(push, now, lease.as_ref()).await?
+        {
             self.wake_watchers();
-            return Ok((PushOutcome::Authorized, lease.is_some()));
+            return Ok((PushOutcome::Authorized, leased));
         }
         // WeChat waits for this: it goes before the issuing work's transactions.
         let mut tx = self.db.begin_write_first().await?;
@@ -656,7 +658,7 @@ impl Store {
         };
         if outcome == PushOutcome::SpAppIdMismatch {
             tx.rollback().await?;
-            return Ok((outcome, false));
+            return Ok((outcome, None));
         }
         // Recorded last, with its outcome: a duplicate (WeChat's retry or a replay) finds its
         // key taken and the transaction, with what the push changed, is rolled back.
@@ -677,37 +679,58 @@ impl Store {
         .await?;
         if inserted.rows_affected() == 0 {
             tx.rollback().await?;
-            return Ok((PushOutcome::Duplicate, false));
+            return Ok((PushOutcome::Duplicate, None));
         }
         tx.commit().await?;
         self.wake_watchers();
-        Ok((outcome, false))
+        Ok((outcome, None))
     }
 
     /// The usual push (the payer authorizing a waiting order under the ids it was created
-    /// with) in one round trip: the order authorized, its job queued and the push recorded. False
-    /// when nothing was written: the order is not waiting under those ids, or the push was
-    /// recorded before (its key is taken); the caller then tells the case apart.
+    /// with) in one round trip: the order authorized, its job queued and the push recorded;
+    /// with `lease`, the job queued leased and the authorization and its PDF read for its
+    /// delivery (Some(None) without). None when nothing was written: the order is not waiting
+    /// under those ids, or the push was recorded before (its key is taken); the caller then
+    /// tells the case apart.
     async fn record_authorizing_push(
         &self,
         push: &PushRow<'_>,
         now: i64,
         lease: Option<&JobLease<'_>>,
-    ) -> Result<bool, Error> {
+    ) -> Result<Option<Option<ToDeliver>>, Error> {
         let authorize = authorize_sql().0;
         // The push's row, `$9` ... `$12` after the authorizing update's arguments.
         let push_row = "SELECT $9, $1, 'user_authorize_invoice', $2, $3, $8, $10, $11, $12, $6";
-        let statements = match self.db.backend() {
-            // Each insert runs only if the statement before it changed a row.
-            Backend::Sqlite => vec![
+        let queue_job =
+            |from: &str| QUEUE_JOB.replace("{row}", &format!("SELECT $1, $2, 'issue', $6, $6, $13, $14 {from}"));
+        let statements = match (self.db.backend(), lease) {
+            // Each statement runs only if the one before it changed a row.
+            (Backend::Sqlite, None) => vec![
                 authorize,
-                QUEUE_JOB.replace("{row}", "SELECT $1, $2, 'issue', $6, $6, $13, $14 WHERE changes() = 1"),
+                queue_job("WHERE changes() = 1"),
                 format!("{INSERT_PUSH_EVENT} {push_row} WHERE changes() = 1 RETURNING 1"),
             ],
-            Backend::Postgres => vec![format!(
+            // The authorization read after the update, in the same transaction.
+            (Backend::Sqlite, Some(_)) => vec![
+                authorize,
+                queue_job("WHERE changes() = 1"),
+                format!("{INSERT_PUSH_EVENT} {push_row} WHERE changes() = 1"),
+                AUTHORIZATION_PDF.beside_sql(&format!("{AUTHORIZATION_BY_KEY} AND changes() = 1"), "TRUE"),
+            ],
+            (Backend::Postgres, None) => vec![format!(
                 "WITH authorized AS ({authorize} RETURNING 1), queued AS ({})
                  {INSERT_PUSH_EVENT} {push_row} FROM authorized RETURNING 1",
-                QUEUE_JOB.replace("{row}", "SELECT $1, $2, 'issue', $6, $6, $13, $14 FROM authorized"),
+                queue_job("FROM authorized"),
+            )],
+            // The statements of a WITH see the tables as they were before it: the authorization
+            // is the update's own row.
+            (Backend::Postgres, Some(_)) => vec![format!(
+                "WITH authorized AS ({authorize} RETURNING {}), queued AS ({}),
+                    pushed AS ({INSERT_PUSH_EVENT} {push_row} FROM authorized RETURNING 1)
+                 {}",
+                auth_columns!(),
+                queue_job("FROM authorized"),
+                AUTHORIZATION_PDF.beside_sql("SELECT * FROM authorized WHERE EXISTS (SELECT 1 FROM pushed)", "TRUE"),
             )],
         };
         let payer = PayerAuthorized::pushed(push);
@@ -721,11 +744,15 @@ impl Store {
                 .bind(lease.map_or(0, |lease| lease.until))
         };
         // WeChat waits for this: it goes before the issuing work's transactions.
-        match self.db.write_together_first(&statements, bind).await {
-            Ok(rows) => Ok(!rows.is_empty()),
+        let rows = match self.db.write_together_first(&statements, bind).await {
+            Ok(rows) => rows,
             // Recorded before: the whole unit was undone.
-            Err(Error::Database(error)) if error.is_unique_violation() => Ok(false),
-            Err(error) => Err(error),
+            Err(Error::Database(error)) if error.is_unique_violation() => return Ok(None),
+            Err(error) => return Err(error),
+        };
+        match lease {
+            None => Ok((!rows.is_empty()).then_some(None)),
+            Some(_) => Ok(AUTHORIZATION_PDF.assemble_beside(rows, auth_from_row)?.map(Some)),
         }
     }
 
@@ -1369,29 +1396,31 @@ mod tests {
             .unwrap()
     }
 
-    /// The usual push with a lease queues its job leased to that replica: no claim takes it
-    /// until the lease ends, and its holder can finish it; other pushes lease nothing. On
-    /// each backend.
+    /// The usual push with a lease queues its job leased to that replica, and reads what its
+    /// delivery sends (the authorization as the push left it, its PDF whole): no claim takes
+    /// the job until the lease ends, and its holder can finish it; other pushes lease nothing.
+    /// On each backend.
     #[tokio::test]
     async fn a_push_with_a_lease_queues_its_job_leased() {
         for config in test_support::both() {
             let db = Db::connect_until_ready(&config, "collection", &[MIGRATIONS]).await;
             let store = Store::new(db.clone());
-            for (order_id, code) in [("o-1", "0000000001"), ("o-2", "0000000002")] {
-                store.insert_authorization(&authorization(order_id, code), None).await.unwrap();
-            }
+            // Two chunks and a part.
+            let pdf = Bytes::from((0..600_000).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+            store.insert_authorization(&authorization("o-1", "0000000001"), Some(&pdf)).await.unwrap();
+            store.insert_authorization(&authorization("o-2", "0000000002"), None).await.unwrap();
             let lease = || Some(JobLease { holder: "replica-a", until: 1_000 });
-            let pushed = store.record_push(&push("k-1", "o-1", true), 5, lease()).await.unwrap();
-            assert_eq!(pushed, (PushOutcome::Authorized, true), "{}", config.url);
+            let (outcome, leased) = store.record_push(&push("k-1", "o-1", true), 5, lease()).await.unwrap();
+            assert_eq!(outcome, PushOutcome::Authorized, "{}", config.url);
+            let (read, read_pdf) = leased.unwrap_or_else(|| panic!("{}: the job was not leased", config.url));
+            assert_eq!((read.key.order_id.as_str(), read.state), ("o-1", AuthState::Authorized), "{}", config.url);
+            assert_eq!((read.openid.as_deref(), read.updated_at), (Some("o-payer"), 5), "{}", config.url);
+            assert!(read_pdf == Some(pdf.clone()), "{}: the PDF read is not the one stored", config.url);
             // Any other push leases nothing, even when asked to.
-            assert_eq!(
-                store.record_push(&push("k-1", "o-1", true), 6, lease()).await.unwrap(),
-                (PushOutcome::Duplicate, false)
-            );
-            assert_eq!(
-                store.record_push(&push("k-2", "o-2", false), 6, lease()).await.unwrap(),
-                (PushOutcome::Declined, false)
-            );
+            let (outcome, leased) = store.record_push(&push("k-1", "o-1", true), 6, lease()).await.unwrap();
+            assert_eq!((outcome, leased.is_some()), (PushOutcome::Duplicate, false));
+            let (outcome, leased) = store.record_push(&push("k-2", "o-2", false), 6, lease()).await.unwrap();
+            assert_eq!((outcome, leased.is_some()), (PushOutcome::Declined, false));
 
             assert!(store.claim_jobs("replica-b", 10, 60_000, 10).await.unwrap().is_empty(), "{}", config.url);
             let key = OrderKey { unit_appid: "wxu".into(), order_id: "o-1".into() };

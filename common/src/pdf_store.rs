@@ -10,6 +10,7 @@
 
 use bytes::{Bytes, BytesMut};
 use futures_util::TryStreamExt;
+use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AssertSqlSafe, Row};
 
 use crate::db::{MoreStatements, Statement};
@@ -47,41 +48,53 @@ impl PdfTable {
     }
 
     /// A statement reading the row `row_sql` selects (at most one, keyed by `$1` = unit_appid
-    /// and `$2` = order_id, as this table is) and, when `$3` is true, the PDF stored under the
-    /// same key: the row's columns come beside each chunk (`pdf_data`, in order) and the PDF's
-    /// size (`pdf_size`); both NULL when there is no PDF or `$3` is false. Read it with
-    /// [`PdfTable::read_beside`]: one statement where the row and the PDF took two.
-    pub fn beside_sql(self, row_sql: &str) -> String {
+    /// and `$2` = order_id, as this table is) and, when the SQL expression `with_pdf` is true,
+    /// the PDF stored under the same key: the row's columns come beside each chunk (`pdf_data`,
+    /// in order) and the PDF's size (`pdf_size`); both NULL when there is no PDF or `with_pdf`
+    /// is false. Read it with [`PdfTable::read_beside`], or [`PdfTable::assemble_beside`] where
+    /// it ran in a write unit: one statement where the row and the PDF took two.
+    pub fn beside_sql(self, row_sql: &str, with_pdf: &str) -> String {
         format!(
             "SELECT r.*, c.data AS pdf_data,
-                (SELECT SUM(LENGTH(data)) FROM {0} WHERE unit_appid = $1 AND order_id = $2 AND $3) AS pdf_size
-             FROM ({row_sql}) r LEFT JOIN {0} c ON c.unit_appid = $1 AND c.order_id = $2 AND $3
+                (SELECT SUM(LENGTH(data)) FROM {0} WHERE unit_appid = $1 AND order_id = $2 AND {with_pdf}) AS pdf_size
+             FROM ({row_sql}) r LEFT JOIN {0} c ON c.unit_appid = $1 AND c.order_id = $2 AND {with_pdf}
              ORDER BY c.seq",
             self.0
         )
     }
 
-    /// Runs a statement of [`PdfTable::beside_sql`] with its three arguments bound: the row,
-    /// decoded by `decode`, and the PDF, when it was asked for and is stored.
+    /// Runs a statement of [`PdfTable::beside_sql`] with its arguments bound: the row, decoded
+    /// by `decode`, and the PDF, when it was asked for and is stored. The rows are taken one at
+    /// a time, so that the PDF is held once (in its buffer), not twice.
     pub async fn read_beside<T>(
         self,
         query: Statement,
         conn: &mut AnyConnection,
-        decode: impl FnOnce(&sqlx::any::AnyRow) -> Result<T, sqlx::Error>,
+        decode: impl FnOnce(&AnyRow) -> Result<T, sqlx::Error>,
     ) -> Result<Option<(T, Option<Bytes>)>, sqlx::Error> {
         let mut rows = query.fetch(conn);
         let Some(first) = rows.try_next().await? else { return Ok(None) };
-        let value = decode(&first)?;
-        let Some(size) = first.try_get::<Option<i64>, _>("pdf_size")? else { return Ok(Some((value, None))) };
-        let mut pdf = BytesMut::with_capacity(usize::try_from(size).unwrap_or(0));
-        let mut row = Some(first);
-        while let Some(current) = row {
-            if let Some(chunk) = current.try_get::<Option<&[u8]>, _>("pdf_data")? {
-                pdf.extend_from_slice(chunk);
-            }
-            row = rows.try_next().await?;
+        let mut read = RowAndPdf::start(&first, decode)?;
+        while let Some(row) = rows.try_next().await? {
+            read.add(&row)?;
         }
-        Ok(Some((value, Some(pdf.freeze()))))
+        Ok(Some(read.finish()))
+    }
+
+    /// The row and PDF of a [`PdfTable::beside_sql`] statement's rows, fetched already (by a
+    /// write unit that ended with it); None when there were none.
+    pub fn assemble_beside<T>(
+        self,
+        rows: Vec<AnyRow>,
+        decode: impl FnOnce(&AnyRow) -> Result<T, sqlx::Error>,
+    ) -> Result<Option<(T, Option<Bytes>)>, sqlx::Error> {
+        let mut rows = rows.into_iter();
+        let Some(first) = rows.next() else { return Ok(None) };
+        let mut read = RowAndPdf::start(&first, decode)?;
+        for row in rows {
+            read.add(&row)?;
+        }
+        Ok(Some(read.finish()))
     }
 
     /// The PDF stored for (`unit_appid`, `order_id`), if any, read one chunk at a time into
@@ -112,6 +125,36 @@ impl PdfTable {
             buffer.extend_from_slice(chunk);
         }
         Ok(pdf.map(BytesMut::freeze))
+    }
+}
+
+/// A row of [`PdfTable::beside_sql`] and its PDF, assembled one chunk at a time into a buffer
+/// of the PDF's size.
+struct RowAndPdf<T> {
+    value: T,
+    pdf: Option<BytesMut>,
+}
+
+impl<T> RowAndPdf<T> {
+    fn start(first: &AnyRow, decode: impl FnOnce(&AnyRow) -> Result<T, sqlx::Error>) -> Result<Self, sqlx::Error> {
+        let size = first.try_get::<Option<i64>, _>("pdf_size")?;
+        let pdf = size.map(|size| BytesMut::with_capacity(usize::try_from(size).unwrap_or(0)));
+        let mut read = Self { value: decode(first)?, pdf };
+        read.add(first)?;
+        Ok(read)
+    }
+
+    fn add(&mut self, row: &AnyRow) -> Result<(), sqlx::Error> {
+        if let Some(pdf) = &mut self.pdf
+            && let Some(chunk) = row.try_get::<Option<&[u8]>, _>("pdf_data")?
+        {
+            pdf.extend_from_slice(chunk);
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> (T, Option<Bytes>) {
+        (self.value, self.pdf.map(BytesMut::freeze))
     }
 }
 

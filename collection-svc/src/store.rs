@@ -633,7 +633,7 @@ impl Store {
     /// created under is refused before anything is written. With `lease`, the usual push
     /// (authorizing a waiting order) queues its job leased, for the replica to deliver at once
     /// without claiming it, and reads in the same unit what the delivery sends: given back when
-    /// it did.
+    /// it did (not when what it read cannot be decoded: the job is then retried after its lease).
     pub async fn record_push(
         &self,
         push: &PushRow<'_>,
@@ -750,9 +750,17 @@ impl Store {
             Err(Error::Database(error)) if error.is_unique_violation() => return Ok(None),
             Err(error) => return Err(error),
         };
-        match lease {
-            None => Ok((!rows.is_empty()).then_some(None)),
-            Some(_) => Ok(AUTHORIZATION_PDF.assemble_beside(rows, auth_from_row)?.map(Some)),
+        if lease.is_none() || rows.is_empty() {
+            return Ok((!rows.is_empty()).then_some(None));
+        }
+        match AUTHORIZATION_PDF.assemble_beside(rows, auth_from_row) {
+            Ok(read) => Ok(read.map(Some)),
+            // Written and committed: the push is acknowledged, and its job is retried after its
+            // lease, as a claimed job whose read fails is.
+            Err(error) => {
+                tracing::warn!(order_id = push.order_id, %error, "cannot read a pushed order for its delivery; retried after its lease");
+                Ok(Some(None))
+            }
         }
     }
 
@@ -1437,6 +1445,20 @@ mod tests {
             let claimed = store.claim_jobs("replica-b", 1_000, 60_000, 10).await.unwrap();
             assert_eq!(claimed.len(), 1, "{}", config.url);
             assert_eq!(claimed[0].key.order_id, "o-3");
+
+            // An order that cannot be read back for its delivery (its bill is not JSON): the
+            // push is still recorded and acknowledged, and its job queued leased, to be retried
+            // after the lease as a claimed job whose read fails is.
+            store.insert_authorization(&authorization("o-4", "0000000004"), None).await.unwrap();
+            sqlx::query("UPDATE payer_authorization SET bill = 'not json' WHERE order_id = 'o-4'")
+                .execute(&mut *db.write().await.unwrap())
+                .await
+                .unwrap();
+            let lease_to_2_000 = Some(JobLease { holder: "replica-a", until: 2_000 });
+            let (outcome, leased) = store.record_push(&push("k-4", "o-4", true), 1_500, lease_to_2_000).await.unwrap();
+            assert_eq!((outcome, leased.is_some()), (PushOutcome::Authorized, false), "{}", config.url);
+            assert_eq!(jobs(&db, "o-4").await, 1, "{}", config.url);
+            assert!(store.claim_jobs("replica-b", 1_999, 60_000, 10).await.unwrap().is_empty(), "{}", config.url);
             db.close().await;
         }
     }

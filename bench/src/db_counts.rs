@@ -1,11 +1,13 @@
-//! SQL statements and write transactions a service ran, from its metrics
-//! (`fiscalbill_db_statements_total`, `fiscalbill_db_write_transactions_total`).
+//! SQL statements, queries (round trips) and write transactions a service ran, from its metrics
+//! (`fiscalbill_db_statements_total`, `fiscalbill_db_queries_total`,
+//! `fiscalbill_db_write_transactions_total`).
 
 use std::net::SocketAddr;
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DbCounts {
     pub statements: u64,
+    pub queries: u64,
     pub transactions: u64,
 }
 
@@ -15,6 +17,7 @@ impl std::ops::Add for DbCounts {
     fn add(self, other: DbCounts) -> DbCounts {
         DbCounts {
             statements: self.statements + other.statements,
+            queries: self.queries + other.queries,
             transactions: self.transactions + other.transactions,
         }
     }
@@ -26,6 +29,7 @@ impl std::ops::Sub for DbCounts {
     fn sub(self, earlier: DbCounts) -> DbCounts {
         DbCounts {
             statements: self.statements.saturating_sub(earlier.statements),
+            queries: self.queries.saturating_sub(earlier.queries),
             transactions: self.transactions.saturating_sub(earlier.transactions),
         }
     }
@@ -51,6 +55,8 @@ fn parse(text: &str) -> DbCounts {
     for line in text.lines() {
         if line.starts_with("fiscalbill_db_statements_total{") {
             counts.statements += value(line);
+        } else if line.starts_with("fiscalbill_db_queries_total ") {
+            counts.queries += value(line);
         } else if line.starts_with("fiscalbill_db_write_transactions_total ") {
             counts.transactions += value(line);
         }
@@ -66,8 +72,9 @@ mod tests {
     fn statements_of_every_kind_are_summed() {
         let text = "# HELP x\nfiscalbill_db_statements_total{kind=\"select\"} 10\n\
                     fiscalbill_db_statements_total{kind=\"insert\"} 5\nfiscalbill_db_write_transactions_total 3\n\
-                    fiscalbill_db_write_transactions_created 1.7e9\n";
+                    fiscalbill_db_write_transactions_created 1.7e9\nfiscalbill_db_queries_total 9\n\
+                    fiscalbill_db_queries_created 1.7e9\n";
         let counts = parse(text);
-        assert_eq!((counts.statements, counts.transactions), (15, 3));
+        assert_eq!((counts.statements, counts.queries, counts.transactions), (15, 9, 3));
     }
 }

@@ -38,7 +38,7 @@ pub struct Results {
     pub cpu: Vec<(String, Cpu)>,
     /// This process's CPU (sandbox and load) during the flows.
     pub own_cpu: Cpu,
-    /// Each service's SQL statements and write transactions during the flows.
+    /// Each service's SQL statements, queries and write transactions during the flows.
     pub db: Vec<(String, DbCounts)>,
     pub burst: PushBurstResult,
     pub credentials_fetched: Calls,
@@ -97,8 +97,9 @@ impl Results {
         }
         for (service, db) in &self.db {
             lines.push(format!(
-                "  {service} database: {:.1} SQL statements and {:.2} write transactions per bill",
+                "  {service} database: {:.1} SQL statements in {:.1} queries (round trips) and {:.2} write transactions per bill",
                 self.per_bill(db.statements as f64),
+                self.per_bill(db.queries as f64),
                 self.per_bill(db.transactions as f64)
             ));
         }
@@ -189,6 +190,8 @@ impl Results {
                 "minor_page_faults_per_bill": self.cpu.iter().map(|(s, c)| (s.as_str(), self.per_bill(c.page_faults as f64)))
                     .collect::<BTreeMap<_, _>>(),
                 "statements_per_bill": self.db.iter().map(|(s, d)| (s.as_str(), self.per_bill(d.statements as f64)))
+                    .collect::<BTreeMap<_, _>>(),
+                "queries_per_bill": self.db.iter().map(|(s, d)| (s.as_str(), self.per_bill(d.queries as f64)))
                     .collect::<BTreeMap<_, _>>(),
                 "write_transactions_per_bill": self.db.iter().map(|(s, d)| (s.as_str(), self.per_bill(d.transactions as f64)))
                     .collect::<BTreeMap<_, _>>(),

@@ -130,6 +130,11 @@ impl Metrics {
             crate::statement_counts::STATEMENTS.clone(),
         );
         registry.register(
+            "db_queries",
+            "SQL queries sent to the database, each one round trip (a batch sent as one query counts once)",
+            crate::statement_counts::QUERIES.clone(),
+        );
+        registry.register(
             "db_write_transactions",
             "Write transactions begun",
             crate::statement_counts::WRITE_TRANSACTIONS.clone(),

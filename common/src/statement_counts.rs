@@ -1,6 +1,6 @@
-//! Counts of the SQL statements and write transactions a process runs, for the metrics
-//! (`fiscalbill_db_statements_total{kind}`, `fiscalbill_db_write_transactions_total`) and so for
-//! the benchmark's statements per bill. Statements are counted from sqlx's own per-statement
+//! Counts of the SQL statements, queries and write transactions a process runs, for the metrics
+//! (`fiscalbill_db_statements_total{kind}`, `fiscalbill_db_queries_total`,
+//! `fiscalbill_db_write_transactions_total`) and so for the benchmark's figures per bill. Statements are counted from sqlx's own per-statement
 //! event (target `sqlx::query`), so no statement can be missed by a code path that forgets to
 //! count, except in a batch sent as one query (a write unit on SQLite: sqlx reports it once,
 //! starting with SAVEPOINT or BEGIN), which `Db::write_together` counts; write transactions where
@@ -37,6 +37,13 @@ pub static STATEMENTS: LazyLock<Family<KindLabel, Counter>> = LazyLock::new(|| {
     family
 });
 
+/// Queries sent to the database, each one round trip (to a SQLite connection's own thread, or to
+/// PostgreSQL): a batch sent as one query (a write unit on SQLite) is one, its BEGIN or COMMIT
+/// sent alone another (sqlx's BEGIN on PostgreSQL, which has no event, is counted where `Db`
+/// begins it). What a service waits for, and what its context switches follow. sqlx's pool
+/// pings on PostgreSQL are not queries and are not counted.
+pub static QUERIES: LazyLock<Counter> = LazyLock::new(Counter::default);
+
 /// Write transactions begun (`Db::begin_write`, `Db::begin_write_first`, `Db::write_together`;
 /// on SQLite a group of write units is one).
 pub static WRITE_TRANSACTIONS: LazyLock<Counter> = LazyLock::new(Counter::default);
@@ -58,6 +65,7 @@ impl<S: Subscriber> Layer<S> for StatementCounter {
     fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
         let mut summary = Summary(None);
         event.record(&mut summary);
+        QUERIES.inc();
         match summary.0.unwrap_or("other") {
             "begin" | "commit" | "rollback" | "savepoint" | "release" => {}
             kind => {

@@ -30,6 +30,7 @@ use fiscalbill_common::telemetry;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, Semaphore, watch};
 use wechat::backoff::jittered;
+use wechat::pdf_check::PdfCheck;
 use wechat::reachability::Reachability;
 use wechat::types::{InsertBillRequest, InvoiceUserData, ReimburseStatus};
 use wechat::{CallError, Credentials, ErrorKind};
@@ -451,7 +452,8 @@ impl Issuer {
     /// repeats the step's upload or check, never an insert: the insert's pending mark is stored
     /// before it is sent. The step also ends once half the lease is spent, so that the record
     /// renews it in time.
-    /// `pdf`: the bill's PDF when the caller has it at hand (for an upload).
+    /// `pdf`: the bill's PDF when the caller has it at hand (for an upload); the PDF uploaded
+    /// stays at hand for the check that follows it.
     async fn step(&self, bill: &Bill, mut pdf: Option<Bytes>) -> Result<Change, BureauError> {
         let started = now_millis();
         let mut change = Change::from(bill);
@@ -460,7 +462,7 @@ impl Issuer {
             let before = change.state;
             let media_expired = change.s_media_id.is_none() || change.media_expires_at <= now;
             let outcome = match change.state {
-                BillState::Accepted => self.upload(bill, pdf.take(), &mut change, now).await,
+                BillState::Accepted => self.upload(bill, &mut pdf, &mut change, now).await,
                 BillState::PdfUploaded | BillState::PdfChecked if media_expired => {
                     tracing::info!(bill = %bill.key, "uploaded PDF expired at WeChat; uploading again");
                     change.apply(BillEvent::PdfLost);
@@ -468,8 +470,12 @@ impl Issuer {
                     change.media_expires_at = 0;
                     Ok(())
                 }
-                BillState::PdfUploaded => self.check(bill, &mut change).await,
-                BillState::PdfChecked => self.insert(bill, &mut change, now).await,
+                BillState::PdfUploaded => self.check(bill, pdf.as_deref(), &mut change).await,
+                BillState::PdfChecked => {
+                    // Checked: the PDF is not needed again.
+                    pdf = None;
+                    self.insert(bill, &mut change, now).await
+                }
                 BillState::Inserted | BillState::Failed => Ok(()),
             };
             match outcome {
@@ -492,17 +498,25 @@ impl Issuer {
         }
     }
 
-    async fn upload(&self, bill: &Bill, pdf: Option<Bytes>, change: &mut Change, now: i64) -> Result<(), BureauError> {
+    /// Uploads the PDF at hand, or the stored one, which is then at hand.
+    async fn upload(
+        &self,
+        bill: &Bill,
+        at_hand: &mut Option<Bytes>,
+        change: &mut Change,
+        now: i64,
+    ) -> Result<(), BureauError> {
         let (card_id, _) = self.templates.ensure(&bill.key.unit_appid).await?;
-        let pdf = match pdf {
+        let pdf = match at_hand {
             Some(pdf) => pdf,
-            None => self
-                .store
-                .pdf(&bill.key)
-                .await?
-                .ok_or_else(|| BureauError::Render("the stored PDF is missing".to_owned()))?,
+            None => at_hand.insert(
+                self.store
+                    .pdf(&bill.key)
+                    .await?
+                    .ok_or_else(|| BureauError::Render("the stored PDF is missing".to_owned()))?,
+            ),
         };
-        let s_media_id = self.credentials.account(&self.bureau_appid).set_pdf(&pdf).await?;
+        let s_media_id = self.credentials.account(&self.bureau_appid).set_pdf(pdf).await?;
         change.apply(BillEvent::PdfUploaded);
         change.card_id = Some(card_id);
         change.s_media_id = Some(s_media_id);
@@ -511,9 +525,10 @@ impl Issuer {
     }
 
     /// The guide's check of the upload: getpdf gives the PDF's URL at WeChat, and the file
-    /// there must be the one uploaded (same SHA-256). A different file is uploaded again once;
+    /// there must be the one uploaded: byte for byte the PDF `uploaded` when it is at hand (the
+    /// step that uploaded it), else the same SHA-256. A different file is uploaded again once;
     /// a second difference fails the bill.
-    async fn check(&self, bill: &Bill, change: &mut Change) -> Result<(), BureauError> {
+    async fn check(&self, bill: &Bill, uploaded: Option<&[u8]>, change: &mut Change) -> Result<(), BureauError> {
         let media = change.s_media_id.clone().unwrap_or_default();
         let link = match self.credentials.account(&self.bureau_appid).get_pdf(&media).await {
             Ok(link) => link,
@@ -527,12 +542,15 @@ impl Issuer {
             Err(error) => return Err(error.into()),
         };
         let limit = self.config.pdf_max_bytes + 64 * 1024;
-        let (sha256, size) =
-            self.credentials.client().pdf_digest(&link.pdf_url, limit).await.map_err(CallError::from)?;
-        if sha256 == bill.pdf_sha256 {
-            change.apply(BillEvent::PdfChecked);
-            return Ok(());
-        }
+        let checked =
+            self.credentials.client().check_pdf(&link.pdf_url, limit, uploaded).await.map_err(CallError::from)?;
+        let (sha256, size) = match checked {
+            PdfCheck::Digest { sha256, size } if sha256 != bill.pdf_sha256 => (sha256, size),
+            PdfCheck::Same | PdfCheck::Digest { .. } => {
+                change.apply(BillEvent::PdfChecked);
+                return Ok(());
+            }
+        };
         if change.pdf_mismatches == 0 {
             tracing::warn!(bill = %bill.key, size, "the PDF at WeChat differs from the one uploaded; uploading again");
             change.pdf_mismatches = 1;

@@ -7,12 +7,12 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
 use crate::Endpoint;
 use crate::error::{WechatError, split_errmsg};
 use crate::image::LogoImage;
+use crate::pdf_check::{Comparison, PdfCheck};
 use crate::rulebook::ErrorKind;
 use crate::secret::Secret;
 use crate::types::*;
@@ -226,15 +226,20 @@ impl WechatClient {
         self.call(Endpoint::GetPdf, Some(access_token), &[], json(&body)).await
     }
 
-    /// Downloads the file at a getpdf `pdf_url` and returns its SHA-256 (hex) and size, reading
-    /// at most `max_bytes` and never holding the whole file: the check that WeChat keeps the
-    /// PDF that was uploaded. Errors name getpdf, whose check this is.
-    pub async fn pdf_digest(&self, pdf_url: &str, max_bytes: usize) -> Result<(String, usize), WechatError> {
+    /// Downloads the file at a getpdf `pdf_url`, reading at most `max_bytes` and never holding
+    /// the whole file, and compares it with the PDF `uploaded` when given, else digests it: the
+    /// check that WeChat keeps the PDF that was uploaded. Errors name getpdf, whose check this is.
+    pub async fn check_pdf(
+        &self,
+        pdf_url: &str,
+        max_bytes: usize,
+        uploaded: Option<&[u8]>,
+    ) -> Result<PdfCheck, WechatError> {
         let endpoint = Endpoint::GetPdf;
         let started = Instant::now();
         let span =
             tracing::info_span!("wechat.pdf_download", otel.kind = "client", otel.status_code = tracing::field::Empty);
-        let result = self.digest_once(pdf_url, max_bytes).instrument(span.clone()).await;
+        let result = self.download_compared(pdf_url, max_bytes, uploaded).instrument(span.clone()).await;
         if result.is_err() {
             span.record("otel.status_code", "ERROR");
         }
@@ -248,7 +253,12 @@ impl WechatClient {
         result
     }
 
-    async fn digest_once(&self, pdf_url: &str, max_bytes: usize) -> Result<(String, usize), WechatError> {
+    async fn download_compared(
+        &self,
+        pdf_url: &str,
+        max_bytes: usize,
+        uploaded: Option<&[u8]>,
+    ) -> Result<PdfCheck, WechatError> {
         let endpoint = Endpoint::GetPdf;
         let url = url::Url::parse(pdf_url)
             .ok()
@@ -258,19 +268,17 @@ impl WechatClient {
         if response.status() != reqwest::StatusCode::OK {
             return Err(WechatError::HttpStatus { endpoint, status: response.status().as_u16() });
         }
-        let mut digest = Sha256::new();
-        let mut size = 0;
+        let mut comparison = Comparison::new(uploaded);
         while let Some(chunk) = response.chunk().await.map_err(|e| transport_error(endpoint, e))? {
-            size += chunk.len();
-            if size > max_bytes {
+            if comparison.size() + chunk.len() > max_bytes {
                 return Err(WechatError::Malformed {
                     endpoint,
                     message: format!("the PDF at pdf_url is larger than {max_bytes} bytes"),
                 });
             }
-            digest.update(&chunk);
+            comparison.add(&chunk);
         }
-        Ok((hex::encode(digest.finalize()), size))
+        Ok(comparison.finish())
     }
 
     /// `POST nontax/insertbill`. Never resent here: the bureau's state machine decides.

@@ -14,6 +14,7 @@ mod endpoint;
 mod error;
 pub mod image;
 pub mod pdf;
+pub mod pdf_check;
 pub mod reachability;
 pub mod rulebook;
 mod secret;

@@ -635,6 +635,14 @@ impl SqliteConnections {
     }
 }
 
+/// A transaction on PostgreSQL. sqlx sends its BEGIN without the per-statement event the
+/// queries are counted from (its COMMIT and ROLLBACK have one): counted here.
+async fn begin_postgres(pool: &AnyPool) -> Result<Transaction<'static, Any>, sqlx::Error> {
+    let tx = pool.begin().await?;
+    crate::statement_counts::QUERIES.inc();
+    Ok(tx)
+}
+
 /// A write unit on PostgreSQL: one statement, the first ones in `WITH`.
 fn postgres_unit_sql(statements: &[String]) -> String {
     let (last, first) = statements.split_last().expect("at least one statement");
@@ -736,14 +744,6 @@ mod tests {
         assert!(valid_schema("bureau") && valid_schema("_x1"));
         assert!(!valid_schema("Bureau") && !valid_schema("a;drop") && !valid_schema("") && !valid_schema("1a"));
     }
-}
-
-/// A transaction on PostgreSQL. sqlx sends its BEGIN without the per-statement event the
-/// queries are counted from (its COMMIT and ROLLBACK have one): counted here.
-async fn begin_postgres(pool: &AnyPool) -> Result<Transaction<'static, Any>, sqlx::Error> {
-    let tx = pool.begin().await?;
-    crate::statement_counts::QUERIES.inc();
-    Ok(tx)
 }
 
 /// Databases for tests: a fresh SQLite file, or a fresh schema in the PostgreSQL named by

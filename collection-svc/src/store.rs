@@ -1295,6 +1295,11 @@ mod tests {
         }
     }
 
+    /// Stored as two chunks and a part.
+    fn pdf_of_three_chunks() -> Bytes {
+        Bytes::from((0..600_000).map(|i| (i % 251) as u8).collect::<Vec<u8>>())
+    }
+
     /// The dispatcher's read: the authorization and its PDF (several chunks) in one statement,
     /// or without the PDF when not asked; an order stored without a PDF and an unknown order.
     #[tokio::test]
@@ -1302,7 +1307,7 @@ mod tests {
         for config in test_support::both() {
             let db = Db::connect_until_ready(&config, "collection", &[MIGRATIONS]).await;
             let store = Store::new(db.clone());
-            let pdf = Bytes::from((0..600_000).map(|i| (i % 253) as u8).collect::<Vec<u8>>());
+            let pdf = pdf_of_three_chunks();
             let with_pdf = authorization("o-1", "0000000001");
             store.insert_authorization(&with_pdf, Some(&pdf)).await.unwrap();
             let without_pdf = authorization("o-2", "0000000002");
@@ -1413,8 +1418,7 @@ mod tests {
         for config in test_support::both() {
             let db = Db::connect_until_ready(&config, "collection", &[MIGRATIONS]).await;
             let store = Store::new(db.clone());
-            // Two chunks and a part.
-            let pdf = Bytes::from((0..600_000).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+            let pdf = pdf_of_three_chunks();
             store.insert_authorization(&authorization("o-1", "0000000001"), Some(&pdf)).await.unwrap();
             store.insert_authorization(&authorization("o-2", "0000000002"), None).await.unwrap();
             let lease = || Some(JobLease { holder: "replica-a", until: 1_000 });

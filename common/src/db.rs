@@ -258,7 +258,8 @@ impl Db {
     pub async fn connect(config: &DatabaseConfig, default_schema: &str) -> Result<Db, DbError> {
         sqlx::any::install_default_drivers();
         let url = config.url.trim();
-        let (backend, url) = if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        let sqlite_path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"));
+        let (backend, url) = if let Some(path) = sqlite_path {
             (Backend::Sqlite, sqlite_url(path)?)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             (Backend::Postgres, url.to_owned())
@@ -274,8 +275,10 @@ impl Db {
             Backend::Sqlite => {
                 let options: AnyConnectOptions = url.parse()?;
                 let mut writer = sqlite_connection(&options).await?;
-                // Its commits never checkpoint: see [`WalCheckpoints`].
-                writer.execute("PRAGMA wal_autocheckpoint = 0").await?;
+                // Its commits never checkpoint: see [`WalCheckpoints`]. Its page cache is a
+                // reader's (below): most writes are the group-commit thread's, whose every commit
+                // empties this connection's cache, and a large PDF written here filled 2 MiB.
+                writer.execute("PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -256").await?;
                 let checkpointer = sqlite_connection(&options).await?;
                 let mut idle = Vec::new();
                 for _ in 0..config.max_connections.max(1) {
@@ -288,9 +291,10 @@ impl Db {
                 }
                 let readers = ReaderSet { permits: Arc::new(Semaphore::new(idle.len())), idle: idle.into() };
                 let writer = Arc::new(Mutex::new(writer));
+                let file = sqlite_path.unwrap_or_default().split('?').next().unwrap_or_default();
                 Connections::Sqlite(SqliteConnections {
                     readers: Arc::new(readers),
-                    groups: GroupCommit::start(writer.clone()),
+                    groups: GroupCommit::start(Path::new(file), writer.clone())?,
                     checkpoints: WalCheckpoints::start(&writer, checkpointer),
                     writer,
                     ordinary_turn: Arc::default(),
@@ -342,7 +346,7 @@ impl Db {
         }
     }
 
-    /// On SQLite, what the group-commit task has done: write units, and the transactions they
+    /// On SQLite, what the group-commit thread has done: write units, and the transactions they
     /// ran in.
     pub fn group_commit_counts(&self) -> Option<&crate::group_commit::GroupCounts> {
         match &*self.inner {
@@ -406,9 +410,10 @@ impl Db {
     /// changed with `changes()`; on PostgreSQL, one statement with its own `WITH` can do the
     /// same.
     ///
-    /// On SQLite a unit is `SAVEPOINT unit; s1; ...; sn; RELEASE unit`, sent as one query to
-    /// the writer by the group-commit task ([`crate::group_commit`]), which runs units waiting
-    /// together in one transaction; a failure undoes the unit alone. A unit with `more` runs
+    /// On SQLite a unit is `SAVEPOINT unit; s1; ...; sn; RELEASE unit`, run by the group-commit
+    /// thread ([`crate::group_commit`]) on a connection of its own while it holds the writer; it
+    /// runs units waiting together in one transaction, and a failure undoes the unit alone. A
+    /// unit with `more` runs
     /// as `BEGIN IMMEDIATE; s1; ...; sn`, its `more`, then COMMIT, in its turn among ordinary
     /// transactions; a failure or an abandoned call rolls back what ran. On PostgreSQL the unit
     /// is one statement, the first ones in `WITH`.
@@ -439,19 +444,20 @@ impl Db {
         ordinary: bool,
     ) -> Result<Vec<AnyRow>, sqlx::Error> {
         if self.backend() == Backend::Sqlite {
-            // sqlx reports a batch as one event, which starts with SAVEPOINT or BEGIN: its
-            // statements are counted here.
+            // sqlx never reports a unit's statements one by one (the group-commit thread runs
+            // them itself; a unit with `more` is one batch, which starts with BEGIN): they are
+            // counted here.
             for statement in statements {
                 crate::statement_counts::count(statement);
             }
         }
         match (&*self.inner, more) {
             (Connections::Sqlite(sqlite), None) => {
-                // The group-commit task counts the transactions, and writes the batch around the
-                // statements: only their arguments are bound here.
+                // The group-commit thread counts the transactions, and runs the statements in
+                // their SAVEPOINT: only their arguments are bound here.
                 let mut bound = bind(sqlx::query(AssertSqlSafe(String::new())));
                 let arguments = bound.take_arguments().map_err(sqlx::Error::Encode)?.unwrap_or_default();
-                sqlite.groups.run(statements.join("; "), arguments, !ordinary).await
+                sqlite.groups.run(statements.to_vec(), arguments, !ordinary).await
             }
             (Connections::Sqlite(sqlite), Some(more)) => {
                 crate::statement_counts::WRITE_TRANSACTIONS.inc();

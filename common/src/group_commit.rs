@@ -1,235 +1,270 @@
-//! Group commit of write units on SQLite.
+//! Group commit of write units on SQLite, on a thread of its own.
 //!
-//! Write units ([`crate::db::Db::write_together`]) queue for one task that runs them on the
-//! writer connection. When several are waiting, it runs them in one transaction: the pages
-//! they share (the last pages of the tables and indexes they append to, the outbox's, the
-//! change log's) go to the WAL once per group instead of once per unit, and a commit's own
-//! work (frame headers, the WAL index, its locks) is paid once. A caller hears back after the
-//! commit that made its unit durable. Each unit is a SAVEPOINT of its own, so a unit that fails
-//! is undone alone and the others commit; a unit alone in the queue is its own transaction, as
-//! before. The first unit of a group carries its BEGIN and the last its COMMIT, so a group costs
-//! no round trip to the writer's thread more than its units. Units that must not wait behind
-//! issuing work (WeChat's pushes) have a lane of their own, taken first.
+//! Write units ([`crate::db::Db::write_together`]) queue for one thread that holds a SQLite
+//! connection of its own and runs them itself. When several are waiting, it runs them in one
+//! transaction: the pages they share (the last pages of the tables and indexes they append to,
+//! the outbox's, the change log's) go to the WAL once per group instead of once per unit, and a
+//! commit's own work (frame headers, the WAL index, its locks) is paid once. A caller hears back
+//! after the commit that made its unit durable. Each unit is a SAVEPOINT of its own, so a unit
+//! that fails is undone alone and the others commit; a unit alone in the queue is its own
+//! transaction. Units that must not wait behind issuing work (WeChat's pushes) have a lane of
+//! their own, taken first.
 //!
-//! A caller that goes away while its unit waits or runs does not stop it: the task finishes the
-//! unit and its group, and the unit is either wholly written or not at all.
+//! Why a thread that runs the SQL itself (with `rusqlite`, over the same SQLite library as
+//! sqlx's): sqlx's SQLite driver runs each query on the connection's own thread, so every unit
+//! was a round trip between threads, about two context switches (BENCHMARKS.md, "where
+//! collection-svc's context switches come from"). Here the thread that waits for units is the
+//! one that runs them: a group of n units costs one wake-up of this thread, not n round trips.
+//!
+//! The thread writes only while it holds the writer of [`crate::db::Db`] (the sqlx connection
+//! that transactions of several round trips, migrations and the WAL's checkpoints hold while
+//! they write): SQLite lets one connection write at a time, and that lock keeps the turns.
+//!
+//! A caller that goes away while its unit waits or runs does not stop it: the thread finishes
+//! the unit and its group, and the unit is either wholly written or not at all.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
-use sqlx::any::{AnyArguments, AnyRow};
-use sqlx::{AnyConnection, AssertSqlSafe, Executor};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, OpenFlags};
+use sqlx::AnyConnection;
+use sqlx::error::{DatabaseError, ErrorKind};
+use sqlx_core::any::{AnyArguments, AnyColumn, AnyRow, AnyTypeInfo, AnyTypeInfoKind, AnyValue, AnyValueKind};
+use sqlx_core::ext::ustr::UStr;
+use tokio::sync::oneshot;
 
 /// The most units in one transaction: bounds how long the first of a group waits for its commit
-/// (units take 0.1 to 0.5 ms each on the writer).
+/// (units take 0.05 to 0.5 ms each).
 const MAX_GROUP: usize = 16;
 
-/// The handle of the group-commit task; the task ends when the last handle goes.
-#[derive(Debug)]
+/// Prepared statements the thread keeps: more than the texts of any service's units.
+const CACHED_STATEMENTS: usize = 64;
+
+/// The handle of the group-commit thread; the thread ends when the handle goes, once it has
+/// run what was queued.
 pub struct GroupCommit {
-    first: mpsc::UnboundedSender<Unit>,
-    ordinary: mpsc::UnboundedSender<Unit>,
+    lanes: Arc<Lanes>,
     counts: Arc<GroupCounts>,
 }
 
-/// What the task has done, since its start.
+impl std::fmt::Debug for GroupCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupCommit").field("counts", &self.counts).finish_non_exhaustive()
+    }
+}
+
+/// What the thread has done, since its start.
 #[derive(Debug, Default)]
 pub struct GroupCounts {
-    /// Units handed to the task.
+    /// Units handed to the thread.
     pub units: AtomicU64,
-    /// Transactions the task ran them in (a unit alone, or a group).
+    /// Transactions the thread ran them in (a unit alone, or a group).
     pub transactions: AtomicU64,
 }
 
-type Reply = oneshot::Sender<Result<Vec<AnyRow>, sqlx::Error>>;
+type Rows = Vec<AnyRow>;
+type Reply = oneshot::Sender<Result<Rows, sqlx::Error>>;
 
-/// One write unit: its statements (`s1; ...; sn`) with their arguments bound.
+/// One write unit: its statements, with the arguments they share.
 struct Unit {
-    statements: String,
-    arguments: AnyArguments,
+    statements: Vec<String>,
+    arguments: Vec<AnyValueKind>,
     reply: Reply,
     /// In the lane taken first.
     first: bool,
 }
 
+/// The units waiting, by lane, and the thread's wake-up.
+#[derive(Default)]
+struct Lanes {
+    waiting: Mutex<Waiting>,
+    arrived: Condvar,
+}
+
+#[derive(Default)]
+struct Waiting {
+    first: VecDeque<Unit>,
+    ordinary: VecDeque<Unit>,
+    /// The thread waits for a unit: the next one to arrive wakes it (only then, so that a busy
+    /// thread costs its callers no system call).
+    asleep: bool,
+    /// The handle is gone: the thread ends once the lanes are empty.
+    closed: bool,
+}
+
+impl Waiting {
+    fn is_empty(&self) -> bool {
+        self.first.is_empty() && self.ordinary.is_empty()
+    }
+}
+
+impl Lanes {
+    /// The next unit waiting, if any; with `first_only`, of the first lane only.
+    fn take(&self, first_only: bool) -> Option<Unit> {
+        let mut waiting = self.waiting.lock().unwrap();
+        match waiting.first.pop_front() {
+            Some(unit) => Some(unit),
+            None if first_only => None,
+            None => waiting.ordinary.pop_front(),
+        }
+    }
+
+    /// Waits until a unit is queued; false once the handle is gone and nothing is left.
+    fn wait(&self) -> bool {
+        let mut waiting = self.waiting.lock().unwrap();
+        while waiting.is_empty() {
+            if waiting.closed {
+                return false;
+            }
+            waiting.asleep = true;
+            waiting = self.arrived.wait(waiting).unwrap();
+        }
+        true
+    }
+}
+
 impl GroupCommit {
-    /// Starts the task on the current runtime; it takes the writer (shared with the rest of
-    /// [`crate::db::Db`], which uses it for statements outside units) for each group.
-    pub fn start(writer: Arc<Mutex<AnyConnection>>) -> Self {
-        let (first, first_queue) = mpsc::unbounded_channel();
-        let (ordinary, ordinary_queue) = mpsc::unbounded_channel();
+    /// Opens the thread's connection to the SQLite file at `path` (which the writer has
+    /// created and put in WAL mode) and starts the thread, which takes `writer` for each group.
+    pub fn start(path: &Path, writer: Arc<tokio::sync::Mutex<AnyConnection>>) -> Result<Self, sqlx::Error> {
+        let conn = open(path).map_err(sql_error)?;
+        let lanes = Arc::new(Lanes::default());
         let counts = Arc::new(GroupCounts::default());
-        let queues = Queues { first: first_queue, ordinary: ordinary_queue };
-        tokio::spawn(serve(writer, queues, counts.clone()));
-        Self { first, ordinary, counts }
+        let (thread_lanes, thread_counts) = (lanes.clone(), counts.clone());
+        std::thread::Builder::new()
+            .name("sqlite-writer".to_owned())
+            .spawn(move || serve(conn, &writer, &thread_lanes, &thread_counts))
+            .map_err(sqlx::Error::Io)?;
+        Ok(Self { lanes, counts })
     }
 
     pub fn counts(&self) -> &GroupCounts {
         &self.counts
     }
 
-    /// Runs a unit of `statements` (`s1; ...; sn`, their arguments numbered across all of them)
-    /// and gives back its rows once committed. `first`: in the lane taken before ordinary units.
+    /// Runs a unit of `statements` (their arguments numbered across all of them, `$1` ...
+    /// `$n`) and gives back the rows they return, once committed. `first`: in the lane taken
+    /// before ordinary units.
     pub async fn run(
         &self,
-        statements: String,
+        statements: Vec<String>,
         arguments: AnyArguments,
         first: bool,
-    ) -> Result<Vec<AnyRow>, sqlx::Error> {
+    ) -> Result<Rows, sqlx::Error> {
         let (reply, answer) = oneshot::channel();
-        let lane = if first { &self.first } else { &self.ordinary };
-        lane.send(Unit { statements, arguments, reply, first }).map_err(|_| sqlx::Error::PoolClosed)?;
+        let unit = Unit { statements, arguments: arguments.values.0, reply, first };
+        let wake = {
+            let mut waiting = self.lanes.waiting.lock().unwrap();
+            if waiting.closed {
+                return Err(sqlx::Error::PoolClosed);
+            }
+            match first {
+                true => waiting.first.push_back(unit),
+                false => waiting.ordinary.push_back(unit),
+            }
+            std::mem::take(&mut waiting.asleep)
+        };
+        if wake {
+            self.lanes.arrived.notify_one();
+        }
         self.counts.units.fetch_add(1, Ordering::Relaxed);
         answer.await.map_err(|_| sqlx::Error::PoolClosed)?
     }
 }
 
-struct Queues {
-    first: mpsc::UnboundedReceiver<Unit>,
-    ordinary: mpsc::UnboundedReceiver<Unit>,
-}
-
-impl Queues {
-    /// The next unit, waiting for one; None once every handle is gone.
-    async fn next(&mut self) -> Option<Unit> {
-        tokio::select! {
-            biased;
-            Some(unit) = self.first.recv() => Some(unit),
-            Some(unit) = self.ordinary.recv() => Some(unit),
-            else => None,
-        }
-    }
-
-    /// The next unit already waiting, if any; with `first_only`, of the first lane only.
-    fn waiting(&mut self, first_only: bool) -> Option<Unit> {
-        match self.first.try_recv() {
-            Ok(unit) => Some(unit),
-            Err(_) if first_only => None,
-            Err(_) => self.ordinary.try_recv().ok(),
-        }
+impl Drop for GroupCommit {
+    fn drop(&mut self) {
+        self.lanes.waiting.lock().unwrap().closed = true;
+        self.lanes.arrived.notify_one();
     }
 }
 
-async fn serve(writer: Arc<Mutex<AnyConnection>>, mut queues: Queues, counts: Arc<GroupCounts>) {
-    // A unit taken for a group that could not go on.
-    let mut left_over = None;
-    loop {
-        let unit = match left_over.take() {
-            Some(unit) => unit,
-            None => match queues.next().await {
-                Some(unit) => unit,
-                None => return,
-            },
-        };
-        let mut conn = writer.lock().await;
-        counts.transactions.fetch_add(1, Ordering::Relaxed);
-        crate::statement_counts::WRITE_TRANSACTIONS.inc();
-        // A unit of the first lane is not held up by ordinary ones: it goes alone, or with
-        // others of its lane.
-        match queues.waiting(unit.first) {
-            None => run_alone(&mut conn, unit).await,
-            Some(second) => left_over = run_group(&mut conn, unit, second, &mut queues).await,
-        }
+/// The thread's connection, set up as the writer is (`db.rs`): WAL, NORMAL sync, foreign keys,
+/// statement journals in memory, and no checkpoint of its own (`wal_checkpoint.rs` does them).
+fn open(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; \
+         PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 0;",
+    )?;
+    conn.set_prepared_statement_cache_capacity(CACHED_STATEMENTS);
+    Ok(conn)
+}
+
+fn serve(mut conn: Connection, writer: &tokio::sync::Mutex<AnyConnection>, lanes: &Lanes, counts: &GroupCounts) {
+    let _close = CloseOnExit(lanes);
+    while lanes.wait() {
+        // Held while the group writes; taken before the group's units, so that those that
+        // arrive meanwhile join it.
+        let _writer = writer.blocking_lock();
+        run_group(&mut conn, lanes, counts);
     }
 }
 
-/// A unit with nobody behind it: its SAVEPOINT is its transaction.
-async fn run_alone(conn: &mut AnyConnection, unit: Unit) {
-    let ran = match run_unit(conn, &unit.statements, unit.arguments, Place::Alone).await {
-        Ok(rows) => Ok(rows),
-        Err((error, undone)) => {
-            if !undone {
-                // Whatever is left open goes (no transaction: a harmless error).
-                let _ = conn.execute("ROLLBACK").await;
-            }
-            Err(error)
-        }
-    };
-    let _ = unit.reply.send(ran);
+/// Closes the lanes when the thread ends, by a panic too: the units queued, and any that come
+/// later, get an error (their reply gone) rather than wait for a thread that is not there.
+struct CloseOnExit<'a>(&'a Lanes);
+
+impl Drop for CloseOnExit<'_> {
+    fn drop(&mut self) {
+        let mut waiting = self.0.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        waiting.closed = true;
+        waiting.first.clear();
+        waiting.ordinary.clear();
+    }
 }
 
-/// Where a unit's batch stands in its transaction.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Place {
-    /// Its own transaction.
-    Alone,
-    /// The first of a group: it begins the transaction.
-    Begins,
-    /// Neither first nor last.
-    Within,
-    /// The last of a group: it commits the transaction.
-    Commits,
-}
-
-/// Units in one transaction: `unit`, `second` and whatever waits meanwhile, up to
-/// [`MAX_GROUP`]; once the group holds a unit of the first lane, only more of those (so that
-/// it is committed as soon as none waits). The first unit's batch begins the transaction and
-/// the last one's commits it: a group of n units takes n round trips to the writer's thread, as
-/// n units alone would. Every caller hears back once the group is over, a unit that failed
-/// too: its caller may read what made it fail (another unit's row), which must be committed by
-/// then. Gives back a unit taken but not run when the group could not go on.
-async fn run_group(conn: &mut AnyConnection, unit: Unit, second: Unit, queues: &mut Queues) -> Option<Unit> {
-    let mut with_first = unit.first || second.first;
-    let mut ran: Vec<(Reply, Ran)> = Vec::with_capacity(MAX_GROUP);
-    let (mut current, mut next, mut count, mut begun) = (unit, Some(second), 1, false);
-    loop {
-        // The unit after this one: with none waiting, this one's batch commits the group.
-        let following = next.take().or_else(|| (count < MAX_GROUP).then(|| queues.waiting(with_first)).flatten());
-        let place = match (begun, &following) {
-            (false, _) => Place::Begins,
-            (true, Some(_)) => Place::Within,
-            (true, None) => Place::Commits,
-        };
-        match run_unit(conn, &current.statements, current.arguments, place).await {
-            Ok(rows) => ran.push((current.reply, Ok(rows))),
-            Err((error, true)) => {
-                // Undone alone; the others go on, and are committed without it.
-                ran.push((current.reply, Err(error)));
-                if place == Place::Commits {
-                    return commit(conn, ran).await;
-                }
-            }
+/// Runs the units waiting, up to [`MAX_GROUP`], in one transaction; once the group holds a unit
+/// of the first lane, only more of those (so that it is committed as soon as none waits). Every
+/// caller hears back once the group is over, a unit that failed too: its caller may read what
+/// made it fail (another unit's row), which must be committed by then.
+fn run_group(conn: &mut Connection, lanes: &Lanes, counts: &GroupCounts) {
+    let Some(unit) = lanes.take(false) else { return };
+    counts.transactions.fetch_add(1, Ordering::Relaxed);
+    crate::statement_counts::WRITE_TRANSACTIONS.inc();
+    // The hand-off to this thread, what a query to sqlx's own thread was.
+    crate::statement_counts::QUERIES.inc();
+    if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let _ = unit.reply.send(Err(sql_error(error)));
+        return;
+    }
+    let mut with_first = unit.first;
+    let mut ran: Vec<(Reply, Result<Rows, sqlx::Error>)> = Vec::with_capacity(MAX_GROUP);
+    let mut next = Some(unit);
+    while let Some(unit) = next.take() {
+        match run_unit(conn, &unit) {
+            Ok(rows) => ran.push((unit.reply, Ok(rows))),
+            // Undone alone; the others go on, and are committed without it.
+            Err((error, true)) => ran.push((unit.reply, Err(error))),
             Err((error, false)) => {
-                // The transaction never began, or is gone (SQLite rolls back the whole of it on
-                // some errors; a failed COMMIT is rolled back here): nothing of the group was
-                // written.
-                let _ = conn.execute("ROLLBACK").await;
-                ran.push((current.reply, Err(error)));
-                answer(ran, Some("the group's transaction was rolled back"));
-                return following;
+                // The transaction is gone or in an unknown state (SQLite rolls back the whole
+                // of it on some errors): nothing of the group is written.
+                let _ = conn.execute_batch("ROLLBACK");
+                ran.push((unit.reply, Err(error)));
+                return answer(ran, Some("the group's transaction was rolled back"));
             }
         }
-        begun = true;
-        if place == Place::Commits {
-            answer(ran, None);
-            return None;
+        if ran.len() < MAX_GROUP {
+            next = lanes.take(with_first);
+            with_first |= next.as_ref().is_some_and(|unit| unit.first);
         }
-        current = following.expect("a unit follows unless this one commits");
-        with_first |= current.first;
-        count += 1;
     }
-}
-
-/// What running a unit gave: its rows, or its own error.
-type Ran = Result<Vec<AnyRow>, sqlx::Error>;
-
-/// COMMIT on its own, for a group whose last unit failed.
-async fn commit(conn: &mut AnyConnection, ran: Vec<(Reply, Ran)>) -> Option<Unit> {
-    match conn.execute("COMMIT").await {
-        Ok(_) => answer(ran, None),
+    match conn.execute_batch("COMMIT") {
+        Ok(()) => answer(ran, None),
         Err(error) => {
-            let _ = conn.execute("ROLLBACK").await;
+            let _ = conn.execute_batch("ROLLBACK");
             answer(ran, Some(&format!("COMMIT failed: {error}")));
         }
     }
-    None
 }
 
 /// Answers a group's callers once it is over: committed, each with what its unit gave; rolled
 /// back (`rolled_back` says why), an error for each unit that had run, and its own error for
 /// each that had failed.
-fn answer(ran: Vec<(Reply, Ran)>, rolled_back: Option<&str>) {
+fn answer(ran: Vec<(Reply, Result<Rows, sqlx::Error>)>, rolled_back: Option<&str>) {
     for (reply, result) in ran {
         let result = match (result, rolled_back) {
             (Ok(_), Some(why)) => Err(sqlx::Error::Protocol(format!("group commit: {why}"))),
@@ -239,26 +274,182 @@ fn answer(ran: Vec<(Reply, Ran)>, rolled_back: Option<&str>) {
     }
 }
 
-/// Runs one unit's batch, placed in its transaction; on failure, undoes what of it ran. The
-/// error comes with whether the unit was undone alone, its transaction still open in a group
-/// (false: its transaction is gone, never began, or is in an unknown state).
-async fn run_unit(
-    conn: &mut AnyConnection,
-    statements: &str,
-    arguments: AnyArguments,
-    place: Place,
-) -> Result<Vec<AnyRow>, (sqlx::Error, bool)> {
-    let (before, after) = match place {
-        Place::Alone | Place::Within => ("", ""),
-        Place::Begins => ("BEGIN IMMEDIATE; ", ""),
-        Place::Commits => ("", "; COMMIT"),
-    };
-    let batch = format!("{before}SAVEPOINT unit; {statements}; RELEASE unit{after}");
-    match sqlx::query_with(AssertSqlSafe(batch), arguments).fetch_all(&mut *conn).await {
-        Ok(rows) => Ok(rows),
+/// Runs one unit as a SAVEPOINT of the group's transaction; on failure, undoes what of it ran.
+/// The error comes with whether the unit was undone alone, the transaction still open (false:
+/// the transaction is gone or in an unknown state).
+fn run_unit(conn: &mut Connection, unit: &Unit) -> Result<Rows, (sqlx::Error, bool)> {
+    conn.execute_batch("SAVEPOINT unit").map_err(|error| (sql_error(error), false))?;
+    let mut rows = Vec::new();
+    // sqlx's numbering: `$n` and `?n` name an argument; a bare `?` takes the next one, counted
+    // across the unit's statements.
+    let mut bare = 0;
+    let ran = unit
+        .statements
+        .iter()
+        .try_for_each(|statement| run_statement(conn, statement, &unit.arguments, &mut bare, &mut rows));
+    match ran {
+        Ok(()) => conn.execute_batch("RELEASE unit").map(|()| rows).map_err(|error| (sql_error(error), false)),
         Err(error) => {
-            let undone = conn.execute("ROLLBACK TO unit; RELEASE unit").await.is_ok();
+            let undone = !conn.is_autocommit() && conn.execute_batch("ROLLBACK TO unit; RELEASE unit").is_ok();
             Err((error, undone))
         }
+    }
+}
+
+fn run_statement(
+    conn: &Connection,
+    sql: &str,
+    arguments: &[AnyValueKind],
+    bare: &mut usize,
+    rows: &mut Rows,
+) -> Result<(), sqlx::Error> {
+    let mut statement = conn.prepare_cached(sql).map_err(sql_error)?;
+    for index in 1..=statement.parameter_count() {
+        let number = match statement.parameter_name(index) {
+            Some(name) => name[1..]
+                .parse::<usize>()
+                .map_err(|_| sqlx::Error::Protocol(format!("unsupported SQL parameter {name}")))?,
+            None => {
+                *bare += 1;
+                *bare
+            }
+        };
+        // As sqlx does, a parameter without an argument stays NULL.
+        if let Some(value) = number.checked_sub(1).and_then(|i| arguments.get(i)) {
+            statement.raw_bind_parameter(index, ToSqlOutput::Borrowed(argument(value)?)).map_err(sql_error)?;
+        }
+    }
+    let names: Vec<UStr> = statement.column_names().into_iter().map(UStr::new).collect();
+    if names.is_empty() {
+        return statement.raw_execute().map(|_| ()).map_err(sql_error);
+    }
+    let by_name: Arc<sqlx_core::HashMap<UStr, usize>> =
+        Arc::new(names.iter().enumerate().map(|(i, name)| (name.clone(), i)).collect());
+    let mut results = statement.raw_query();
+    while let Some(row) = results.next().map_err(sql_error)? {
+        let mut out = AnyRow { column_names: by_name.clone(), columns: Vec::new(), values: Vec::new() };
+        for (ordinal, name) in names.iter().enumerate() {
+            let kind = value(row.get_ref(ordinal).map_err(sql_error)?)?;
+            let type_info = AnyTypeInfo { kind: type_of(&kind) };
+            out.columns.push(AnyColumn { ordinal, name: name.clone(), type_info });
+            out.values.push(AnyValue { kind });
+        }
+        rows.push(out);
+    }
+    Ok(())
+}
+
+/// An argument as SQLite takes it, as sqlx's SQLite driver binds it (a bool as an integer).
+fn argument(value: &AnyValueKind) -> Result<ValueRef<'_>, sqlx::Error> {
+    Ok(match value {
+        AnyValueKind::Null(_) => ValueRef::Null,
+        AnyValueKind::Bool(b) => ValueRef::Integer(i64::from(*b)),
+        AnyValueKind::SmallInt(i) => ValueRef::Integer(i64::from(*i)),
+        AnyValueKind::Integer(i) => ValueRef::Integer(i64::from(*i)),
+        AnyValueKind::BigInt(i) => ValueRef::Integer(*i),
+        AnyValueKind::Real(f) => ValueRef::Real(f64::from(*f)),
+        AnyValueKind::Double(f) => ValueRef::Real(*f),
+        AnyValueKind::Text(text) => ValueRef::Text(text.as_bytes()),
+        AnyValueKind::TextSlice(text) => ValueRef::Text(text.as_bytes()),
+        AnyValueKind::Blob(bytes) => ValueRef::Blob(bytes),
+        other => return Err(sqlx::Error::Protocol(format!("an argument of an unsupported type: {other:?}"))),
+    })
+}
+
+/// A value read, as sqlx's `Any` driver gives SQLite's (by the value's own type).
+fn value(value: ValueRef<'_>) -> Result<AnyValueKind, sqlx::Error> {
+    Ok(match value {
+        ValueRef::Null => AnyValueKind::Null(AnyTypeInfoKind::Null),
+        ValueRef::Integer(i) => AnyValueKind::BigInt(i),
+        ValueRef::Real(f) => AnyValueKind::Double(f),
+        ValueRef::Text(text) => {
+            let text = String::from_utf8(text.to_vec()).map_err(|error| sqlx::Error::Decode(Box::new(error)))?;
+            AnyValueKind::Text(Arc::new(text))
+        }
+        ValueRef::Blob(bytes) => AnyValueKind::Blob(Arc::new(bytes.to_vec())),
+    })
+}
+
+fn type_of(kind: &AnyValueKind) -> AnyTypeInfoKind {
+    match kind {
+        AnyValueKind::BigInt(_) => AnyTypeInfoKind::BigInt,
+        AnyValueKind::Double(_) => AnyTypeInfoKind::Double,
+        AnyValueKind::Text(_) => AnyTypeInfoKind::Text,
+        AnyValueKind::Blob(_) => AnyTypeInfoKind::Blob,
+        _ => AnyTypeInfoKind::Null,
+    }
+}
+
+/// SQLite's error as sqlx's SQLite driver reports it: a database error with the extended
+/// result code, so that callers tell a unique violation from the rest the same way on both
+/// paths.
+fn sql_error(error: rusqlite::Error) -> sqlx::Error {
+    match error {
+        rusqlite::Error::SqliteFailure(failure, message) => sqlx::Error::Database(Box::new(SqliteError {
+            code: failure.extended_code,
+            message: message.unwrap_or_else(|| failure.to_string()),
+        })),
+        other => sqlx::Error::Protocol(format!("SQLite: {other}")),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("(code: {code}) {message}")]
+struct SqliteError {
+    code: i32,
+    message: String,
+}
+
+impl DatabaseError for SqliteError {
+    fn message(&self) -> &str {
+        &self.message
+    }
+
+    fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+        Some(self.code.to_string().into())
+    }
+
+    fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+        self
+    }
+
+    fn kind(&self) -> ErrorKind {
+        use rusqlite::ffi;
+        match self.code {
+            ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY => ErrorKind::UniqueViolation,
+            ffi::SQLITE_CONSTRAINT_FOREIGNKEY => ErrorKind::ForeignKeyViolation,
+            ffi::SQLITE_CONSTRAINT_NOTNULL => ErrorKind::NotNullViolation,
+            ffi::SQLITE_CONSTRAINT_CHECK => ErrorKind::CheckViolation,
+            _ => ErrorKind::Other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A thread that ends (a panic) leaves no caller waiting: the units queued get an error, and
+    /// so does any unit run later.
+    #[tokio::test]
+    async fn a_thread_that_ends_leaves_no_unit_waiting() {
+        let lanes = Arc::new(Lanes::default());
+        let (reply, answer) = oneshot::channel();
+        let unit = Unit { statements: vec!["SELECT 1".to_owned()], arguments: Vec::new(), reply, first: false };
+        lanes.waiting.lock().unwrap().ordinary.push_back(unit);
+        drop(CloseOnExit(&lanes));
+        let answered = tokio::time::timeout(std::time::Duration::from_secs(10), answer).await;
+        assert!(matches!(answered, Ok(Err(_))), "the queued unit's reply is gone");
+        let handle = GroupCommit { lanes, counts: Arc::default() };
+        let later = handle.run(vec!["SELECT 1".to_owned()], AnyArguments::default(), true).await;
+        assert!(matches!(later, Err(sqlx::Error::PoolClosed)), "{:?}", later.err());
     }
 }

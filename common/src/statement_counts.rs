@@ -1,11 +1,12 @@
 //! Counts of the SQL statements, queries and write transactions a process runs, for the metrics
 //! (`fiscalbill_db_statements_total{kind}`, `fiscalbill_db_queries_total`,
-//! `fiscalbill_db_write_transactions_total`) and so for the benchmark's figures per bill. Statements are counted from sqlx's own per-statement
-//! event (target `sqlx::query`), so no statement can be missed by a code path that forgets to
-//! count, except in a batch sent as one query (a write unit on SQLite: sqlx reports it once,
-//! starting with SAVEPOINT or BEGIN), which `Db::write_together` counts; write transactions where
-//! [`crate::db::Db`] and the group-commit task begin them (a group of units is one). BEGIN,
-//! COMMIT, ROLLBACK, SAVEPOINT and RELEASE are not statements here: they are the transactions.
+//! `fiscalbill_db_write_transactions_total`) and so for the benchmark's figures per bill.
+//! Statements are counted from sqlx's own per-statement event (target `sqlx::query`), so no
+//! statement can be missed by a code path that forgets to count, except a write unit's on SQLite
+//! (run by the group-commit thread, or sent as one batch that sqlx reports once, starting with
+//! BEGIN), which `Db::write_together` counts; write transactions where [`crate::db::Db`] and the
+//! group-commit thread begin them (a group of units is one). BEGIN, COMMIT, ROLLBACK, SAVEPOINT
+//! and RELEASE are not statements here: they are the transactions.
 
 use std::sync::LazyLock;
 
@@ -38,9 +39,9 @@ pub static STATEMENTS: LazyLock<Family<KindLabel, Counter>> = LazyLock::new(|| {
 });
 
 /// Queries sent to the database, each one round trip (to a SQLite connection's own thread, or to
-/// PostgreSQL): a batch sent as one query (a write unit on SQLite) is one, its BEGIN or COMMIT
-/// sent alone another (sqlx's BEGIN on PostgreSQL, which has no event, is counted where `Db`
-/// begins it). What a service waits for, and what its context switches follow. sqlx's pool
+/// PostgreSQL): a batch sent as one query is one, its BEGIN or COMMIT sent alone another (sqlx's
+/// BEGIN on PostgreSQL, which has no event, is counted where `Db` begins it); on SQLite a group
+/// of write units is one, the hand-off to the group-commit thread. What a service waits for, and what its context switches follow. sqlx's pool
 /// pings on PostgreSQL are not queries and are not counted.
 pub static QUERIES: LazyLock<Counter> = LazyLock::new(Counter::default);
 

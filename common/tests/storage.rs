@@ -227,6 +227,83 @@ async fn write_units_are_all_or_nothing_on_postgres() {
     write_units_are_all_or_nothing(test_support::postgres()).await;
 }
 
+/// On SQLite the group-commit thread runs a unit's statements itself: what they return, and how
+/// they fail, must be what sqlx's SQLite driver gives for the same SQL (the callers decode both
+/// alike, and tell a duplicate by `is_unique_violation`).
+#[tokio::test]
+async fn a_units_rows_and_errors_are_sqlxs_on_sqlite() {
+    use sqlx::{Column, Executor, Row};
+
+    let db = Db::connect(&test_support::sqlite(), "common_test").await.unwrap();
+    db.write()
+        .await
+        .unwrap()
+        .execute("CREATE TABLE kinds (id INTEGER PRIMARY KEY, name TEXT UNIQUE, ratio REAL, data BLOB, flag INTEGER, missing TEXT)")
+        .await
+        .unwrap();
+    // `$n` names an argument wherever it stands; a bare `?` takes the next one, counted across
+    // the unit's statements.
+    let statements = [
+        "INSERT INTO kinds (name, ratio, data, flag) VALUES (?, $3, $4, $5)".to_owned(),
+        "INSERT INTO kinds (name, ratio) VALUES (?, $3) RETURNING id, name, ratio, data, flag, missing".to_owned(),
+    ];
+    let bind = |first: &'static str, second: &'static str| {
+        move |query: Statement| query.bind(first).bind(second).bind(0.5_f64).bind(vec![1_u8, 0, 255]).bind(true)
+    };
+    let by_thread = db.write_together(&statements, bind("a", "b"), None).await.unwrap();
+    // The same unit through sqlx's driver: a unit with statements after it is one sqlx batch.
+    let by_sqlx = db.write_together(&statements, bind("c", "d"), Some(Box::new(std::iter::empty()))).await.unwrap();
+    let returned = |row: &sqlx::any::AnyRow| {
+        (
+            row.try_get::<i64, _>("id").unwrap(),
+            row.try_get::<String, _>("name").unwrap(),
+            row.try_get::<&str, _>(1).unwrap().to_owned(),
+            row.try_get::<f64, _>("ratio").unwrap(),
+            row.try_get::<Option<Vec<u8>>, _>("data").unwrap(),
+            row.try_get::<Option<String>, _>("missing").unwrap(),
+        )
+    };
+    assert_eq!(by_thread.len(), 1, "only the statement with RETURNING gives rows");
+    assert_eq!(returned(&by_thread[0]), (2, "b".to_owned(), "b".to_owned(), 0.5, None, None));
+    assert_eq!(returned(&by_sqlx[0]), (4, "d".to_owned(), "d".to_owned(), 0.5, None, None));
+    assert!(by_thread[0].try_get::<i64, _>("no_such_column").is_err());
+
+    // The first row, as the unit and as sqlx's reader give it.
+    let select = "SELECT id, name, ratio, data, flag, missing FROM kinds WHERE id = 1";
+    let through_unit = db.write_together(&[select.to_owned()], |query| query, None).await.unwrap();
+    let through_sqlx = sqlx::query(select).fetch_all(&mut *db.read().await.unwrap()).await.unwrap();
+    let read = |row: &sqlx::any::AnyRow| {
+        (
+            row.try_get::<i64, _>("id").unwrap(),
+            row.try_get::<String, _>("name").unwrap(),
+            row.try_get::<f64, _>("ratio").unwrap(),
+            row.try_get::<Vec<u8>, _>("data").unwrap(),
+            row.try_get::<i64, _>("flag").unwrap(),
+            row.try_get::<Option<String>, _>("missing").unwrap(),
+        )
+    };
+    let expected = (1, "a".to_owned(), 0.5, vec![1_u8, 0, 255], 1, None);
+    assert_eq!(read(&through_unit[0]), expected);
+    assert_eq!(read(&through_sqlx[0]), expected);
+    let names = |row: &sqlx::any::AnyRow| row.columns().iter().map(|c| c.name().to_owned()).collect::<Vec<_>>();
+    assert_eq!(names(&through_unit[0]), names(&through_sqlx[0]));
+
+    // A duplicate name: a unique violation with SQLite's extended code, the unit undone whole.
+    let Err(sqlx::Error::Database(error)) = db.write_together(&statements, bind("e", "b"), None).await else {
+        panic!("a duplicate is a database error");
+    };
+    assert!(error.is_unique_violation(), "{error}");
+    assert_eq!(error.code().as_deref(), Some("2067"), "SQLITE_CONSTRAINT_UNIQUE");
+    assert!(error.message().contains("kinds.name"), "{error}");
+    let count: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM kinds").fetch_one(&mut *db.read().await.unwrap()).await.unwrap();
+    assert_eq!(count, 4, "the unit's first insert (\"e\") was undone with it");
+    // SQL that does not parse is an error too, and the thread goes on.
+    assert!(db.write_together(&["INSERT INTO nowhere".to_owned()], |query| query, None).await.is_err());
+    db.write_together(&statements, bind("f", "g"), None).await.unwrap();
+    db.close().await;
+}
+
 /// On SQLite, write units waiting for the writer together are committed in one transaction,
 /// and one of them failing (the group's first, one within, its last) undoes it alone: the
 /// others are written, each whole. Every caller, a failing one too, hears back once the group
@@ -314,7 +391,9 @@ async fn the_wal_is_copied_into_the_database_while_it_is_open_on_sqlite() {
 }
 
 /// A reader keeps a small page cache (its cache is emptied after each write anyway, and a PDF
-/// read back filled SQLite's default 2 MiB and kept it); the writer keeps SQLite's default.
+/// read back filled SQLite's default 2 MiB and kept it), and so does the writer, since the
+/// group-commit thread's commits empty it as well; the group-commit thread keeps SQLite's
+/// default, which only the writer's rarer transactions empty.
 #[tokio::test]
 async fn readers_keep_a_small_page_cache_on_sqlite() {
     use sqlx::Row;
@@ -324,7 +403,9 @@ async fn readers_keep_a_small_page_cache_on_sqlite() {
     let reader = sqlx::query("PRAGMA cache_size").fetch_one(&mut *db.read().await.unwrap()).await.unwrap();
     assert_eq!(cache_size(reader), -256, "256 KiB");
     let writer = sqlx::query("PRAGMA cache_size").fetch_one(&mut *db.write().await.unwrap()).await.unwrap();
-    assert_eq!(cache_size(writer), -2000, "SQLite's default, 2,000 KiB");
+    assert_eq!(cache_size(writer), -256, "256 KiB");
+    let unit = db.write_together(&["PRAGMA cache_size".to_owned()], |query| query, None).await.unwrap();
+    assert_eq!(cache_size(unit.into_iter().next().unwrap()), -2000, "SQLite's default, 2,000 KiB");
     db.close().await;
 }
 

@@ -129,9 +129,12 @@ impl Dispatcher {
     }
 
     /// Delivers, in the push's slot, the job a push queued leased to this replica, with what
-    /// the push read for it.
+    /// the push read for it. A PDF of more than one chunk is not in it (the push's unit leaves
+    /// it out: `Store::record_push`): the delivery reads it first, as a claimed job's.
     pub fn deliver_pushed(self: &Arc<Self>, job: Job, slot: PushSlot, read: ToDeliver) {
-        self.spawn_delivery(job, slot.slot, Some((read, slot.pdf_bytes)));
+        let (authorization, pdf) = &read;
+        let complete = authorization.pdf_sha256.is_none() || pdf.is_some();
+        self.spawn_delivery(job, slot.slot, complete.then_some((read, slot.pdf_bytes)));
     }
 
     /// Delivers, in `slot`, a job this replica holds the lease of: with what was read for it

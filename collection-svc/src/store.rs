@@ -634,6 +634,8 @@ impl Store {
     /// (authorizing a waiting order) queues its job leased, for the replica to deliver at once
     /// without claiming it, and reads in the same unit what the delivery sends: given back when
     /// it did (not when what it read cannot be decoded: the job is then retried after its lease).
+    /// A PDF of more than one chunk is left out of that read (the authorization has its
+    /// `pdf_sha256`, the PDF is None): the delivery reads it on its own, a chunk at a time.
     pub async fn record_push(
         &self,
         push: &PushRow<'_>,
@@ -715,7 +717,10 @@ impl Store {
                 authorize,
                 queue_job("WHERE changes() = 1"),
                 format!("{INSERT_PUSH_EVENT} {push_row} WHERE changes() = 1"),
-                AUTHORIZATION_PDF.beside_sql(&format!("{AUTHORIZATION_BY_KEY} AND changes() = 1"), "TRUE"),
+                AUTHORIZATION_PDF.beside_sql(
+                    &format!("{AUTHORIZATION_BY_KEY} AND changes() = 1"),
+                    &AUTHORIZATION_PDF.at_most_one_chunk(),
+                ),
             ],
             (Backend::Postgres, None) => vec![format!(
                 "WITH authorized AS ({authorize} RETURNING 1), queued AS ({})
@@ -730,7 +735,10 @@ impl Store {
                  {}",
                 auth_columns!(),
                 queue_job("FROM authorized"),
-                AUTHORIZATION_PDF.beside_sql("SELECT * FROM authorized WHERE EXISTS (SELECT 1 FROM pushed)", "TRUE"),
+                AUTHORIZATION_PDF.beside_sql(
+                    "SELECT * FROM authorized WHERE EXISTS (SELECT 1 FROM pushed)",
+                    &AUTHORIZATION_PDF.at_most_one_chunk()
+                ),
             )],
         };
         let payer = PayerAuthorized::pushed(push);
@@ -1246,6 +1254,7 @@ async fn set_failure(
 #[cfg(test)]
 mod tests {
     use fiscalbill_common::db::{Backend, DatabaseConfig, Db, test_support};
+    use fiscalbill_common::pdf_store::CHUNK_BYTES;
     use fiscalbill_common::pdf_store::test_support::whole_pdfs_survive_the_move_to_chunks;
 
     use bytes::Bytes;
@@ -1418,7 +1427,7 @@ mod tests {
         for config in test_support::both() {
             let db = Db::connect_until_ready(&config, "collection", &[MIGRATIONS]).await;
             let store = Store::new(db.clone());
-            let pdf = pdf_of_three_chunks();
+            let pdf = Bytes::from((0..CHUNK_BYTES).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
             store.insert_authorization(&authorization("o-1", "0000000001"), Some(&pdf)).await.unwrap();
             store.insert_authorization(&authorization("o-2", "0000000002"), None).await.unwrap();
             let lease = || Some(JobLease { holder: "replica-a", until: 1_000 });
@@ -1428,6 +1437,18 @@ mod tests {
             assert_eq!((read.key.order_id.as_str(), read.state), ("o-1", AuthState::Authorized), "{}", config.url);
             assert_eq!((read.openid.as_deref(), read.updated_at), (Some("o-payer"), 5), "{}", config.url);
             assert!(read_pdf == Some(pdf.clone()), "{}: the PDF read is not the one stored", config.url);
+            // A PDF of more than one chunk is left to the delivery's own read.
+            store
+                .insert_authorization(&authorization("o-5", "0000000005"), Some(&pdf_of_three_chunks()))
+                .await
+                .unwrap();
+            let (outcome, leased) = store.record_push(&push("k-5", "o-5", true), 5, lease()).await.unwrap();
+            let (read, read_pdf) = leased.unwrap_or_else(|| panic!("{}: the job was not leased", config.url));
+            assert_eq!((outcome, read.key.order_id.as_str(), read_pdf), (PushOutcome::Authorized, "o-5", None));
+            let (_, read_pdf) = store.authorization_to_deliver(&read.key, true).await.unwrap().unwrap();
+            assert!(read_pdf == Some(pdf_of_three_chunks()), "{}: the delivery reads it whole", config.url);
+            let issued = JobOutcome::Issued { card_id: Some("card-5".into()), card_code: None, openid: None };
+            store.finish_job(&read.key, "replica-a", &issued, 6).await.unwrap();
             // Any other push leases nothing, even when asked to.
             let (outcome, leased) = store.record_push(&push("k-1", "o-1", true), 6, lease()).await.unwrap();
             assert_eq!((outcome, leased.is_some()), (PushOutcome::Duplicate, false));

@@ -47,6 +47,14 @@ impl PdfTable {
         }
     }
 
+    /// A `with_pdf` condition for [`PdfTable::beside_sql`]: the PDF stored under (`$1`, `$2`)
+    /// is one chunk at most. A larger one is better read on its own, a chunk at a time, than
+    /// fetched whole in a write unit (which holds the writer while it is copied, and gives all
+    /// its chunks at once beside the buffer they go into).
+    pub fn at_most_one_chunk(self) -> String {
+        format!("(SELECT COUNT(*) FROM {} WHERE unit_appid = $1 AND order_id = $2) <= 1", self.0)
+    }
+
     /// A statement reading the row `row_sql` selects (at most one, keyed by `$1` = unit_appid
     /// and `$2` = order_id, as this table is) and, when the SQL expression `with_pdf` is true,
     /// the PDF stored under the same key: the row's columns come beside each chunk (`pdf_data`,

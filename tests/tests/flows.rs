@@ -260,3 +260,23 @@ async fn deliveries_in_flight_hold_no_more_pdf_bytes_than_the_budget() {
     assert_eq!(stack.calls("/nontax/insertbill").await, 3);
     assert_eq!(stack.cards(PAYER).await.len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pdf_of_several_chunks_goes_with_the_bill_its_push_delivers() {
+    // With a delivery slot and PDF budget free, the push delivers its order's IssueBill at once
+    // with what its unit read; a PDF of more than one chunk is left out of that read, and the
+    // delivery reads it on its own. The bill in the card package is the supplied PDF (signed
+    // by an incremental update, which keeps its bytes), not one the bureau rendered.
+    let mut stack = Stack::start(Options::default()).await;
+    let pdf = wechat::pdf::sample_of_size(700 * 1024);
+    let request =
+        pb::CreateAuthorizationRequest { pdf: pdf.clone().into(), ..stack.create_request("order-large", Source::Web) };
+    let created = stack.collection.create_authorization(request).await.unwrap().into_inner();
+    stack.answer(&created.authorization.unwrap().auth_url, false).await;
+    stack.wait_for("order-large", pb::AuthorizationState::Issued).await;
+    let cards = stack.cards(PAYER).await;
+    assert_eq!(cards.len(), 1);
+    let url = cards[0]["pdf_url"].as_str().unwrap();
+    let on_card = reqwest::get(url).await.unwrap().error_for_status().unwrap().bytes().await.unwrap();
+    assert!(on_card.starts_with(&pdf), "the card's PDF ({} bytes) is not the supplied one", on_card.len());
+}

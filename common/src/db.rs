@@ -258,8 +258,7 @@ impl Db {
     pub async fn connect(config: &DatabaseConfig, default_schema: &str) -> Result<Db, DbError> {
         sqlx::any::install_default_drivers();
         let url = config.url.trim();
-        let sqlite_path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"));
-        let (backend, url) = if let Some(path) = sqlite_path {
+        let (backend, url) = if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
             (Backend::Sqlite, sqlite_url(path)?)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             (Backend::Postgres, url.to_owned())
@@ -290,11 +289,14 @@ impl Db {
                     idle.push(reader);
                 }
                 let readers = ReaderSet { permits: Arc::new(Semaphore::new(idle.len())), idle: idle.into() };
+                // The file as SQLite opened it, for the group-commit thread's own connection.
+                let file: String = sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+                    .fetch_one(&mut writer)
+                    .await?;
                 let writer = Arc::new(Mutex::new(writer));
-                let file = sqlite_path.unwrap_or_default().split('?').next().unwrap_or_default();
                 Connections::Sqlite(SqliteConnections {
                     readers: Arc::new(readers),
-                    groups: GroupCommit::start(Path::new(file), writer.clone())?,
+                    groups: GroupCommit::start(Path::new(&file), writer.clone())?,
                     checkpoints: WalCheckpoints::start(&writer, checkpointer),
                     writer,
                     ordinary_turn: Arc::default(),
@@ -413,10 +415,9 @@ impl Db {
     /// On SQLite a unit is `SAVEPOINT unit; s1; ...; sn; RELEASE unit`, run by the group-commit
     /// thread ([`crate::group_commit`]) on a connection of its own while it holds the writer; it
     /// runs units waiting together in one transaction, and a failure undoes the unit alone. A
-    /// unit with `more` runs
-    /// as `BEGIN IMMEDIATE; s1; ...; sn`, its `more`, then COMMIT, in its turn among ordinary
-    /// transactions; a failure or an abandoned call rolls back what ran. On PostgreSQL the unit
-    /// is one statement, the first ones in `WITH`.
+    /// unit with `more` runs as `BEGIN IMMEDIATE; s1; ...; sn`, its `more`, then COMMIT, on the
+    /// writer in its turn among ordinary transactions; a failure or an abandoned call rolls back
+    /// what ran. On PostgreSQL the unit is one statement, the first ones in `WITH`.
     pub async fn write_together(
         &self,
         statements: &[String],

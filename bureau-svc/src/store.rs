@@ -481,7 +481,7 @@ impl Store {
                 .bind(holder)
                 .bind(lease_until)
         };
-        let rows = self.db.write_together(&statements, bind, pdf.more).await?;
+        let rows = self.db.write_together(statements, bind, pdf.more).await?;
         let row = rows.first().ok_or_else(|| Error::Protocol("the inserted bill came back with no row".into()))?;
         bill_from_row(row)
     }
@@ -668,7 +668,7 @@ impl Store {
                 .bind(release)
                 .bind(change.stored_state.as_str())
         };
-        let rows = self.db.write_together(&[statement.to_owned()], bind, None).await?;
+        let rows = self.db.write_together(vec![statement.to_owned()], bind, None).await?;
         rows.first().map(bill_from_row).transpose()
     }
 

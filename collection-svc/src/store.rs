@@ -460,7 +460,7 @@ impl Store {
                 None => query,
             }
         };
-        self.db.write_together(&statements, bind, more).await?;
+        self.db.write_together(statements, bind, more).await?;
         self.wake_watchers();
         Ok(())
     }
@@ -752,7 +752,7 @@ impl Store {
                 .bind(lease.map_or(0, |lease| lease.until))
         };
         // WeChat waits for this: it goes before the issuing work's transactions.
-        let rows = match self.db.write_together_first(&statements, bind).await {
+        let rows = match self.db.write_together_first(statements, bind).await {
             Ok(rows) => rows,
             // Recorded before: the whole unit was undone.
             Err(Error::Database(error)) if error.is_unique_violation() => return Ok(None),
@@ -962,7 +962,7 @@ impl Store {
         // A write unit of one statement: committed with others waiting at the writer.
         let bind = |query: Statement| query.bind(holder).bind(until).bind(now).bind(limit);
         self.db
-            .write_together(&[sql.to_owned()], bind, None)
+            .write_together(vec![sql.to_owned()], bind, None)
             .await?
             .iter()
             .map(|row| {
@@ -1050,7 +1050,7 @@ impl Store {
                 .bind(openid)
                 .bind(now)
         };
-        self.db.write_together(&statements, bind, None).await.map(drop)
+        self.db.write_together(statements, bind, None).await.map(drop)
     }
 
     /// The bureau accepted the bill and is issuing it: poll later.

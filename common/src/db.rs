@@ -274,10 +274,11 @@ impl Db {
             Backend::Sqlite => {
                 let options: AnyConnectOptions = url.parse()?;
                 let mut writer = sqlite_connection(&options).await?;
-                // Its commits never checkpoint: see [`WalCheckpoints`]. Its page cache is a
-                // reader's (below): most writes are the group-commit thread's, whose every commit
-                // empties this connection's cache, and a large PDF written here filled 2 MiB.
-                writer.execute("PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -256").await?;
+                writer.execute(WRITER_PRAGMAS).await?;
+                // A reader's page cache (below): most writes are the group-commit thread's,
+                // whose every commit empties this connection's cache, and a large PDF written
+                // here filled 2 MiB.
+                writer.execute(SMALL_PAGE_CACHE).await?;
                 let checkpointer = sqlite_connection(&options).await?;
                 let mut idle = Vec::new();
                 for _ in 0..config.max_connections.max(1) {
@@ -285,7 +286,7 @@ impl Db {
                     // A reader's page cache is emptied whenever it begins a transaction after a
                     // write, so under writes it serves one statement only: 256 KiB (64 pages)
                     // instead of SQLite's 2 MiB, which a PDF read back filled and kept.
-                    reader.execute("PRAGMA cache_size = -256").await?;
+                    reader.execute(SMALL_PAGE_CACHE).await?;
                     idle.push(reader);
                 }
                 let readers = ReaderSet { permits: Arc::new(Semaphore::new(idle.len())), idle: idle.into() };
@@ -420,7 +421,7 @@ impl Db {
     /// what ran. On PostgreSQL the unit is one statement, the first ones in `WITH`.
     pub async fn write_together(
         &self,
-        statements: &[String],
+        statements: Vec<String>,
         bind: impl FnOnce(Statement) -> Statement,
         more: Option<MoreStatements<'_>>,
     ) -> Result<Vec<AnyRow>, sqlx::Error> {
@@ -431,7 +432,7 @@ impl Db {
     /// [`Db::begin_write_first`] does.
     pub async fn write_together_first(
         &self,
-        statements: &[String],
+        statements: Vec<String>,
         bind: impl FnOnce(Statement) -> Statement,
     ) -> Result<Vec<AnyRow>, sqlx::Error> {
         self.run_unit(statements, bind, None, false).await
@@ -439,7 +440,7 @@ impl Db {
 
     async fn run_unit(
         &self,
-        statements: &[String],
+        statements: Vec<String>,
         bind: impl FnOnce(Statement) -> Statement,
         more: Option<MoreStatements<'_>>,
         ordinary: bool,
@@ -448,7 +449,7 @@ impl Db {
             // sqlx never reports a unit's statements one by one (the group-commit thread runs
             // them itself; a unit with `more` is one batch, which starts with BEGIN): they are
             // counted here.
-            for statement in statements {
+            for statement in &statements {
                 crate::statement_counts::count(statement);
             }
         }
@@ -458,7 +459,7 @@ impl Db {
                 // their SAVEPOINT: only their arguments are bound here.
                 let mut bound = bind(sqlx::query(AssertSqlSafe(String::new())));
                 let arguments = bound.take_arguments().map_err(sqlx::Error::Encode)?.unwrap_or_default();
-                sqlite.groups.run(statements.to_vec(), arguments, !ordinary).await
+                sqlite.groups.run(statements, arguments, !ordinary).await
             }
             (Connections::Sqlite(sqlite), Some(more)) => {
                 crate::statement_counts::WRITE_TRANSACTIONS.inc();
@@ -483,7 +484,7 @@ impl Db {
             }
             (Connections::Postgres(pool), more) => {
                 crate::statement_counts::WRITE_TRANSACTIONS.inc();
-                let query = bind(sqlx::query(AssertSqlSafe(postgres_unit_sql(statements))));
+                let query = bind(sqlx::query(AssertSqlSafe(postgres_unit_sql(&statements))));
                 match more {
                     None => query.fetch_all(pool).await,
                     Some(more) => {
@@ -660,19 +661,27 @@ fn postgres_unit_sql(statements: &[String]) -> String {
     }
 }
 
+/// How every SQLite connection of a service is set up. WAL: readers never block the writer.
+/// NORMAL: a commit survives a crash of the process (not necessarily of the machine).
+/// temp_store MEMORY: the statement journal, which keeps what each write unit's SAVEPOINT would
+/// roll back, stays in memory instead of spilling to a temporary file past 64 KiB (a unit holds
+/// a PDF chunk of up to 256 KiB); it is gone at each RELEASE, and its content is never needed
+/// after a crash.
+pub(crate) const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;";
+
+/// What a connection that writes adds (the writer, the group-commit thread's): its commits never
+/// checkpoint, see [`WalCheckpoints`].
+pub(crate) const WRITER_PRAGMAS: &str = "PRAGMA wal_autocheckpoint = 0";
+
+/// A page cache of 256 KiB instead of SQLite's 2 MiB, for connections whose cache another
+/// connection's commits keep emptying (see [`Db::connect`]).
+const SMALL_PAGE_CACHE: &str = "PRAGMA cache_size = -256";
+
 /// One SQLite connection of the service's own.
 async fn sqlite_connection(options: &AnyConnectOptions) -> Result<AnyConnection, sqlx::Error> {
     let mut conn = options.connect().await?;
-    // WAL: readers never block the writer. NORMAL: a commit survives a crash of the process
-    // (not necessarily of the machine). temp_store MEMORY: the statement journal, which keeps
-    // what each write unit's SAVEPOINT would roll back, stays in memory instead of spilling to
-    // a temporary file past 64 KiB (a unit holds a PDF chunk of up to 256 KiB); it is gone at
-    // each RELEASE, and its content is never needed after a crash.
-    conn.execute(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
-         PRAGMA temp_store = MEMORY;",
-    )
-    .await?;
+    conn.execute(SQLITE_PRAGMAS).await?;
     Ok(conn)
 }
 

@@ -36,6 +36,8 @@ use sqlx_core::any::{AnyArguments, AnyColumn, AnyRow, AnyTypeInfo, AnyTypeInfoKi
 use sqlx_core::ext::ustr::UStr;
 use tokio::sync::oneshot;
 
+use crate::db::{SQLITE_PRAGMAS, WRITER_PRAGMAS};
+
 /// The most units in one transaction: bounds how long the first of a group waits for its commit
 /// (units take 0.05 to 0.5 ms each).
 const MAX_GROUP: usize = 16;
@@ -182,14 +184,11 @@ impl Drop for GroupCommit {
     }
 }
 
-/// The thread's connection, set up as the writer is (`db.rs`): WAL, NORMAL sync, foreign keys,
-/// statement journals in memory, and no checkpoint of its own (`wal_checkpoint.rs` does them).
+/// The thread's connection, set up as the writer is (`db.rs`); it keeps SQLite's page cache.
 fn open(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
-    conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; \
-         PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 0;",
-    )?;
+    conn.execute_batch(SQLITE_PRAGMAS)?;
+    conn.execute_batch(WRITER_PRAGMAS)?;
     conn.set_prepared_statement_cache_capacity(CACHED_STATEMENTS);
     Ok(conn)
 }

@@ -52,7 +52,8 @@ impl PdfTable {
     /// fetched whole in a write unit (which holds the writer while it is copied, and gives all
     /// its chunks at once beside the buffer they go into).
     pub fn at_most_one_chunk(self) -> String {
-        format!("(SELECT COUNT(*) FROM {} WHERE unit_appid = $1 AND order_id = $2) <= 1", self.0)
+        // No chunk after the first: one seek of the key, however many chunks there are.
+        format!("NOT EXISTS (SELECT 1 FROM {} WHERE unit_appid = $1 AND order_id = $2 AND seq > 0)", self.0)
     }
 
     /// A statement reading the row `row_sql` selects (at most one, keyed by `$1` = unit_appid

@@ -41,8 +41,9 @@ pub static STATEMENTS: LazyLock<Family<KindLabel, Counter>> = LazyLock::new(|| {
 /// Queries sent to the database, each one round trip (to a SQLite connection's own thread, or to
 /// PostgreSQL): a batch sent as one query is one, its BEGIN or COMMIT sent alone another (sqlx's
 /// BEGIN on PostgreSQL, which has no event, is counted where `Db` begins it); on SQLite a group
-/// of write units is one, the hand-off to the group-commit thread. What a service waits for, and what its context switches follow. sqlx's pool
-/// pings on PostgreSQL are not queries and are not counted.
+/// of write units is one, the hand-off to the group-commit thread. What a service waits for, and
+/// what its context switches follow. sqlx's pool pings on PostgreSQL are not queries and are not
+/// counted.
 pub static QUERIES: LazyLock<Counter> = LazyLock::new(Counter::default);
 
 /// Write transactions begun (`Db::begin_write`, `Db::begin_write_first`, `Db::write_together`;

@@ -31,7 +31,7 @@ async fn each_round_trip_is_one_query_and_a_write_unit_is_one() {
 
         sqlx::query("SELECT COUNT(*) FROM t").fetch_one(&mut *db.read().await.unwrap()).await.unwrap();
         let unit = ["INSERT INTO t VALUES ($1, 1)".to_owned(), "INSERT INTO t VALUES ($2, 2)".to_owned()];
-        db.write_together(&unit, |query| query.bind("a").bind("b"), None).await.unwrap();
+        db.write_together(unit.to_vec(), |query| query.bind("a").bind("b"), None).await.unwrap();
         let mut tx = db.begin_write().await.unwrap();
         sqlx::query("UPDATE t SET v = 3 WHERE k = $1").bind("a").execute(&mut *tx).await.unwrap();
         tx.commit().await.unwrap();

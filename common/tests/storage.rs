@@ -71,7 +71,7 @@ async fn pdf_chunks_round_trip(config: fiscalbill_common::db::DatabaseConfig) {
         let in_unit = table.in_unit("wxc0000000000000c1", &order_id, &pdf, 3);
         let statements = [in_unit.statement];
         let bind = |query: Statement| query.bind("wxc0000000000000c1").bind(&order_id).bind(in_unit.first_chunk);
-        db.write_together(&statements, bind, in_unit.more).await.unwrap();
+        db.write_together(statements.to_vec(), bind, in_unit.more).await.unwrap();
         let read =
             table.read(&mut db.read().await.unwrap(), "wxc0000000000000c1", &format!("order-{n}")).await.unwrap();
         assert_eq!(read.as_deref(), Some(&pdf[..]), "{size} bytes read back");
@@ -174,15 +174,17 @@ async fn write_units_are_all_or_nothing(config: fiscalbill_common::db::DatabaseC
         move |query: Statement| query.bind(first).bind(second).bind(vec![1_u8])
     };
 
-    db.write_together(&statements, unit("taken", "kept"), None).await.unwrap();
+    db.write_together(statements.to_vec(), unit("taken", "kept"), None).await.unwrap();
     // The second statement finds its key taken: the first one's rows go too.
-    let failed = db.write_together(&statements, unit("failed", "kept"), None).await;
+    let failed = db.write_together(statements.to_vec(), unit("failed", "kept"), None).await;
     assert!(failed.is_err(), "{}", config.url);
     assert_eq!(count("failed").await, 0, "{}", config.url);
 
     // Abandoned as soon as it is sent.
-    let abandoned =
-        tokio::time::timeout(std::time::Duration::ZERO, db.write_together(&statements, unit("gone", "gone-2"), None));
+    let abandoned = tokio::time::timeout(
+        std::time::Duration::ZERO,
+        db.write_together(statements.to_vec(), unit("gone", "gone-2"), None),
+    );
     let _ = abandoned.await;
     // Both counts in one read (one snapshot): on PostgreSQL the statement may still be running
     // and commit between two reads.
@@ -204,14 +206,14 @@ async fn write_units_are_all_or_nothing(config: fiscalbill_common::db::DatabaseC
     };
     // The second statement after the unit repeats the first's key.
     let more: MoreStatements = Box::new([third_row("opened"), third_row("opened")].into_iter());
-    let failed = db.write_together(&statements, unit("opened", "opened-2"), Some(more)).await;
+    let failed = db.write_together(statements.to_vec(), unit("opened", "opened-2"), Some(more)).await;
     assert!(failed.is_err(), "{}", config.url);
     assert_eq!((count("opened").await, count("opened-2").await), (0, 0), "{}", config.url);
     let more: MoreStatements = Box::new([third_row("more")].into_iter());
-    db.write_together(&statements, unit("more", "more-2"), Some(more)).await.unwrap();
+    db.write_together(statements.to_vec(), unit("more", "more-2"), Some(more)).await.unwrap();
     assert_eq!((count("more").await, count("more-2").await), (3, 1), "{}", config.url);
 
-    db.write_together(&statements, unit("next", "next-2"), None).await.unwrap();
+    db.write_together(statements.to_vec(), unit("next", "next-2"), None).await.unwrap();
     assert_eq!((count("taken").await, count("kept").await), (2, 1), "{}", config.url);
     assert_eq!((count("next").await, count("next-2").await), (2, 1), "{}", config.url);
     db.close().await;
@@ -250,9 +252,10 @@ async fn a_units_rows_and_errors_are_sqlxs_on_sqlite() {
     let bind = |first: &'static str, second: &'static str| {
         move |query: Statement| query.bind(first).bind(second).bind(0.5_f64).bind(vec![1_u8, 0, 255]).bind(true)
     };
-    let by_thread = db.write_together(&statements, bind("a", "b"), None).await.unwrap();
+    let by_thread = db.write_together(statements.to_vec(), bind("a", "b"), None).await.unwrap();
     // The same unit through sqlx's driver: a unit with statements after it is one sqlx batch.
-    let by_sqlx = db.write_together(&statements, bind("c", "d"), Some(Box::new(std::iter::empty()))).await.unwrap();
+    let by_sqlx =
+        db.write_together(statements.to_vec(), bind("c", "d"), Some(Box::new(std::iter::empty()))).await.unwrap();
     let returned = |row: &sqlx::any::AnyRow| {
         (
             row.try_get::<i64, _>("id").unwrap(),
@@ -270,7 +273,7 @@ async fn a_units_rows_and_errors_are_sqlxs_on_sqlite() {
 
     // The first row, as the unit and as sqlx's reader give it.
     let select = "SELECT id, name, ratio, data, flag, missing FROM kinds WHERE id = 1";
-    let through_unit = db.write_together(&[select.to_owned()], |query| query, None).await.unwrap();
+    let through_unit = db.write_together(vec![select.to_owned()], |query| query, None).await.unwrap();
     let through_sqlx = sqlx::query(select).fetch_all(&mut *db.read().await.unwrap()).await.unwrap();
     let read = |row: &sqlx::any::AnyRow| {
         (
@@ -289,7 +292,7 @@ async fn a_units_rows_and_errors_are_sqlxs_on_sqlite() {
     assert_eq!(names(&through_unit[0]), names(&through_sqlx[0]));
 
     // A duplicate name: a unique violation with SQLite's extended code, the unit undone whole.
-    let Err(sqlx::Error::Database(error)) = db.write_together(&statements, bind("e", "b"), None).await else {
+    let Err(sqlx::Error::Database(error)) = db.write_together(statements.to_vec(), bind("e", "b"), None).await else {
         panic!("a duplicate is a database error");
     };
     assert!(error.is_unique_violation(), "{error}");
@@ -299,8 +302,8 @@ async fn a_units_rows_and_errors_are_sqlxs_on_sqlite() {
         sqlx::query_scalar("SELECT COUNT(*) FROM kinds").fetch_one(&mut *db.read().await.unwrap()).await.unwrap();
     assert_eq!(count, 4, "the unit's first insert (\"e\") was undone with it");
     // SQL that does not parse is an error too, and the thread goes on.
-    assert!(db.write_together(&["INSERT INTO nowhere".to_owned()], |query| query, None).await.is_err());
-    db.write_together(&statements, bind("f", "g"), None).await.unwrap();
+    assert!(db.write_together(vec!["INSERT INTO nowhere".to_owned()], |query| query, None).await.is_err());
+    db.write_together(statements.to_vec(), bind("f", "g"), None).await.unwrap();
     db.close().await;
 }
 
@@ -325,7 +328,7 @@ async fn write_units_waiting_together_commit_together_on_sqlite() {
     let failing = [0, 3, 7];
     for n in failing {
         let order = format!("unit-{n}");
-        db.write_together(&statements[1..], |query| query.bind(order).bind(vec![0_u8]), None).await.unwrap();
+        db.write_together(statements[1..].to_vec(), |query| query.bind(order).bind(vec![0_u8]), None).await.unwrap();
     }
 
     // The writer is busy while eight units queue.
@@ -335,7 +338,8 @@ async fn write_units_waiting_together_commit_together_on_sqlite() {
             let (db, statements) = (db.clone(), statements.clone());
             tokio::spawn(async move {
                 let order = format!("unit-{n}");
-                let ran = db.write_together(&statements, |query| query.bind(order).bind(vec![n as u8]), None).await;
+                let ran =
+                    db.write_together(statements.to_vec(), |query| query.bind(order).bind(vec![n as u8]), None).await;
                 // What a failing unit's caller finds when it hears back: the group is over, so
                 // the rows of the others (unit-1's, run after unit-0) are committed.
                 let seen = rows_of(&db, "unit-1").await;
@@ -378,7 +382,9 @@ async fn the_wal_is_copied_into_the_database_while_it_is_open_on_sqlite() {
     let units = 32;
     for n in 0..units {
         let data = vec![n as u8; CHUNK_BYTES];
-        db.write_together(&statement, move |query| query.bind(format!("o-{n}")).bind(data), None).await.unwrap();
+        db.write_together(statement.to_vec(), move |query| query.bind(format!("o-{n}")).bind(data), None)
+            .await
+            .unwrap();
     }
     assert!(size(&path.with_extension("db-wal")) > 0, "the database is in WAL mode");
     let written = (units * CHUNK_BYTES) as u64;
@@ -404,7 +410,7 @@ async fn readers_keep_a_small_page_cache_on_sqlite() {
     assert_eq!(cache_size(reader), -256, "256 KiB");
     let writer = sqlx::query("PRAGMA cache_size").fetch_one(&mut *db.write().await.unwrap()).await.unwrap();
     assert_eq!(cache_size(writer), -256, "256 KiB");
-    let unit = db.write_together(&["PRAGMA cache_size".to_owned()], |query| query, None).await.unwrap();
+    let unit = db.write_together(vec!["PRAGMA cache_size".to_owned()], |query| query, None).await.unwrap();
     assert_eq!(cache_size(unit.into_iter().next().unwrap()), -2000, "SQLite's default, 2,000 KiB");
     db.close().await;
 }
@@ -428,8 +434,8 @@ async fn a_group_with_a_push_takes_no_more_ordinary_units_on_sqlite() {
         units.push(tokio::spawn(async move {
             let bind = |query: fiscalbill_common::db::Statement| query.bind(order).bind(vec![1_u8]);
             match first {
-                true => db.write_together_first(&statement, bind).await,
-                false => db.write_together(&statement, bind, None).await,
+                true => db.write_together_first(statement.to_vec(), bind).await,
+                false => db.write_together(statement.to_vec(), bind, None).await,
             }
         }));
         while counts.units.load(Ordering::Relaxed) == submitted {

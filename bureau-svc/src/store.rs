@@ -201,10 +201,8 @@ impl Store {
     // --- s_pappid ---
 
     pub async fn sp_app(&self, bureau_appid: &str) -> Result<Option<SpApp>, Error> {
-        let row = sqlx::query("SELECT bureau_appid, s_pappid, invoice_url FROM sp_app WHERE bureau_appid = $1")
-            .bind(bureau_appid)
-            .fetch_optional(&mut *self.db.read().await?)
-            .await?;
+        let sql = "SELECT bureau_appid, s_pappid, invoice_url FROM sp_app WHERE bureau_appid = $1";
+        let row = self.db.read_row(sql, |query| query.bind(bureau_appid)).await?;
         row.map(|row| {
             Ok(SpApp {
                 bureau_appid: row.try_get("bureau_appid")?,
@@ -234,15 +232,8 @@ impl Store {
     // --- units and templates ---
 
     pub async fn unit(&self, appid: &str) -> Result<Option<Unit>, Error> {
-        sqlx::query(
-            "SELECT appid, payee, logo_url, logo_sha256, card_id, template_created_at FROM unit WHERE appid = $1",
-        )
-        .bind(appid)
-        .fetch_optional(&mut *self.db.read().await?)
-        .await?
-        .as_ref()
-        .map(unit_from_row)
-        .transpose()
+        let sql = "SELECT appid, payee, logo_url, logo_sha256, card_id, template_created_at FROM unit WHERE appid = $1";
+        self.db.read_row(sql, |query| query.bind(appid)).await?.as_ref().map(unit_from_row).transpose()
     }
 
     /// Adds a unit; false if it existed.
@@ -369,10 +360,9 @@ impl Store {
 
     pub async fn bill(&self, key: &BillKey) -> Result<Option<Bill>, Error> {
         let _span = storage_span("bill");
-        sqlx::query(concat!("SELECT ", bill_columns!(), " FROM bill WHERE unit_appid = $1 AND order_id = $2"))
-            .bind(&key.unit_appid)
-            .bind(&key.order_id)
-            .fetch_optional(&mut *self.db.read().await?)
+        let sql = concat!("SELECT ", bill_columns!(), " FROM bill WHERE unit_appid = $1 AND order_id = $2");
+        self.db
+            .read_row(sql, |query| query.bind(&key.unit_appid).bind(&key.order_id))
             .await?
             .as_ref()
             .map(bill_from_row)
@@ -381,11 +371,8 @@ impl Store {
 
     /// The bill's trace (for the spans of its later work).
     pub async fn trace(&self, key: &BillKey) -> Result<Option<TraceContext>, Error> {
-        let row = sqlx::query("SELECT trace_id, trace_parent_id FROM bill WHERE unit_appid = $1 AND order_id = $2")
-            .bind(&key.unit_appid)
-            .bind(&key.order_id)
-            .fetch_optional(&mut *self.db.read().await?)
-            .await?;
+        let sql = "SELECT trace_id, trace_parent_id FROM bill WHERE unit_appid = $1 AND order_id = $2";
+        let row = self.db.read_row(sql, |query| query.bind(&key.unit_appid).bind(&key.order_id)).await?;
         row.map(|row| {
             Ok(TraceContext { trace_id: row.try_get("trace_id")?, parent_id: row.try_get("trace_parent_id")? })
         })
@@ -402,7 +389,7 @@ impl Store {
         billing_code: &str,
     ) -> Result<BillsInTheWay, Error> {
         let _span = storage_span("bills_in_the_way");
-        let rows = sqlx::query(concat!(
+        let sql = concat!(
             "SELECT 'order' AS matched, ",
             bill_columns!(),
             " FROM bill WHERE unit_appid = $1 AND order_id = $2
@@ -412,14 +399,13 @@ impl Store {
               UNION ALL SELECT 'billing_number', ",
             bill_columns!(),
             " FROM bill WHERE billing_no = $4 AND billing_code = $5"
-        ))
-        .bind(&key.unit_appid)
-        .bind(&key.order_id)
-        .bind(request_id)
-        .bind(billing_no)
-        .bind(billing_code)
-        .fetch_all(&mut *self.db.read().await?)
-        .await?;
+        );
+        let rows = self
+            .db
+            .read_rows(sql, |query| {
+                query.bind(&key.unit_appid).bind(&key.order_id).bind(request_id).bind(billing_no).bind(billing_code)
+            })
+            .await?;
         let mut found = BillsInTheWay::default();
         for row in &rows {
             let matched: String = row.try_get("matched")?;

@@ -311,9 +311,8 @@ impl Store {
     // --- settings ---
 
     pub async fn setting(&self, name: &str) -> Result<Option<String>, Error> {
-        sqlx::query("SELECT value FROM setting WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&mut *self.db.read().await?)
+        self.db
+            .read_row("SELECT value FROM setting WHERE name = $1", |query| query.bind(name))
             .await?
             .map(|row| row.try_get(0))
             .transpose()
@@ -333,10 +332,8 @@ impl Store {
 
     pub async fn authorization(&self, key: &OrderKey) -> Result<Option<Authorization>, Error> {
         let _span = storage_span("authorization");
-        sqlx::query(AUTHORIZATION_BY_KEY)
-            .bind(&key.unit_appid)
-            .bind(&key.order_id)
-            .fetch_optional(&mut *self.db.read().await?)
+        self.db
+            .read_row(AUTHORIZATION_BY_KEY, |query| query.bind(&key.unit_appid).bind(&key.order_id))
             .await?
             .as_ref()
             .map(auth_from_row)
@@ -355,25 +352,16 @@ impl Store {
     /// The order that holds a billing number, if any.
     pub async fn billing_number_holder(&self, billing_no: &str, billing_code: &str) -> Result<Option<OrderKey>, Error> {
         let _span = storage_span("billing_number_holder");
-        let row =
-            sqlx::query("SELECT unit_appid, order_id FROM billing_number WHERE billing_no = $1 AND billing_code = $2")
-                .bind(billing_no)
-                .bind(billing_code)
-                .fetch_optional(&mut *self.db.read().await?)
-                .await?;
+        let sql = "SELECT unit_appid, order_id FROM billing_number WHERE billing_no = $1 AND billing_code = $2";
+        let row = self.db.read_row(sql, |query| query.bind(billing_no).bind(billing_code)).await?;
         row.map(|row| Ok(OrderKey { unit_appid: row.try_get("unit_appid")?, order_id: row.try_get("order_id")? }))
             .transpose()
     }
 
     /// The order's trace (for the spans of its later work).
     pub async fn trace(&self, key: &OrderKey) -> Result<Option<TraceContext>, Error> {
-        let row = sqlx::query(
-            "SELECT trace_id, trace_parent_id FROM payer_authorization WHERE unit_appid = $1 AND order_id = $2",
-        )
-        .bind(&key.unit_appid)
-        .bind(&key.order_id)
-        .fetch_optional(&mut *self.db.read().await?)
-        .await?;
+        let sql = "SELECT trace_id, trace_parent_id FROM payer_authorization WHERE unit_appid = $1 AND order_id = $2";
+        let row = self.db.read_row(sql, |query| query.bind(&key.unit_appid).bind(&key.order_id)).await?;
         row.map(|row| {
             Ok(TraceContext { trace_id: row.try_get("trace_id")?, parent_id: row.try_get("trace_parent_id")? })
         })
@@ -390,18 +378,15 @@ impl Store {
         billing_code: &str,
     ) -> Result<OrdersInTheWay, Error> {
         let _span = storage_span("orders_in_the_way");
-        let rows = sqlx::query(
-            "SELECT 'order' AS matched, unit_appid, order_id FROM payer_authorization WHERE unit_appid = $1 AND order_id = $2
+        let sql = "SELECT 'order' AS matched, unit_appid, order_id FROM payer_authorization WHERE unit_appid = $1 AND order_id = $2
              UNION ALL SELECT 'request_id', unit_appid, order_id FROM payer_authorization WHERE request_id = $3
-             UNION ALL SELECT 'billing_number', unit_appid, order_id FROM billing_number WHERE billing_no = $4 AND billing_code = $5",
-        )
-        .bind(&key.unit_appid)
-        .bind(&key.order_id)
-        .bind(request_id)
-        .bind(billing_no)
-        .bind(billing_code)
-        .fetch_all(&mut *self.db.read().await?)
-        .await?;
+             UNION ALL SELECT 'billing_number', unit_appid, order_id FROM billing_number WHERE billing_no = $4 AND billing_code = $5";
+        let rows = self
+            .db
+            .read_rows(sql, |query| {
+                query.bind(&key.unit_appid).bind(&key.order_id).bind(request_id).bind(billing_no).bind(billing_code)
+            })
+            .await?;
         let mut found = OrdersInTheWay::default();
         for row in &rows {
             let matched: String = row.try_get("matched")?;
@@ -518,18 +503,15 @@ impl Store {
     pub async fn end_of_changes(&self) -> Result<ChangePosition, Error> {
         match self.db.backend() {
             Backend::Sqlite => {
-                let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM authorization_change")
-                    .fetch_one(&mut *self.db.read().await?)
-                    .await?;
+                let row =
+                    self.db.read_one("SELECT COALESCE(MAX(seq), 0) FROM authorization_change", |query| query).await?;
                 Ok(ChangePosition { txid: 0, seq: row.try_get(0)? })
             }
             // Before the oldest transaction still running: changes of older ones are all
             // committed or gone.
             Backend::Postgres => {
-                let horizon: i64 = sqlx::query("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
-                    .fetch_one(&mut *self.db.read().await?)
-                    .await?
-                    .try_get(0)?;
+                let sql = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
+                let horizon: i64 = self.db.read_one(sql, |query| query).await?.try_get(0)?;
                 Ok(ChangePosition { txid: horizon - 1, seq: i64::MAX })
             }
         }
@@ -538,9 +520,8 @@ impl Store {
     /// Where the deleted part of the change log ends: a stream positioned before it would miss
     /// changes.
     pub async fn pruned_through(&self) -> Result<ChangePosition, Error> {
-        let row = sqlx::query("SELECT txid, seq FROM authorization_change_pruned WHERE id = 1")
-            .fetch_one(&mut *self.db.read().await?)
-            .await?;
+        let sql = "SELECT txid, seq FROM authorization_change_pruned WHERE id = 1";
+        let row = self.db.read_one(sql, |query| query).await?;
         Ok(ChangePosition { txid: row.try_get(0)?, seq: row.try_get(1)? })
     }
 
@@ -598,26 +579,18 @@ impl Store {
             // The oldest transaction still running, and whether committed changes of the unit
             // wait behind it: in one statement, so that both see the same moment.
             Backend::Postgres => {
-                let row = sqlx::query(
-                    "SELECT h.horizon, EXISTS (SELECT 1 FROM authorization_change
+                let sql = "SELECT h.horizon, EXISTS (SELECT 1 FROM authorization_change
                         WHERE unit_appid = $1 AND txid >= h.horizon AND (txid, seq) > ($2, $3)) AS held_back
-                     FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon) h",
-                )
-                .bind(unit_appid)
-                .bind(after.txid)
-                .bind(after.seq)
-                .fetch_one(&mut *self.db.read().await?)
-                .await?;
+                     FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon) h";
+                let row =
+                    self.db.read_one(sql, |query| query.bind(unit_appid).bind(after.txid).bind(after.seq)).await?;
                 (row.try_get("horizon")?, row.try_get("held_back")?)
             }
         };
-        let changes = sqlx::query(self.db.sql(CHANGES_AFTER_SQLITE, CHANGES_AFTER_POSTGRES))
-            .bind(unit_appid)
-            .bind(after.txid)
-            .bind(after.seq)
-            .bind(horizon)
-            .bind(limit)
-            .fetch_all(&mut *self.db.read().await?)
+        let sql = self.db.sql(CHANGES_AFTER_SQLITE, CHANGES_AFTER_POSTGRES);
+        let changes = self
+            .db
+            .read_rows(sql, |query| query.bind(unit_appid).bind(after.txid).bind(after.seq).bind(horizon).bind(limit))
             .await?
             .iter()
             .map(|row| {
@@ -906,12 +879,8 @@ impl Store {
 
     /// Whether another replica (or task) is delivering the order's job right now.
     pub async fn job_in_flight(&self, key: &OrderKey, now: i64) -> Result<bool, Error> {
-        let row = sqlx::query("SELECT 1 FROM outbox WHERE unit_appid = $1 AND order_id = $2 AND lease_until > $3")
-            .bind(&key.unit_appid)
-            .bind(&key.order_id)
-            .bind(now)
-            .fetch_optional(&mut *self.db.read().await?)
-            .await?;
+        let sql = "SELECT 1 FROM outbox WHERE unit_appid = $1 AND order_id = $2 AND lease_until > $3";
+        let row = self.db.read_row(sql, |query| query.bind(&key.unit_appid).bind(&key.order_id).bind(now)).await?;
         Ok(row.is_some())
     }
 

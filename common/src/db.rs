@@ -14,6 +14,7 @@ use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, ConnectOptions, Connectio
 use tokio::sync::{Mutex, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
 
 use crate::group_commit::GroupCommit;
+use crate::sqlite_reads::SqliteReads;
 use crate::wal_checkpoint::WalCheckpoints;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,6 +108,8 @@ struct SqliteConnections {
     ordinary_turn: Arc<Mutex<()>>,
     /// Write units, committed in groups on the writer.
     groups: GroupCommit,
+    /// Short reads, run by the task that asks for them ([`Db::read_rows`]).
+    direct_reads: SqliteReads,
     /// The WAL copied into the database file off the writer.
     checkpoints: WalCheckpoints,
     acquire_timeout: Duration,
@@ -290,7 +293,8 @@ impl Db {
                     idle.push(reader);
                 }
                 let readers = ReaderSet { permits: Arc::new(Semaphore::new(idle.len())), idle: idle.into() };
-                // The file as SQLite opened it, for the group-commit thread's own connection.
+                // The file as SQLite opened it, for the connections of our own (the group-commit
+                // thread's, the direct reads').
                 let file: String = sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
                     .fetch_one(&mut writer)
                     .await?;
@@ -298,6 +302,7 @@ impl Db {
                 Connections::Sqlite(SqliteConnections {
                     readers: Arc::new(readers),
                     groups: GroupCommit::start(Path::new(&file), writer.clone())?,
+                    direct_reads: SqliteReads::open(Path::new(&file))?,
                     checkpoints: WalCheckpoints::start(&writer, checkpointer),
                     writer,
                     ordinary_turn: Arc::default(),
@@ -337,6 +342,58 @@ impl Db {
                 Ok(Conn(ConnKind::Reader { conn: Some(conn), set: sqlite.readers.clone(), _permit: permit }))
             }
             Connections::Postgres(pool) => Ok(Conn(ConnKind::Pooled(pool.acquire().await?))),
+        }
+    }
+
+    /// Runs one statement that reads a few rows (by key, or up to a small LIMIT) and gives back
+    /// its rows, its arguments bound by `bind` (`$1` ... `$n`). On SQLite it runs here, on the
+    /// asking thread ([`crate::sqlite_reads`]): no round trip to a connection's thread. A read
+    /// that can be long (a list of any length, a PDF) takes a connection of [`Db::read`]
+    /// instead, whose reads run off the asking thread. On PostgreSQL, a pooled connection.
+    pub async fn read_rows(
+        &self,
+        sql: &str,
+        bind: impl FnOnce(Statement) -> Statement,
+    ) -> Result<Vec<AnyRow>, sqlx::Error> {
+        self.read_up_to(sql, bind, usize::MAX).await
+    }
+
+    /// The first row of a read (see [`Db::read_rows`]), if any.
+    pub async fn read_row(
+        &self,
+        sql: &str,
+        bind: impl FnOnce(Statement) -> Statement,
+    ) -> Result<Option<AnyRow>, sqlx::Error> {
+        Ok(self.read_up_to(sql, bind, 1).await?.pop())
+    }
+
+    /// The one row a read gives (see [`Db::read_rows`]); `RowNotFound` if none.
+    pub async fn read_one(&self, sql: &str, bind: impl FnOnce(Statement) -> Statement) -> Result<AnyRow, sqlx::Error> {
+        self.read_row(sql, bind).await?.ok_or(sqlx::Error::RowNotFound)
+    }
+
+    async fn read_up_to(
+        &self,
+        sql: &str,
+        bind: impl FnOnce(Statement) -> Statement,
+        max_rows: usize,
+    ) -> Result<Vec<AnyRow>, sqlx::Error> {
+        match &*self.inner {
+            Connections::Sqlite(sqlite) => {
+                // sqlx never sees the statement: counted here (a statement, not a query: there
+                // is no round trip).
+                crate::statement_counts::count(sql);
+                let mut bound = bind(sqlx::query(AssertSqlSafe(String::new())));
+                let arguments = bound.take_arguments().map_err(sqlx::Error::Encode)?.unwrap_or_default();
+                sqlite.direct_reads.read(sql, &arguments.values.0, max_rows)
+            }
+            Connections::Postgres(pool) => {
+                let query = bind(sqlx::query(AssertSqlSafe(sql.to_owned())));
+                match max_rows {
+                    1 => Ok(query.fetch_optional(pool).await?.into_iter().collect()),
+                    _ => query.fetch_all(pool).await,
+                }
+            }
         }
     }
 

@@ -28,22 +28,17 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
-use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::Connection;
 use sqlx::AnyConnection;
-use sqlx::error::{DatabaseError, ErrorKind};
-use sqlx_core::any::{AnyArguments, AnyColumn, AnyRow, AnyTypeInfo, AnyTypeInfoKind, AnyValue, AnyValueKind};
-use sqlx_core::ext::ustr::UStr;
+use sqlx_core::any::{AnyArguments, AnyRow, AnyValueKind};
 use tokio::sync::oneshot;
 
-use crate::db::{SQLITE_PRAGMAS, WRITER_PRAGMAS};
+use crate::db::WRITER_PRAGMAS;
+use crate::sqlite_rows::{run_statement, sql_error};
 
 /// The most units in one transaction: bounds how long the first of a group waits for its commit
 /// (units take 0.05 to 0.5 ms each).
 const MAX_GROUP: usize = 16;
-
-/// Prepared statements the thread keeps: more than the texts of any service's units.
-const CACHED_STATEMENTS: usize = 64;
 
 /// The handle of the group-commit thread; the thread ends when the handle goes, once it has
 /// run what was queued.
@@ -132,7 +127,8 @@ impl GroupCommit {
     /// Opens the thread's connection to the SQLite file at `path` (which the writer has
     /// created and put in WAL mode) and starts the thread, which takes `writer` for each group.
     pub fn start(path: &Path, writer: Arc<tokio::sync::Mutex<AnyConnection>>) -> Result<Self, sqlx::Error> {
-        let conn = open(path).map_err(sql_error)?;
+        // Set up as the writer is (`db.rs`); it keeps SQLite's page cache.
+        let conn = crate::sqlite_rows::open(path, WRITER_PRAGMAS).map_err(sql_error)?;
         let lanes = Arc::new(Lanes::default());
         let counts = Arc::new(GroupCounts::default());
         let (thread_lanes, thread_counts) = (lanes.clone(), counts.clone());
@@ -182,15 +178,6 @@ impl Drop for GroupCommit {
         self.lanes.waiting.lock().unwrap().closed = true;
         self.lanes.arrived.notify_one();
     }
-}
-
-/// The thread's connection, set up as the writer is (`db.rs`); it keeps SQLite's page cache.
-fn open(path: &Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
-    conn.execute_batch(SQLITE_PRAGMAS)?;
-    conn.execute_batch(WRITER_PRAGMAS)?;
-    conn.set_prepared_statement_cache_capacity(CACHED_STATEMENTS);
-    Ok(conn)
 }
 
 fn serve(mut conn: Connection, writer: &tokio::sync::Mutex<AnyConnection>, lanes: &Lanes, counts: &GroupCounts) {
@@ -285,149 +272,12 @@ fn run_unit(conn: &mut Connection, unit: &Unit) -> Result<Rows, (sqlx::Error, bo
     let ran = unit
         .statements
         .iter()
-        .try_for_each(|statement| run_statement(conn, statement, &unit.arguments, &mut bare, &mut rows));
+        .try_for_each(|statement| run_statement(conn, statement, &unit.arguments, &mut bare, &mut rows, usize::MAX));
     match ran {
         Ok(()) => conn.execute_batch("RELEASE unit").map(|()| rows).map_err(|error| (sql_error(error), false)),
         Err(error) => {
             let undone = !conn.is_autocommit() && conn.execute_batch("ROLLBACK TO unit; RELEASE unit").is_ok();
             Err((error, undone))
-        }
-    }
-}
-
-fn run_statement(
-    conn: &Connection,
-    sql: &str,
-    arguments: &[AnyValueKind],
-    bare: &mut usize,
-    rows: &mut Rows,
-) -> Result<(), sqlx::Error> {
-    let mut statement = conn.prepare_cached(sql).map_err(sql_error)?;
-    for index in 1..=statement.parameter_count() {
-        let number = match statement.parameter_name(index) {
-            Some(name) => name[1..]
-                .parse::<usize>()
-                .map_err(|_| sqlx::Error::Protocol(format!("unsupported SQL parameter {name}")))?,
-            None => {
-                *bare += 1;
-                *bare
-            }
-        };
-        // As sqlx does, a parameter without an argument stays NULL.
-        if let Some(value) = number.checked_sub(1).and_then(|i| arguments.get(i)) {
-            statement.raw_bind_parameter(index, ToSqlOutput::Borrowed(argument(value)?)).map_err(sql_error)?;
-        }
-    }
-    let names: Vec<UStr> = statement.column_names().into_iter().map(UStr::new).collect();
-    if names.is_empty() {
-        return statement.raw_execute().map(|_| ()).map_err(sql_error);
-    }
-    let by_name: Arc<sqlx_core::HashMap<UStr, usize>> =
-        Arc::new(names.iter().enumerate().map(|(i, name)| (name.clone(), i)).collect());
-    let mut results = statement.raw_query();
-    while let Some(row) = results.next().map_err(sql_error)? {
-        let mut out = AnyRow { column_names: by_name.clone(), columns: Vec::new(), values: Vec::new() };
-        for (ordinal, name) in names.iter().enumerate() {
-            let kind = value(row.get_ref(ordinal).map_err(sql_error)?)?;
-            let type_info = AnyTypeInfo { kind: type_of(&kind) };
-            out.columns.push(AnyColumn { ordinal, name: name.clone(), type_info });
-            out.values.push(AnyValue { kind });
-        }
-        rows.push(out);
-    }
-    Ok(())
-}
-
-/// An argument as SQLite takes it, as sqlx's SQLite driver binds it (a bool as an integer).
-fn argument(value: &AnyValueKind) -> Result<ValueRef<'_>, sqlx::Error> {
-    Ok(match value {
-        AnyValueKind::Null(_) => ValueRef::Null,
-        AnyValueKind::Bool(b) => ValueRef::Integer(i64::from(*b)),
-        AnyValueKind::SmallInt(i) => ValueRef::Integer(i64::from(*i)),
-        AnyValueKind::Integer(i) => ValueRef::Integer(i64::from(*i)),
-        AnyValueKind::BigInt(i) => ValueRef::Integer(*i),
-        AnyValueKind::Real(f) => ValueRef::Real(f64::from(*f)),
-        AnyValueKind::Double(f) => ValueRef::Real(*f),
-        AnyValueKind::Text(text) => ValueRef::Text(text.as_bytes()),
-        AnyValueKind::TextSlice(text) => ValueRef::Text(text.as_bytes()),
-        AnyValueKind::Blob(bytes) => ValueRef::Blob(bytes),
-        other => return Err(sqlx::Error::Protocol(format!("an argument of an unsupported type: {other:?}"))),
-    })
-}
-
-/// A value read, as sqlx's `Any` driver gives SQLite's (by the value's own type).
-fn value(value: ValueRef<'_>) -> Result<AnyValueKind, sqlx::Error> {
-    Ok(match value {
-        ValueRef::Null => AnyValueKind::Null(AnyTypeInfoKind::Null),
-        ValueRef::Integer(i) => AnyValueKind::BigInt(i),
-        ValueRef::Real(f) => AnyValueKind::Double(f),
-        ValueRef::Text(text) => {
-            let text = String::from_utf8(text.to_vec()).map_err(|error| sqlx::Error::Decode(Box::new(error)))?;
-            AnyValueKind::Text(Arc::new(text))
-        }
-        ValueRef::Blob(bytes) => AnyValueKind::Blob(Arc::new(bytes.to_vec())),
-    })
-}
-
-fn type_of(kind: &AnyValueKind) -> AnyTypeInfoKind {
-    match kind {
-        AnyValueKind::BigInt(_) => AnyTypeInfoKind::BigInt,
-        AnyValueKind::Double(_) => AnyTypeInfoKind::Double,
-        AnyValueKind::Text(_) => AnyTypeInfoKind::Text,
-        AnyValueKind::Blob(_) => AnyTypeInfoKind::Blob,
-        _ => AnyTypeInfoKind::Null,
-    }
-}
-
-/// SQLite's error as sqlx's SQLite driver reports it: a database error with the extended
-/// result code, so that callers tell a unique violation from the rest the same way on both
-/// paths.
-fn sql_error(error: rusqlite::Error) -> sqlx::Error {
-    match error {
-        rusqlite::Error::SqliteFailure(failure, message) => sqlx::Error::Database(Box::new(SqliteError {
-            code: failure.extended_code,
-            message: message.unwrap_or_else(|| failure.to_string()),
-        })),
-        other => sqlx::Error::Protocol(format!("SQLite: {other}")),
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("(code: {code}) {message}")]
-struct SqliteError {
-    code: i32,
-    message: String,
-}
-
-impl DatabaseError for SqliteError {
-    fn message(&self) -> &str {
-        &self.message
-    }
-
-    fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
-        Some(self.code.to_string().into())
-    }
-
-    fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
-        self
-    }
-
-    fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
-        self
-    }
-
-    fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
-        self
-    }
-
-    fn kind(&self) -> ErrorKind {
-        use rusqlite::ffi;
-        match self.code {
-            ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY => ErrorKind::UniqueViolation,
-            ffi::SQLITE_CONSTRAINT_FOREIGNKEY => ErrorKind::ForeignKeyViolation,
-            ffi::SQLITE_CONSTRAINT_NOTNULL => ErrorKind::NotNullViolation,
-            ffi::SQLITE_CONSTRAINT_CHECK => ErrorKind::CheckViolation,
-            _ => ErrorKind::Other,
         }
     }
 }

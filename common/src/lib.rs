@@ -20,6 +20,8 @@ pub mod proto;
 pub mod replica;
 pub mod server;
 pub mod sql_credentials;
+mod sqlite_reads;
+mod sqlite_rows;
 pub mod statement_counts;
 pub mod status;
 pub mod telemetry;

@@ -25,14 +25,9 @@ fn store_error(error: sqlx::Error) -> StoreError {
 #[async_trait]
 impl CredentialStore for SqlCredentialStore {
     async fn load(&self, key: &CredentialKey) -> Result<Option<Credential>, StoreError> {
-        let row = sqlx::query(
-            "SELECT value, expires_at, refresh_at FROM wechat_credential WHERE kind = $1 AND appid = $2 AND value IS NOT NULL",
-        )
-        .bind(key.kind.as_str())
-        .bind(&key.appid)
-        .fetch_optional(&mut *self.db.read().await.map_err(store_error)?)
-        .await
-        .map_err(store_error)?;
+        let sql = "SELECT value, expires_at, refresh_at FROM wechat_credential WHERE kind = $1 AND appid = $2 AND value IS NOT NULL";
+        let row =
+            self.db.read_row(sql, |query| query.bind(key.kind.as_str()).bind(&key.appid)).await.map_err(store_error)?;
         row.map(|row| {
             Ok(Credential {
                 value: Secret::new(row.try_get::<String, _>(0)?),

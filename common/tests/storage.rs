@@ -307,6 +307,77 @@ async fn a_units_rows_and_errors_are_sqlxs_on_sqlite() {
     db.close().await;
 }
 
+/// `Db::read_rows` and its kin give the rows a read through a connection of `Db::read` gives
+/// (on SQLite they run on the asking thread with a connection of their own, not sqlx's): the
+/// same values and column names, the first row only for `read_row`, `RowNotFound` from
+/// `read_one` when there is none, a committed unit's rows at once, and an error (the reads
+/// going on after it) for SQL that does not parse. On SQLite they cannot write.
+async fn direct_reads_are_reads_through_a_connection(config: fiscalbill_common::db::DatabaseConfig) {
+    use sqlx::{Column, Row};
+
+    let db = chunk_table(&config).await;
+    let insert = "INSERT INTO test_pdf_chunk (unit_appid, order_id, seq, data) VALUES ('wxc', $1, $2, $3)";
+    for seq in 0..3_i64 {
+        db.write_together(
+            vec![insert.to_owned()],
+            |query| query.bind("order-1").bind(seq).bind(vec![seq as u8, 255]),
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    let select = "SELECT order_id, seq, data, NULL AS absent FROM test_pdf_chunk WHERE order_id = $1 ORDER BY seq";
+    let direct = db.read_rows(select, |query| query.bind("order-1")).await.unwrap();
+    let through_conn = sqlx::query(select).bind("order-1").fetch_all(&mut *db.read().await.unwrap()).await.unwrap();
+    let values = |rows: &[sqlx::any::AnyRow]| {
+        rows.iter()
+            .map(|row| {
+                (
+                    row.try_get::<String, _>("order_id").unwrap(),
+                    row.try_get::<i64, _>(1).unwrap(),
+                    row.try_get::<Vec<u8>, _>("data").unwrap(),
+                    row.try_get::<Option<String>, _>("absent").unwrap(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let expected: Vec<_> = (0..3_i64).map(|seq| ("order-1".to_owned(), seq, vec![seq as u8, 255], None)).collect();
+    assert_eq!(values(&direct), expected);
+    assert_eq!(values(&through_conn), expected);
+    let names = |row: &sqlx::any::AnyRow| row.columns().iter().map(|c| c.name().to_owned()).collect::<Vec<_>>();
+    assert_eq!(names(&direct[0]), names(&through_conn[0]));
+
+    let first = db.read_row(select, |query| query.bind("order-1")).await.unwrap().expect("a row");
+    assert_eq!(values(&[first]), expected[..1]);
+    assert!(db.read_row(select, |query| query.bind("order-2")).await.unwrap().is_none());
+    let none = db.read_one(select, |query| query.bind("order-2")).await;
+    assert!(matches!(none, Err(sqlx::Error::RowNotFound)), "{:?}", none.err());
+    // A unit's rows, once it has returned, are there for the next read.
+    db.write_together(vec![insert.to_owned()], |query| query.bind("order-2").bind(0_i64).bind(vec![7_u8]), None)
+        .await
+        .unwrap();
+    assert_eq!(db.read_rows(select, |query| query.bind("order-2")).await.unwrap().len(), 1);
+
+    assert!(db.read_rows("SELECT FROM nowhere", |query| query).await.is_err());
+    assert_eq!(db.read_rows(select, |query| query.bind("order-1")).await.unwrap().len(), 3, "reads go on");
+    if db.backend() == fiscalbill_common::db::Backend::Sqlite {
+        let write = db.read_rows("DELETE FROM test_pdf_chunk", |query| query).await;
+        assert!(write.is_err(), "a direct read cannot write");
+        assert_eq!(rows_of(&db, "order-1").await, 3);
+    }
+    db.close().await;
+}
+
+#[tokio::test]
+async fn direct_reads_are_reads_through_a_connection_on_sqlite() {
+    direct_reads_are_reads_through_a_connection(test_support::sqlite()).await;
+}
+
+#[tokio::test]
+async fn direct_reads_are_reads_through_a_connection_on_postgres() {
+    direct_reads_are_reads_through_a_connection(test_support::postgres()).await;
+}
+
 /// On SQLite, write units waiting for the writer together are committed in one transaction,
 /// and one of them failing (the group's first, one within, its last) undoes it alone: the
 /// others are written, each whole. Every caller, a failing one too, hears back once the group
@@ -412,6 +483,8 @@ async fn readers_keep_a_small_page_cache_on_sqlite() {
     assert_eq!(cache_size(writer), -256, "256 KiB");
     let unit = db.write_together(vec!["PRAGMA cache_size".to_owned()], |query| query, None).await.unwrap();
     assert_eq!(cache_size(unit.into_iter().next().unwrap()), -2000, "SQLite's default, 2,000 KiB");
+    let direct = db.read_one("PRAGMA cache_size", |query| query).await.unwrap();
+    assert_eq!(cache_size(direct), -256, "a direct read's connection: 256 KiB");
     db.close().await;
 }
 

@@ -53,7 +53,9 @@ pub static WRITE_TRANSACTIONS: LazyLock<Counter> = LazyLock::new(Counter::defaul
 /// The tracing layer that counts sqlx's statement events. It enables `sqlx::query` at debug for
 /// itself only: the log output keeps its own filter.
 pub fn layer<S: Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>>() -> impl Layer<S> {
-    StatementCounter.with_filter(Targets::new().with_target("sqlx::query", tracing::Level::TRACE))
+    // sqlx reports each statement at DEBUG (its default `log_statements`): nothing finer is
+    // enabled, so that no crate's TRACE events are ever built.
+    StatementCounter.with_filter(Targets::new().with_target("sqlx::query", tracing::Level::DEBUG))
 }
 
 /// Counts one statement sqlx does not report on its own (one of a batch sent as one query).

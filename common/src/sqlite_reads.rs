@@ -3,11 +3,12 @@
 //!
 //! Why not on sqlx's reader connections: sqlx's SQLite driver runs each query on the
 //! connection's own thread, so a read was a round trip between threads, about two context
-//! switches, and the most of those left per bill once the write units ran on a thread of their
-//! own (BENCHMARKS.md). A read of a few rows by key takes tens of microseconds, less than the
+//! switches: most of what was left per bill once the write units ran on a thread of their own
+//! (BENCHMARKS.md). A read of a few rows by key takes tens of microseconds, less than the
 //! hand-off itself. In WAL mode a read never waits for the writer, so running it on the asking
-//! thread holds that thread for the read's own work only. Reads that can be long (lists, a
-//! PDF's chunks) keep sqlx's readers, off the asking thread.
+//! thread holds that thread for the read's own work only (SQLite's busy handler would make it
+//! wait only while another connection rebuilds the WAL's index, after a crash, at start-up).
+//! Reads that can be long (lists, a PDF's chunks) keep sqlx's readers, off the asking thread.
 //!
 //! A connection is taken from the idle ones for one read and given back; with none idle (as
 //! many reads at once as the threads that run tasks, at most), one more is opened, and kept if

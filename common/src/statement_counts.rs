@@ -2,11 +2,12 @@
 //! (`fiscalbill_db_statements_total{kind}`, `fiscalbill_db_queries_total`,
 //! `fiscalbill_db_write_transactions_total`) and so for the benchmark's figures per bill.
 //! Statements are counted from sqlx's own per-statement event (target `sqlx::query`), so no
-//! statement can be missed by a code path that forgets to count, except a write unit's on SQLite
+//! statement can be missed by a code path that forgets to count, except on SQLite a write unit's
 //! (run by the group-commit thread, or sent as one batch that sqlx reports once, starting with
-//! BEGIN), which `Db::write_together` counts; write transactions where [`crate::db::Db`] and the
-//! group-commit thread begin them (a group of units is one). BEGIN, COMMIT, ROLLBACK, SAVEPOINT
-//! and RELEASE are not statements here: they are the transactions.
+//! BEGIN), which `Db::write_together` counts, and a short read's (run on the asking thread: no
+//! query), which `Db::read_rows` counts. Write transactions are counted where
+//! [`crate::db::Db`] and the group-commit thread begin them (a group of units is one). BEGIN,
+//! COMMIT, ROLLBACK, SAVEPOINT and RELEASE are not statements here: they are the transactions.
 
 use std::sync::LazyLock;
 

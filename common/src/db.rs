@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::any::{AnyArguments, AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, ConnectOptions, Connection, Execute, Executor, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
@@ -383,9 +383,7 @@ impl Db {
                 // sqlx never sees the statement: counted here (a statement, not a query: there
                 // is no round trip).
                 crate::statement_counts::count(sql);
-                let mut bound = bind(sqlx::query(AssertSqlSafe(String::new())));
-                let arguments = bound.take_arguments().map_err(sqlx::Error::Encode)?.unwrap_or_default();
-                sqlite.direct_reads.read(sql, &arguments.values.0, max_rows)
+                sqlite.direct_reads.read(sql, &arguments_of(bind)?.values.0, max_rows)
             }
             Connections::Postgres(pool) => {
                 let query = bind(sqlx::query(AssertSqlSafe(sql.to_owned())));
@@ -514,9 +512,7 @@ impl Db {
             (Connections::Sqlite(sqlite), None) => {
                 // The group-commit thread counts the transactions, and runs the statements in
                 // their SAVEPOINT: only their arguments are bound here.
-                let mut bound = bind(sqlx::query(AssertSqlSafe(String::new())));
-                let arguments = bound.take_arguments().map_err(sqlx::Error::Encode)?.unwrap_or_default();
-                sqlite.groups.run(statements, arguments, !ordinary).await
+                sqlite.groups.run(statements, arguments_of(bind)?, !ordinary).await
             }
             (Connections::Sqlite(sqlite), Some(more)) => {
                 crate::statement_counts::WRITE_TRANSACTIONS.inc();
@@ -708,6 +704,13 @@ async fn begin_postgres(pool: &AnyPool) -> Result<Transaction<'static, Any>, sql
     Ok(tx)
 }
 
+/// The arguments `bind` binds, for SQL that our own SQLite connections run (the group-commit
+/// thread's, the direct reads'): sqlx encodes them, as for its own queries.
+fn arguments_of(bind: impl FnOnce(Statement) -> Statement) -> Result<AnyArguments, sqlx::Error> {
+    let mut bound = bind(sqlx::query(AssertSqlSafe(String::new())));
+    Ok(bound.take_arguments().map_err(sqlx::Error::Encode)?.unwrap_or_default())
+}
+
 /// A write unit on PostgreSQL: one statement, the first ones in `WITH`.
 fn postgres_unit_sql(statements: &[String]) -> String {
     let (last, first) = statements.split_last().expect("at least one statement");
@@ -733,7 +736,7 @@ pub(crate) const WRITER_PRAGMAS: &str = "PRAGMA wal_autocheckpoint = 0";
 
 /// A page cache of 256 KiB instead of SQLite's 2 MiB, for connections whose cache another
 /// connection's commits keep emptying (see [`Db::connect`]).
-const SMALL_PAGE_CACHE: &str = "PRAGMA cache_size = -256";
+pub(crate) const SMALL_PAGE_CACHE: &str = "PRAGMA cache_size = -256";
 
 /// One SQLite connection of the service's own.
 async fn sqlite_connection(options: &AnyConnectOptions) -> Result<AnyConnection, sqlx::Error> {

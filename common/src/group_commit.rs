@@ -128,7 +128,7 @@ impl GroupCommit {
     /// created and put in WAL mode) and starts the thread, which takes `writer` for each group.
     pub fn start(path: &Path, writer: Arc<tokio::sync::Mutex<AnyConnection>>) -> Result<Self, sqlx::Error> {
         // Set up as the writer is (`db.rs`); it keeps SQLite's page cache.
-        let conn = crate::sqlite_rows::open(path, WRITER_PRAGMAS).map_err(sql_error)?;
+        let conn = crate::sqlite_rows::open(path, &[WRITER_PRAGMAS]).map_err(sql_error)?;
         let lanes = Arc::new(Lanes::default());
         let counts = Arc::new(GroupCounts::default());
         let (thread_lanes, thread_counts) = (lanes.clone(), counts.clone());

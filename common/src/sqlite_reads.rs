@@ -20,15 +20,15 @@ use std::sync::Mutex;
 use rusqlite::Connection;
 use sqlx_core::any::{AnyRow, AnyValueKind};
 
+use crate::db::SMALL_PAGE_CACHE;
 use crate::sqlite_rows::{open, run_statement, sql_error};
 
 /// Idle connections kept: the threads that run tasks in a service (its tokio workers, a few).
 const MAX_IDLE: usize = 8;
 
-/// What a read's connection adds to every connection's set-up: a reader's small page cache
-/// ([`crate::db`], `SMALL_PAGE_CACHE`: the writers' commits keep emptying it), and no writes,
-/// whatever the SQL says.
-const READER_PRAGMAS: &str = "PRAGMA cache_size = -256; PRAGMA query_only = ON";
+/// What a read's connection adds to every connection's set-up: a reader's small page cache (the
+/// writers' commits keep emptying it), and no writes, whatever the SQL says.
+const READER_PRAGMAS: [&str; 2] = [SMALL_PAGE_CACHE, "PRAGMA query_only = ON"];
 
 pub(crate) struct SqliteReads {
     path: PathBuf,
@@ -45,7 +45,7 @@ impl SqliteReads {
     /// Reads of the SQLite file at `path` (created, and in WAL mode, already); opens a first
     /// connection, so that a file that cannot be read fails here rather than at the first read.
     pub(crate) fn open(path: &Path) -> Result<Self, sqlx::Error> {
-        let first = open(path, READER_PRAGMAS).map_err(sql_error)?;
+        let first = open(path, &READER_PRAGMAS).map_err(sql_error)?;
         Ok(Self { path: path.to_owned(), idle: Mutex::new(vec![first]) })
     }
 
@@ -60,7 +60,7 @@ impl SqliteReads {
         let idle = self.idle.lock().unwrap().pop();
         let conn = match idle {
             Some(conn) => conn,
-            None => open(&self.path, READER_PRAGMAS).map_err(sql_error)?,
+            None => open(&self.path, &READER_PRAGMAS).map_err(sql_error)?,
         };
         let mut rows = Vec::new();
         let read = run_statement(&conn, sql, arguments, &mut 0, &mut rows, max_rows);

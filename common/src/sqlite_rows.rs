@@ -21,10 +21,12 @@ const CACHED_STATEMENTS: usize = 64;
 
 /// A connection of our own to the SQLite file at `path` (which sqlx's writer has created and put
 /// in WAL mode), set up as every connection of a service is, then with `more_pragmas`.
-pub(crate) fn open(path: &Path, more_pragmas: &str) -> rusqlite::Result<Connection> {
+pub(crate) fn open(path: &Path, more_pragmas: &[&str]) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
     conn.execute_batch(SQLITE_PRAGMAS)?;
-    conn.execute_batch(more_pragmas)?;
+    for pragmas in more_pragmas {
+        conn.execute_batch(pragmas)?;
+    }
     conn.set_prepared_statement_cache_capacity(CACHED_STATEMENTS);
     Ok(conn)
 }

@@ -1,6 +1,16 @@
-//! Whether bytes are a PDF a reader (and WeChat) can use, parsed with `lopdf`: within the size
+//! Whether bytes are a PDF a reader (and WeChat) can use, read with `lopdf`: within the size
 //! limit, a PDF header, a cross-reference table that resolves as written (no repair needed),
-//! a document catalog, not encrypted, and at least one page. It does not render the document.
+//! not encrypted, and a document catalog whose page tree holds at least one page. It does not
+//! render the document.
+//!
+//! Only the objects that say so are read (the trailer, the catalog, the page tree's root, the
+//! document information), each where the table says it is: lopdf's metadata loader. A full
+//! load would parse every object and copy every stream out of the bytes, a bill's images and
+//! fonts, which is most of its size: the PDF held twice, for a check that needs none of it.
+//! The page tree's size is taken from its `/Count`, as readers do to number pages (a tree whose
+//! `/Count` says one page but whose `/Kids` hold none passes here; a bureau that signs
+//! supplied PDFs walks the tree and refuses it). Objects the structure does not lead to are not parsed, so damage
+//! there is not seen (a full load in lopdf's lenient mode skipped such objects too).
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PdfError {
@@ -16,7 +26,7 @@ pub enum PdfError {
     BrokenXref,
     #[error("PDF is encrypted: give it without a password or permissions")]
     Encrypted,
-    #[error("PDF has no pages")]
+    #[error("PDF has no pages (or no document catalog with a page tree)")]
     NoPages,
 }
 
@@ -34,16 +44,16 @@ pub fn validate(pdf: &[u8], max_bytes: usize) -> Result<(), PdfError> {
     if !version_ok {
         return Err(PdfError::Header);
     }
-    let document = lopdf::Document::load_mem(pdf).map_err(|e| PdfError::Malformed(e.to_string()))?;
+    let read = lopdf::Document::load_metadata_mem(pdf).map_err(|e| PdfError::Malformed(e.to_string()))?;
     // lopdf repairs a broken table by scanning the file; a reader should not have to.
-    if document.xref_recovery.is_some() {
+    if read.xref_recovery.is_some() {
         return Err(PdfError::BrokenXref);
     }
-    if document.was_encrypted() || document.is_encrypted() {
+    if read.encrypted {
         return Err(PdfError::Encrypted);
     }
-    document.catalog().map_err(|e| PdfError::Malformed(format!("no document catalog ({e})")))?;
-    if document.get_pages().is_empty() {
+    // Also 0 without a catalog, or without a page tree in it.
+    if read.page_count == 0 {
         return Err(PdfError::NoPages);
     }
     Ok(())
@@ -184,5 +194,26 @@ mod tests {
     fn rejects_encrypted_and_page_less_documents() {
         assert_eq!(validate(&sample_without_pages(), 1 << 20), Err(PdfError::NoPages));
         assert_eq!(validate(&encrypted_sample(), 1 << 20), Err(PdfError::Encrypted));
+    }
+
+    #[test]
+    fn rejects_a_document_without_a_catalog_or_page_tree() {
+        let pdf = sample("x");
+        // The trailer's /Root names an object the table does not list: lopdf finds the catalog
+        // by scanning the file, a repair.
+        let no_catalog = replaced(&pdf, b"/Root 1 0 R", b"/Root 9 0 R");
+        assert_eq!(validate(&no_catalog, 1 << 20), Err(PdfError::BrokenXref));
+        // The catalog has no /Pages.
+        let no_page_tree = replaced(&pdf, b"/Pages 2 0 R", b"/Xages 2 0 R");
+        assert_eq!(validate(&no_page_tree, 1 << 20), Err(PdfError::NoPages));
+    }
+
+    /// Damage in an object no reader reaches for the catalog and page tree (here, the page's
+    /// image) is not looked for, as lopdf's lenient full load skipped it.
+    #[test]
+    fn a_damaged_stream_outside_the_page_tree_is_not_read() {
+        let pdf = sample_of_size(8 * 1024);
+        let damaged = replaced(&pdf, b"endstream", b"endstrXam");
+        assert_eq!(validate(&damaged, 1 << 20), Ok(()));
     }
 }

@@ -40,6 +40,11 @@ pub struct ConnectionLimits {
     pub keepalive_timeout_ms: u64,
     /// Open connections per port.
     pub max_connections: usize,
+    /// gRPC: the request messages being received and handled at once may total this many MiB,
+    /// each counted at the length its prefix declares; a request that does not fit is refused
+    /// with UNAVAILABLE `SERVER_BUSY` before its message is read ([`crate::message_budget`]).
+    /// 0: no bound but the connection and stream caps.
+    pub message_budget_mib: usize,
 }
 
 impl Default for ConnectionLimits {
@@ -51,6 +56,7 @@ impl Default for ConnectionLimits {
             keepalive_interval_ms: 60_000,
             keepalive_timeout_ms: 20_000,
             max_connections: 1_024,
+            message_budget_mib: 256,
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod db;
 pub mod group_commit;
 pub mod grpc_errors;
 pub mod lifecycle;
+pub mod message_budget;
 pub mod metrics;
 pub mod paging;
 pub mod pdf_store;

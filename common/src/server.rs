@@ -19,6 +19,7 @@ use tower::layer::util::{Identity, Stack};
 use crate::auth::{AuthLayer, Authenticator};
 use crate::connections::{ConnectionLimits, guarded_incoming, serve_http};
 use crate::grpc_errors::ErrorInfoLayer;
+use crate::message_budget::{MessageBudget, MessageBudgetLayer};
 use crate::metrics::{GrpcMetricsLayer, Metrics};
 use crate::proto::FILE_DESCRIPTOR_SET;
 use crate::trace::GrpcTraceLayer;
@@ -58,9 +59,14 @@ impl Health {
 }
 
 /// The layers every gRPC request passes: its server span (outermost), metrics, ErrorInfo on
-/// the framework's own statuses, then authentication.
-pub type GrpcLayers =
-    Stack<Stack<AuthLayer, Stack<ErrorInfoLayer, Stack<GrpcMetricsLayer, Stack<GrpcTraceLayer, Identity>>>>, Identity>;
+/// the framework's own statuses, authentication, then the budget of request bytes.
+pub type GrpcLayers = Stack<
+    Stack<
+        MessageBudgetLayer,
+        Stack<AuthLayer, Stack<ErrorInfoLayer, Stack<GrpcMetricsLayer, Stack<GrpcTraceLayer, Identity>>>>,
+    >,
+    Identity,
+>;
 
 /// What a service's gRPC server is built with.
 pub struct GrpcOptions {
@@ -81,6 +87,8 @@ pub async fn base_router(
 ) -> Result<(Router<GrpcLayers>, Health), tonic::transport::Error> {
     let GrpcOptions { services, tls, authenticator, metrics, max_message_bytes } = options;
     let errors = ErrorInfoLayer { domain: authenticator.domain(), max_message_bytes };
+    let budget = MessageBudget::of_mib(limits.message_budget_mib);
+    let budget = MessageBudgetLayer::new(budget, max_message_bytes, authenticator.domain());
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let health = Health { reporter, services, serving: Arc::default(), detail: Arc::default() };
     health.set(false).await;
@@ -114,6 +122,7 @@ pub async fn base_router(
         .layer(GrpcMetricsLayer(metrics))
         .layer(errors)
         .layer(AuthLayer::new(authenticator))
+        .layer(budget)
         .into_inner();
     let router = builder.layer(layers).add_service(health_service).add_service(v1).add_service(v1alpha);
     Ok((router, health))

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use e2e::*;
 use fiscalbill_common::proto::bureau as bureau_pb;
@@ -167,7 +168,7 @@ async fn until_closed(mut stream: tokio::net::TcpStream, limit: std::time::Durat
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_and_silent_connections_are_closed_while_others_are_answered() {
     use fiscalbill_common::connections::ConnectionLimits;
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
     let limits = ConnectionLimits {
         header_read_timeout_ms: 1_000,
         request_timeout_ms: 1_500,
@@ -225,4 +226,42 @@ async fn slow_and_silent_connections_are_closed_while_others_are_answered() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let health = stack.http.get(format!("http://{}/healthz", stack.collection_admin)).send().await.unwrap();
     assert_eq!(health.status(), 200);
+}
+
+/// Request bytes beyond `[server.limits] message_budget_mib` are refused at once, not held:
+/// while one CreateAuthorization with a 700 KiB PDF waits for WeChat, a second does not fit a
+/// 1 MiB budget; once the first is answered, the second goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bytes_beyond_the_budget_are_refused_until_given_back() {
+    use fiscalbill_common::connections::ConnectionLimits;
+    use fiscalbill_common::proto::types as types_pb;
+    use tonic_types::StatusExt;
+
+    let limits = ConnectionLimits { message_budget_mib: 1, ..ConnectionLimits::default() };
+    let stack = Stack::start(Options { limits, ..Options::default() }).await;
+    let with_pdf = |order_id: &str| {
+        let mut request = stack.create_request(order_id, types_pb::Source::Web);
+        request.pdf = wechat::pdf::sample_of_size(700 * 1024).into();
+        request
+    };
+    // WeChat is slow to give the first order its link: its request holds the budget meanwhile.
+    let delay = serde_json::json!({"path": "/nontax/getbillauthurl", "kind": "delay", "delay_ms": 1000, "count": 1});
+    stack.post("/sandbox/faults", delay).await;
+    let (mut first_client, first_request) = (stack.collection.clone(), with_pdf("budget-1"));
+    let first = tokio::spawn(async move { first_client.create_authorization(first_request).await });
+    while stack.calls("/nontax/getbillauthurl").await == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let refused = stack.collection.clone().create_authorization(with_pdf("budget-2")).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert_eq!(reason(&refused), "SERVER_BUSY");
+    let details = refused.get_error_details();
+    assert_eq!(details.error_info().unwrap().metadata["budget_bytes"], (1024 * 1024).to_string());
+    assert!(details.retry_info().is_some(), "the client is told to retry");
+
+    first.await.unwrap().expect("the first is answered");
+    stack.collection.clone().create_authorization(with_pdf("budget-2")).await.expect("taken once the budget is back");
+    // The refused request left nothing behind: one call to WeChat for each order.
+    assert_eq!(stack.calls("/nontax/getbillauthurl").await, 2);
 }

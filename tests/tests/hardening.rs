@@ -249,7 +249,9 @@ async fn request_bytes_beyond_the_budget_are_refused_until_given_back() {
     stack.post("/sandbox/faults", delay).await;
     let (mut first_client, first_request) = (stack.collection.clone(), with_pdf("budget-1"));
     let first = tokio::spawn(async move { first_client.create_authorization(first_request).await });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while stack.calls("/nontax/getbillauthurl").await == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the first order never reached WeChat");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 

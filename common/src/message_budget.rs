@@ -30,6 +30,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Code;
 use tonic::body::Body;
 
+use crate::metrics::Metrics;
 use crate::status::ApiError;
 
 const KIB: usize = 1024;
@@ -72,11 +73,18 @@ pub struct MessageBudgetLayer {
     max_message_bytes: usize,
     /// The ErrorInfo domain of its refusals.
     domain: &'static str,
+    /// Where its refusals are counted.
+    metrics: Arc<Metrics>,
 }
 
 impl MessageBudgetLayer {
-    pub fn new(budget: Option<MessageBudget>, max_message_bytes: usize, domain: &'static str) -> Self {
-        Self { budget, max_message_bytes, domain }
+    pub fn new(
+        budget: Option<MessageBudget>,
+        max_message_bytes: usize,
+        domain: &'static str,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self { budget, max_message_bytes, domain, metrics }
     }
 }
 
@@ -117,6 +125,7 @@ where
         let ready = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, ready);
         let (max_message_bytes, domain) = (self.layer.max_message_bytes, self.layer.domain);
+        let metrics = self.layer.metrics.clone();
         Box::pin(async move {
             let (parts, mut body) = request.into_parts();
             let head = read_prefix(&mut body).await;
@@ -125,7 +134,10 @@ where
                 too_large if too_large > max_message_bytes => None,
                 length => match budget.try_reserve(length) {
                     Some(reserved) => Some(reserved),
-                    None => return Ok(busy(length, budget.total_bytes(), domain)),
+                    None => {
+                        metrics.record_busy_refusal();
+                        return Ok(busy(length, budget.total_bytes(), domain));
+                    }
                 },
             };
             let request = http::Request::from_parts(parts, Body::new(Replayed { head, rest: body }));
@@ -284,7 +296,7 @@ mod tests {
                 }
             }));
             let budget = MessageBudget { kib: Arc::new(Semaphore::new(kib)), total_kib: kib as u32 };
-            let layer = MessageBudgetLayer::new(Some(budget), 1024 * 1024, "test.fiscalbill");
+            let layer = MessageBudgetLayer::new(Some(budget), 1024 * 1024, "test.fiscalbill", Metrics::new("test"));
             tower::Layer::layer(&layer, handler)
         }
 

@@ -66,6 +66,7 @@ pub struct Metrics {
     grpc_requests: Family<GrpcLabels, Counter>,
     grpc_latency: Family<MethodLabel, Histogram, fn() -> Histogram>,
     pushes: Family<OutcomeLabel, Counter>,
+    busy_refusals: Counter,
     /// Bills (bureau) or authorizations (collection) by state, refreshed at scrape.
     pub states: Family<StateLabel, Gauge>,
     /// Outbox jobs waiting, and the age of the oldest (collection), refreshed at scrape.
@@ -100,6 +101,12 @@ impl Metrics {
         registry.register("grpc_request_duration_seconds", "gRPC request latency", grpc_latency.clone());
         let pushes = Family::<OutcomeLabel, Counter>::default();
         registry.register("pushes", "WeChat pushes received, by outcome", pushes.clone());
+        let busy_refusals = Counter::default();
+        registry.register(
+            "grpc_busy_refusals",
+            "gRPC requests refused because their message did not fit the budget of request bytes (SERVER_BUSY)",
+            busy_refusals.clone(),
+        );
         let states = Family::<StateLabel, Gauge>::default();
         registry.register("records_by_state", states_help, states.clone());
         let outbox_jobs = Gauge::default();
@@ -146,6 +153,7 @@ impl Metrics {
             grpc_requests,
             grpc_latency,
             pushes,
+            busy_refusals,
             states,
             outbox_jobs,
             outbox_oldest_seconds,
@@ -167,6 +175,11 @@ impl Metrics {
 
     pub fn record_push(&self, outcome: &str) {
         self.pushes.get_or_create(&OutcomeLabel { outcome: outcome.to_owned() }).inc();
+    }
+
+    /// A request refused with SERVER_BUSY ([`crate::message_budget`]).
+    pub fn record_busy_refusal(&self) {
+        self.busy_refusals.inc();
     }
 
     fn record_grpc(&self, method: &str, code: &str, elapsed: Duration) {

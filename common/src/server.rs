@@ -88,7 +88,7 @@ pub async fn base_router(
     let GrpcOptions { services, tls, authenticator, metrics, max_message_bytes } = options;
     let errors = ErrorInfoLayer { domain: authenticator.domain(), max_message_bytes };
     let budget = MessageBudget::of_mib(limits.message_budget_mib);
-    let budget = MessageBudgetLayer::new(budget, max_message_bytes, authenticator.domain());
+    let budget = MessageBudgetLayer::new(budget, max_message_bytes, authenticator.domain(), metrics.clone());
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let health = Health { reporter, services, serving: Arc::default(), detail: Arc::default() };
     health.set(false).await;

@@ -261,6 +261,9 @@ async fn request_bytes_beyond_the_budget_are_refused_until_given_back() {
     let details = refused.get_error_details();
     assert_eq!(details.error_info().unwrap().metadata["budget_bytes"], (1024 * 1024).to_string());
     assert!(details.retry_info().is_some(), "the client is told to retry");
+    let metrics = stack.http.get(format!("http://{}/metrics", stack.collection_admin)).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(metrics.lines().any(|line| line == "fiscalbill_grpc_busy_refusals_total 1"), "{metrics}");
 
     first.await.unwrap().expect("the first is answered");
     stack.collection.clone().create_authorization(with_pdf("budget-2")).await.expect("taken once the budget is back");

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use fiscalbill_common::byte_budget::{ByteBudget, Reservation};
 use fiscalbill_common::db::now_millis;
 use fiscalbill_common::proto::bureau as pb;
 use fiscalbill_common::trace::TraceContext;
@@ -20,7 +21,6 @@ use wechat::backoff::jittered;
 use crate::bureau::BureauLink;
 use crate::config::DispatchConfig;
 use crate::domain::{AuthEvent, Authorization, Failure, Job, JobPhase, OrderKey};
-use crate::pdf_budget::{PdfBudget, Reservation};
 use crate::store::{JobLease, JobOutcome, Store, ToDeliver};
 
 pub struct Dispatcher {
@@ -31,7 +31,10 @@ pub struct Dispatcher {
     wake: Notify,
     accepting: AtomicBool,
     slots: Arc<Semaphore>,
-    pdf_budget: PdfBudget,
+    /// The PDF bytes deliveries may hold at once: a delivery holds its PDF about twice until
+    /// IssueBill returns. It does not know the PDF's size before reading it, so it reserves
+    /// `pdf_max_bytes` first and gives back the rest once it has read it.
+    pdf_budget: ByteBudget,
     /// The largest PDF an authorization can hold: what a delivery reserves before it reads one.
     pdf_max_bytes: usize,
 }
@@ -56,7 +59,7 @@ impl Dispatcher {
         holder: String,
     ) -> Self {
         let slots = Arc::new(Semaphore::new(config.workers.max(1)));
-        let pdf_budget = PdfBudget::new(config.pdf_budget_mib.saturating_mul(1024 * 1024));
+        let pdf_budget = ByteBudget::new(config.pdf_budget_mib.saturating_mul(1024 * 1024));
         Self {
             store,
             bureau,

@@ -10,7 +10,6 @@ mod convert;
 mod dispatch;
 pub mod domain;
 mod error;
-mod pdf_budget;
 mod preflight;
 mod service;
 mod store;

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod bill;
 pub mod binary;
+pub mod byte_budget;
 pub mod config;
 pub mod connections;
 pub mod db;

@@ -26,48 +26,25 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::Frame;
 use http_body_util::BodyExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Code;
 use tonic::body::Body;
 
+use crate::byte_budget::ByteBudget;
 use crate::metrics::Metrics;
 use crate::status::ApiError;
 
-const KIB: usize = 1024;
 /// The gRPC message prefix: a compression flag, then the message's length (u32, big-endian).
 const PREFIX: usize = 5;
 
-/// The budget, shared by every call of one server.
-#[derive(Clone, Debug)]
-pub struct MessageBudget {
-    kib: Arc<Semaphore>,
-    total_kib: u32,
-}
-
-impl MessageBudget {
-    /// A budget of `mib` MiB, or None for 0 (no bound but the connection and stream caps).
-    pub fn of_mib(mib: usize) -> Option<Self> {
-        (mib > 0).then(|| {
-            let total_kib = u32::try_from(mib.saturating_mul(KIB)).unwrap_or(u32::MAX);
-            Self { kib: Arc::new(Semaphore::new(total_kib as usize)), total_kib }
-        })
-    }
-
-    /// Takes `bytes` if they are free now; a message larger than the budget takes all of it.
-    fn try_reserve(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
-        let kib = u32::try_from(bytes.div_ceil(KIB)).unwrap_or(u32::MAX).clamp(1, self.total_kib);
-        self.kib.clone().try_acquire_many_owned(kib).ok()
-    }
-
-    fn total_bytes(&self) -> usize {
-        self.total_kib as usize * KIB
-    }
+/// A budget of `mib` MiB, or None for 0 (no bound but the connection and stream caps).
+pub fn budget_of_mib(mib: usize) -> Option<Arc<ByteBudget>> {
+    (mib > 0).then(|| Arc::new(ByteBudget::new(mib.saturating_mul(1024 * 1024))))
 }
 
 /// A tower layer reserving each request's message from the budget.
 #[derive(Clone)]
 pub struct MessageBudgetLayer {
-    budget: Option<MessageBudget>,
+    budget: Option<Arc<ByteBudget>>,
     /// The largest message the server decodes: a longer one is refused by tonic unread, and
     /// takes nothing.
     max_message_bytes: usize,
@@ -79,7 +56,7 @@ pub struct MessageBudgetLayer {
 
 impl MessageBudgetLayer {
     pub fn new(
-        budget: Option<MessageBudget>,
+        budget: Option<Arc<ByteBudget>>,
         max_message_bytes: usize,
         domain: &'static str,
         metrics: Arc<Metrics>,
@@ -130,16 +107,12 @@ where
             let (parts, mut body) = request.into_parts();
             let head = read_prefix(&mut body).await;
             let length = message_length(&head);
-            let reserved = match length {
-                too_large if too_large > max_message_bytes => None,
-                length => match budget.try_reserve(length) {
-                    Some(reserved) => Some(reserved),
-                    None => {
-                        metrics.record_busy_refusal();
-                        return Ok(busy(length, budget.total_bytes(), domain));
-                    }
-                },
-            };
+            // tonic refuses a message over its size limit unread: it takes nothing.
+            let reserved = (length <= max_message_bytes).then(|| budget.try_reserve(length));
+            if let Some(None) = reserved {
+                metrics.record_busy_refusal();
+                return Ok(busy(length, budget.total_bytes(), domain));
+            }
             let request = http::Request::from_parts(parts, Body::new(Replayed { head, rest: body }));
             let answer = inner.call(request).await;
             drop(reserved);
@@ -234,7 +207,7 @@ mod tests {
     use std::convert::Infallible;
 
     use http_body_util::StreamBody;
-    use tokio::sync::Mutex;
+    use tokio::sync::{Mutex, Semaphore};
     use tonic_types::StatusExt;
     use tower::util::BoxCloneService;
     use tower::{Service, ServiceExt};
@@ -295,8 +268,8 @@ mod tests {
                     Ok::<_, Infallible>(http::Response::new(Body::empty()))
                 }
             }));
-            let budget = MessageBudget { kib: Arc::new(Semaphore::new(kib)), total_kib: kib as u32 };
-            let layer = MessageBudgetLayer::new(Some(budget), 1024 * 1024, "test.fiscalbill", Metrics::new("test"));
+            let budget = Some(Arc::new(ByteBudget::new(kib * 1024)));
+            let layer = MessageBudgetLayer::new(budget, 1024 * 1024, "test.fiscalbill", Metrics::new("test"));
             tower::Layer::layer(&layer, handler)
         }
 
@@ -411,7 +384,7 @@ mod tests {
 
     #[test]
     fn no_budget_for_zero() {
-        assert!(MessageBudget::of_mib(0).is_none());
-        assert_eq!(MessageBudget::of_mib(256).unwrap().total_bytes(), 256 * 1024 * 1024);
+        assert!(budget_of_mib(0).is_none());
+        assert_eq!(budget_of_mib(256).unwrap().total_bytes(), 256 * 1024 * 1024);
     }
 }

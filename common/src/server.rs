@@ -19,7 +19,7 @@ use tower::layer::util::{Identity, Stack};
 use crate::auth::{AuthLayer, Authenticator};
 use crate::connections::{ConnectionLimits, guarded_incoming, serve_http};
 use crate::grpc_errors::ErrorInfoLayer;
-use crate::message_budget::{MessageBudget, MessageBudgetLayer};
+use crate::message_budget::{MessageBudgetLayer, budget_of_mib};
 use crate::metrics::{GrpcMetricsLayer, Metrics};
 use crate::proto::FILE_DESCRIPTOR_SET;
 use crate::trace::GrpcTraceLayer;
@@ -87,7 +87,7 @@ pub async fn base_router(
 ) -> Result<(Router<GrpcLayers>, Health), tonic::transport::Error> {
     let GrpcOptions { services, tls, authenticator, metrics, max_message_bytes } = options;
     let errors = ErrorInfoLayer { domain: authenticator.domain(), max_message_bytes };
-    let budget = MessageBudget::of_mib(limits.message_budget_mib);
+    let budget = budget_of_mib(limits.message_budget_mib);
     let budget = MessageBudgetLayer::new(budget, max_message_bytes, authenticator.domain(), metrics.clone());
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let health = Health { reporter, services, serving: Arc::default(), detail: Arc::default() };

@@ -1,12 +1,13 @@
-//! The PDF bytes the dispatcher's deliveries may hold at once.
+//! Bytes that the holders of a budget may hold at once, counted in KiB: what bounds memory by
+//! the bytes themselves where counting holders alone would bound it only by `holders × largest`.
+//! Used by collection-svc's deliveries (the PDFs they hold while IssueBill sends them) and by
+//! every gRPC server's requests ([`crate::message_budget`]).
 //!
-//! A delivery reads its PDF from the database and sends it with IssueBill: it holds the PDF
-//! about twice until the call returns. Counting calls alone would bound that memory only by
-//! `calls × largest PDF`; the budget bounds it by the bytes themselves, so that many small PDFs
-//! go out at once and few large ones. A delivery does not know its PDF's size before reading it,
-//! so it reserves the largest size first and gives back the rest once it has read it.
-//! Reservations are served in turn (tokio's semaphore is fair): small ones never starve a large
-//! one.
+//! A reservation larger than the whole budget takes all of it: it goes alone. One that does not
+//! know its size yet may reserve the most it could need and give back the rest
+//! ([`Reservation::shrink_to`]). Reservations that wait are served in turn (tokio's semaphore is
+//! fair): small ones never starve a large one, and one taken without waiting never goes before
+//! one that waits.
 
 use std::sync::Arc;
 
@@ -14,25 +15,24 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 const KIB: usize = 1024;
 
-pub struct PdfBudget {
+pub struct ByteBudget {
     kib: Arc<Semaphore>,
     total_kib: u32,
 }
 
-/// PDF bytes reserved by one delivery; given back when dropped.
+/// Bytes reserved by one holder; given back when dropped.
 pub struct Reservation {
     permit: OwnedSemaphorePermit,
 }
 
-impl PdfBudget {
+impl ByteBudget {
     /// A budget of `bytes`, counted in KiB (at least one).
     pub fn new(bytes: usize) -> Self {
         let total_kib = u32::try_from(bytes.div_ceil(KIB)).unwrap_or(u32::MAX).max(1);
         Self { kib: Arc::new(Semaphore::new(total_kib as usize)), total_kib }
     }
 
-    /// Waits until `bytes` are free and takes them. A PDF larger than the whole budget takes
-    /// all of it: it goes alone.
+    /// Waits until `bytes` are free and takes them (all of the budget for more than it holds).
     pub async fn reserve(&self, bytes: usize) -> Reservation {
         let kib = self.kib_of(bytes);
         let permit = self.kib.clone().acquire_many_owned(kib).await.expect("the budget's semaphore is never closed");
@@ -44,6 +44,11 @@ impl PdfBudget {
     pub fn try_reserve(&self, bytes: usize) -> Option<Reservation> {
         let kib = self.kib_of(bytes);
         self.kib.clone().try_acquire_many_owned(kib).ok().map(|permit| Reservation { permit })
+    }
+
+    /// The budget's size.
+    pub fn total_bytes(&self) -> usize {
+        self.total_kib as usize * KIB
     }
 
     fn kib_of(&self, bytes: usize) -> u32 {
@@ -74,7 +79,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_reservation_waits_while_the_budget_is_taken_and_shrinks_to_what_it_read() {
-        let budget = Arc::new(PdfBudget::new(2 * 1024 * KIB));
+        let budget = Arc::new(ByteBudget::new(2 * 1024 * KIB));
         let mut first = budget.reserve(2 * 1024 * KIB).await;
         assert_eq!(budget.free_kib(), 0);
 
@@ -101,7 +106,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_pdf_larger_than_the_budget_goes_alone_and_an_empty_one_counts_one_kib() {
-        let budget = PdfBudget::new(1024 * KIB);
+        let budget = ByteBudget::new(1024 * KIB);
         let all = budget.reserve(10 * 1024 * KIB).await;
         assert_eq!(budget.free_kib(), 0);
         drop(all);
@@ -114,7 +119,7 @@ mod tests {
 
     #[tokio::test]
     async fn shrinking_never_takes_more_than_was_reserved() {
-        let budget = PdfBudget::new(1024 * KIB);
+        let budget = ByteBudget::new(1024 * KIB);
         let mut small = budget.reserve(64 * KIB).await;
         small.shrink_to(512 * KIB);
         assert_eq!(small.permit.num_permits(), 64);
@@ -125,7 +130,7 @@ mod tests {
     /// waits in turn, even for bytes that would fit beside what is held.
     #[tokio::test]
     async fn a_reservation_without_waiting_takes_only_what_is_free_and_never_goes_first() {
-        let budget = Arc::new(PdfBudget::new(4 * 1024 * KIB));
+        let budget = Arc::new(ByteBudget::new(4 * 1024 * KIB));
         let held = budget.try_reserve(3 * 1024 * KIB).expect("free");
         assert!(budget.try_reserve(2 * 1024 * KIB).is_none(), "1 MiB is free, not 2");
 
